@@ -1,0 +1,163 @@
+//! Encoding of uncompressed batches, for clients and tests.
+//!
+//! The builder keeps the whole batch in one buffer, header space first, so
+//! `finish` only fills the header and computes the CRC: no copy of records.
+
+use super::varint::{put_varint, put_varlong, varint_len, varlong_len};
+use super::{
+    BatchHeader, CRC_OFFSET, CRC_START, HEADER_LEN, LENGTH_FIELDS_LEN, MAGIC, MAX_BATCH_LEN,
+};
+
+/// Builds one uncompressed record batch, offsets assigned from 0.
+///
+/// The producer id, epoch and base sequence are -1 (not idempotent), the
+/// partition leader epoch is -1 and the base offset is 0: the broker
+/// overwrites the base offset when it appends the batch.
+#[derive(Debug, Clone)]
+pub struct BatchBuilder {
+    /// Header space (filled by `finish`) followed by the encoded records.
+    buf: Vec<u8>,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    records: u32,
+}
+
+impl BatchBuilder {
+    /// An empty batch whose record timestamps are relative to `base_timestamp`.
+    pub fn new(base_timestamp: i64) -> Self {
+        Self::with_capacity(base_timestamp, HEADER_LEN)
+    }
+
+    /// Like [`BatchBuilder::new`], with room for `bytes` bytes of finished
+    /// batch before the buffer grows.
+    pub fn with_capacity(base_timestamp: i64, bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(bytes.max(HEADER_LEN));
+        buf.resize(HEADER_LEN, 0);
+        BatchBuilder {
+            buf,
+            base_timestamp,
+            max_timestamp: i64::MIN,
+            records: 0,
+        }
+    }
+
+    /// Appends a record; its offset delta is the number of records before it.
+    ///
+    /// # Panics
+    /// If `timestamp - base_timestamp` overflows an `i64`, or a key, value or
+    /// header is longer than `i32::MAX` bytes (far beyond [`MAX_BATCH_LEN`],
+    /// which [`BatchBuilder::finish`] enforces).
+    pub fn push(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&[u8], Option<&[u8]>)],
+    ) {
+        let offset_delta =
+            i32::try_from(self.records).expect("a batch holds at most i32::MAX records");
+        let timestamp_delta = timestamp
+            .checked_sub(self.base_timestamp)
+            .expect("timestamp - base_timestamp overflows i64");
+        let headers_count = i32::try_from(headers.len()).expect("at most i32::MAX headers");
+
+        let mut body = 1 // attributes
+            + varlong_len(timestamp_delta)
+            + varint_len(offset_delta)
+            + nullable_len(key)
+            + nullable_len(value)
+            + varint_len(headers_count);
+        for &(k, v) in headers {
+            body += nullable_len(Some(k)) + nullable_len(v);
+        }
+        let body_len = i32::try_from(body).expect("a record is at most i32::MAX bytes");
+
+        let buf = &mut self.buf;
+        buf.reserve(varint_len(body_len) + body);
+        let start = buf.len();
+        put_varint(buf, body_len);
+        buf.push(0);
+        put_varlong(buf, timestamp_delta);
+        put_varint(buf, offset_delta);
+        put_nullable(buf, key);
+        put_nullable(buf, value);
+        put_varint(buf, headers_count);
+        for &(k, v) in headers {
+            put_nullable(buf, Some(k));
+            put_nullable(buf, v);
+        }
+        debug_assert_eq!(buf.len() - start, varint_len(body_len) + body);
+
+        self.records += 1;
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+    }
+
+    /// Records pushed so far.
+    pub fn len_records(&self) -> usize {
+        self.records as usize
+    }
+
+    /// Bytes the finished batch will take, header included.
+    pub fn encoded_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Fills the header, computes the CRC and returns the batch.
+    ///
+    /// # Panics
+    /// If no record was pushed (a batch holds at least one) or the batch
+    /// exceeds [`MAX_BATCH_LEN`]; check [`BatchBuilder::encoded_len`] first.
+    pub fn finish(mut self) -> Vec<u8> {
+        assert!(self.records > 0, "a record batch needs at least one record");
+        assert!(
+            self.buf.len() <= MAX_BATCH_LEN,
+            "batch of {} bytes exceeds MAX_BATCH_LEN ({MAX_BATCH_LEN})",
+            self.buf.len()
+        );
+        // Both fit: the batch is at most MAX_BATCH_LEN bytes.
+        let records_count = i32::try_from(self.records).expect("bounded by MAX_BATCH_LEN");
+        let batch_length =
+            i32::try_from(self.buf.len() - LENGTH_FIELDS_LEN).expect("bounded by MAX_BATCH_LEN");
+        let header = BatchHeader {
+            base_offset: 0,
+            batch_length,
+            partition_leader_epoch: -1,
+            magic: MAGIC,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: records_count - 1,
+            base_timestamp: self.base_timestamp,
+            max_timestamp: self.max_timestamp,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            records_count,
+        };
+        self.buf[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+        // The CRC field lies before the range it covers, so it is written last.
+        let crc = crc32c::crc32c(&self.buf[CRC_START..]);
+        self.buf[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
+        self.buf
+    }
+}
+
+fn nullable_len(bytes: Option<&[u8]>) -> usize {
+    match bytes {
+        None => varint_len(-1),
+        Some(b) => varint_len(len_i32(b)) + b.len(),
+    }
+}
+
+fn put_nullable(buf: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => put_varint(buf, -1),
+        Some(b) => {
+            put_varint(buf, len_i32(b));
+            buf.extend_from_slice(b);
+        }
+    }
+}
+
+fn len_i32(bytes: &[u8]) -> i32 {
+    i32::try_from(bytes.len()).expect("a key, value or header is at most i32::MAX bytes")
+}

@@ -1,0 +1,9 @@
+//! A thread-per-core Kafka-style log broker.
+//!
+//! Modules, from the bottom up:
+//! - [`batch`]: the record batch format, identical on the wire and on disk.
+//! - [`log`]: the partition log (segments on direct I/O, indexes, recovery,
+//!   retention). It knows nothing of sockets.
+
+pub mod batch;
+pub mod log;

@@ -1,0 +1,312 @@
+//! The one place where the log touches glommio's file API: segment files
+//! opened with O_DIRECT, index files, the directory. Every operation returns a
+//! [`LogError`] naming the file, and passes through an optional
+//! [`Faults`] plan so tests can make the disk fail on demand.
+//!
+//! Invariant: every write is of a whole aligned buffer at an aligned position;
+//! a short write is an error (it is how a full device shows itself).
+
+use std::{
+    cell::Cell,
+    io,
+    path::{Path, PathBuf},
+    rc::Rc,
+};
+
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
+
+use super::error::LogError;
+
+/// Alignment of every direct-I/O write and read position. 4096 covers both
+/// 512-byte and 4 KiB logical-block devices.
+pub const BLOCK: u64 = 4096;
+
+/// Rounds `v` down to a multiple of [`BLOCK`].
+pub fn align_down(v: u64) -> u64 {
+    v & !(BLOCK - 1)
+}
+
+/// Rounds `v` up to a multiple of [`BLOCK`].
+pub fn align_up(v: u64) -> u64 {
+    align_down(v + BLOCK - 1)
+}
+
+/// Which disk operations a test wants to fail, and how.
+///
+/// Shared by every file of one log. Counters count down on each operation of
+/// their kind; the operation that brings one from 1 to 0 fails, once. `*_always`
+/// makes every such operation fail until cleared.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Fail the n-th next data write (1 = the next one).
+    pub fail_write_in: Cell<u32>,
+    /// Fail every data write.
+    pub fail_write_always: Cell<bool>,
+    /// Fail the n-th next fdatasync.
+    pub fail_sync_in: Cell<u32>,
+    /// Counts data writes and syncs, for tests that want to see group commit.
+    pub writes: Cell<u64>,
+    /// Counts fdatasync calls.
+    pub syncs: Cell<u64>,
+}
+
+impl Faults {
+    fn trip(counter: &Cell<u32>) -> bool {
+        match counter.get() {
+            0 => false,
+            1 => {
+                counter.set(0);
+                true
+            }
+            n => {
+                counter.set(n - 1);
+                false
+            }
+        }
+    }
+}
+
+fn injected(errno: i32) -> io::Error {
+    io::Error::from_raw_os_error(errno)
+}
+
+thread_local! {
+    /// Devices (st_dev) whose io_uring poll support glommio has already
+    /// probed on this thread.
+    static PROBED_DEVICES: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Makes glommio probe the device holding `dir` for io_uring polled I/O
+/// with a file that has data.
+///
+/// glommio 0.9 decides once per device and thread, on the first DmaFile
+/// opened, by reading its first block: on an empty file that read succeeds
+/// whatever the device supports, so glommio wrongly enables polled I/O and
+/// every later read fails with EOPNOTSUPP (seen on this machine's virtio
+/// disk). A log usually opens a new, empty segment first, so it primes the
+/// probe with a one-block scratch file.
+pub async fn probe_device(dir: &Path) -> Result<(), LogError> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir)
+        .map_err(|e| LogError::io("inspecting", dir, e))?
+        .dev();
+    if PROBED_DEVICES.with(|d| d.borrow().contains(&dev)) {
+        return Ok(());
+    }
+    let path = dir.join(".device-probe.tmp");
+    std::fs::write(&path, vec![0u8; BLOCK as usize])
+        .map_err(|e| LogError::io("writing", &path, e))?;
+    let file = DmaFile::open(&path)
+        .await
+        .map_err(|e| LogError::io("opening", &path, e.into()))?;
+    let _ = file.close().await;
+    remove_file(&path).await?;
+    PROBED_DEVICES.with(|d| d.borrow_mut().push(dev));
+    Ok(())
+}
+
+/// A segment's `.log` file, opened read-write with O_DIRECT.
+#[derive(Debug)]
+pub struct SegmentFile {
+    file: DmaFile,
+    path: PathBuf,
+    faults: Option<Rc<Faults>>,
+}
+
+impl SegmentFile {
+    /// Opens (and with `create`, creates) a segment file.
+    pub async fn open(
+        path: &Path,
+        create: bool,
+        faults: Option<Rc<Faults>>,
+    ) -> Result<Self, LogError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .dma_open(path)
+            .await
+            .map_err(|e| LogError::io("opening", path, e.into()))?;
+        Ok(SegmentFile {
+            file,
+            path: path.to_path_buf(),
+            faults,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// An aligned buffer suitable for [`SegmentFile::write`].
+    pub fn alloc(&self, size: usize) -> DmaBuffer {
+        self.file.alloc_dma_buffer(size)
+    }
+
+    /// Writes the whole of `buf` at `pos`; both are block-aligned.
+    pub async fn write(&self, buf: Rc<DmaBuffer>, pos: u64) -> Result<(), LogError> {
+        debug_assert_eq!(pos % BLOCK, 0, "unaligned write position");
+        debug_assert_eq!(buf.len() as u64 % BLOCK, 0, "unaligned write length");
+        let want = buf.len();
+        if let Some(f) = &self.faults {
+            f.writes.set(f.writes.get() + 1);
+            if f.fail_write_always.get() || Faults::trip(&f.fail_write_in) {
+                return Err(LogError::io("writing", &self.path, injected(libc::ENOSPC)));
+            }
+        }
+        let written = self
+            .file
+            .write_rc_at(buf, pos)
+            .await
+            .map_err(|e| LogError::io("writing", &self.path, e.into()))?;
+        if written != want {
+            // A short direct-I/O write means the device is full.
+            return Err(LogError::io(
+                "writing",
+                &self.path,
+                io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    format!("short write of {written} of {want} bytes at {pos}: no space left on device"),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes at aligned `pos` (fewer at the end of the file).
+    pub async fn read(&self, pos: u64, len: usize) -> Result<ReadResult, LogError> {
+        debug_assert_eq!(pos % BLOCK, 0, "unaligned read position");
+        self.file
+            .read_at_aligned(pos, len)
+            .await
+            .map_err(|e| LogError::io("reading", &self.path, e.into()))
+    }
+
+    /// `fdatasync`.
+    pub async fn sync(&self) -> Result<(), LogError> {
+        if let Some(f) = &self.faults {
+            f.syncs.set(f.syncs.get() + 1);
+            if Faults::trip(&f.fail_sync_in) {
+                return Err(LogError::io("fsyncing", &self.path, injected(libc::EIO)));
+            }
+        }
+        self.file
+            .fdatasync()
+            .await
+            .map_err(|e| LogError::io("fsyncing", &self.path, e.into()))
+    }
+
+    /// Sets the file's length.
+    pub async fn truncate(&self, len: u64) -> Result<(), LogError> {
+        self.file
+            .truncate(len)
+            .await
+            .map_err(|e| LogError::io("truncating", &self.path, e.into()))
+    }
+
+    /// The file's length.
+    pub async fn file_len(&self) -> Result<u64, LogError> {
+        self.file
+            .file_size()
+            .await
+            .map_err(|e| LogError::io("reading the size of", &self.path, e.into()))
+    }
+
+    /// Closes the file.
+    pub async fn close(self) -> Result<(), LogError> {
+        let path = self.path;
+        self.file
+            .close()
+            .await
+            .map_err(|e| LogError::io("closing", &path, e.into()))
+    }
+}
+
+/// Writes a small file atomically: to `NAME.tmp`, fsynced, renamed over
+/// `NAME`. The caller fsyncs the directory.
+pub async fn write_file_atomic(path: &Path, bytes: Vec<u8>) -> Result<(), LogError> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    let file = glommio::io::BufferedFile::create(&tmp)
+        .await
+        .map_err(|e| LogError::io("creating", &tmp, e.into()))?;
+    let len = bytes.len();
+    let written = file
+        .write_at(bytes, 0)
+        .await
+        .map_err(|e| LogError::io("writing", &tmp, e.into()))?;
+    if written != len {
+        return Err(LogError::io(
+            "writing",
+            &tmp,
+            io::Error::other(format!("short write of {written} of {len} bytes")),
+        ));
+    }
+    file.fdatasync()
+        .await
+        .map_err(|e| LogError::io("fsyncing", &tmp, e.into()))?;
+    file.close()
+        .await
+        .map_err(|e| LogError::io("closing", &tmp, e.into()))?;
+    glommio::io::rename(&tmp, path)
+        .await
+        .map_err(|e| LogError::io("renaming", &tmp, e.into()))
+}
+
+/// Reads a whole small file; `Ok(None)` when it does not exist.
+pub async fn read_file(path: &Path) -> Result<Option<Vec<u8>>, LogError> {
+    let file = match glommio::io::BufferedFile::open(path).await {
+        Ok(f) => f,
+        Err(e) => {
+            let e: io::Error = e.into();
+            if e.kind() == io::ErrorKind::NotFound {
+                return Ok(None);
+            }
+            return Err(LogError::io("opening", path, e));
+        }
+    };
+    let len = file
+        .file_size()
+        .await
+        .map_err(|e| LogError::io("reading the size of", path, e.into()))?;
+    let len = usize::try_from(len)
+        .map_err(|_| LogError::io("reading", path, io::Error::other("file too large")))?;
+    let data = file
+        .read_at(0, len)
+        .await
+        .map_err(|e| LogError::io("reading", path, e.into()))?;
+    let out = data.to_vec();
+    let _ = file.close().await;
+    Ok(Some(out))
+}
+
+/// Removes a file; a file already gone is not an error.
+pub async fn remove_file(path: &Path) -> Result<(), LogError> {
+    match glommio::io::remove(path).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let e: io::Error = e.into();
+            if e.kind() == io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(LogError::io("removing", path, e))
+            }
+        }
+    }
+}
+
+/// fsyncs a directory, so that file creations, renames and removals in it are durable.
+pub async fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    let d = glommio::io::Directory::open(dir)
+        .await
+        .map_err(|e| LogError::io("opening directory", dir, e.into()))?;
+    d.sync()
+        .await
+        .map_err(|e| LogError::io("fsyncing directory", dir, e.into()))?;
+    d.close()
+        .await
+        .map_err(|e| LogError::io("closing directory", dir, e.into()))
+}
