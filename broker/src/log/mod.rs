@@ -629,28 +629,29 @@ impl Log {
             let limit = if is_active { st.acked_len } else { seg.len };
             let entry = seg.index.lookup((offset - seg.base_offset) as u32);
             let start_pos = u64::from(entry.position);
-            let cached = st.cache.find(
-                seg.base_offset,
-                start_pos,
-                limit.min(start_pos + max_bytes as u64),
-            );
+            let cached = st.cache.find(seg.base_offset, offset);
             (seg.file.clone(), start_pos, limit, hw, log_start, cached)
         };
         // Find the first batch holding `offset` and take whole batches.
-        if let Some((buf, at)) = cached {
-            let end_in_buf = at + (limit.min(start_pos + max_bytes as u64) - start_pos) as usize;
-            let avail = &buf.as_bytes()[at..end_in_buf];
+        // From memory when the buffer that received the batch holds the
+        // whole answer: the byte budget, or everything up to the high
+        // watermark. Otherwise one larger read from disk serves more.
+        if let Some(c) = cached {
+            let avail = &c.buf.as_bytes()[c.start..c.end];
             if let Some((skip, take, next)) = pick_batches(avail, offset, max_bytes) {
-                return Ok(LogRead {
-                    bytes: ReadBytes::Memory {
-                        buf: buf.clone(),
-                        start: at + skip,
-                        len: take,
-                    },
-                    next_offset: next,
-                    high_watermark: hw,
-                    log_start_offset: log_start,
-                });
+                let budget_full = next < c.end_offset;
+                if budget_full || c.end_offset >= hw {
+                    return Ok(LogRead {
+                        bytes: ReadBytes::Memory {
+                            buf: c.buf.clone(),
+                            start: c.start + skip,
+                            len: take,
+                        },
+                        next_offset: next,
+                        high_watermark: hw,
+                        log_start_offset: log_start,
+                    });
+                }
             }
         }
         // From disk: one aligned read covering the index gap and the budget.

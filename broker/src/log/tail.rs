@@ -31,6 +31,8 @@ pub struct Tail {
     written_len: usize,
     /// The offset after the last record in this buffer.
     end_offset: u64,
+    /// The offset of the first batch appended to this buffer.
+    first_offset: u64,
 }
 
 /// A sealed tail, ready to be written and then kept for reads.
@@ -44,6 +46,11 @@ pub struct Sealed {
     pub len: usize,
     /// The offset after the last record in `buf`.
     pub end_offset: u64,
+    /// Index in `buf` of the first batch appended to it (after the carried
+    /// partial block, which holds only the end of earlier batches).
+    pub first_batch_at: usize,
+    /// Offset of that first batch.
+    pub first_offset: u64,
 }
 
 impl Tail {
@@ -67,6 +74,7 @@ impl Tail {
             len: carry.len(),
             written_len: carry.len(),
             end_offset,
+            first_offset: end_offset,
         }
     }
 
@@ -120,6 +128,8 @@ impl Tail {
                 file_pos: self.file_pos,
                 len: self.len,
                 end_offset: self.end_offset,
+                first_batch_at: self.written_len,
+                first_offset: self.first_offset,
             },
             next,
         )
@@ -129,6 +139,18 @@ impl Tail {
     pub fn unwritten_len(&self) -> usize {
         self.len - self.written_len
     }
+}
+
+/// Whole batches in a cached buffer: `buf[start..end]`.
+pub struct CachedRange {
+    /// The written buffer.
+    pub buf: Rc<DmaBuffer>,
+    /// A batch boundary.
+    pub start: usize,
+    /// The end of the valid bytes (a batch boundary).
+    pub end: usize,
+    /// The offset after the last record in `buf[..end]`.
+    pub end_offset: u64,
 }
 
 /// Written buffers kept to serve reads of recent data without a disk read.
@@ -152,13 +174,19 @@ impl ReadCache {
         }
     }
 
-    /// The newest cached buffer of `segment` that holds the file range
-    /// [`pos`, `end`), as (buffer, index of `pos` in it).
-    pub fn find(&self, segment: u64, pos: u64, end: u64) -> Option<(Rc<DmaBuffer>, usize)> {
+    /// The cached buffer of `segment` in which the batch holding `offset`
+    /// was appended: the buffer and the first batch boundary in it at or
+    /// before that batch, its valid length and the offset it ends at.
+    pub fn find(&self, segment: u64, offset: u64) -> Option<CachedRange> {
         self.entries.iter().rev().find_map(|(seg, s)| {
-            let s_end = s.file_pos + s.len as u64;
-            (*seg == segment && s.file_pos <= pos && end <= s_end)
-                .then(|| (s.buf.clone(), (pos - s.file_pos) as usize))
+            (*seg == segment && s.first_offset <= offset && offset < s.end_offset).then(|| {
+                CachedRange {
+                    buf: s.buf.clone(),
+                    start: s.first_batch_at,
+                    end: s.len,
+                    end_offset: s.end_offset,
+                }
+            })
         })
     }
 
