@@ -26,15 +26,21 @@ fuzz_target!(|data: &[u8]| {
     // The same bytes as a stream of batches, as a fetch or a segment scan
     // sees them; each batch found is then decoded on its own.
     let mut consumed = 0;
+    let mut errors = 0;
     let mut it = batch::batches(data);
     for item in it.by_ref() {
-        if let Ok((header, bytes)) = item {
-            assert_eq!(bytes.len(), header.total_len());
-            consumed += bytes.len();
-            check_one(bytes);
+        match item {
+            Ok((header, bytes)) => {
+                assert_eq!(bytes.len(), header.total_len());
+                consumed += bytes.len();
+                check_one(bytes);
+            }
+            Err(_) => errors += 1,
         }
     }
+    assert!(errors <= 1, "batches() yields at most one error");
     assert_eq!(it.consumed(), consumed);
+    assert_eq!(errors == 0, consumed == data.len());
 });
 
 fn check_one(bytes: &[u8]) {
