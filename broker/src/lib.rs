@@ -4,6 +4,8 @@
 //! - [`batch`]: the record batch format, identical on the wire and on disk.
 //! - [`log`]: the partition log (segments on direct I/O, indexes, recovery,
 //!   retention). It knows nothing of sockets.
+//! - [`protocol`]: wire frames (prefix, flatbuffer header, payload) and their codec.
 
 pub mod batch;
 pub mod log;
+pub mod protocol;

@@ -878,11 +878,22 @@ fn pick_batches(bytes: &[u8], offset: u64, max_bytes: usize) -> Option<(usize, u
 /// policy, and acknowledges. Holds only a weak handle so dropping the log
 /// ends it.
 async fn flusher(weak: Weak<Inner>) {
+    let interval = weak.upgrade().and_then(|i| match i.config.fsync {
+        FsyncPolicy::Interval(d) => Some(d),
+        _ => None,
+    });
+    // With the interval policy: when the last fdatasync was issued. The
+    // deadline is kept across loop passes so a steady stream of write
+    // cycles cannot starve the timer.
+    let mut last_sync = Instant::now();
     loop {
-        let interval = weak.upgrade().and_then(|i| match i.config.fsync {
-            FsyncPolicy::Interval(d) => Some(d),
-            _ => None,
-        });
+        if let Some(d) = interval {
+            if last_sync.elapsed() >= d {
+                let Some(inner) = weak.upgrade() else { return };
+                last_sync = Instant::now();
+                interval_sync(&inner).await;
+            }
+        }
         let wait = poll_fn(|cx| {
             let Some(inner) = weak.upgrade() else {
                 return Poll::Ready(None);
@@ -903,8 +914,9 @@ async fn flusher(weak: Weak<Inner>) {
         });
         let next = match interval {
             Some(d) => {
+                let remaining = d.saturating_sub(last_sync.elapsed());
                 futures_lite::future::or(wait, async move {
-                    glommio::timer::sleep(d).await;
+                    glommio::timer::sleep(remaining).await;
                     Some(true)
                 })
                 .await
@@ -914,8 +926,7 @@ async fn flusher(weak: Weak<Inner>) {
         let Some(timer_fired) = next else { return };
         let Some(inner) = weak.upgrade() else { return };
         if timer_fired {
-            interval_sync(&inner).await;
-            continue;
+            continue; // the deadline check at the top syncs
         }
         let reset = inner.state.borrow().reset_to_durable;
         if let Some(to_durable) = reset {
