@@ -38,7 +38,8 @@ fn child_batch(i: u64) -> Vec<u8> {
     )
 }
 
-/// The child's body: appends from 4 concurrent tasks forever, printing
+/// The child's body: appends from 16 concurrent tasks forever (so write
+/// cycles carry several buffers written at once), printing
 /// "ACK <i> <base_offset>" once batch `i` is acknowledged. Run only as the
 /// child of `kill_during_appends_loses_nothing_acknowledged`.
 #[test]
@@ -50,7 +51,7 @@ fn crash_child_appender() {
     run(async move {
         let (log, _) = Log::open(&dir, config()).await.unwrap();
         let next = std::rc::Rc::new(std::cell::Cell::new(0u64));
-        let tasks: Vec<_> = (0..4)
+        let tasks: Vec<_> = (0..16)
             .map(|_| {
                 let log = log.clone();
                 let next = next.clone();
