@@ -19,17 +19,6 @@ fn config() -> LogConfig {
     }
 }
 
-async fn read_batches(log: &Log) -> Vec<Vec<u8>> {
-    let mut at = log.log_start_offset();
-    let mut out = Vec::new();
-    while at < log.high_watermark() {
-        let r = log.read(at, 1 << 20).await.unwrap();
-        out.extend(common::split(r.bytes.as_slice()));
-        at = r.next_offset;
-    }
-    out
-}
-
 #[test]
 fn failed_write_fails_its_appends_and_the_log_recovers() {
     run(async {
@@ -62,16 +51,16 @@ fn failed_write_fails_its_appends_and_the_log_recovers() {
             assert!(err.is_no_space(), "{err}");
         }
         assert_eq!(log.high_watermark(), hw);
-        assert_eq!(read_batches(&log).await, good);
+        assert_eq!(common::read_all(&log).await, good);
         // The next append takes the offset the failed ones did not keep.
         let b = make_batch(7, 4, 80, 0);
         let a = log.append(&b).await.unwrap();
         assert_eq!(a.base_offset, hw);
         good.push(with_base(&b, hw));
-        assert_eq!(read_batches(&log).await, good);
+        assert_eq!(common::read_all(&log).await, good);
         drop(log);
         let (log, _) = Log::open(dir.path(), config()).await.unwrap();
-        assert_eq!(read_batches(&log).await, good);
+        assert_eq!(common::read_all(&log).await, good);
         log.close().await.unwrap();
     });
 }
@@ -96,10 +85,10 @@ fn failed_fsync_is_not_retried_as_success() {
         let next = make_batch(3, 1, 10, 0);
         assert_eq!(log.append(&next).await.unwrap().base_offset, 2);
         let want = vec![with_base(&first, 0), with_base(&next, 2)];
-        assert_eq!(read_batches(&log).await, want);
+        assert_eq!(common::read_all(&log).await, want);
         drop(log);
         let (log, _) = Log::open(dir.path(), config()).await.unwrap();
-        assert_eq!(read_batches(&log).await, want);
+        assert_eq!(common::read_all(&log).await, want);
         log.close().await.unwrap();
     });
 }
@@ -195,7 +184,7 @@ fn full_disk_fails_appends_cleanly_and_recovers_when_space_returns() {
         assert!(failures >= 3, "the disk never filled up");
         assert!(!acked.is_empty());
         assert_eq!(
-            read_batches(&log).await,
+            common::read_all(&log).await,
             acked,
             "acknowledged data stays readable"
         );
@@ -206,11 +195,11 @@ fn full_disk_fails_appends_cleanly_and_recovers_when_space_returns() {
             let a = log.append(&b).await.unwrap();
             acked.push(with_base(&b, a.base_offset));
         }
-        assert_eq!(read_batches(&log).await, acked);
+        assert_eq!(common::read_all(&log).await, acked);
         drop(log);
         let (log, _) = Log::open(&dir, cfg).await.unwrap();
         assert_eq!(
-            read_batches(&log).await,
+            common::read_all(&log).await,
             acked,
             "nothing acknowledged lost across reopen"
         );

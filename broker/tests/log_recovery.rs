@@ -35,17 +35,6 @@ async fn fill(log: &Log, n: u64) -> Vec<(u64, Vec<u8>)> {
     out
 }
 
-async fn read_all(log: &Log) -> Vec<Vec<u8>> {
-    let mut at = log.log_start_offset();
-    let mut out = Vec::new();
-    while at < log.high_watermark() {
-        let r = log.read(at, 1 << 20).await.unwrap();
-        out.extend(common::split(r.bytes.as_slice()));
-        at = r.next_offset;
-    }
-    out
-}
-
 fn last_segment(dir: &Path) -> std::path::PathBuf {
     let mut logs: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -105,7 +94,7 @@ fn recovery_keeps_exactly_the_valid_prefix() {
                     .await
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
                 assert_eq!(log.high_watermark(), last_base, "{what}");
-                assert_eq!(read_all(&log).await, prefix, "{what}");
+                assert_eq!(common::read_all(&log).await, prefix, "{what}");
                 assert!(report.scanned_bytes < 1 << 20, "{what}: {report:?}");
                 let again = make_batch(999, 2, 10, 5000);
                 let a = log.append(&again).await.unwrap();
@@ -157,7 +146,7 @@ fn reopen_after_crash_without_close_keeps_everything_acknowledged() {
         let (log, report) = Log::open(dir.path(), config()).await.unwrap();
         assert!(report.scanned_bytes > 0);
         let want: Vec<Vec<u8>> = stored.iter().map(|(_, b)| b.clone()).collect();
-        assert_eq!(read_all(&log).await, want);
+        assert_eq!(common::read_all(&log).await, want);
         log.close().await.unwrap();
     });
 }

@@ -549,25 +549,8 @@ impl Log {
     /// Seals the active segment (fsync, trim the padding, write its indexes)
     /// and starts a new one at the log end offset.
     async fn roll(&self) -> Result<(), LogError> {
-        self.drain().await?;
+        let new_base = self.checkpoint_active().await?;
         let inner = &self.inner;
-        let (file, checkpoint, idx_bytes, time_bytes, base) = {
-            let st = inner.state.borrow();
-            let seg = st.active();
-            (
-                seg.file.clone(),
-                seg.checkpoint(),
-                seg.index.encode_offsets(seg.checkpoint()),
-                seg.index.encode_times(),
-                seg.base_offset,
-            )
-        };
-        file.truncate(checkpoint.valid_len).await?;
-        file.sync().await?;
-        let (_, idx_path, time_path) = segment::paths(&inner.dir, base);
-        io::write_file_atomic(&time_path, time_bytes).await?;
-        io::write_file_atomic(&idx_path, idx_bytes).await?;
-        let new_base = checkpoint.next_offset;
         let (log_path, _, _) = segment::paths(&inner.dir, new_base);
         let new_file = Rc::new(SegmentFile::open(&log_path, true, inner.faults.clone()).await?);
         new_file.truncate(0).await?;
@@ -590,6 +573,31 @@ impl Log {
         st.acked_len = 0;
         st.durable_len = 0;
         Ok(())
+    }
+
+    /// Drains pending writes, then makes the active segment whole on disk:
+    /// trimmed to its logical length, fdatasynced, its indexes written with
+    /// a checkpoint covering all of it. Returns the log end offset.
+    async fn checkpoint_active(&self) -> Result<u64, LogError> {
+        self.drain().await?;
+        let inner = &self.inner;
+        let (file, cp, idx, times, base) = {
+            let st = inner.state.borrow();
+            let seg = st.active();
+            (
+                seg.file.clone(),
+                seg.checkpoint(),
+                seg.index.encode_offsets(seg.checkpoint()),
+                seg.index.encode_times(),
+                seg.base_offset,
+            )
+        };
+        file.truncate(cp.valid_len).await?;
+        file.sync().await?;
+        let (_, idx_path, time_path) = segment::paths(&inner.dir, base);
+        io::write_file_atomic(&time_path, times).await?;
+        io::write_file_atomic(&idx_path, idx).await?;
+        Ok(cp.next_offset)
     }
 
     /// Reads whole batches starting with the one that holds `offset`, up to
@@ -817,24 +825,8 @@ impl Log {
     }
 
     async fn close_inner(&self) -> Result<(), LogError> {
-        self.drain().await?;
+        self.checkpoint_active().await?;
         let inner = &self.inner;
-        let (file, cp, idx, times, base) = {
-            let st = inner.state.borrow();
-            let seg = st.active();
-            (
-                seg.file.clone(),
-                seg.checkpoint(),
-                seg.index.encode_offsets(seg.checkpoint()),
-                seg.index.encode_times(),
-                seg.base_offset,
-            )
-        };
-        file.truncate(cp.valid_len).await?;
-        file.sync().await?;
-        let (_, idx_path, time_path) = segment::paths(&inner.dir, base);
-        io::write_file_atomic(&time_path, times).await?;
-        io::write_file_atomic(&idx_path, idx).await?;
         io::sync_dir(&inner.dir).await?;
         let mut st = inner.state.borrow_mut();
         st.durable_end = st.acked_end;

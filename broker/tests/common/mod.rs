@@ -53,6 +53,19 @@ pub fn with_base(batch: &[u8], base: u64) -> Vec<u8> {
     b
 }
 
+/// Every batch of the log from its start to the high watermark, read back
+/// through `Log::read`.
+pub async fn read_all(log: &broker::log::Log) -> Vec<Vec<u8>> {
+    let mut at = log.log_start_offset();
+    let mut out = Vec::new();
+    while at < log.high_watermark() {
+        let r = log.read(at, 1 << 20).await.unwrap();
+        out.extend(split(r.bytes.as_slice()));
+        at = r.next_offset;
+    }
+    out
+}
+
 /// Splits concatenated batches.
 pub fn split(bytes: &[u8]) -> Vec<Vec<u8>> {
     broker::batch::batches(bytes)
