@@ -246,6 +246,24 @@ impl State {
         })
     }
 
+    /// Seals the tail, queues it for writing if it holds unwritten bytes, and
+    /// continues in a new tail of at least `next_capacity` bytes.
+    fn seal_tail(&mut self, next_capacity: usize) {
+        let old = self.tail.take().expect("tail present while open");
+        let seg = self.active();
+        let (file, segment) = (seg.file.clone(), seg.base_offset);
+        let has_unwritten = old.has_unwritten();
+        let (sealed, next) = old.seal(&file, next_capacity);
+        if has_unwritten {
+            self.queue.push_back(PendingWrite {
+                file,
+                segment,
+                sealed,
+            });
+        }
+        self.tail = Some(next);
+    }
+
     fn drained(&self) -> bool {
         self.queue.is_empty()
             && !self.flushing
@@ -466,26 +484,13 @@ impl Log {
                 reason: "offset space exhausted".into(),
             })?;
         let st = &mut *st;
-        let tail = st.tail.as_mut().expect("tail present while open");
+        let tail = st.tail.as_ref().expect("tail present while open");
         if !tail.fits(batch.len()) {
-            let old = st.tail.take().expect("tail present while open");
-            let seg = st.active();
-            let file = seg.file.clone();
-            let segment = seg.base_offset;
             // The next buffer holds the carried block and at least this batch.
-            let capacity = (old.unwritten_len() + batch.len())
+            let capacity = (tail.unwritten_len() + batch.len())
                 .min(inner.config.write_buffer_bytes)
                 .max(batch.len() + BLOCK as usize);
-            let has_unwritten = old.has_unwritten();
-            let (sealed, next_tail) = old.seal(&file, capacity);
-            if has_unwritten {
-                st.queue.push_back(PendingWrite {
-                    file,
-                    segment,
-                    sealed,
-                });
-            }
-            st.tail = Some(next_tail);
+            st.seal_tail(capacity);
         }
         let active_len = st.active().len;
         let tail = st.tail.as_mut().expect("tail present while open");
@@ -663,8 +668,9 @@ impl Log {
             }
         }
         // From disk: one aligned read covering the index gap and the budget.
-        let slack = u64::from(self.inner.config.index_interval_bytes)
-            + batch::MAX_BATCH_LEN.min(1 << 20) as u64;
+        // Slack for the index gap (up to one interval of batches before
+        // `offset`); a batch that runs past the window doubles it.
+        let slack = u64::from(self.inner.config.index_interval_bytes) + batch::HEADER_LEN as u64;
         let read_pos = align_down(start_pos);
         let mut want_end = limit.min(start_pos + max_bytes as u64 + slack);
         loop {
@@ -695,9 +701,9 @@ impl Log {
                     });
                 }
                 None if want_end < limit => {
-                    // The batch holding `offset` is larger than what was
-                    // read: read to its end (bounded by the batch limit).
-                    want_end = limit.min(want_end + batch::MAX_BATCH_LEN as u64);
+                    // The batch holding `offset` runs past what was read:
+                    // double the window (at most ~log2(64 MiB / window) rounds).
+                    want_end = limit.min(read_pos + 2 * (want_end - read_pos));
                 }
                 None => {
                     return Err(LogError::Corrupt {
@@ -937,18 +943,7 @@ async fn write_cycle(inner: &Inner) {
         let st = &mut *st;
         if let Some(tail) = st.tail.as_ref() {
             if tail.has_unwritten() {
-                let grow = (tail.unwritten_len() * 2).min(inner.config.write_buffer_bytes);
-                let old = st.tail.take().expect("checked above");
-                let seg = st.active();
-                let file = seg.file.clone();
-                let segment = seg.base_offset;
-                let (sealed, next_tail) = old.seal(&file, grow);
-                st.queue.push_back(PendingWrite {
-                    file,
-                    segment,
-                    sealed,
-                });
-                st.tail = Some(next_tail);
+                st.seal_tail((tail.unwritten_len() * 2).min(inner.config.write_buffer_bytes));
             }
         }
         st.flushing = true;
