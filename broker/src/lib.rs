@@ -5,7 +5,11 @@
 //! - [`log`]: the partition log (segments on direct I/O, indexes, recovery,
 //!   retention). It knows nothing of sockets.
 //! - [`protocol`]: wire frames (prefix, flatbuffer header, payload) and their codec.
+//! - [`client`]: the client library (producer, consumer, admin).
+//! - [`cli`]: the `broker` command line.
 
 pub mod batch;
+pub mod cli;
+pub mod client;
 pub mod log;
 pub mod protocol;

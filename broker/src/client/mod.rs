@@ -1,0 +1,1 @@
+//! The client library: placeholder until it lands.
