@@ -5,6 +5,9 @@
 //! - [`log`]: the partition log (segments on direct I/O, indexes, recovery,
 //!   retention). It knows nothing of sockets.
 //! - [`protocol`]: wire frames (prefix, flatbuffer header, payload) and their codec.
+//! - [`metadata`]: topics, their settings and partition placement, on disk.
+//! - [`shard`]: pinned executors, one per core, and their channel mesh.
+//! - [`server`]: the broker: connections, routing, request handling.
 //! - [`client`]: the client library (producer, consumer, admin).
 //! - [`cli`]: the `broker` command line.
 
@@ -12,4 +15,7 @@ pub mod batch;
 pub mod cli;
 pub mod client;
 pub mod log;
+pub mod metadata;
 pub mod protocol;
+pub mod server;
+pub mod shard;

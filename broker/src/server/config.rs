@@ -1,0 +1,144 @@
+//! The server's settings: where it listens, where its data lives, how many
+//! shards it runs, and the defaults and limits it applies. Plain data,
+//! checked once by [`ServerConfig::validate`].
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use crate::log::{config as log_config, FsyncPolicy, LogConfig};
+use crate::metadata::TopicConfig;
+use crate::protocol::limits::DEFAULT_MAX_FRAME_BYTES;
+
+/// Default main listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9092";
+
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+
+/// Default partition count of a topic created without one.
+pub const DEFAULT_PARTITIONS: u32 = 1;
+
+/// Default bytes of requests a connection may have in flight (read but not
+/// yet answered): the reader stops reading while it is over.
+pub const DEFAULT_CONNECTION_IN_FLIGHT_BYTES: usize = 64 << 20;
+
+/// Default period of the retention check on every partition.
+pub const DEFAULT_RETENTION_CHECK: Duration = Duration::from_secs(300);
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The main address: every shard accepts on it (SO_REUSEPORT) and
+    /// forwards requests for partitions it does not own. Port 0 picks a free
+    /// port.
+    pub listen: SocketAddr,
+    /// Port of shard 0's shard-aware listener; shard `i` listens on
+    /// `shard_port_base + i`. None: the main port + 1, or free ports when the
+    /// main port is 0. Some(0): free ports.
+    pub shard_port_base: Option<u16>,
+    /// Host name or address that Metadata advertises for the shard ports.
+    /// None: the listen address's IP (127.0.0.1 when it listens on all
+    /// addresses).
+    pub advertised_host: Option<String>,
+    /// Number of shards; None: one per available CPU.
+    pub shards: Option<usize>,
+    /// Fsync policy of every partition log.
+    pub fsync: FsyncPolicy,
+    /// Partitions of a topic created without a count.
+    pub default_partitions: u32,
+    /// Settings of a topic created without them.
+    pub topic_defaults: TopicConfig,
+    /// Largest frame accepted, prefix included.
+    pub max_frame_bytes: usize,
+    /// Largest record batch accepted.
+    pub max_batch_bytes: usize,
+    /// Bytes of requests a connection may have in flight.
+    pub connection_in_flight_bytes: usize,
+    /// How often retention runs on every partition.
+    pub retention_check: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            shard_port_base: None,
+            advertised_host: None,
+            shards: None,
+            fsync: FsyncPolicy::Always,
+            default_partitions: DEFAULT_PARTITIONS,
+            topic_defaults: TopicConfig {
+                retention_ms: Some(log_config::DEFAULT_RETENTION_MS),
+                retention_bytes: None,
+                segment_bytes: log_config::DEFAULT_SEGMENT_BYTES,
+            },
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_batch_bytes: log_config::DEFAULT_BATCH_BYTES_MAX,
+            connection_in_flight_bytes: DEFAULT_CONNECTION_IN_FLIGHT_BYTES,
+            retention_check: DEFAULT_RETENTION_CHECK,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks the settings; the error names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.shards == Some(0) {
+            return Err("shards must be at least 1".into());
+        }
+        if self.default_partitions == 0 {
+            return Err("default partitions must be at least 1".into());
+        }
+        if self.max_frame_bytes < 4096 {
+            return Err(format!(
+                "max frame bytes {} is below 4096",
+                self.max_frame_bytes
+            ));
+        }
+        if self.connection_in_flight_bytes < self.max_frame_bytes {
+            return Err(format!(
+                "connection in-flight bytes {} is below the max frame bytes {}: a largest frame could never be read",
+                self.connection_in_flight_bytes, self.max_frame_bytes
+            ));
+        }
+        if self.retention_check.is_zero() {
+            return Err("retention check interval must be above 0".into());
+        }
+        self.log_config(&self.topic_defaults)
+            .validate()
+            .map_err(|e| e.to_string())
+    }
+
+    /// The log settings of a partition of a topic with `topic` settings.
+    pub fn log_config(&self, topic: &TopicConfig) -> LogConfig {
+        LogConfig {
+            segment_bytes_max: topic.segment_bytes,
+            fsync: self.fsync,
+            retention_ms: topic.retention_ms,
+            retention_bytes: topic.retention_bytes,
+            batch_bytes_max: self.max_batch_bytes,
+            ..LogConfig::default()
+        }
+    }
+
+    /// The host Metadata advertises.
+    pub fn advertised_host(&self) -> String {
+        match &self.advertised_host {
+            Some(h) => h.clone(),
+            None if self.listen.ip().is_unspecified() => "127.0.0.1".into(),
+            None => self.listen.ip().to_string(),
+        }
+    }
+
+    /// The port shard `shard` listens on (0: any free port).
+    pub fn shard_port(&self, shard: u16, main_port: u16) -> u16 {
+        match self.shard_port_base {
+            Some(0) => 0,
+            Some(base) => base.saturating_add(shard),
+            None if self.listen.port() == 0 => 0,
+            None => main_port.saturating_add(1).saturating_add(shard),
+        }
+    }
+}

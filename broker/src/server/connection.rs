@@ -1,0 +1,190 @@
+//! One client connection: read frames, hand each to its own task, write the
+//! answers as they complete (pipelining: a connection may have many
+//! requests in flight, answered in any order and matched by request id).
+//!
+//! Reading: frames are read into one growing buffer and split off it
+//! without a copy (`BytesMut::split_to`), so a produce request's record
+//! bytes go from the socket read to the log's write buffer with no copy in
+//! between. A frame larger than what is buffered reserves room for itself
+//! once its prefix is known (the bytes of it already read may move once).
+//!
+//! Bounds: a prefix is checked (frame size limit, version) before anything
+//! is allocated for its frame; a connection holds at most
+//! `connection_in_flight_bytes` of requests read but not answered, and stops
+//! reading while it is at that bound. A prefix error is answered (under the
+//! frame's api key and request id when they were read) and the connection
+//! closed; any other bad request gets an error answer and the connection
+//! goes on.
+//!
+//! Ordering: requests are spawned in arrival order on the shard's executor,
+//! which runs tasks first-in first-out, and a log places an append when the
+//! append is first polled; so produce requests pipelined on one connection
+//! to one partition are appended in the order they were sent.
+
+use std::{
+    cell::{Cell, RefCell},
+    future::poll_fn,
+    io,
+    pin::Pin,
+    rc::Rc,
+};
+
+use bytes::BytesMut;
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::{net::TcpStream, sync::Semaphore};
+
+use super::copy_stats;
+use super::handler::{self, error_frame, Reply, Response, Via};
+use super::shard::ShardState;
+use crate::protocol::{decode_prefix, ApiKey, ResponseError, FRAME_PREFIX_LEN};
+
+/// How much is read from the socket at a time, at most.
+const READ_CHUNK: usize = 64 << 10;
+
+/// Fixed cost charged per request against the in-flight budget, so that a
+/// flood of tiny requests is bounded in count too.
+const REQUEST_OVERHEAD: usize = 1024;
+
+/// The stream, shared by the reader and the tasks that write answers. Each
+/// borrow lasts one poll, never across an await.
+struct Stream(RefCell<TcpStream>);
+
+impl Stream {
+    async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)).await
+    }
+
+    async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    /// Shuts both directions down: the peer sees the end of the stream and
+    /// the reader's pending read returns.
+    fn shutdown(&self) {
+        use std::os::fd::AsRawFd;
+        let fd = self.0.borrow().as_raw_fd();
+        // SAFETY: shutdown(2) on a descriptor this stream owns and keeps open.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    }
+}
+
+/// The writing side: one answer at a time, each written whole.
+struct Writer {
+    stream: Rc<Stream>,
+    turn: Semaphore,
+    /// Set when a write failed or the connection must close: the reader
+    /// stops.
+    broken: Cell<bool>,
+}
+
+impl Writer {
+    async fn send(&self, response: &Response) -> io::Result<()> {
+        let _turn = self
+            .turn
+            .acquire_permit(1)
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        self.stream.write_all(&response.head).await?;
+        if let Some(payload) = &response.payload {
+            // Straight from the log's buffer (a DMA read or the written
+            // tail) to send(2): the zero-copy fetch.
+            let bytes = payload.as_slice();
+            copy_stats::sent_from_log_buffer(bytes.len());
+            self.stream.write_all(bytes).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Serves one connection until the peer closes it or breaks the protocol.
+pub async fn serve(shard: Rc<ShardState>, stream: TcpStream, via: Via) {
+    let _ = stream.set_nodelay(true);
+    let stream = Rc::new(Stream(RefCell::new(stream)));
+    let writer = Rc::new(Writer {
+        stream: stream.clone(),
+        turn: Semaphore::new(1),
+        broken: Cell::new(false),
+    });
+    let budget_bytes = shard.config.connection_in_flight_bytes;
+    let budget = Rc::new(Semaphore::new(budget_bytes as u64));
+    let max_frame = shard.config.max_frame_bytes;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        match decode_prefix(&buf, max_frame) {
+            Err(e) => {
+                let (api, id) = if buf.len() >= FRAME_PREFIX_LEN {
+                    handler::raw_ids(&buf)
+                } else {
+                    (ApiKey(0), 0)
+                };
+                let response = error_frame(
+                    &mut shard.writer.borrow_mut(),
+                    api,
+                    id,
+                    &ResponseError::new(e.error_code(), &e.to_string()),
+                );
+                tracing::debug!(error = %e, "closing a connection that broke the protocol");
+                let _ = writer.send(&response).await;
+                stream.shutdown();
+                break;
+            }
+            Ok(Some(header)) if buf.len() >= header.frame_bytes() => {
+                let frame = buf.split_to(header.frame_bytes()).freeze();
+                let cost = (frame.len() + REQUEST_OVERHEAD).min(budget_bytes) as u64;
+                let Ok(permit) = budget.acquire_static_permit(cost).await else {
+                    break;
+                };
+                let shard = shard.clone();
+                let writer = writer.clone();
+                glommio::spawn_local(async move {
+                    let reply = handler::handle(&shard, frame, via).await;
+                    let ok = match reply {
+                        Reply::Send(response) => writer.send(&response).await.is_ok(),
+                        Reply::Nothing => true,
+                        Reply::Close(response) => {
+                            if let Some(response) = response {
+                                let _ = writer.send(&response).await;
+                            }
+                            writer.stream.shutdown();
+                            false
+                        }
+                    };
+                    if !ok {
+                        writer.broken.set(true);
+                    }
+                    drop(permit);
+                })
+                .detach();
+                continue;
+            }
+            Ok(Some(header)) => {
+                // Room for the whole frame, so it is read in place.
+                buf.reserve(header.frame_bytes() - buf.len());
+            }
+            Ok(None) => {}
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(READ_CHUNK);
+        }
+        let start = buf.len();
+        // The read area is zeroed before use (no uninitialised memory is
+        // handed out), so it is kept to one chunk per read.
+        let want = (buf.capacity() - start).min(READ_CHUNK);
+        buf.resize(start + want, 0);
+        // A read error ends the connection like an end of stream.
+        let n: usize = stream.read(&mut buf[start..]).await.unwrap_or_default();
+        buf.truncate(start + n);
+        if n == 0 || writer.broken.get() {
+            break;
+        }
+    }
+    // In-flight requests finish and answer on their own; the stream closes
+    // when the last task drops it.
+}

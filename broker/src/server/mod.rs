@@ -1,0 +1,304 @@
+//! The broker server: one shard per core, each serving the partitions it
+//! owns on its own shard-aware port, and every shard accepting on the main
+//! port (SO_REUSEPORT: the kernel spreads connections) and forwarding what
+//! it does not own.
+//!
+//! Start-up ([`start`]), on the calling thread then on the shards:
+//! 1. the data directory is opened and every topic's metadata loaded
+//!    (blocking I/O; nothing runs yet);
+//! 2. one pinned executor per shard opens (recovers) the partitions it
+//!    owns;
+//! 3. shard 0 binds the main address (a port 0 becomes a real port), then
+//!    the others bind the same one; each binds its shard-aware port;
+//! 4. the addresses are gathered and handed to every shard, the shards join
+//!    the channel mesh, and start serving;
+//! 5. [`start`] returns once every shard serves: the broker is ready.
+
+pub mod config;
+pub mod connection;
+pub mod copy_stats;
+pub mod handler;
+pub mod partition;
+pub mod shard;
+
+use std::{
+    cell::RefCell,
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    rc::Rc,
+    sync::Arc,
+};
+
+use crossbeam_channel::{Receiver, Sender};
+use glommio::{
+    channels::channel_mesh::{Full, MeshBuilder},
+    net::TcpListener,
+    ExecutorJoinHandle,
+};
+
+pub use config::ServerConfig;
+use handler::Via;
+use shard::{ShardMessage, ShardState};
+
+use crate::metadata::{self, DataDir, TopicTable};
+use crate::protocol::FrameWriter;
+use crate::shard::{self as shards, ShardId};
+
+/// A running broker.
+pub struct RunningServer {
+    /// The main address (its real port when 0 was asked for).
+    pub listen: SocketAddr,
+    /// Each shard's shard-aware address.
+    pub shard_addrs: Vec<SocketAddr>,
+    handles: Vec<ExecutorJoinHandle<Result<(), String>>>,
+}
+
+impl RunningServer {
+    /// Waits until the shards stop (they run until the process ends, or one
+    /// fails), and returns the first failure.
+    pub fn wait(self) -> Result<(), String> {
+        let mut result = Ok(());
+        for (i, h) in self.handles.into_iter().enumerate() {
+            let r = match h.join() {
+                Ok(r) => r,
+                Err(e) => Err(format!("shard {i} stopped: {e}")),
+            };
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+
+    /// The line `broker serve` prints once ready:
+    /// `ready listen=ADDR shards=ADDR,ADDR,...`.
+    pub fn ready_line(&self) -> String {
+        let shards: Vec<String> = self.shard_addrs.iter().map(|a| a.to_string()).collect();
+        format!("ready listen={} shards={}", self.listen, shards.join(","))
+    }
+}
+
+/// What a shard tells the starting thread.
+enum BootEvent {
+    /// Shard 0 bound the main address.
+    MainBound(SocketAddr),
+    /// A shard bound its shard-aware port.
+    ShardBound(ShardId, SocketAddr),
+    /// A shard serves.
+    Ready,
+    /// A shard could not start.
+    Failed(ShardId, String),
+}
+
+/// What the starting thread gives every shard.
+#[derive(Clone)]
+struct Boot {
+    config: Arc<ServerConfig>,
+    data: DataDir,
+    topics: TopicTable,
+    shard_count: u16,
+    events: Sender<BootEvent>,
+    main_addr: Receiver<SocketAddr>,
+    endpoints: Receiver<Vec<SocketAddr>>,
+}
+
+/// Starts the broker and returns once every shard serves.
+pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
+    config.validate()?;
+    let cpus = shards::online_cpus().map_err(|e| format!("cannot list the CPUs: {e}"))?;
+    let shard_count = config.shards.unwrap_or(cpus.len());
+    if shard_count > cpus.len() {
+        return Err(format!(
+            "{shard_count} shards asked for, but only {} CPUs are available: a shard is pinned to its own core",
+            cpus.len()
+        ));
+    }
+    if shard_count > usize::from(u16::MAX) {
+        return Err(format!("{shard_count} shards is too many"));
+    }
+    let data = DataDir::new(&config.data_dir);
+    let mut topics = metadata::open_data_dir(&data)?;
+    for moved in metadata::fit_to_shards(&data, &mut topics, shard_count as u16)? {
+        tracing::warn!(topic = %moved, shards = shard_count,
+            "partitions on shards that no longer exist were placed again");
+    }
+    tracing::info!(
+        data_dir = %data.root().display(),
+        shards = shard_count,
+        topics = topics.len(),
+        "starting"
+    );
+
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    let (main_addr_tx, main_addr) = crossbeam_channel::unbounded();
+    let (endpoints_tx, endpoints) = crossbeam_channel::unbounded();
+    let boot = Boot {
+        config: Arc::new(config),
+        data,
+        topics,
+        shard_count: shard_count as u16,
+        events: events_tx,
+        main_addr,
+        endpoints,
+    };
+    let handles = shards::spawn(
+        &cpus[..shard_count],
+        move |id, mesh: MeshBuilder<ShardMessage, Full>| {
+            let boot = boot.clone();
+            async move {
+                let events = boot.events.clone();
+                let result = run_shard(id, mesh, boot).await;
+                if let Err(e) = &result {
+                    let _ = events.send(BootEvent::Failed(id, e.clone()));
+                }
+                result
+            }
+        },
+    )
+    .map_err(|e| e.to_string())?;
+
+    let mut listen = None;
+    let mut shard_addrs = vec![None; shard_count];
+    let mut ready = 0;
+    while ready < shard_count {
+        match events.recv() {
+            Ok(BootEvent::MainBound(addr)) => {
+                listen = Some(addr);
+                for _ in 1..shard_count {
+                    let _ = main_addr_tx.send(addr);
+                }
+            }
+            Ok(BootEvent::ShardBound(id, addr)) => {
+                shard_addrs[usize::from(id)] = Some(addr);
+                if shard_addrs.iter().all(Option::is_some) {
+                    let all: Vec<SocketAddr> = shard_addrs.iter().flatten().copied().collect();
+                    for _ in 0..shard_count {
+                        let _ = endpoints_tx.send(all.clone());
+                    }
+                }
+            }
+            Ok(BootEvent::Ready) => ready += 1,
+            Ok(BootEvent::Failed(id, e)) => return Err(format!("shard {id}: {e}")),
+            Err(_) => return Err("the shards stopped during start-up".into()),
+        }
+    }
+    Ok(RunningServer {
+        listen: listen.ok_or("shard 0 never bound the main address")?,
+        shard_addrs: shard_addrs.into_iter().flatten().collect(),
+        handles,
+    })
+}
+
+/// A shard's life: open its partitions, bind, join the mesh, serve.
+async fn run_shard(
+    id: ShardId,
+    mesh: MeshBuilder<ShardMessage, Full>,
+    boot: Boot,
+) -> Result<(), String> {
+    let config = boot.config.clone();
+    // Recover this shard's partitions before accepting anyone.
+    let partitions = open_all(id, &config, &boot.data, &boot.topics).await?;
+
+    let main_addr = if id == 0 {
+        config.listen
+    } else {
+        boot.main_addr
+            .recv()
+            .map_err(|_| "start-up was abandoned".to_string())?
+    };
+    let main =
+        TcpListener::bind(main_addr).map_err(|e| format!("cannot listen on {main_addr}: {e}"))?;
+    let main_addr = main.local_addr().map_err(|e| e.to_string())?;
+    if id == 0 {
+        let _ = boot.events.send(BootEvent::MainBound(main_addr));
+    }
+    let shard_addr = SocketAddr::new(config.listen.ip(), config.shard_port(id, main_addr.port()));
+    let own = TcpListener::bind(shard_addr)
+        .map_err(|e| format!("cannot listen on {shard_addr} (shard {id}'s port): {e}"))?;
+    let shard_addr = own.local_addr().map_err(|e| e.to_string())?;
+    let _ = boot.events.send(BootEvent::ShardBound(id, shard_addr));
+    let endpoints = boot
+        .endpoints
+        .recv()
+        .map_err(|_| "start-up was abandoned".to_string())?;
+
+    let mesh = shards::join_mesh(mesh).await.map_err(|e| e.to_string())?;
+    let shard = Rc::new(ShardState {
+        id,
+        shard_count: boot.shard_count,
+        config: config.clone(),
+        data: boot.data.clone(),
+        endpoints,
+        topics: RefCell::new(boot.topics.clone()),
+        partitions: RefCell::new(partitions),
+        changing: RefCell::new(HashSet::new()),
+        peers: mesh.senders,
+        writer: RefCell::new(FrameWriter::new()),
+    });
+
+    let mut receivers = mesh.receivers;
+    for (_, receiver) in receivers.streams() {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            let receiver = receiver;
+            while let Some(msg) = receiver.recv().await {
+                let shard = shard.clone();
+                glommio::spawn_local(async move { shard.on_message(msg).await }).detach();
+            }
+        })
+        .detach();
+    }
+    let retention = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(shard.config.retention_check).await;
+                shard.enforce_retention().await;
+            }
+        })
+    };
+    retention.detach();
+    let _ = boot.events.send(BootEvent::Ready);
+    tracing::info!(shard = id, main = %main_addr, port = %shard_addr, "shard serving");
+
+    let main_loop = accept_loop(shard.clone(), main, Via::Main);
+    let own_loop = accept_loop(shard, own, Via::ShardPort);
+    futures_lite::future::zip(main_loop, own_loop).await;
+    Ok(())
+}
+
+/// Accepts connections forever, each served by its own task.
+async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener, via: Via) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(connection::serve(shard.clone(), stream, via)).detach();
+            }
+            Err(e) => {
+                // Out of descriptors, most likely: back off rather than spin.
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+type PartitionMap = HashMap<String, HashMap<u32, Rc<partition::Partition>>>;
+
+/// Opens every partition shard `id` owns, before it serves.
+async fn open_all(
+    id: ShardId,
+    config: &ServerConfig,
+    data: &DataDir,
+    topics: &TopicTable,
+) -> Result<PartitionMap, String> {
+    let mut map: PartitionMap = HashMap::new();
+    for topic in topics.iter() {
+        for p in partition::open_owned(id, config, data, topic).await? {
+            map.entry(topic.name.clone())
+                .or_default()
+                .insert(p.partition, Rc::new(p));
+        }
+    }
+    Ok(map)
+}

@@ -1,0 +1,209 @@
+//! Helpers for tests of the real `broker` binary: start it on free ports
+//! with a temp data dir, kill it on drop, and talk the wire protocol to it
+//! frame by frame (no client library: these tests check the server alone).
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use broker::protocol::{decode_as, decode_frame, Body, FrameWriter, Message};
+
+/// A `broker serve` child process.
+pub struct Broker {
+    pub child: Child,
+    pub listen: SocketAddr,
+    pub shards: Vec<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+impl Broker {
+    /// Starts `broker serve` with `--shards shards` on free ports over
+    /// `data_dir`, plus `extra` arguments, and waits for its ready line.
+    pub fn start(data_dir: &Path, shards: usize, extra: &[&str]) -> Broker {
+        let stderr_path = data_dir.with_extension(format!("stderr-{}", std::process::id()));
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr_path)
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0", "--shards", &shards.to_string()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start broker");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let Some(rest) = line.trim().strip_prefix("ready ") else {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            panic!("broker did not start: stdout {line:?}, stderr:\n{log}");
+        };
+        let mut listen = None;
+        let mut shard_addrs = Vec::new();
+        for field in rest.split(' ') {
+            if let Some(a) = field.strip_prefix("listen=") {
+                listen = Some(a.parse().unwrap());
+            } else if let Some(list) = field.strip_prefix("shards=") {
+                shard_addrs = list.split(',').map(|a| a.parse().unwrap()).collect();
+            }
+        }
+        Broker {
+            child,
+            listen: listen.expect("listen= in the ready line"),
+            shards: shard_addrs,
+            data_dir: data_dir.to_owned(),
+            stderr_path,
+        }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process still runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// What the broker logged so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One raw protocol connection.
+pub struct Conn {
+    pub stream: TcpStream,
+    writer: FrameWriter,
+    next_id: u64,
+}
+
+/// A response frame as read: its bytes.
+pub struct RawFrame(pub Vec<u8>);
+
+impl RawFrame {
+    /// Decodes it as `M` (panics with the error frame's message otherwise).
+    pub fn decode<'a, M: Message<'a>>(&'a self) -> broker::protocol::Frame<'a, M> {
+        decode_as::<M>(&self.0, 1 << 30).unwrap()
+    }
+
+    /// The (code, message) of its `error` field, whatever response it is.
+    pub fn error(&self) -> Option<(broker::protocol::ErrorCode, String)> {
+        let f = decode_frame(&self.0, 1 << 30).unwrap();
+        let e = match f.body {
+            Body::ProduceResponse(r) => r.error(),
+            Body::FetchResponse(r) => r.error(),
+            Body::ListOffsetsResponse(r) => r.error(),
+            Body::CreateTopicResponse(r) => r.error(),
+            Body::DeleteTopicResponse(r) => r.error(),
+            Body::ListTopicsResponse(r) => r.error(),
+            Body::MetadataResponse(r) => r.error(),
+            other => panic!("not a response: {}", other.name()),
+        };
+        e.map(|e| (e.code(), e.message().unwrap_or("").to_string()))
+    }
+
+    /// The request id of the frame.
+    pub fn request_id(&self) -> u64 {
+        u64::from_be_bytes(self.0[8..16].try_into().unwrap())
+    }
+}
+
+impl Conn {
+    pub fn connect(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Conn {
+            stream,
+            writer: FrameWriter::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Sends a request built by `build` (given the buffer and the request
+    /// id), followed by `payload`; returns the request id.
+    pub fn send(
+        &mut self,
+        payload: &[u8],
+        build: impl FnOnce(&mut FrameWriter, &mut Vec<u8>, u64),
+    ) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut out = Vec::new();
+        build(&mut self.writer, &mut out, id);
+        out.extend_from_slice(payload);
+        self.stream.write_all(&out).unwrap();
+        id
+    }
+
+    /// Reads one frame; None when the broker closed the connection.
+    pub fn recv(&mut self) -> Option<RawFrame> {
+        let mut len = [0u8; 4];
+        if self.stream.read_exact(&mut len).is_err() {
+            return None;
+        }
+        let n = u32::from_be_bytes(len) as usize;
+        assert!(n < 256 << 20, "absurd frame length {n}");
+        let mut frame = vec![0u8; 4 + n];
+        frame[..4].copy_from_slice(&len);
+        self.stream.read_exact(&mut frame[4..]).ok()?;
+        Some(RawFrame(frame))
+    }
+
+    /// Sends a request and reads its response.
+    pub fn call(
+        &mut self,
+        payload: &[u8],
+        build: impl FnOnce(&mut FrameWriter, &mut Vec<u8>, u64),
+    ) -> RawFrame {
+        let id = self.send(payload, build);
+        let frame = self.recv().expect("the broker closed the connection");
+        assert_eq!(frame.request_id(), id);
+        frame
+    }
+
+    /// Whether the broker closed the connection (reads until EOF or error).
+    pub fn is_closed_by_peer(&mut self) -> bool {
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut sink = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut sink) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) => {
+                    return matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                    )
+                }
+            }
+        }
+    }
+}
