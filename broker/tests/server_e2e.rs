@@ -481,3 +481,31 @@ fn each_shard_thread_is_pinned_to_its_own_core() {
         "each shard thread allows exactly its own CPU"
     );
 }
+
+#[test]
+fn a_produce_of_several_batches_is_validated_whole_then_appended_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&tmp.path().join("data"), 1, &["--fsync", "never"]);
+    let mut conn = Conn::connect(broker.listen);
+    assert!(create(&mut conn, "multi", 1).error().is_none());
+    let parts = [batch("a", 3), batch("b", 1), batch("c", 6)];
+    let payload: Vec<u8> = parts.concat();
+    let f = produce(&mut conn, "multi", 0, &payload);
+    let r = f.decode::<ProduceResponse>().body;
+    assert!(r.error().is_none(), "{:?}", f.error());
+    assert_eq!((r.base_offset(), r.last_offset()), (0, 9));
+
+    // The third batch is corrupt: the request fails and none of it lands.
+    let mut bad = [batch("x", 2), batch("y", 2), batch("z", 2)];
+    bad[2][70] ^= 1;
+    let f = produce(&mut conn, "multi", 0, &bad.concat());
+    assert_eq!(f.error().unwrap().0, ErrorCode::CorruptBatch);
+
+    let expected: Vec<u8> = [
+        stored(&parts[0], 0),
+        stored(&parts[1], 3),
+        stored(&parts[2], 4),
+    ]
+    .concat();
+    assert_eq!(fetch_all(&mut conn, "multi", 0), expected);
+}

@@ -145,14 +145,14 @@ pub async fn handle(shard: &Rc<ShardState>, frame: Bytes, via: Via) -> Reply {
         Body::CreateTopicRequest(r) => {
             let controller = metadata::controller(r.name(), shard.shard_count);
             if controller != shard.id {
-                return Reply::from_forwarded(shard.forward(controller, frame.clone()).await);
+                return forward(shard, controller, &frame, api, id).await;
             }
             Reply::Send(create_topic(shard, id, r).await)
         }
         Body::DeleteTopicRequest(r) => {
             let controller = metadata::controller(r.name(), shard.shard_count);
             if controller != shard.id {
-                return Reply::from_forwarded(shard.forward(controller, frame.clone()).await);
+                return forward(shard, controller, &frame, api, id).await;
             }
             Reply::Send(delete_topic(shard, id, r).await)
         }
@@ -194,7 +194,7 @@ where
         return serve(shard).await;
     }
     match via {
-        Via::Main => Reply::from_forwarded(shard.forward(owner, frame.clone()).await),
+        Via::Main => forward(shard, owner, frame, api, id).await,
         Via::ShardPort | Via::Peer => Reply::Send(refuse(
             shard,
             api,
@@ -204,6 +204,20 @@ where
                 "partition {topic}/{partition} is owned by shard {owner}, not shard {}",
                 shard.id
             ),
+        )),
+    }
+}
+
+/// Forwards a request to shard `to` and answers with its reply.
+async fn forward(shard: &ShardState, to: ShardId, frame: &Bytes, api: ApiKey, id: u64) -> Reply {
+    match shard.forward(to, frame.clone()).await {
+        Some(reply) => Reply::from_forwarded(reply),
+        None => Reply::Send(refuse(
+            shard,
+            api,
+            id,
+            ErrorCode::Internal,
+            &format!("shard {to} did not answer (shutting down?)"),
         )),
     }
 }
@@ -346,24 +360,19 @@ async fn append_in_order(
     payload: &[u8],
     batches: &[std::ops::Range<usize>],
 ) -> Result<(u64, u64), LogError> {
-    let appends: Vec<_> = batches
-        .iter()
-        .map(|r| Box::pin(log.append(&payload[r.clone()])))
-        .collect();
+    // Every append is polled once, in payload order, before any is
+    // awaited: the first poll places it in the log.
+    let mut pending = Vec::with_capacity(batches.len());
+    for r in batches {
+        let mut append = Box::pin(log.append(&payload[r.clone()]));
+        pending.push(match futures_lite::future::poll_once(&mut append).await {
+            Some(done) => PendingAppend::Done(done),
+            None => PendingAppend::Waiting(append),
+        });
+    }
     let mut first = None;
     let mut last = 0;
     let mut failure = None;
-    // Await in order: the first poll of each append (which places it) runs
-    // in payload order because each is polled for the first time by this
-    // loop before the next.
-    let mut appends = appends.into_iter();
-    let mut pending = Vec::new();
-    for mut a in appends.by_ref() {
-        match futures_lite::future::poll_once(&mut a).await {
-            Some(r) => pending.push(PendingAppend::Done(r)),
-            None => pending.push(PendingAppend::Waiting(a)),
-        }
-    }
     for p in pending {
         let r = match p {
             PendingAppend::Done(r) => r,

@@ -159,14 +159,13 @@ impl ShardState {
         }
     }
 
-    /// Sends a request frame to shard `to` and waits for its reply.
-    pub async fn forward(&self, to: ShardId, frame: bytes::Bytes) -> ForwardedReply {
+    /// Sends a request frame to shard `to` and waits for its reply; None
+    /// if that shard is gone (it stopped, or dropped the request).
+    pub async fn forward(&self, to: ShardId, frame: bytes::Bytes) -> Option<ForwardedReply> {
         let (tx, rx) = oneshot::channel();
         let msg = ShardMessage::Request { frame, reply: tx };
-        if self.peers.send_to(usize::from(to), msg).await.is_err() {
-            return ForwardedReply::default();
-        }
-        rx.await.unwrap_or_default()
+        self.peers.send_to(usize::from(to), msg).await.ok()?;
+        rx.await.ok()
     }
 
     /// Runs `make(reply)` on every shard (this one included, through
