@@ -74,3 +74,10 @@ pub const MAX_PARTITIONS_PER_TOPIC: usize = 10_000;
 // The limits must admit the frames they describe.
 const _: () = assert!(FRAME_PREFIX_LEN + MAX_HEADER_BYTES <= DEFAULT_MAX_FRAME_BYTES);
 const _: () = assert!(DEFAULT_MAX_FRAME_BYTES as u64 <= MAX_ENCODABLE_FRAME_BYTES);
+
+/// Longest group name and member id, in bytes.
+pub const MAX_GROUP_NAME_BYTES: usize = 249;
+
+/// Most partition offsets one OffsetCommit, OffsetFetch or JoinGroup
+/// answer may carry.
+pub const MAX_PARTITIONS_PER_REQUEST: usize = 100_000;

@@ -16,12 +16,17 @@ use super::error::FrameError;
 use super::frame::{split_frame, FrameHeader};
 use super::generated::{
     ApiKey, CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse,
-    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, ListTopicsRequest,
-    ListTopicsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    DescribeGroupRequest, DescribeGroupResponse, FetchRequest, FetchResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, ListOffsetsRequest, ListOffsetsResponse, ListTopicsRequest,
+    ListTopicsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse,
 };
 use super::limits::{
-    MAX_PARTITIONS_PER_TOPIC, MAX_TOPICS_PER_REQUEST, MAX_TOPIC_NAME_BYTES,
-    VERIFIER_MAX_APPARENT_BYTES, VERIFIER_MAX_DEPTH, VERIFIER_MAX_TABLES,
+    MAX_GROUP_NAME_BYTES, MAX_PARTITIONS_PER_REQUEST, MAX_PARTITIONS_PER_TOPIC,
+    MAX_TOPICS_PER_REQUEST, MAX_TOPIC_NAME_BYTES, VERIFIER_MAX_APPARENT_BYTES, VERIFIER_MAX_DEPTH,
+    VERIFIER_MAX_TABLES,
 };
 
 /// The verifier's bounds (see [`super::limits`]) for every header.
@@ -193,6 +198,102 @@ messages! {
     FetchResponse: Fetch, response: true, payload: true, validate: nothing;
     ListOffsetsRequest: ListOffsets, response: false, payload: false, validate: validate_list_offsets;
     ListOffsetsResponse: ListOffsets, response: true, payload: false, validate: nothing;
+    FindCoordinatorRequest: FindCoordinator, response: false, payload: false, validate: validate_find_coordinator;
+    FindCoordinatorResponse: FindCoordinator, response: true, payload: false, validate: nothing;
+    JoinGroupRequest: JoinGroup, response: false, payload: false, validate: validate_join_group;
+    JoinGroupResponse: JoinGroup, response: true, payload: false, validate: nothing;
+    HeartbeatRequest: Heartbeat, response: false, payload: false, validate: validate_heartbeat;
+    HeartbeatResponse: Heartbeat, response: true, payload: false, validate: nothing;
+    LeaveGroupRequest: LeaveGroup, response: false, payload: false, validate: validate_leave_group;
+    LeaveGroupResponse: LeaveGroup, response: true, payload: false, validate: nothing;
+    OffsetCommitRequest: OffsetCommit, response: false, payload: false, validate: validate_offset_commit;
+    OffsetCommitResponse: OffsetCommit, response: true, payload: false, validate: nothing;
+    OffsetFetchRequest: OffsetFetch, response: false, payload: false, validate: validate_offset_fetch;
+    OffsetFetchResponse: OffsetFetch, response: true, payload: false, validate: nothing;
+    ListGroupsRequest: ListGroups, response: false, payload: false, validate: nothing;
+    ListGroupsResponse: ListGroups, response: true, payload: false, validate: nothing;
+    DescribeGroupRequest: DescribeGroup, response: false, payload: false, validate: validate_describe_group;
+    DescribeGroupResponse: DescribeGroup, response: true, payload: false, validate: nothing;
+}
+
+fn group_name(field: &'static str, name: &str) -> Result<(), FrameError> {
+    at_most(field, name.len() as u64, MAX_GROUP_NAME_BYTES)
+}
+
+fn validate_find_coordinator(r: &FindCoordinatorRequest<'_>) -> Result<(), FrameError> {
+    group_name("FindCoordinatorRequest.group", r.group())
+}
+
+fn validate_join_group(r: &JoinGroupRequest<'_>) -> Result<(), FrameError> {
+    group_name("JoinGroupRequest.group", r.group())?;
+    group_name("JoinGroupRequest.member_id", r.member_id().unwrap_or(""))?;
+    let Some(topics) = r.topics() else {
+        return Ok(());
+    };
+    at_most(
+        "JoinGroupRequest.topics",
+        topics.len() as u64,
+        MAX_TOPICS_PER_REQUEST,
+    )?;
+    topics
+        .iter()
+        .try_for_each(|t| topic_name("JoinGroupRequest.topics[]", t))
+}
+
+fn validate_heartbeat(r: &HeartbeatRequest<'_>) -> Result<(), FrameError> {
+    group_name("HeartbeatRequest.group", r.group())?;
+    group_name("HeartbeatRequest.member_id", r.member_id())
+}
+
+fn validate_leave_group(r: &LeaveGroupRequest<'_>) -> Result<(), FrameError> {
+    group_name("LeaveGroupRequest.group", r.group())?;
+    group_name("LeaveGroupRequest.member_id", r.member_id())
+}
+
+fn validate_offset_commit(r: &OffsetCommitRequest<'_>) -> Result<(), FrameError> {
+    group_name("OffsetCommitRequest.group", r.group())?;
+    group_name("OffsetCommitRequest.member_id", r.member_id())?;
+    let Some(offsets) = r.offsets() else {
+        return Ok(());
+    };
+    at_most(
+        "OffsetCommitRequest.offsets",
+        offsets.len() as u64,
+        MAX_PARTITIONS_PER_REQUEST,
+    )?;
+    offsets.iter().try_for_each(|o| {
+        topic_name(
+            "OffsetCommitRequest.offsets[].topic",
+            o.topic().unwrap_or(""),
+        )
+    })
+}
+
+fn validate_offset_fetch(r: &OffsetFetchRequest<'_>) -> Result<(), FrameError> {
+    group_name("OffsetFetchRequest.group", r.group())?;
+    let Some(partitions) = r.partitions() else {
+        return Ok(());
+    };
+    at_most(
+        "OffsetFetchRequest.partitions",
+        partitions.len() as u64,
+        MAX_TOPICS_PER_REQUEST,
+    )?;
+    partitions.iter().try_for_each(|t| {
+        topic_name(
+            "OffsetFetchRequest.partitions[].topic",
+            t.topic().unwrap_or(""),
+        )?;
+        at_most(
+            "OffsetFetchRequest.partitions[].partitions",
+            t.partitions().map_or(0, |p| p.len()) as u64,
+            MAX_PARTITIONS_PER_TOPIC,
+        )
+    })
+}
+
+fn validate_describe_group(r: &DescribeGroupRequest<'_>) -> Result<(), FrameError> {
+    group_name("DescribeGroupRequest.group", r.group())
 }
 
 fn nothing<T>(_: &T) -> Result<(), FrameError> {

@@ -22,6 +22,7 @@
 //!   `scripts/check-protocol.sh`).
 
 mod encode;
+mod encode_groups;
 mod error;
 pub mod frame;
 pub mod generated;
@@ -32,6 +33,7 @@ pub use encode::{
     FetchParams, FetchPosition, FrameWriter, OffsetQuery, ResponseError, ShardAddress,
     TopicDescription, TopicSettings, TopicSummary, BROKER_DEFAULT, NO_LIMIT,
 };
+pub use encode_groups::{GroupSummary, MemberSummary, OffsetEntry, TopicAssignment};
 pub use error::FrameError;
 pub use frame::{
     decode_prefix, encode_prefix, FrameHeader, FLAG_RESPONSE, FRAME_PREFIX_LEN, PROTOCOL_VERSION,
