@@ -28,6 +28,7 @@ use broker::protocol::{
     ResponseError, ShardAddress, TopicDescription, TopicSettings, TopicSummary, BROKER_DEFAULT,
     FRAME_PREFIX_LEN, NO_LIMIT, PROTOCOL_VERSION,
 };
+use broker::protocol::{GroupSummary, MemberSummary, OffsetEntry, TopicAssignment};
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 
@@ -231,6 +232,96 @@ fn samples() -> Vec<Sample> {
         frame("ListOffsetsResponse", &[], &mut |w, o, id| {
             w.list_offsets_response(o, id, 44, 10, 51).unwrap();
         }),
+        frame("FindCoordinatorRequest", &[], &mut |w, o, id| {
+            w.find_coordinator_request(o, id, "billing").unwrap();
+        }),
+        frame("FindCoordinatorResponse", &[], &mut |w, o, id| {
+            w.find_coordinator_response(o, id, 1, "127.0.0.1", 9094)
+                .unwrap();
+        }),
+        frame("JoinGroupRequest", &[], &mut |w, o, id| {
+            w.join_group_request(o, id, "billing", "m-1", &["orders", "refunds"], 6000)
+                .unwrap();
+        }),
+        frame("JoinGroupResponse", &[], &mut |w, o, id| {
+            let a = [TopicAssignment {
+                topic: "orders",
+                partitions: &[0, 3],
+            }];
+            w.join_group_response(o, id, 7, "m-1", &a, 3).unwrap();
+        }),
+        frame("HeartbeatRequest", &[], &mut |w, o, id| {
+            w.heartbeat_request(o, id, "billing", "m-1", 7).unwrap();
+        }),
+        frame("HeartbeatResponse", &[], &mut |w, o, id| {
+            w.heartbeat_response(o, id).unwrap();
+        }),
+        frame("LeaveGroupRequest", &[], &mut |w, o, id| {
+            w.leave_group_request(o, id, "billing", "m-1").unwrap();
+        }),
+        frame("LeaveGroupResponse", &[], &mut |w, o, id| {
+            w.leave_group_response(o, id).unwrap();
+        }),
+        frame("OffsetCommitRequest", &[], &mut |w, o, id| {
+            let e = [OffsetEntry {
+                topic: "orders",
+                partition: 3,
+                offset: 120,
+            }];
+            w.offset_commit_request(o, id, "billing", "m-1", 7, &e)
+                .unwrap();
+        }),
+        frame("OffsetCommitResponse", &[], &mut |w, o, id| {
+            w.offset_commit_response(o, id).unwrap();
+        }),
+        frame("OffsetFetchRequest", &[], &mut |w, o, id| {
+            let a = [TopicAssignment {
+                topic: "orders",
+                partitions: &[3],
+            }];
+            w.offset_fetch_request(o, id, "billing", &a).unwrap();
+        }),
+        frame("OffsetFetchResponse", &[], &mut |w, o, id| {
+            let e = [OffsetEntry {
+                topic: "orders",
+                partition: 3,
+                offset: 120,
+            }];
+            w.offset_fetch_response(o, id, &e).unwrap();
+        }),
+        frame("ListGroupsRequest", &[], &mut |w, o, id| {
+            w.list_groups_request(o, id).unwrap();
+        }),
+        frame("ListGroupsResponse", &[], &mut |w, o, id| {
+            let g = [GroupSummary {
+                group: "billing",
+                state: "Stable",
+                members: 3,
+                generation: 7,
+            }];
+            w.list_groups_response(o, id, &g).unwrap();
+        }),
+        frame("DescribeGroupRequest", &[], &mut |w, o, id| {
+            w.describe_group_request(o, id, "billing").unwrap();
+        }),
+        frame("DescribeGroupResponse", &[], &mut |w, o, id| {
+            let a = [TopicAssignment {
+                topic: "orders",
+                partitions: &[0, 3],
+            }];
+            let m = [MemberSummary {
+                member_id: "m-1",
+                topics: &["orders"],
+                assignment: &a,
+            }];
+            let e = [OffsetEntry {
+                topic: "orders",
+                partition: 3,
+                offset: 120,
+            }];
+            w.describe_group_response(o, id, "Stable", 7, &m, &e)
+                .unwrap();
+        }),
     ]
 }
 
@@ -244,7 +335,7 @@ fn sample(name: &str) -> Sample {
 #[test]
 fn every_request_and_response_round_trips_with_its_payload() {
     let all = samples();
-    assert_eq!(all.len(), 14, "one sample per api and direction");
+    assert_eq!(all.len(), 30, "one sample per api and direction");
     for (i, s) in all.iter().enumerate() {
         let frame = decode_frame(&s.frame, DEFAULT_MAX_FRAME_BYTES)
             .unwrap_or_else(|e| panic!("{}: {e}", s.name));
@@ -369,6 +460,81 @@ fn check_fields(body: &Body<'_>) {
                 (r.offset(), r.log_start_offset(), r.high_watermark()),
                 (44, 10, 51)
             );
+        }
+        Body::FindCoordinatorRequest(r) => assert_eq!(r.group(), "billing"),
+        Body::FindCoordinatorResponse(r) => {
+            assert_eq!(
+                (r.shard(), r.host(), r.port()),
+                (1, Some("127.0.0.1"), 9094)
+            );
+        }
+        Body::JoinGroupRequest(r) => {
+            assert_eq!(
+                (r.group(), r.member_id(), r.session_timeout_ms()),
+                ("billing", Some("m-1"), 6000)
+            );
+            let topics: Vec<&str> = r.topics().unwrap().iter().collect();
+            assert_eq!(topics, ["orders", "refunds"]);
+        }
+        Body::JoinGroupResponse(r) => {
+            assert_eq!(
+                (r.generation(), r.member_id(), r.members()),
+                (7, Some("m-1"), 3)
+            );
+            let a = r.assignment().unwrap().get(0);
+            assert_eq!(a.topic(), Some("orders"));
+            assert_eq!(a.partitions().unwrap().iter().collect::<Vec<_>>(), [0, 3]);
+        }
+        Body::HeartbeatRequest(r) => {
+            assert_eq!(
+                (r.group(), r.member_id(), r.generation()),
+                ("billing", "m-1", 7)
+            );
+        }
+        Body::HeartbeatResponse(r) => assert!(r.error().is_none()),
+        Body::LeaveGroupRequest(r) => assert_eq!((r.group(), r.member_id()), ("billing", "m-1")),
+        Body::LeaveGroupResponse(r) => assert!(r.error().is_none()),
+        Body::OffsetCommitRequest(r) => {
+            assert_eq!(
+                (r.group(), r.member_id(), r.generation()),
+                ("billing", "m-1", 7)
+            );
+            let o = r.offsets().unwrap().get(0);
+            assert_eq!(
+                (o.topic(), o.partition(), o.offset()),
+                (Some("orders"), 3, 120)
+            );
+        }
+        Body::OffsetCommitResponse(r) => assert!(r.error().is_none()),
+        Body::OffsetFetchRequest(r) => {
+            let p = r.partitions().unwrap().get(0);
+            assert_eq!((r.group(), p.topic()), ("billing", Some("orders")));
+        }
+        Body::OffsetFetchResponse(r) => {
+            let o = r.offsets().unwrap().get(0);
+            assert_eq!(
+                (o.topic(), o.partition(), o.offset()),
+                (Some("orders"), 3, 120)
+            );
+        }
+        Body::ListGroupsRequest(_) => {}
+        Body::ListGroupsResponse(r) => {
+            let g = r.groups().unwrap().get(0);
+            assert_eq!(
+                (g.group(), g.state(), g.members(), g.generation()),
+                (Some("billing"), Some("Stable"), 3, 7)
+            );
+        }
+        Body::DescribeGroupRequest(r) => assert_eq!(r.group(), "billing"),
+        Body::DescribeGroupResponse(r) => {
+            assert_eq!((r.state(), r.generation()), (Some("Stable"), 7));
+            let m = r.members().unwrap().get(0);
+            assert_eq!(m.member_id(), Some("m-1"));
+            assert_eq!(
+                m.assignment().unwrap().get(0).partitions().unwrap().len(),
+                2
+            );
+            assert_eq!(r.offsets().unwrap().get(0).offset(), 120);
         }
     }
 }
@@ -848,10 +1014,10 @@ fn unknown_api_is_answered_not_fatal() {
     assert!(!err.is_fatal());
     assert_eq!(err.error_code(), ErrorCode::UnsupportedApi);
     // A reserved (consumer group) key is unknown too.
-    let frame = reframe(&sample("FetchRequest").frame, ApiKey(20), false, &[]);
+    let frame = reframe(&sample("FetchRequest").frame, ApiKey(28), false, &[]);
     assert_eq!(
         decode_frame(&frame, DEFAULT_MAX_FRAME_BYTES).unwrap_err(),
-        FrameError::UnknownApi { api_key: 20 }
+        FrameError::UnknownApi { api_key: 28 }
     );
 }
 
