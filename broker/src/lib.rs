@@ -14,6 +14,7 @@
 pub mod batch;
 pub mod cli;
 pub mod client;
+pub mod group;
 pub mod log;
 pub mod metadata;
 pub mod protocol;

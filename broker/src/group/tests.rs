@@ -1,0 +1,221 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+const SESSION: Duration = Duration::from_secs(10);
+
+fn six(topic: &str) -> u32 {
+    if topic == "orders" {
+        6
+    } else {
+        0
+    }
+}
+
+/// Joins `n` new members and has every one rejoin until the group is
+/// stable; returns their ids.
+fn form(g: &mut Group, n: usize, now: Instant) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(g.join(None, &["orders"], SESSION, now, &six).unwrap());
+    }
+    rejoin_all(g, &ids, now);
+    ids
+}
+
+fn rejoin_all(g: &mut Group, ids: &[String], now: Instant) {
+    for id in ids {
+        if g.members.contains_key(id) && !g.members[id].rejoined {
+            g.join(Some(id), &["orders"], SESSION, now, &six).unwrap();
+        }
+    }
+    assert_eq!(g.phase, Phase::Stable);
+}
+
+fn owned(g: &Group, id: &str) -> Vec<u32> {
+    g.join_answer(id)
+        .unwrap()
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|(_, p)| *p)
+        .collect()
+}
+
+#[test]
+fn three_members_split_six_partitions_into_ranges() {
+    let now = Instant::now();
+    let mut g = Group::new("g");
+    let ids = form(&mut g, 3, now);
+    // The first join formed generation 1 alone; the next two joined one
+    // rebalance, which formed generation 2 once the first member rejoined.
+    assert_eq!(g.generation, 2);
+    let all: Vec<Vec<u32>> = ids.iter().map(|id| owned(&g, id)).collect();
+    assert_eq!(all, vec![vec![0, 1], vec![2, 3], vec![4, 5]]);
+}
+
+#[test]
+fn a_fourth_member_starts_a_rebalance_that_spreads_the_load() {
+    let now = Instant::now();
+    let mut g = Group::new("g");
+    let mut ids = form(&mut g, 3, now);
+    let generation = g.generation;
+    let d = g.join(None, &["orders"], SESSION, now, &six).unwrap();
+    assert!(matches!(g.phase, Phase::Rebalancing { .. }));
+    assert_eq!(g.join_answer(&d).unwrap(), None, "waits for the others");
+    // The others learn it from their heartbeat, and may still commit.
+    assert_eq!(
+        g.heartbeat(&ids[0], generation, now),
+        Err(GroupError::RebalanceInProgress)
+    );
+    let tp = ("orders".to_string(), 0);
+    assert_eq!(g.check_commit(&ids[0], generation, &[tp], now), Ok(()));
+    ids.push(d);
+    rejoin_all(&mut g, &ids, now);
+    assert_eq!(g.generation, generation + 1);
+    let sizes: Vec<usize> = ids.iter().map(|id| owned(&g, id).len()).collect();
+    assert_eq!(sizes, vec![2, 2, 1, 1]);
+}
+
+#[test]
+fn an_expired_member_loses_its_partitions_after_the_session_timeout() {
+    let t0 = Instant::now();
+    let mut g = Group::new("g");
+    let ids = form(&mut g, 3, t0);
+    let generation = g.generation;
+    // Two keep heartbeating; the third is silent (killed).
+    let t1 = t0 + SESSION / 2;
+    let t2 = t0 + SESSION + Duration::from_millis(1);
+    for t in [t1, t2] {
+        g.heartbeat(&ids[0], generation, t).unwrap();
+        g.heartbeat(&ids[1], generation, t).unwrap();
+        g.tick(t, &six);
+    }
+    assert!(!g.members.contains_key(&ids[2]));
+    assert!(matches!(g.phase, Phase::Rebalancing { .. }));
+    rejoin_all(&mut g, &ids[..2], t2);
+    assert_eq!(owned(&g, &ids[0]), vec![0, 1, 2]);
+    assert_eq!(owned(&g, &ids[1]), vec![3, 4, 5]);
+    // The expired member's late commit is refused.
+    let tp = ("orders".to_string(), 4);
+    assert_eq!(
+        g.check_commit(&ids[2], generation, &[tp], t2),
+        Err(GroupError::UnknownMember)
+    );
+}
+
+#[test]
+fn a_stale_generation_or_a_foreign_partition_cannot_commit() {
+    let now = Instant::now();
+    let mut g = Group::new("g");
+    let ids = form(&mut g, 2, now);
+    let old = g.generation;
+    g.join(None, &["orders"], SESSION, now, &six).unwrap();
+    rejoin_all(&mut g, &ids, now);
+    let mine = ("orders".to_string(), owned(&g, &ids[0])[0]);
+    assert_eq!(
+        g.check_commit(&ids[0], old, std::slice::from_ref(&mine), now),
+        Err(GroupError::IllegalGeneration {
+            given: old,
+            current: g.generation
+        })
+    );
+    assert_eq!(
+        g.check_commit(&ids[0], g.generation, std::slice::from_ref(&mine), now),
+        Ok(())
+    );
+    let theirs = ("orders".to_string(), owned(&g, &ids[1])[0]);
+    assert_eq!(
+        g.check_commit(&ids[0], g.generation, &[theirs.clone()], now),
+        Err(GroupError::NotAssigned(theirs))
+    );
+}
+
+#[test]
+fn rebalance_deadline_drops_members_that_never_rejoin() {
+    let t0 = Instant::now();
+    let mut g = Group::new("g");
+    let ids = form(&mut g, 2, t0);
+    let c = g.join(None, &["orders"], SESSION, t0, &six).unwrap();
+    // Only the newcomer and ids[0] rejoin; ids[1] heartbeats (so its
+    // session stays alive) but never rejoins.
+    g.join(Some(&ids[0]), &["orders"], SESSION, t0, &six)
+        .unwrap();
+    let t1 = t0 + SESSION + Duration::from_millis(1);
+    let _ = g.heartbeat(&ids[1], 0, t1 - Duration::from_millis(2));
+    assert!(g.tick(t1, &six));
+    assert_eq!(g.phase, Phase::Stable);
+    assert!(!g.members.contains_key(&ids[1]));
+    assert_eq!(owned(&g, &ids[0]).len() + owned(&g, &c).len(), 6);
+}
+
+#[test]
+fn leaving_moves_partitions_at_once_and_the_last_leave_empties_the_group() {
+    let now = Instant::now();
+    let mut g = Group::new("g");
+    let ids = form(&mut g, 2, now);
+    g.leave(&ids[1], now, &six).unwrap();
+    rejoin_all(&mut g, &ids[..1], now);
+    assert_eq!(owned(&g, &ids[0]), vec![0, 1, 2, 3, 4, 5]);
+    let generation = g.generation;
+    g.leave(&ids[0], now, &six).unwrap();
+    assert_eq!(g.phase, Phase::Empty);
+    assert!(
+        g.generation > generation,
+        "an emptied group fences old commits"
+    );
+    assert_eq!(g.leave(&ids[0], now, &six), Err(GroupError::UnknownMember));
+}
+
+#[test]
+fn a_new_partition_count_starts_a_rebalance() {
+    let now = Instant::now();
+    let mut g = Group::new("g");
+    let ids = form(&mut g, 2, now);
+    let eight = |t: &str| if t == "orders" { 8 } else { 0 };
+    assert!(g.tick(now, &eight));
+    assert!(matches!(g.phase, Phase::Rebalancing { .. }));
+    for id in &ids {
+        g.join(Some(id), &["orders"], SESSION, now, &eight).unwrap();
+    }
+    assert_eq!(owned(&g, &ids[0]).len() + owned(&g, &ids[1]).len(), 8);
+}
+
+#[test]
+fn range_assignment_covers_the_lecture_scenarios() {
+    let now = Instant::now();
+    let member = |id: &str, topics: &[&str]| Member {
+        id: id.into(),
+        topics: topics.iter().map(|t| t.to_string()).collect(),
+        session_timeout: SESSION,
+        last_seen: now,
+        rejoined: true,
+    };
+    let counts: BTreeMap<String, u32> = [("a".to_string(), 4), ("b".to_string(), 2)].into();
+    // Equal counts: one partition each.
+    let m: BTreeMap<String, Member> = (0..4)
+        .map(|i| (format!("m{i}"), member(&format!("m{i}"), &["a"])))
+        .collect();
+    let a = range_assign(&m, &counts);
+    assert!(a.values().all(|v| v.len() == 1));
+    // More members than partitions: some get none, none is shared.
+    let m: BTreeMap<String, Member> = (0..3)
+        .map(|i| (format!("m{i}"), member(&format!("m{i}"), &["b"])))
+        .collect();
+    let a = range_assign(&m, &counts);
+    assert_eq!(a.values().map(Vec::len).collect::<Vec<_>>(), vec![1, 1, 0]);
+    // Two topics, different subscriptions: each topic split among its own
+    // subscribers; every partition owned exactly once.
+    let m: BTreeMap<String, Member> = [member("x", &["a", "b"]), member("y", &["a"])]
+        .into_iter()
+        .map(|m| (m.id.clone(), m))
+        .collect();
+    let a = range_assign(&m, &counts);
+    let mut all: Vec<TopicPartition> = a.values().flatten().cloned().collect();
+    all.sort();
+    assert_eq!(all.len(), 6);
+    all.dedup();
+    assert_eq!(all.len(), 6);
+    assert_eq!(a["x"].len(), 2 + 2);
+    assert_eq!(a["y"].len(), 2);
+}
