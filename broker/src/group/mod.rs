@@ -305,11 +305,9 @@ impl Group {
         for id in &expired {
             self.members.remove(id);
         }
-        if !expired.is_empty() {
-            self.start_rebalance(now, None);
-        } else if self.phase == Phase::Stable
-            && self.subscription_counts(counts) != self.assigned_counts
-        {
+        let resized =
+            self.phase == Phase::Stable && self.subscription_counts(counts) != self.assigned_counts;
+        if !expired.is_empty() || resized {
             self.start_rebalance(now, None);
         }
         if let Phase::Rebalancing { deadline } = self.phase {

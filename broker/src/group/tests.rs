@@ -126,7 +126,7 @@ fn a_stale_generation_or_a_foreign_partition_cannot_commit() {
     );
     let theirs = ("orders".to_string(), owned(&g, &ids[1])[0]);
     assert_eq!(
-        g.check_commit(&ids[0], g.generation, &[theirs.clone()], now),
+        g.check_commit(&ids[0], g.generation, std::slice::from_ref(&theirs), now),
         Err(GroupError::NotAssigned(theirs))
     );
 }

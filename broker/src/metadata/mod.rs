@@ -158,7 +158,7 @@ pub fn controller(topic: &str, shard_count: u16) -> u16 {
 
 /// FNV-1a over the name: stable across builds and platforms, since it
 /// decides persisted placement.
-fn name_hash(name: &str) -> u32 {
+pub fn name_hash(name: &str) -> u32 {
     name.bytes().fold(0x811c_9dc5u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     })
@@ -365,6 +365,19 @@ pub fn fit_to_shards(
         changed.push(name);
     }
     Ok(changed)
+}
+
+/// Creates a topic's directory and `topic.json` with blocking I/O (for
+/// start-up, before the shards run), durably.
+pub fn create_topic_blocking(dir: &DataDir, meta: &TopicMeta) -> Result<(), String> {
+    let topic_dir = dir.topic_dir(&meta.name);
+    std::fs::create_dir_all(&topic_dir)
+        .map_err(|e| format!("cannot create {}: {e}", topic_dir.display()))?;
+    let bytes = serde_json::to_vec_pretty(meta).map_err(|e| e.to_string())?;
+    write_atomic_blocking(&dir.topic_file(&meta.name), &bytes)?;
+    std::fs::File::open(dir.topics_dir())
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("cannot fsync {}: {e}", dir.topics_dir().display()))
 }
 
 /// The content of `broker.json`.

@@ -15,6 +15,7 @@ use std::{rc::Rc, time::Duration};
 
 use bytes::Bytes;
 
+use super::groups;
 use super::partition::Partition;
 use super::shard::{CreateError, DeleteError, ForwardedReply, ShardState};
 use crate::batch;
@@ -156,6 +157,44 @@ pub async fn handle(shard: &Rc<ShardState>, frame: Bytes, via: Via) -> Reply {
             }
             Reply::Send(delete_topic(shard, id, r).await)
         }
+        Body::FindCoordinatorRequest(r) => groups::find_coordinator(shard, id, r.group()),
+        Body::JoinGroupRequest(r) => {
+            group_request(shard, &frame, api, id, r.group(), |s| {
+                groups::join(s, id, r)
+            })
+            .await
+        }
+        Body::HeartbeatRequest(r) => {
+            group_request(shard, &frame, api, id, r.group(), |s| async move {
+                groups::heartbeat(s, id, r)
+            })
+            .await
+        }
+        Body::LeaveGroupRequest(r) => {
+            group_request(shard, &frame, api, id, r.group(), |s| async move {
+                groups::leave(s, id, r)
+            })
+            .await
+        }
+        Body::OffsetCommitRequest(r) => {
+            group_request(shard, &frame, api, id, r.group(), |s| {
+                groups::commit(s, id, r)
+            })
+            .await
+        }
+        Body::OffsetFetchRequest(r) => {
+            group_request(shard, &frame, api, id, r.group(), |s| async move {
+                groups::fetch_offsets(s, id, r)
+            })
+            .await
+        }
+        Body::DescribeGroupRequest(r) => {
+            group_request(shard, &frame, api, id, r.group(), |s| async move {
+                groups::describe(s, id, r)
+            })
+            .await
+        }
+        Body::ListGroupsRequest(_) => groups::list(shard, id).await,
         Body::ListTopicsRequest(_) => Reply::Send(list_topics(shard, id)),
         Body::MetadataRequest(r) => Reply::Send(metadata(shard, id, r)),
         other => Reply::Send(refuse(
@@ -208,6 +247,43 @@ where
     }
 }
 
+/// Routes a group request to the group's coordinator shard (from any
+/// port: the client finds the coordinator's own port with FindCoordinator)
+/// and serves it there with `serve`.
+async fn group_request<'a, F, Fut>(
+    shard: &'a Rc<ShardState>,
+    frame: &Bytes,
+    api: ApiKey,
+    id: u64,
+    group: &str,
+    serve: F,
+) -> Reply
+where
+    F: FnOnce(&'a Rc<ShardState>) -> Fut,
+    Fut: std::future::Future<Output = Reply>,
+{
+    if group.is_empty() {
+        return Reply::Send(refuse(
+            shard,
+            api,
+            id,
+            ErrorCode::InvalidRequest,
+            "a group name must not be empty",
+        ));
+    }
+    match groups::coordinator(shard, group) {
+        Some((owner, _)) if owner == shard.id => serve(shard).await,
+        Some((owner, _)) => forward(shard, owner, frame, api, id).await,
+        None => Reply::Send(refuse(
+            shard,
+            api,
+            id,
+            ErrorCode::Internal,
+            "the offsets topic is missing",
+        )),
+    }
+}
+
 /// Forwards a request to shard `to` and answers with its reply.
 async fn forward(shard: &ShardState, to: ShardId, frame: &Bytes, api: ApiKey, id: u64) -> Reply {
     match shard.forward(to, frame.clone()).await {
@@ -254,6 +330,15 @@ async fn produce(shard: &Rc<ShardState>, id: u64, r: ProduceRequest<'_>, payload
             Reply::Send(response)
         }
     };
+    if groups::is_internal(r.topic()) {
+        return fail(
+            ErrorCode::InvalidRequest,
+            &format!(
+                "{:?} is an internal topic: only the broker writes it",
+                r.topic()
+            ),
+        );
+    }
     let Some(partition) = shard.partition(r.topic(), r.partition()) else {
         return fail(
             ErrorCode::UnknownTopic,
@@ -538,6 +623,12 @@ async fn create_topic(shard: &Rc<ShardState>, id: u64, r: CreateTopicRequest<'_>
     if let Err(m) = metadata::validate_topic_name(r.name()) {
         return invalid(m);
     }
+    if groups::is_internal(r.name()) {
+        return invalid(format!(
+            "topic names starting with \"__\" are reserved for the broker: {:?}",
+            r.name()
+        ));
+    }
     let partitions = match r.partitions() {
         -1 => shard.config.default_partitions,
         n if n >= 1 => n as u32,
@@ -579,6 +670,15 @@ async fn create_topic(shard: &Rc<ShardState>, id: u64, r: CreateTopicRequest<'_>
 
 async fn delete_topic(shard: &Rc<ShardState>, id: u64, r: DeleteTopicRequest<'_>) -> Response {
     let api = ApiKey::DeleteTopic;
+    if groups::is_internal(r.name()) {
+        return refuse(
+            shard,
+            api,
+            id,
+            ErrorCode::InvalidRequest,
+            &format!("{:?} is an internal topic and cannot be deleted", r.name()),
+        );
+    }
     match shard.delete_topic(r.name()).await {
         Ok(()) => {
             let mut head = Vec::with_capacity(64);
@@ -613,6 +713,7 @@ fn list_topics(shard: &Rc<ShardState>, id: u64) -> Response {
     let topics = shard.topics.borrow();
     let summaries: Vec<TopicSummary<'_>> = topics
         .iter()
+        .filter(|t| !groups::is_internal(&t.name))
         .map(|t| TopicSummary {
             name: &t.name,
             partitions: t.partition_count() as i32,
@@ -648,7 +749,12 @@ fn metadata(shard: &Rc<ShardState>, id: u64, r: MetadataRequest<'_>) -> Response
         .collect();
     let wanted: Vec<&str> = match r.topics() {
         Some(names) if !names.is_empty() => names.iter().collect(),
-        _ => topics.iter().map(|t| t.name.as_str()).collect(),
+        // All topics: the internal ones only when named.
+        _ => topics
+            .iter()
+            .map(|t| t.name.as_str())
+            .filter(|t| !groups::is_internal(t))
+            .collect(),
     };
     let unknown = ResponseError::new(ErrorCode::UnknownTopic, "unknown topic");
     let descriptions: Vec<TopicDescription<'_>> = wanted

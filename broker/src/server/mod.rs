@@ -17,6 +17,7 @@
 pub mod config;
 pub mod connection;
 pub mod copy_stats;
+pub mod groups;
 pub mod handler;
 pub mod partition;
 pub mod shard;
@@ -121,6 +122,11 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
     for moved in metadata::fit_to_shards(&data, &mut topics, shard_count as u16)? {
         tracing::warn!(topic = %moved, shards = shard_count,
             "partitions on shards that no longer exist were placed again");
+    }
+    if topics.get(groups::OFFSETS_TOPIC).is_none() {
+        let meta = groups::offsets_topic(shard_count as u16);
+        metadata::create_topic_blocking(&data, &meta)?;
+        topics.insert(Arc::new(meta));
     }
     tracing::info!(
         data_dir = %data.root().display(),
@@ -234,7 +240,13 @@ async fn run_shard(
         changing: RefCell::new(HashSet::new()),
         peers: mesh.senders,
         writer: RefCell::new(FrameWriter::new()),
+        groups: groups::Groups::default(),
     });
+    let replayed = groups::replay(&shard).await?;
+    if replayed > 0 {
+        tracing::info!(shard = id, offsets = replayed, "committed offsets replayed");
+    }
+    glommio::spawn_local(groups::tick_forever(shard.clone())).detach();
 
     let mut receivers = mesh.receivers;
     for (_, receiver) in receivers.streams() {

@@ -56,6 +56,11 @@ pub enum ShardMessage {
         /// Answered once routed.
         reply: oneshot::Sender<()>,
     },
+    /// List this shard's consumer groups.
+    ListGroups {
+        /// (group, state, members, generation) of each.
+        reply: oneshot::Sender<Vec<(String, String, u32, i32)>>,
+    },
     /// A topic is gone: remove it from the routing table.
     TopicRemoved {
         /// The topic's name.
@@ -98,6 +103,8 @@ pub struct ShardState {
     pub peers: Senders<ShardMessage>,
     /// Frame builder, reused between responses.
     pub writer: RefCell<FrameWriter>,
+    /// The consumer groups this shard coordinates.
+    pub groups: super::groups::Groups,
 }
 
 impl ShardState {
@@ -152,6 +159,9 @@ impl ShardState {
                 self.topics.borrow_mut().insert(topic);
                 let _ = reply.send(());
             }
+            ShardMessage::ListGroups { reply } => {
+                let _ = reply.send(self.groups.summaries());
+            }
             ShardMessage::TopicRemoved { topic, reply } => {
                 self.topics.borrow_mut().remove(&topic);
                 let _ = reply.send(());
@@ -166,6 +176,18 @@ impl ShardState {
         let msg = ShardMessage::Request { frame, reply: tx };
         self.peers.send_to(usize::from(to), msg).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Every shard's consumer groups.
+    pub async fn all_group_summaries(self: &Rc<Self>) -> Vec<(String, String, u32, i32)> {
+        self.on_all_shards(|reply| ShardMessage::ListGroups { reply }, async {
+            self.groups.summaries()
+        })
+        .await
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect()
     }
 
     /// Runs `make(reply)` on every shard (this one included, through

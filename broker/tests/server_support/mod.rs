@@ -120,6 +120,14 @@ impl RawFrame {
             Body::DeleteTopicResponse(r) => r.error(),
             Body::ListTopicsResponse(r) => r.error(),
             Body::MetadataResponse(r) => r.error(),
+            Body::FindCoordinatorResponse(r) => r.error(),
+            Body::JoinGroupResponse(r) => r.error(),
+            Body::HeartbeatResponse(r) => r.error(),
+            Body::LeaveGroupResponse(r) => r.error(),
+            Body::OffsetCommitResponse(r) => r.error(),
+            Body::OffsetFetchResponse(r) => r.error(),
+            Body::ListGroupsResponse(r) => r.error(),
+            Body::DescribeGroupResponse(r) => r.error(),
             other => panic!("not a response: {}", other.name()),
         };
         e.map(|e| (e.code(), e.message().unwrap_or("").to_string()))

@@ -1,0 +1,264 @@
+//! Consumer groups on the real binary, over raw frames: range assignment,
+//! rebalance on join, on silence past the session timeout and on leave,
+//! generation-fenced commits, and committed offsets surviving SIGKILL.
+#![allow(clippy::unwrap_used)]
+
+mod server_support;
+
+use std::{collections::BTreeSet, net::SocketAddr, thread, time::Duration};
+
+use broker::protocol::generated::{
+    DescribeGroupResponse, FindCoordinatorResponse, JoinGroupResponse, ListGroupsResponse,
+    OffsetFetchResponse,
+};
+use broker::protocol::{ErrorCode, OffsetEntry, TopicSettings};
+use server_support::{Broker, Conn};
+
+const SESSION_MS: u32 = 1500;
+
+struct Member {
+    conn: Conn,
+    id: String,
+    generation: i32,
+    partitions: Vec<u32>,
+}
+
+impl Member {
+    fn new(addr: SocketAddr) -> Member {
+        Member {
+            conn: Conn::connect(addr),
+            id: String::new(),
+            generation: -1,
+            partitions: Vec::new(),
+        }
+    }
+
+    /// Joins (or rejoins) and blocks until the generation forms.
+    fn join(&mut self) {
+        let member = self.id.clone();
+        let f = self.conn.call(&[], |w, out, id| {
+            w.join_group_request(out, id, "g", &member, &["orders"], SESSION_MS)
+                .unwrap();
+        });
+        assert!(f.error().is_none(), "{:?}", f.error());
+        let r = f.decode::<JoinGroupResponse>().body;
+        self.id = r.member_id().unwrap().to_string();
+        self.generation = r.generation();
+        self.partitions = r
+            .assignment()
+            .map(|a| {
+                a.iter()
+                    .flat_map(|t| t.partitions().unwrap().iter())
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+
+    fn heartbeat(&mut self) -> Option<ErrorCode> {
+        let (member, generation) = (self.id.clone(), self.generation);
+        let f = self.conn.call(&[], |w, out, id| {
+            w.heartbeat_request(out, id, "g", &member, generation)
+                .unwrap();
+        });
+        f.error().map(|e| e.0)
+    }
+
+    fn commit(&mut self, generation: i32, partition: u32, offset: i64) -> Option<ErrorCode> {
+        let member = self.id.clone();
+        let f = self.conn.call(&[], |w, out, id| {
+            let e = [OffsetEntry {
+                topic: "orders",
+                partition,
+                offset,
+            }];
+            w.offset_commit_request(out, id, "g", &member, generation, &e)
+                .unwrap();
+        });
+        f.error().map(|e| e.0)
+    }
+}
+
+/// Runs every member like a client would for `for_ms`: heartbeat every
+/// 50 ms, rejoin when told to (a new member joins first). Returns them.
+fn run_members(members: Vec<Member>, for_ms: u64) -> Vec<Member> {
+    let handles: Vec<_> = members
+        .into_iter()
+        .map(|mut m| {
+            thread::spawn(move || {
+                if m.id.is_empty() {
+                    m.join();
+                }
+                let until = std::time::Instant::now() + Duration::from_millis(for_ms);
+                while std::time::Instant::now() < until {
+                    match m.heartbeat() {
+                        None => thread::sleep(Duration::from_millis(50)),
+                        Some(ErrorCode::RebalanceInProgress | ErrorCode::IllegalGeneration) => {
+                            m.join()
+                        }
+                        Some(other) => panic!("heartbeat: {other:?}"),
+                    }
+                }
+                m
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+fn assert_partitioned(members: &[Member], sizes: &[usize]) {
+    let generation = members[0].generation;
+    let mut all = BTreeSet::new();
+    let mut got: Vec<usize> = Vec::new();
+    for m in members {
+        assert_eq!(m.generation, generation, "one generation for all");
+        for p in &m.partitions {
+            assert!(all.insert(*p), "partition {p} owned twice");
+        }
+        got.push(m.partitions.len());
+    }
+    got.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(got, sizes);
+    assert_eq!(all.len(), 6, "every partition owned");
+}
+
+#[test]
+fn group_lifecycle_rebalances_fences_and_keeps_offsets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let broker = Broker::start(&data, 2, &["--fsync", "always"]);
+    let mut admin = Conn::connect(broker.listen);
+    let f = admin.call(&[], |w, out, id| {
+        w.create_topic_request(out, id, "orders", 6, &TopicSettings::default())
+            .unwrap();
+    });
+    assert!(f.error().is_none());
+
+    // Members talk to the coordinator's own port, found like a client does.
+    let f = admin.call(&[], |w, out, id| {
+        w.find_coordinator_request(out, id, "g").unwrap();
+    });
+    let c = f.decode::<FindCoordinatorResponse>().body;
+    let coordinator: SocketAddr = format!("{}:{}", c.host().unwrap(), c.port())
+        .parse()
+        .unwrap();
+    assert_eq!(coordinator, broker.shards[usize::from(c.shard())]);
+
+    // Three members on six partitions: two each.
+    let mut members = run_members((0..3).map(|_| Member::new(coordinator)).collect(), 1000);
+    assert_partitioned(&members, &[2, 2, 2]);
+    let gen3 = members[0].generation;
+    for m in members.iter_mut() {
+        assert_eq!(m.heartbeat(), None);
+    }
+    // Each commits its first partition.
+    for (i, m) in members.iter_mut().enumerate() {
+        let p = m.partitions[0];
+        assert_eq!(m.commit(gen3, p, 10 + i as i64), None);
+    }
+
+    // A fourth joins (through the main port: forwarded to the coordinator).
+    // The others learn it from their heartbeats, commit, and rejoin.
+    let main_addr = broker.listen;
+    let fourth = thread::spawn(move || {
+        let mut m = Member::new(main_addr);
+        m.join();
+        m
+    });
+    let mut seen_rebalance = 0;
+    for _ in 0..50 {
+        thread::sleep(Duration::from_millis(50));
+        seen_rebalance = members
+            .iter_mut()
+            .map(|m| m.heartbeat())
+            .filter(|e| *e == Some(ErrorCode::RebalanceInProgress))
+            .count();
+        if seen_rebalance == 3 {
+            break;
+        }
+    }
+    assert_eq!(seen_rebalance, 3);
+    // Commits of the current generation are still accepted while rebalancing.
+    let p = members[0].partitions[0];
+    assert_eq!(members[0].commit(gen3, p, 11), None);
+    // The old members rejoin; that completes the fourth's pending join.
+    let mut members = run_members(members, 1000);
+    members.push(fourth.join().unwrap());
+    let mut members = run_members(members, 300);
+    assert_partitioned(&members, &[2, 2, 1, 1]);
+    let gen4 = members[0].generation;
+    assert!(gen4 > gen3);
+
+    // The old generation is fenced; so is a partition the member lost.
+    let p = members[0].partitions[0];
+    assert_eq!(
+        members[0].commit(gen3, p, 12),
+        Some(ErrorCode::IllegalGeneration)
+    );
+    let foreign = members[1].partitions[0];
+    assert_eq!(
+        members[0].commit(gen4, foreign, 12),
+        Some(ErrorCode::NotAssigned)
+    );
+    assert_eq!(members[0].commit(gen4, p, 12), None);
+
+    // One member goes silent (as if killed): after its session timeout the
+    // others are told to rebalance, and its partitions move.
+    let silent = members.pop().unwrap();
+    let mut moved = false;
+    for _ in 0..80 {
+        thread::sleep(Duration::from_millis(100));
+        if members
+            .iter_mut()
+            .map(|m| m.heartbeat())
+            .any(|e| e == Some(ErrorCode::RebalanceInProgress))
+        {
+            moved = true;
+            break;
+        }
+    }
+    assert!(moved, "no rebalance after the session timeout");
+    let mut members = run_members(members, 1000);
+    assert_partitioned(&members, &[2, 2, 2]);
+    let mut silent = silent;
+    assert_eq!(silent.heartbeat(), Some(ErrorCode::UnknownMember));
+    assert_eq!(silent.commit(gen4, 0, 99), Some(ErrorCode::UnknownMember));
+
+    // Describe and list.
+    let f = members[0].conn.call(&[], |w, out, id| {
+        w.describe_group_request(out, id, "g").unwrap();
+    });
+    let d = f.decode::<DescribeGroupResponse>().body;
+    assert_eq!(d.state(), Some("Stable"));
+    assert_eq!(d.members().unwrap().len(), 3);
+    let committed_before: Vec<(u32, i64)> = d
+        .offsets()
+        .unwrap()
+        .iter()
+        .map(|o| (o.partition(), o.offset()))
+        .collect();
+    assert_eq!(committed_before.len(), 3);
+    let f = admin.call(&[], |w, out, id| {
+        w.list_groups_request(out, id).unwrap();
+    });
+    let groups = f.decode::<ListGroupsResponse>().body.groups().unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups.get(0).group(), Some("g"));
+
+    // A restart (SIGKILL) keeps every committed offset.
+    drop(members);
+    broker.kill();
+    let broker = Broker::start(&data, 2, &[]);
+    let mut conn = Conn::connect(broker.listen);
+    let f = conn.call(&[], |w, out, id| {
+        w.offset_fetch_request(out, id, "g", &[]).unwrap();
+    });
+    let after: Vec<(u32, i64)> = f
+        .decode::<OffsetFetchResponse>()
+        .body
+        .offsets()
+        .unwrap()
+        .iter()
+        .map(|o| (o.partition(), o.offset()))
+        .collect();
+    assert_eq!(after, committed_before);
+}
