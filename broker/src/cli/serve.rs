@@ -127,12 +127,40 @@ pub fn run(args: ServeArgs) -> CliResult {
     init_logging(args.log_level.as_deref());
     let config = args.to_config()?;
     let running = server::start(config)?;
+    stop_on_signals(running.stopper())?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", running.ready_line())?;
     out.flush()?;
     drop(out);
     running.wait()?;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGTERM or SIGINT stops the broker gracefully (stop accepting, finish
+/// in-flight requests, flush and fsync every partition, exit 0); a second
+/// one exits at once (status 130), as an impatient operator expects.
+fn stop_on_signals(stopper: server::Stopper) -> Result<(), String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut received = 0;
+            for signal in signals.forever() {
+                received += 1;
+                if received == 1 {
+                    tracing::info!(signal, "stopping: finishing in-flight requests and flushing partitions (signal again to exit now)");
+                    stopper.stop();
+                } else {
+                    tracing::warn!(signal, "second signal: exiting without a graceful stop");
+                    std::process::exit(130);
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| format!("cannot start the signal thread: {e}"))
 }
 
 /// Structured logs on stderr, filtered by `level` or RUST_LOG (default info).

@@ -35,7 +35,7 @@ use glommio::{net::TcpStream, sync::Semaphore};
 
 use super::copy_stats;
 use super::handler::{self, error_frame, Reply, Response, Via};
-use super::shard::ShardState;
+use super::shard::{InFlight, ShardState};
 use crate::protocol::{decode_prefix, ApiKey, ResponseError, FRAME_PREFIX_LEN};
 
 /// How much is read from the socket at a time, at most.
@@ -143,6 +143,7 @@ pub async fn serve(shard: Rc<ShardState>, stream: TcpStream, via: Via) {
                 };
                 let shard = shard.clone();
                 let writer = writer.clone();
+                let in_flight = InFlight::new(shard.clone());
                 glommio::spawn_local(async move {
                     let reply = handler::handle(&shard, frame, via).await;
                     let ok = match reply {
@@ -160,6 +161,7 @@ pub async fn serve(shard: Rc<ShardState>, stream: TcpStream, via: Via) {
                         writer.broken.set(true);
                     }
                     drop(permit);
+                    drop(in_flight);
                 })
                 .detach();
                 continue;

@@ -553,7 +553,11 @@ async fn fetch(shard: &Rc<ShardState>, id: u64, r: FetchRequest<'_>) -> Reply {
         };
         let len = read.bytes.as_slice().len();
         let now = std::time::Instant::now();
-        if len == 0 && now < deadline && shard.partition(r.topic(), r.partition()).is_some() {
+        if len == 0
+            && now < deadline
+            && !shard.stopping.get()
+            && shard.partition(r.topic(), r.partition()).is_some()
+        {
             partition.arrivals.wait(seen, deadline - now).await;
             continue;
         }

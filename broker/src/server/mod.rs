@@ -23,11 +23,15 @@ pub mod partition;
 pub mod shard;
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::{HashMap, HashSet},
     net::SocketAddr,
     rc::Rc,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
 };
 
 use crossbeam_channel::{Receiver, Sender};
@@ -52,9 +56,30 @@ pub struct RunningServer {
     /// Each shard's shard-aware address.
     pub shard_addrs: Vec<SocketAddr>,
     handles: Vec<ExecutorJoinHandle<Result<(), String>>>,
+    stop: Arc<AtomicBool>,
+    /// Held (flock) while the broker runs: no second broker on this data dir.
+    _lock: std::fs::File,
+}
+
+/// Asks a running broker to stop gracefully; usable from any thread (a
+/// signal handler's thread, a test).
+#[derive(Clone)]
+pub struct Stopper(Arc<AtomicBool>);
+
+impl Stopper {
+    /// Stop accepting, finish in-flight requests, flush and fsync every
+    /// partition, then let [`RunningServer::wait`] return.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 impl RunningServer {
+    /// A handle that stops this broker gracefully.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stop.clone())
+    }
+
     /// Waits until the shards stop (they run until the process ends, or one
     /// fails), and returns the first failure.
     pub fn wait(self) -> Result<(), String> {
@@ -79,6 +104,43 @@ impl RunningServer {
     }
 }
 
+/// How often a shard checks whether it was asked to stop.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// How long a stopping shard waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Takes the data directory's lock file, so that two brokers never open the
+/// same partitions. The lock (flock) is released when the process ends,
+/// however it ends.
+fn lock_data_dir(data: &DataDir) -> Result<std::fs::File, String> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = data.root().join(".lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor this File owns.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        return Err(format!(
+            "data directory {} is in use by another broker (pid {})",
+            data.root().display(),
+            holder.trim()
+        ));
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "{}", std::process::id());
+    Ok(file)
+}
+
 /// What a shard tells the starting thread.
 enum BootEvent {
     /// Shard 0 bound the main address.
@@ -101,6 +163,7 @@ struct Boot {
     events: Sender<BootEvent>,
     main_addr: Receiver<SocketAddr>,
     endpoints: Receiver<Vec<SocketAddr>>,
+    stop: Arc<AtomicBool>,
 }
 
 /// Starts the broker and returns once every shard serves.
@@ -118,6 +181,13 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
         return Err(format!("{shard_count} shards is too many"));
     }
     let data = DataDir::new(&config.data_dir);
+    std::fs::create_dir_all(data.root()).map_err(|e| {
+        format!(
+            "cannot create data directory {}: {e}",
+            data.root().display()
+        )
+    })?;
+    let lock = lock_data_dir(&data)?;
     let mut topics = metadata::open_data_dir(&data)?;
     for moved in metadata::fit_to_shards(&data, &mut topics, shard_count as u16)? {
         tracing::warn!(topic = %moved, shards = shard_count,
@@ -135,6 +205,7 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
         "starting"
     );
 
+    let stop = Arc::new(AtomicBool::new(false));
     let (events_tx, events) = crossbeam_channel::unbounded();
     let (main_addr_tx, main_addr) = crossbeam_channel::unbounded();
     let (endpoints_tx, endpoints) = crossbeam_channel::unbounded();
@@ -146,6 +217,7 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
         events: events_tx,
         main_addr,
         endpoints,
+        stop: stop.clone(),
     };
     let handles = shards::spawn(
         &cpus[..shard_count],
@@ -192,6 +264,8 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
         listen: listen.ok_or("shard 0 never bound the main address")?,
         shard_addrs: shard_addrs.into_iter().flatten().collect(),
         handles,
+        stop,
+        _lock: lock,
     })
 }
 
@@ -241,6 +315,9 @@ async fn run_shard(
         peers: mesh.senders,
         writer: RefCell::new(FrameWriter::new()),
         groups: groups::Groups::default(),
+        in_flight: Cell::new(0),
+        drained: partition::Arrivals::default(),
+        stopping: Cell::new(false),
     });
     let replayed = groups::replay(&shard).await?;
     if replayed > 0 {
@@ -274,8 +351,22 @@ async fn run_shard(
     tracing::info!(shard = id, main = %main_addr, port = %shard_addr, "shard serving");
 
     let main_loop = accept_loop(shard.clone(), main, Via::Main);
-    let own_loop = accept_loop(shard, own, Via::ShardPort);
-    futures_lite::future::zip(main_loop, own_loop).await;
+    let own_loop = accept_loop(shard.clone(), own, Via::ShardPort);
+    let stopped = async {
+        while !boot.stop.load(Ordering::Acquire) {
+            glommio::timer::sleep(STOP_POLL).await;
+        }
+    };
+    // The accept loops never end; the stop request does. Dropping them
+    // closes both listeners: no new connection from here on.
+    futures_lite::future::or(
+        async {
+            futures_lite::future::zip(main_loop, own_loop).await;
+        },
+        stopped,
+    )
+    .await;
+    shard.shut_down(DRAIN_TIMEOUT).await;
     Ok(())
 }
 

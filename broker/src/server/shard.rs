@@ -6,7 +6,7 @@
 //! `RefCell` borrow is never held across an `.await`.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::{HashMap, HashSet},
     net::SocketAddr,
     rc::Rc,
@@ -105,6 +105,33 @@ pub struct ShardState {
     pub writer: RefCell<FrameWriter>,
     /// The consumer groups this shard coordinates.
     pub groups: super::groups::Groups,
+    /// Requests being handled on this shard.
+    pub in_flight: Cell<usize>,
+    /// Signalled when `in_flight` drops to 0.
+    pub drained: super::partition::Arrivals,
+    /// Set once a graceful stop began: long polls answer at once.
+    pub stopping: Cell<bool>,
+}
+
+/// Counts a request in flight on its shard for as long as it lives.
+pub struct InFlight(Rc<ShardState>);
+
+impl InFlight {
+    /// Counts one more request on `shard`.
+    pub fn new(shard: Rc<ShardState>) -> InFlight {
+        shard.in_flight.set(shard.in_flight.get() + 1);
+        InFlight(shard)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let n = self.0.in_flight.get().saturating_sub(1);
+        self.0.in_flight.set(n);
+        if n == 0 {
+            self.0.drained.notify();
+        }
+    }
 }
 
 impl ShardState {
@@ -369,6 +396,45 @@ impl ShardState {
             })
             .map(|_| ())
             .map_err(|e| format!("cannot start the trash remover: {e}"))
+    }
+
+    /// A graceful stop, once the listeners are closed: wake long polls, let
+    /// in-flight requests finish (up to `drain`), then flush, fsync and close
+    /// every partition, so the next start needs no recovery truncation.
+    pub async fn shut_down(&self, drain: Duration) {
+        self.stopping.set(true);
+        let partitions: Vec<Rc<Partition>> = self
+            .partitions
+            .borrow()
+            .values()
+            .flat_map(|t| t.values().cloned())
+            .collect();
+        for p in &partitions {
+            p.arrivals.notify();
+        }
+        let deadline = std::time::Instant::now() + drain;
+        while self.in_flight.get() > 0 {
+            let seen = self.drained.generation();
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                tracing::warn!(
+                    shard = self.id,
+                    in_flight = self.in_flight.get(),
+                    "stopping with requests still in flight"
+                );
+                break;
+            }
+            self.drained
+                .wait(seen, (deadline - now).min(Duration::from_millis(100)))
+                .await;
+        }
+        for p in partitions {
+            if let Err(e) = p.log.close().await {
+                tracing::error!(topic = %p.topic, partition = p.partition, error = %e,
+                    "closing the partition failed");
+            }
+        }
+        tracing::info!(shard = self.id, "shard stopped");
     }
 
     /// Applies retention to every partition of this shard.
