@@ -37,6 +37,8 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     /// Print the values of a partition's records, one per line.
     Consume(consume::ConsumeArgs),
+    /// Show the broker's effective configuration.
+    Config(serve::ConfigArgs),
 }
 
 /// Runs a parsed command line and gives the process's exit code.
@@ -46,6 +48,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Topic(args) => topic::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
+        Command::Config(args) => serve::run_config(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

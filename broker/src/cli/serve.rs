@@ -1,41 +1,51 @@
-//! `broker serve`: run the broker in the foreground until it is killed.
+//! `broker serve`: run the broker in the foreground until SIGTERM/SIGINT;
+//! and `broker config print`: the effective configuration.
+//!
+//! Every setting can come from a flag or from the TOML file given with
+//! `--config`; a flag wins over the file, the file over the default. The
+//! file's keys are the flags' names with `_` for `-` (`data_dir`,
+//! `fsync_interval_ms`, ...); an unknown key or a bad value is an error that
+//! names it.
 
-use std::{io::Write, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    io::Write,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
 
 use super::CliResult;
-use crate::log::FsyncPolicy;
-use crate::server::{self, config, ServerConfig};
+use crate::log::{config as log_config, FsyncPolicy};
+use crate::server::{self, ServerConfig};
 
 /// When a partition's appends are fdatasynced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Fsync {
     /// Before every acknowledgement (group commit shares one fsync among
     /// the appends that arrive while one is in flight).
     Always,
-    /// Every --fsync-interval-ms; acknowledged data may be lost on power
+    /// Every fsync-interval-ms; acknowledged data may be lost on power
     /// failure (not on a process crash).
     Interval,
-    /// Never (only at shutdown): the page cache decides.
+    /// Never (only at a graceful stop): the page cache decides.
     Never,
 }
 
-/// Arguments of `broker serve`.
-#[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  \
-    broker serve                                   # data in ./data, listens on 127.0.0.1:9092\n  \
-    broker serve --data-dir /var/lib/broker --listen 0.0.0.0:9092 --shards 4\n  \
-    broker serve --listen 127.0.0.1:0 --fsync never # free port, printed on stdout\n\n\
-    Once every shard serves, one line goes to stdout:\n  \
-    ready listen=127.0.0.1:9092 shards=127.0.0.1:9093,127.0.0.1:9094")]
-pub struct ServeArgs {
-    /// Data directory (created if missing).
-    #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-    /// Main address: accepts every request and forwards to the owning shard.
-    #[arg(long, default_value = config::DEFAULT_LISTEN)]
-    pub listen: SocketAddr,
+/// The broker's settings, each optional: from flags or from the file.
+#[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Data directory, created if missing [default: ./data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Main address: accepts every request and forwards to the owning shard
+    /// [default: 127.0.0.1:9092].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
     /// Port of shard 0's shard-aware listener; shard i uses this + i.
     /// Default: the main port + 1 (free ports when the main port is 0).
     /// 0: free ports.
@@ -45,87 +55,214 @@ pub struct ServeArgs {
     /// listen address, 127.0.0.1 if it is 0.0.0.0).
     #[arg(long)]
     pub advertised_host: Option<String>,
-    /// Number of shards, each pinned to its own CPU (default: every CPU).
+    /// Number of shards, each pinned to its own CPU [default: every CPU].
     #[arg(long)]
     pub shards: Option<usize>,
-    /// When appends are fdatasynced.
-    #[arg(long, value_enum, default_value_t = Fsync::Always)]
-    pub fsync: Fsync,
-    /// Period of --fsync interval, in milliseconds.
-    #[arg(long, default_value_t = 100)]
-    pub fsync_interval_ms: u64,
-    /// Partitions of a topic created without a count.
-    #[arg(long, default_value_t = config::DEFAULT_PARTITIONS)]
-    pub default_partitions: u32,
-    /// Default segment size in bytes.
-    #[arg(long, default_value_t = crate::log::config::DEFAULT_SEGMENT_BYTES)]
-    pub segment_bytes: u64,
-    /// Default retention time in milliseconds (-1: keep forever).
-    #[arg(long, default_value_t = crate::log::config::DEFAULT_RETENTION_MS as i64, allow_negative_numbers = true)]
-    pub retention_ms: i64,
-    /// Default retention size per partition in bytes (-1: no limit).
-    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
-    pub retention_bytes: i64,
-    /// Largest frame accepted, in bytes.
-    #[arg(long, default_value_t = crate::protocol::limits::DEFAULT_MAX_FRAME_BYTES)]
-    pub max_frame_bytes: usize,
-    /// Largest record batch accepted, in bytes.
-    #[arg(long, default_value_t = crate::log::config::DEFAULT_BATCH_BYTES_MAX)]
-    pub max_batch_bytes: usize,
-    /// How often retention runs, in milliseconds.
-    #[arg(long, default_value_t = config::DEFAULT_RETENTION_CHECK.as_millis() as u64)]
-    pub retention_check_ms: u64,
+    /// When appends are fdatasynced [default: always].
+    #[arg(long, value_enum)]
+    pub fsync: Option<Fsync>,
+    /// Period of `--fsync interval`, in milliseconds [default: 100].
+    #[arg(long)]
+    pub fsync_interval_ms: Option<u64>,
+    /// Partitions of a topic created without a count [default: 1].
+    #[arg(long)]
+    pub default_partitions: Option<u32>,
+    /// Default segment size in bytes [default: 1073741824].
+    #[arg(long)]
+    pub segment_bytes: Option<u64>,
+    /// Default retention time in milliseconds; -1 keeps forever
+    /// [default: 604800000, 7 days].
+    #[arg(long, allow_negative_numbers = true)]
+    pub retention_ms: Option<i64>,
+    /// Default retention size per partition in bytes; -1: no limit
+    /// [default: -1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub retention_bytes: Option<i64>,
+    /// Largest frame accepted, in bytes [default: 67108864].
+    #[arg(long)]
+    pub max_frame_bytes: Option<usize>,
+    /// Largest record batch accepted, in bytes [default: 8388608].
+    #[arg(long)]
+    pub max_batch_bytes: Option<usize>,
+    /// How often retention runs, in milliseconds [default: 300000].
+    #[arg(long)]
+    pub retention_check_ms: Option<u64>,
     /// Log filter (error, warn, info, debug, trace, or a tracing filter such
-    /// as `broker=debug`); the RUST_LOG variable is used when not given.
+    /// as `broker=debug`) [default: RUST_LOG, else info].
     #[arg(long)]
     pub log_level: Option<String>,
 }
 
+/// Arguments of `broker serve`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    broker serve                                   # data in ./data, listens on 127.0.0.1:9092\n  \
+    broker serve --data-dir /var/lib/broker --listen 0.0.0.0:9092 --shards 4\n  \
+    broker serve --config broker.toml --fsync never # a flag overrides the file\n  \
+    broker serve --listen 127.0.0.1:0               # free port, printed on stdout\n\n\
+    Once every shard serves, one line goes to stdout:\n  \
+    ready listen=127.0.0.1:9092 shards=127.0.0.1:9093,127.0.0.1:9094\n\
+    SIGTERM or SIGINT stops it gracefully (a second one exits at once).")]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (keys: the flag names with
+    /// `_` for `-`); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The settings.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Arguments of `broker config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+/// `broker config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration (file, flags and defaults merged)
+    /// as TOML, usable as a --config file.
+    #[command(after_help = "Example:\n  broker config print --config broker.toml --shards 2")]
+    Print(ServeArgs),
+}
+
+/// Every setting, resolved: what `broker config print` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Effective {
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shard_port_base: Option<u16>,
+    advertised_host: String,
+    shards: usize,
+    fsync: Fsync,
+    fsync_interval_ms: u64,
+    default_partitions: u32,
+    segment_bytes: u64,
+    retention_ms: i64,
+    retention_bytes: i64,
+    max_frame_bytes: usize,
+    max_batch_bytes: usize,
+    retention_check_ms: u64,
+    log_level: String,
+}
+
 impl ServeArgs {
-    /// The server settings these arguments ask for.
-    pub fn to_config(&self) -> Result<ServerConfig, String> {
+    /// The settings of the file (if any) overridden by the flags.
+    pub fn merged(&self) -> Result<Settings, String> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => Settings::default(),
+        };
+        let f = &self.settings;
+        macro_rules! pick {
+            ($($field:ident),*) => {
+                Settings { $( $field: f.$field.clone().or(file.$field), )* }
+            };
+        }
+        Ok(pick!(
+            data_dir,
+            listen,
+            shard_port_base,
+            advertised_host,
+            shards,
+            fsync,
+            fsync_interval_ms,
+            default_partitions,
+            segment_bytes,
+            retention_ms,
+            retention_bytes,
+            max_frame_bytes,
+            max_batch_bytes,
+            retention_check_ms,
+            log_level
+        ))
+    }
+
+    /// Every setting resolved, defaults included, and checked.
+    pub fn effective(&self) -> Result<(Effective, ServerConfig), String> {
+        let s = self.merged()?;
+        let d = ServerConfig::default();
+        let fsync = s.fsync.unwrap_or(Fsync::Always);
+        let fsync_interval_ms = s.fsync_interval_ms.unwrap_or(100);
+        let retention_ms = s
+            .retention_ms
+            .unwrap_or(log_config::DEFAULT_RETENTION_MS as i64);
+        let retention_bytes = s.retention_bytes.unwrap_or(-1);
         let limit = |name: &str, v: i64| match v {
             -1 => Ok(None),
             v if v >= 1 => Ok(Some(v as u64)),
             v => Err(format!(
-                "--{name} {v}: must be at least 1, or -1 for no limit"
+                "{name} = {v}: must be at least 1, or -1 for no limit"
             )),
         };
         let mut cfg = ServerConfig {
-            data_dir: self.data_dir.clone(),
-            listen: self.listen,
-            shard_port_base: self.shard_port_base,
-            advertised_host: self.advertised_host.clone(),
-            shards: self.shards,
-            fsync: match self.fsync {
+            data_dir: s.data_dir.clone().unwrap_or(d.data_dir),
+            listen: s.listen.unwrap_or(d.listen),
+            shard_port_base: s.shard_port_base,
+            advertised_host: s.advertised_host.clone(),
+            shards: s.shards,
+            fsync: match fsync {
                 Fsync::Always => FsyncPolicy::Always,
-                Fsync::Interval => {
-                    if self.fsync_interval_ms == 0 {
-                        return Err("--fsync-interval-ms must be above 0".into());
-                    }
-                    FsyncPolicy::Interval(Duration::from_millis(self.fsync_interval_ms))
+                Fsync::Interval if fsync_interval_ms == 0 => {
+                    return Err("fsync_interval_ms = 0: must be above 0".into())
                 }
+                Fsync::Interval => FsyncPolicy::Interval(Duration::from_millis(fsync_interval_ms)),
                 Fsync::Never => FsyncPolicy::Never,
             },
-            default_partitions: self.default_partitions,
-            max_frame_bytes: self.max_frame_bytes,
-            max_batch_bytes: self.max_batch_bytes,
-            retention_check: Duration::from_millis(self.retention_check_ms),
+            default_partitions: s.default_partitions.unwrap_or(d.default_partitions),
+            max_frame_bytes: s.max_frame_bytes.unwrap_or(d.max_frame_bytes),
+            max_batch_bytes: s.max_batch_bytes.unwrap_or(d.max_batch_bytes),
+            retention_check: s
+                .retention_check_ms
+                .map_or(d.retention_check, Duration::from_millis),
             ..ServerConfig::default()
         };
-        cfg.topic_defaults.segment_bytes = self.segment_bytes;
-        cfg.topic_defaults.retention_ms = limit("retention-ms", self.retention_ms)?;
-        cfg.topic_defaults.retention_bytes = limit("retention-bytes", self.retention_bytes)?;
+        cfg.topic_defaults.segment_bytes =
+            s.segment_bytes.unwrap_or(d.topic_defaults.segment_bytes);
+        cfg.topic_defaults.retention_ms = limit("retention_ms", retention_ms)?;
+        cfg.topic_defaults.retention_bytes = limit("retention_bytes", retention_bytes)?;
         cfg.connection_in_flight_bytes = cfg.connection_in_flight_bytes.max(cfg.max_frame_bytes);
         cfg.validate()?;
-        Ok(cfg)
+        let shards = match cfg.shards {
+            Some(n) => n,
+            None => crate::shard::online_cpus().map_or(1, |c| c.len()),
+        };
+        let effective = Effective {
+            data_dir: cfg.data_dir.clone(),
+            listen: cfg.listen,
+            shard_port_base: cfg.shard_port_base,
+            advertised_host: cfg.advertised_host(),
+            shards,
+            fsync,
+            fsync_interval_ms,
+            default_partitions: cfg.default_partitions,
+            segment_bytes: cfg.topic_defaults.segment_bytes,
+            retention_ms,
+            retention_bytes,
+            max_frame_bytes: cfg.max_frame_bytes,
+            max_batch_bytes: cfg.max_batch_bytes,
+            retention_check_ms: cfg.retention_check.as_millis() as u64,
+            log_level: s.log_level.clone().unwrap_or_else(|| "info".into()),
+        };
+        Ok((effective, cfg))
     }
+}
+
+fn read_file(path: &Path) -> Result<Settings, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
 }
 
 /// Runs the broker until it is stopped.
 pub fn run(args: ServeArgs) -> CliResult {
-    init_logging(args.log_level.as_deref());
-    let config = args.to_config()?;
+    let (_, config) = args.effective()?;
+    init_logging(args.merged()?.log_level.as_deref());
     let running = server::start(config)?;
     stop_on_signals(running.stopper())?;
     let mut out = std::io::stdout().lock();
@@ -135,6 +272,18 @@ pub fn run(args: ServeArgs) -> CliResult {
     running.wait()?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs `broker config ...`.
+pub fn run_config(args: ConfigArgs) -> CliResult {
+    match args.command {
+        ConfigCommand::Print(serve) => {
+            let (effective, _) = serve.effective()?;
+            let text = toml::to_string(&effective)?;
+            print!("{text}");
+            Ok(())
+        }
+    }
 }
 
 /// SIGTERM or SIGINT stops the broker gracefully (stop accepting, finish
@@ -165,16 +314,80 @@ fn stop_on_signals(stopper: server::Stopper) -> Result<(), String> {
 
 /// Structured logs on stderr, filtered by `level` or RUST_LOG (default info).
 fn init_logging(level: Option<&str>) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(l) => EnvFilter::try_new(l),
         None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
     }
     .unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        Cli::parse_from(std::iter::once("serve").chain(args.iter().copied())).serve
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("broker.toml");
+        std::fs::write(
+            &file,
+            "shards = 1\nfsync = \"never\"\nsegment_bytes = 1048576\nlisten = \"127.0.0.1:7000\"\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let (e, cfg) = parse(&["--config", path, "--fsync", "interval"])
+            .effective()
+            .unwrap();
+        assert_eq!(e.fsync, Fsync::Interval, "the flag wins");
+        assert_eq!(cfg.fsync, FsyncPolicy::Interval(Duration::from_millis(100)));
+        assert_eq!(e.segment_bytes, 1 << 20, "the file wins over the default");
+        assert_eq!(e.listen.port(), 7000);
+        assert_eq!(
+            e.max_frame_bytes,
+            crate::protocol::limits::DEFAULT_MAX_FRAME_BYTES,
+            "default"
+        );
+        // What `config print` shows reads back as a config file.
+        let printed = toml::to_string(&e).unwrap();
+        let again: Settings = toml::from_str(&printed).unwrap();
+        assert_eq!(again.fsync, Some(Fsync::Interval));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (text, key) in [
+            ("shardz = 2\n", "shardz"),
+            ("fsync = \"sometimes\"\n", "fsync"),
+            ("retention_ms = -5\n", "retention_ms"),
+            ("shards = \"two\"\n", "shards"),
+        ] {
+            let file = tmp.path().join("bad.toml");
+            std::fs::write(&file, text).unwrap();
+            let err = parse(&["--config", file.to_str().unwrap()])
+                .effective()
+                .unwrap_err();
+            assert!(err.contains(key), "{text:?}: {err}");
+        }
+    }
 }
