@@ -17,6 +17,7 @@ pub mod client;
 pub mod group;
 pub mod log;
 pub mod metadata;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shard;

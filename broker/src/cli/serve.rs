@@ -91,6 +91,11 @@ pub struct Settings {
     /// as `broker=debug`) [default: RUST_LOG, else info].
     #[arg(long)]
     pub log_level: Option<String>,
+    /// Serve Prometheus metrics (/metrics) and readiness (/health) over HTTP
+    /// on this address; port 0 picks one, shown as `metrics=` in the ready
+    /// line [default: off].
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Arguments of `broker serve`.
@@ -149,6 +154,8 @@ pub struct Effective {
     max_batch_bytes: usize,
     retention_check_ms: u64,
     log_level: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -179,7 +186,8 @@ impl ServeArgs {
             max_frame_bytes,
             max_batch_bytes,
             retention_check_ms,
-            log_level
+            log_level,
+            metrics
         ))
     }
 
@@ -248,6 +256,7 @@ impl ServeArgs {
             max_batch_bytes: cfg.max_batch_bytes,
             retention_check_ms: cfg.retention_check.as_millis() as u64,
             log_level: s.log_level.clone().unwrap_or_else(|| "info".into()),
+            metrics: s.metrics,
         };
         Ok((effective, cfg))
     }
@@ -261,12 +270,21 @@ fn read_file(path: &Path) -> Result<Settings, String> {
 
 /// Runs the broker until it is stopped.
 pub fn run(args: ServeArgs) -> CliResult {
-    let (_, config) = args.effective()?;
+    let (effective, config) = args.effective()?;
     init_logging(args.merged()?.log_level.as_deref());
-    let running = server::start(config)?;
+    let metrics = crate::metrics::Metrics::new();
+    // Up before recovery, so /health can say "starting" meanwhile.
+    let metrics_addr = match effective.metrics {
+        Some(addr) => Some(crate::metrics::serve_http(addr, metrics.clone())?),
+        None => None,
+    };
+    let running = server::start_with_metrics(config, metrics)?;
     stop_on_signals(running.stopper())?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", running.ready_line())?;
+    match metrics_addr {
+        Some(addr) => writeln!(out, "{} metrics={addr}", running.ready_line())?,
+        None => writeln!(out, "{}", running.ready_line())?,
+    }
     out.flush()?;
     drop(out);
     running.wait()?;

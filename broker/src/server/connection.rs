@@ -106,6 +106,13 @@ impl Writer {
 /// Serves one connection until the peer closes it or breaks the protocol.
 pub async fn serve(shard: Rc<ShardState>, stream: TcpStream, via: Via) {
     let _ = stream.set_nodelay(true);
+    let connections = &shard.metrics.connections;
+    connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    serve_frames(&shard, stream, via).await;
+    connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+async fn serve_frames(shard: &Rc<ShardState>, stream: TcpStream, via: Via) {
     let stream = Rc::new(Stream(RefCell::new(stream)));
     let writer = Rc::new(Writer {
         stream: stream.clone(),

@@ -28,6 +28,7 @@ use super::shard::ShardState;
 use crate::batch::{self, BatchBuilder};
 use crate::group::{Group, GroupError, TopicPartition};
 use crate::metadata::{self, TopicConfig, TopicMeta};
+use crate::metrics::GroupSnapshot;
 use crate::protocol::generated::{
     DescribeGroupRequest, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
     OffsetCommitRequest, OffsetFetchRequest,
@@ -179,7 +180,35 @@ pub async fn tick_forever(shard: Rc<ShardState>) {
         if changed {
             shard.groups.changed.notify();
         }
+        publish(&shard);
     }
+}
+
+/// Publishes what the metrics endpoint shows of this shard: its busy time
+/// and its groups.
+fn publish(shard: &ShardState) {
+    let busy = glommio::executor().executor_stats().total_runtime();
+    shard
+        .metrics
+        .busy_ns
+        .store(busy.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+    let snapshot = shard
+        .groups
+        .groups
+        .borrow()
+        .values()
+        .map(|g| {
+            (
+                g.name.clone(),
+                GroupSnapshot {
+                    members: g.members.len() as u32,
+                    generation: g.generation,
+                    committed: g.committed.clone(),
+                },
+            )
+        })
+        .collect();
+    shard.metrics.publish_groups(snapshot);
 }
 
 fn partition_count(shard: &ShardState, topic: &str) -> u32 {
@@ -217,10 +246,7 @@ fn encoded(
     head: Vec<u8>,
 ) -> Reply {
     match r {
-        Ok(()) => Reply::Send(Response {
-            head,
-            payload: None,
-        }),
+        Ok(()) => Reply::Send(Response::head(head)),
         Err(e) => Reply::Send(error(
             shard,
             api,

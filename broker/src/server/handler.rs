@@ -11,7 +11,7 @@
 //! The fetch answer's record bytes are never copied here: the [`Response`]
 //! carries the log's read buffer and the connection writes it to the socket.
 
-use std::{rc::Rc, time::Duration};
+use std::{rc::Rc, sync::atomic::Ordering::Relaxed, time::Duration};
 
 use bytes::Bytes;
 
@@ -59,13 +59,20 @@ pub struct Response {
     pub head: Vec<u8>,
     /// Record batches that follow the header: the log's own buffer.
     pub payload: Option<ReadBytes>,
+    /// The error code it carries (None on success), for metrics.
+    pub code: ErrorCode,
+    /// Whether it is another shard's answer (that shard counted it).
+    pub forwarded: bool,
 }
 
 impl Response {
-    fn head(head: Vec<u8>) -> Response {
+    /// A success answer made of `head` alone.
+    pub fn head(head: Vec<u8>) -> Response {
         Response {
             head,
             payload: None,
+            code: ErrorCode::None,
+            forwarded: false,
         }
     }
 }
@@ -96,7 +103,10 @@ impl Reply {
     }
 
     fn from_forwarded(f: ForwardedReply) -> Reply {
-        let response = (!f.frame.is_empty()).then(|| Response::head(f.frame));
+        let response = (!f.frame.is_empty()).then(|| Response {
+            forwarded: true,
+            ..Response::head(f.frame)
+        });
         match (response, f.close) {
             (r, true) => Reply::Close(r),
             (Some(r), false) => Reply::Send(r),
@@ -105,8 +115,31 @@ impl Reply {
     }
 }
 
-/// Handles one request frame (exactly its bytes) and says what to answer.
+/// Handles one request frame (exactly its bytes) and says what to answer;
+/// counts it in the shard's metrics unless another shard served it.
 pub async fn handle(shard: &Rc<ShardState>, frame: Bytes, via: Via) -> Reply {
+    let start = std::time::Instant::now();
+    let (api, _) = raw_ids(&frame);
+    let reply = dispatch(shard, frame, via).await;
+    let (code, forwarded) = match &reply {
+        Reply::Send(r) | Reply::Close(Some(r)) => (r.code, r.forwarded),
+        Reply::Nothing => (ErrorCode::None, false),
+        Reply::Close(None) => (ErrorCode::Internal, false),
+    };
+    if !forwarded {
+        let m = &shard.metrics;
+        m.request(api, code);
+        match api {
+            ApiKey::Produce => m.produce_latency.observe(start.elapsed()),
+            ApiKey::Fetch => m.fetch_latency.observe(start.elapsed()),
+            _ => {}
+        }
+    }
+    reply
+}
+
+/// Decodes, routes and serves one request frame.
+async fn dispatch(shard: &Rc<ShardState>, frame: Bytes, via: Via) -> Reply {
     let max = shard.config.max_frame_bytes;
     let decoded = match decode_frame(&frame, max) {
         Ok(f) => f,
@@ -367,6 +400,11 @@ async fn produce(shard: &Rc<ShardState>, id: u64, r: ProduceRequest<'_>, payload
     match result {
         Ok((base, next)) => {
             partition.arrivals.notify();
+            let m = &partition.metrics;
+            m.records_in.fetch_add(next - base, Relaxed);
+            m.bytes_in.fetch_add(payload.len() as u64, Relaxed);
+            m.end_offset.store(next, Relaxed);
+            m.size_bytes.store(partition.log.size_bytes(), Relaxed);
             if silent {
                 return Reply::Nothing;
             }
@@ -578,9 +616,15 @@ async fn fetch(shard: &Rc<ShardState>, id: u64, r: FetchRequest<'_>) -> Reply {
         {
             return Reply::Send(refuse(shard, api, id, ErrorCode::Internal, &e.to_string()));
         }
+        if len > 0 {
+            let m = &partition.metrics;
+            m.bytes_out.fetch_add(len as u64, Relaxed);
+            m.records_out
+                .fetch_add(read.next_offset.saturating_sub(offset), Relaxed);
+        }
         return Reply::Send(Response {
-            head,
             payload: (len > 0).then_some(read.bytes),
+            ..Response::head(head)
         });
     }
 }
@@ -818,7 +862,10 @@ pub fn error_frame(
         head.clear();
         let _ = writer.error_response(&mut head, api, id, &ResponseError::new(err.code, ""));
     }
-    Response::head(head)
+    Response {
+        code: err.code,
+        ..Response::head(head)
+    }
 }
 
 /// The api key and request id of a frame whose prefix was accepted.

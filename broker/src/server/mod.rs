@@ -46,6 +46,7 @@ use handler::Via;
 use shard::{ShardMessage, ShardState};
 
 use crate::metadata::{self, DataDir, TopicTable};
+use crate::metrics::Metrics;
 use crate::protocol::FrameWriter;
 use crate::shard::{self as shards, ShardId};
 
@@ -164,10 +165,20 @@ struct Boot {
     main_addr: Receiver<SocketAddr>,
     endpoints: Receiver<Vec<SocketAddr>>,
     stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 }
 
 /// Starts the broker and returns once every shard serves.
 pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
+    start_with_metrics(config, Metrics::new())
+}
+
+/// [`start`], recording into `metrics` (whose HTTP endpoint may already
+/// serve: it reports ready once this returns).
+pub fn start_with_metrics(
+    config: ServerConfig,
+    metrics: Arc<Metrics>,
+) -> Result<RunningServer, String> {
     config.validate()?;
     let cpus = shards::online_cpus().map_err(|e| format!("cannot list the CPUs: {e}"))?;
     let shard_count = config.shards.unwrap_or(cpus.len());
@@ -218,6 +229,7 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
         main_addr,
         endpoints,
         stop: stop.clone(),
+        metrics: metrics.clone(),
     };
     let handles = shards::spawn(
         &cpus[..shard_count],
@@ -260,6 +272,7 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
             Err(_) => return Err("the shards stopped during start-up".into()),
         }
     }
+    metrics.set_ready();
     Ok(RunningServer {
         listen: listen.ok_or("shard 0 never bound the main address")?,
         shard_addrs: shard_addrs.into_iter().flatten().collect(),
@@ -277,7 +290,8 @@ async fn run_shard(
 ) -> Result<(), String> {
     let config = boot.config.clone();
     // Recover this shard's partitions before accepting anyone.
-    let partitions = open_all(id, &config, &boot.data, &boot.topics).await?;
+    let metrics = boot.metrics.shard(id);
+    let partitions = open_all(id, &metrics, &config, &boot.data, &boot.topics).await?;
 
     let main_addr = if id == 0 {
         config.listen
@@ -318,6 +332,7 @@ async fn run_shard(
         in_flight: Cell::new(0),
         drained: partition::Arrivals::default(),
         stopping: Cell::new(false),
+        metrics,
     });
     let replayed = groups::replay(&shard).await?;
     if replayed > 0 {
@@ -391,13 +406,14 @@ type PartitionMap = HashMap<String, HashMap<u32, Rc<partition::Partition>>>;
 /// Opens every partition shard `id` owns, before it serves.
 async fn open_all(
     id: ShardId,
+    metrics: &crate::metrics::ShardMetrics,
     config: &ServerConfig,
     data: &DataDir,
     topics: &TopicTable,
 ) -> Result<PartitionMap, String> {
     let mut map: PartitionMap = HashMap::new();
     for topic in topics.iter() {
-        for p in partition::open_owned(id, config, data, topic).await? {
+        for p in partition::open_owned(id, metrics, config, data, topic).await? {
             map.entry(topic.name.clone())
                 .or_default()
                 .insert(p.partition, Rc::new(p));

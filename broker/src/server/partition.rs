@@ -5,6 +5,7 @@ use std::{
     cell::{Cell, RefCell},
     future::poll_fn,
     rc::Rc,
+    sync::Arc,
     task::{Poll, Waker},
     time::Duration,
 };
@@ -14,6 +15,7 @@ use futures_lite::FutureExt;
 use super::config::ServerConfig;
 use crate::log::Log;
 use crate::metadata::{DataDir, TopicMeta};
+use crate::metrics::{PartitionMetrics, ShardMetrics};
 use crate::shard::ShardId;
 
 /// One partition owned by this shard.
@@ -26,6 +28,20 @@ pub struct Partition {
     pub log: Log,
     /// Signalled each time appended data becomes readable.
     pub arrivals: Arrivals,
+    /// Its metrics series.
+    pub metrics: Arc<PartitionMetrics>,
+}
+
+impl Partition {
+    /// Refreshes the gauges (offsets, size, segments) from the log.
+    pub fn update_gauges(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &self.metrics;
+        m.start_offset.store(self.log.log_start_offset(), Relaxed);
+        m.end_offset.store(self.log.high_watermark(), Relaxed);
+        m.size_bytes.store(self.log.size_bytes(), Relaxed);
+        m.segments.store(self.log.segment_count() as u64, Relaxed);
+    }
 }
 
 /// A wake-up for long-polling readers: a generation counter bumped on every
@@ -104,6 +120,7 @@ impl Drop for Registration<'_> {
 /// logging what recovery did.
 pub async fn open_owned(
     shard: ShardId,
+    metrics: &ShardMetrics,
     config: &ServerConfig,
     data: &DataDir,
     topic: &TopicMeta,
@@ -130,12 +147,17 @@ pub async fn open_owned(
                 end_offset = log.log_end_offset(), segments = report.segments,
                 "partition open");
         }
-        opened.push(Partition {
+        let series = Arc::new(PartitionMetrics::new(&topic.name, p));
+        metrics.add_partition(series.clone());
+        let partition = Partition {
             topic: name.clone(),
             partition: p,
             log,
             arrivals: Arrivals::default(),
-        });
+            metrics: series,
+        };
+        partition.update_gauges();
+        opened.push(partition);
     }
     Ok(opened)
 }

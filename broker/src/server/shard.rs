@@ -111,6 +111,8 @@ pub struct ShardState {
     pub drained: super::partition::Arrivals,
     /// Set once a graceful stop began: long polls answer at once.
     pub stopping: Cell<bool>,
+    /// This shard's metrics series.
+    pub metrics: Arc<crate::metrics::ShardMetrics>,
 }
 
 /// Counts a request in flight on its shard for as long as it lives.
@@ -147,7 +149,9 @@ impl ShardState {
     /// Opens this shard's partitions of `topic` (recovering them) and
     /// serves them from now on.
     pub async fn open_partitions(&self, topic: &TopicMeta) -> Result<(), String> {
-        let opened = super::partition::open_owned(self.id, &self.config, &self.data, topic).await?;
+        let opened =
+            super::partition::open_owned(self.id, &self.metrics, &self.config, &self.data, topic)
+                .await?;
         let mut partitions = self.partitions.borrow_mut();
         let entry = partitions.entry(topic.name.clone()).or_default();
         for p in opened {
@@ -159,6 +163,7 @@ impl ShardState {
     /// Stops serving this shard's partitions of `topic` and closes them.
     pub async fn close_partitions(&self, topic: &str) {
         let removed = self.partitions.borrow_mut().remove(topic);
+        self.metrics.remove_topic(topic);
         for (p, partition) in removed.into_iter().flatten() {
             // Wake long polls so they answer now rather than at their deadline.
             partition.arrivals.notify();
@@ -450,7 +455,9 @@ impl ShardState {
             .unwrap_or(Duration::ZERO)
             .as_millis() as i64;
         for p in partitions {
-            match p.log.enforce_retention(now_ms).await {
+            let result = p.log.enforce_retention(now_ms).await;
+            p.update_gauges();
+            match result {
                 Ok(report) if !report.deleted.is_empty() => tracing::info!(
                     topic = %p.topic, partition = p.partition,
                     segments = report.deleted.len(), bytes = report.deleted_bytes,

@@ -18,6 +18,8 @@ pub struct Broker {
     pub child: Child,
     pub listen: SocketAddr,
     pub shards: Vec<SocketAddr>,
+    /// The metrics endpoint, when started with `--metrics`.
+    pub metrics: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub stderr_path: PathBuf,
 }
@@ -53,7 +55,11 @@ impl Broker {
         };
         let mut listen = None;
         let mut shard_addrs = Vec::new();
+        let mut metrics = None;
         for field in rest.split(' ') {
+            if let Some(a) = field.strip_prefix("metrics=") {
+                metrics = Some(a.parse().unwrap());
+            }
             if let Some(a) = field.strip_prefix("listen=") {
                 listen = Some(a.parse().unwrap());
             } else if let Some(list) = field.strip_prefix("shards=") {
@@ -64,6 +70,7 @@ impl Broker {
             child,
             listen: listen.expect("listen= in the ready line"),
             shards: shard_addrs,
+            metrics,
             data_dir: data_dir.to_owned(),
             stderr_path,
         }
@@ -221,4 +228,22 @@ impl Conn {
             }
         }
     }
+}
+
+/// GET `path` over HTTP/1.0: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }

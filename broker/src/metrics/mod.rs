@@ -1,0 +1,507 @@
+//! Metrics: counters, gauges and latency histograms kept per shard and per
+//! partition, rendered as Prometheus text on scrape, plus the HTTP endpoint
+//! (`/metrics`, `/health`) on its own thread, off the data path.
+//!
+//! Cost on the hot path: a relaxed atomic add on a cache line only its shard
+//! writes. No lock, no allocation: every series exists before the first
+//! request (requests by api and code are a fixed array; a partition's
+//! series are made when it opens). Locks are taken only when a partition
+//! opens or closes, when a group snapshot is published (every 100 ms), and
+//! by the scraper.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use crate::protocol::{ApiKey, ErrorCode};
+
+/// Api keys counted (0..APIS); larger keys count under the last slot.
+const APIS: usize = 64;
+/// Error codes counted (0..CODES); larger codes count under the last slot.
+const CODES: usize = 64;
+
+/// Upper bounds of the latency buckets, in microseconds.
+const BUCKETS_US: [u64; 16] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 5_000_000, 30_000_000,
+];
+
+/// A latency histogram with fixed buckets.
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS_US.len()],
+    over: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            over: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    /// Records one observation.
+    #[inline]
+    pub fn observe(&self, d: Duration) {
+        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.sum_us.fetch_add(us, Relaxed);
+        match BUCKETS_US.iter().position(|&b| us <= b) {
+            Some(i) => self.buckets[i].fetch_add(1, Relaxed),
+            None => self.over.fetch_add(1, Relaxed),
+        };
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (b, count) in BUCKETS_US.iter().zip(&self.buckets) {
+            cumulative += count.load(Relaxed);
+            let le = *b as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        cumulative += self.over.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_us.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+}
+
+/// One partition's series.
+pub struct PartitionMetrics {
+    /// Its topic.
+    pub topic: String,
+    /// Its number.
+    pub partition: u32,
+    /// Records appended.
+    pub records_in: AtomicU64,
+    /// Bytes appended (whole batches).
+    pub bytes_in: AtomicU64,
+    /// Records fetched (approximate: counted from the requested offset).
+    pub records_out: AtomicU64,
+    /// Bytes fetched.
+    pub bytes_out: AtomicU64,
+    /// The log start offset.
+    pub start_offset: AtomicU64,
+    /// The high watermark.
+    pub end_offset: AtomicU64,
+    /// Bytes on disk.
+    pub size_bytes: AtomicU64,
+    /// Segments on disk.
+    pub segments: AtomicU64,
+}
+
+impl PartitionMetrics {
+    /// The series of a partition that opens now.
+    pub fn new(topic: &str, partition: u32) -> PartitionMetrics {
+        PartitionMetrics {
+            topic: topic.to_owned(),
+            partition,
+            records_in: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            start_offset: AtomicU64::new(0),
+            end_offset: AtomicU64::new(0),
+            size_bytes: AtomicU64::new(0),
+            segments: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A group as its coordinator last published it.
+#[derive(Debug, Clone, Default)]
+pub struct GroupSnapshot {
+    /// Members now.
+    pub members: u32,
+    /// Current generation.
+    pub generation: i32,
+    /// Committed offsets.
+    pub committed: BTreeMap<(String, u32), i64>,
+}
+
+/// One shard's series.
+pub struct ShardMetrics {
+    /// The shard.
+    pub shard: u16,
+    requests: Box<[AtomicU64]>,
+    /// Produce requests, arrival to answer.
+    pub produce_latency: Histogram,
+    /// Fetch requests, arrival to answer (long-poll waits included).
+    pub fetch_latency: Histogram,
+    /// Time the shard's executor ran tasks, in nanoseconds.
+    pub busy_ns: AtomicU64,
+    /// Open client connections.
+    pub connections: AtomicU64,
+    partitions: Mutex<Vec<Arc<PartitionMetrics>>>,
+    groups: Mutex<BTreeMap<String, GroupSnapshot>>,
+}
+
+impl ShardMetrics {
+    fn new(shard: u16) -> ShardMetrics {
+        ShardMetrics {
+            shard,
+            requests: (0..APIS * CODES).map(|_| AtomicU64::new(0)).collect(),
+            produce_latency: Histogram::default(),
+            fetch_latency: Histogram::default(),
+            busy_ns: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            partitions: Mutex::new(Vec::new()),
+            groups: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Counts a request of `api` answered with `code`.
+    #[inline]
+    pub fn request(&self, api: ApiKey, code: ErrorCode) {
+        let a = usize::from(api.0).min(APIS - 1);
+        let c = usize::from(code.0).min(CODES - 1);
+        self.requests[a * CODES + c].fetch_add(1, Relaxed);
+    }
+
+    /// Registers a partition's series (when it opens).
+    pub fn add_partition(&self, p: Arc<PartitionMetrics>) {
+        if let Ok(mut list) = self.partitions.lock() {
+            list.push(p);
+        }
+    }
+
+    /// Drops a topic's partitions' series (when it is deleted).
+    pub fn remove_topic(&self, topic: &str) {
+        if let Ok(mut list) = self.partitions.lock() {
+            list.retain(|p| p.topic != topic);
+        }
+    }
+
+    /// Replaces the published snapshot of this shard's groups.
+    pub fn publish_groups(&self, groups: BTreeMap<String, GroupSnapshot>) {
+        if let Ok(mut g) = self.groups.lock() {
+            *g = groups;
+        }
+    }
+}
+
+/// Every shard's series, and whether the broker is ready.
+#[derive(Default)]
+pub struct Metrics {
+    shards: Mutex<Vec<Arc<ShardMetrics>>>,
+    ready: AtomicBool,
+}
+
+impl Metrics {
+    /// Empty: shards register as they start.
+    pub fn new() -> Arc<Metrics> {
+        Arc::new(Metrics::default())
+    }
+
+    /// The series of shard `shard`, made on first use.
+    pub fn shard(&self, shard: u16) -> Arc<ShardMetrics> {
+        let mut shards = match self.shards.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(s) = shards.iter().find(|s| s.shard == shard) {
+            return s.clone();
+        }
+        let s = Arc::new(ShardMetrics::new(shard));
+        shards.push(s.clone());
+        shards.sort_by_key(|s| s.shard);
+        s
+    }
+
+    /// Every partition has been recovered and every shard serves.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Relaxed);
+    }
+
+    /// Whether [`Metrics::set_ready`] was called.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Relaxed)
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self) -> String {
+        let shards: Vec<Arc<ShardMetrics>> = match self.shards.lock() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let mut out = String::with_capacity(16 << 10);
+        let _ = writeln!(
+            out,
+            "# HELP broker_ready 1 once every partition is recovered and every shard serves."
+        );
+        let _ = writeln!(out, "# TYPE broker_ready gauge");
+        let _ = writeln!(out, "broker_ready {}", u8::from(self.is_ready()));
+
+        let _ = writeln!(
+            out,
+            "# HELP broker_requests_total Requests handled, by shard, api and error code."
+        );
+        let _ = writeln!(out, "# TYPE broker_requests_total counter");
+        for s in &shards {
+            for (i, n) in s.requests.iter().enumerate() {
+                let n = n.load(Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                let api = ApiKey((i / CODES) as u16);
+                let code = ErrorCode((i % CODES) as u16);
+                let _ = writeln!(
+                    out,
+                    "broker_requests_total{{shard=\"{}\",api=\"{}\",code=\"{}\"}} {n}",
+                    s.shard,
+                    api.variant_name().unwrap_or("Unknown"),
+                    code.variant_name().unwrap_or("Unknown")
+                );
+            }
+        }
+        for (name, help, pick) in [
+            (
+                "broker_produce_latency_seconds",
+                "Produce requests, arrival to answer.",
+                0,
+            ),
+            (
+                "broker_fetch_latency_seconds",
+                "Fetch requests, arrival to answer, long-poll waits included.",
+                1,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} histogram");
+            for s in &shards {
+                let h = if pick == 0 {
+                    &s.produce_latency
+                } else {
+                    &s.fetch_latency
+                };
+                h.render(&mut out, name, &format!("shard=\"{}\"", s.shard));
+            }
+        }
+        let _ = writeln!(out, "# HELP broker_shard_busy_seconds_total Time each shard's executor spent running tasks.");
+        let _ = writeln!(out, "# TYPE broker_shard_busy_seconds_total counter");
+        for s in &shards {
+            let busy = s.busy_ns.load(Relaxed) as f64 / 1e9;
+            let _ = writeln!(
+                out,
+                "broker_shard_busy_seconds_total{{shard=\"{}\"}} {busy}",
+                s.shard
+            );
+        }
+        let _ = writeln!(out, "# HELP broker_connections Open client connections.");
+        let _ = writeln!(out, "# TYPE broker_connections gauge");
+        for s in &shards {
+            let n = s.connections.load(Relaxed);
+            let _ = writeln!(out, "broker_connections{{shard=\"{}\"}} {n}", s.shard);
+        }
+
+        let mut partitions: Vec<(u16, Arc<PartitionMetrics>)> = Vec::new();
+        for s in &shards {
+            if let Ok(list) = s.partitions.lock() {
+                partitions.extend(list.iter().map(|p| (s.shard, p.clone())));
+            }
+        }
+        partitions.sort_by(|a, b| (&a.1.topic, a.1.partition).cmp(&(&b.1.topic, b.1.partition)));
+        type Field = fn(&PartitionMetrics) -> &AtomicU64;
+        let series: [(&str, &str, &str, Field); 8] = [
+            (
+                "broker_partition_records_in_total",
+                "counter",
+                "Records appended.",
+                |p| &p.records_in,
+            ),
+            (
+                "broker_partition_bytes_in_total",
+                "counter",
+                "Bytes of record batches appended.",
+                |p| &p.bytes_in,
+            ),
+            (
+                "broker_partition_records_out_total",
+                "counter",
+                "Records fetched.",
+                |p| &p.records_out,
+            ),
+            (
+                "broker_partition_bytes_out_total",
+                "counter",
+                "Bytes of record batches fetched.",
+                |p| &p.bytes_out,
+            ),
+            (
+                "broker_partition_log_start_offset",
+                "gauge",
+                "First readable offset.",
+                |p| &p.start_offset,
+            ),
+            (
+                "broker_partition_log_end_offset",
+                "gauge",
+                "High watermark.",
+                |p| &p.end_offset,
+            ),
+            (
+                "broker_partition_size_bytes",
+                "gauge",
+                "Bytes on disk.",
+                |p| &p.size_bytes,
+            ),
+            (
+                "broker_partition_segments",
+                "gauge",
+                "Segments on disk.",
+                |p| &p.segments,
+            ),
+        ];
+        for (name, kind, help, field) in series {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (shard, p) in &partitions {
+                let _ = writeln!(
+                    out,
+                    "{name}{{topic=\"{}\",partition=\"{}\",shard=\"{shard}\"}} {}",
+                    p.topic,
+                    p.partition,
+                    field(p).load(Relaxed)
+                );
+            }
+        }
+
+        let ends: BTreeMap<(&str, u32), u64> = partitions
+            .iter()
+            .map(|(_, p)| ((p.topic.as_str(), p.partition), p.end_offset.load(Relaxed)))
+            .collect();
+        let mut groups: Vec<(String, GroupSnapshot)> = Vec::new();
+        for s in &shards {
+            if let Ok(g) = s.groups.lock() {
+                groups.extend(g.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        let _ = writeln!(
+            out,
+            "# HELP broker_group_members Members of each consumer group."
+        );
+        let _ = writeln!(out, "# TYPE broker_group_members gauge");
+        for (name, g) in &groups {
+            let _ = writeln!(
+                out,
+                "broker_group_members{{group=\"{name}\"}} {}",
+                g.members
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP broker_group_generation Current generation of each consumer group."
+        );
+        let _ = writeln!(out, "# TYPE broker_group_generation gauge");
+        for (name, g) in &groups {
+            let _ = writeln!(
+                out,
+                "broker_group_generation{{group=\"{name}\"}} {}",
+                g.generation
+            );
+        }
+        let _ = writeln!(out, "# HELP broker_group_lag Records between a group's committed offset and the partition's end.");
+        let _ = writeln!(out, "# TYPE broker_group_lag gauge");
+        for (name, g) in &groups {
+            for ((topic, partition), committed) in &g.committed {
+                if let Some(end) = ends.get(&(topic.as_str(), *partition)) {
+                    let lag = end.saturating_sub((*committed).max(0) as u64);
+                    let _ = writeln!(
+                        out,
+                        "broker_group_lag{{group=\"{name}\",topic=\"{topic}\",partition=\"{partition}\"}} {lag}"
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Serves `/metrics` (Prometheus text) and `/health` (200 "ready" once the
+/// broker serves, 503 before) on `addr`, on a thread of its own. Returns the
+/// address bound (port 0 picks one).
+pub fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, String> {
+    let server = tiny_http::Server::http(addr)
+        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    let bound = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| format!("metrics address {addr} is not an IP address"))?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for request in server.incoming_requests() {
+                let (status, body, kind) = match request.url() {
+                    "/metrics" => (200, metrics.render(), "text/plain; version=0.0.4"),
+                    "/health" if metrics.is_ready() => (200, "ready\n".to_string(), "text/plain"),
+                    "/health" => (
+                        503,
+                        "starting: recovering partitions\n".to_string(),
+                        "text/plain",
+                    ),
+                    _ => (404, "try /metrics or /health\n".to_string(), "text/plain"),
+                };
+                let mut response = tiny_http::Response::from_string(body).with_status_code(status);
+                if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", kind) {
+                    response = response.with_header(h);
+                }
+                let _ = request.respond(response);
+            }
+        })
+        .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+    Ok(bound)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histograms_and_lag() {
+        let m = Metrics::new();
+        let s = m.shard(0);
+        s.request(ApiKey::Produce, ErrorCode::None);
+        s.request(ApiKey::Produce, ErrorCode::None);
+        s.request(ApiKey::Fetch, ErrorCode::OffsetOutOfRange);
+        s.produce_latency.observe(Duration::from_micros(700));
+        let p = Arc::new(PartitionMetrics::new("t", 0));
+        p.end_offset.store(100, Relaxed);
+        s.add_partition(p);
+        let mut committed = BTreeMap::new();
+        committed.insert(("t".to_string(), 0), 60);
+        s.publish_groups(
+            [(
+                "g".to_string(),
+                GroupSnapshot {
+                    members: 2,
+                    generation: 3,
+                    committed,
+                },
+            )]
+            .into(),
+        );
+        let text = m.render();
+        assert!(text.contains("broker_requests_total{shard=\"0\",api=\"Produce\",code=\"None\"} 2"));
+        assert!(text.contains(
+            "broker_requests_total{shard=\"0\",api=\"Fetch\",code=\"OffsetOutOfRange\"} 1"
+        ));
+        assert!(text.contains("broker_produce_latency_seconds_bucket{shard=\"0\",le=\"0.0005\"} 0"));
+        assert!(text.contains("broker_produce_latency_seconds_bucket{shard=\"0\",le=\"0.001\"} 1"));
+        assert!(text.contains("broker_produce_latency_seconds_count{shard=\"0\"} 1"));
+        assert!(text.contains("broker_group_lag{group=\"g\",topic=\"t\",partition=\"0\"} 40"));
+        assert!(text.contains("broker_ready 0"));
+    }
+}
