@@ -236,18 +236,20 @@ impl Metrics {
             Err(poisoned) => poisoned.into_inner().clone(),
         };
         let mut out = String::with_capacity(16 << 10);
-        let _ = writeln!(
-            out,
-            "# HELP broker_ready 1 once every partition is recovered and every shard serves."
+        family(
+            &mut out,
+            "broker_ready",
+            "gauge",
+            "1 once every partition is recovered and every shard serves.",
         );
-        let _ = writeln!(out, "# TYPE broker_ready gauge");
         let _ = writeln!(out, "broker_ready {}", u8::from(self.is_ready()));
 
-        let _ = writeln!(
-            out,
-            "# HELP broker_requests_total Requests handled, by shard, api and error code."
+        family(
+            &mut out,
+            "broker_requests_total",
+            "counter",
+            "Requests handled, by shard, api and error code.",
         );
-        let _ = writeln!(out, "# TYPE broker_requests_total counter");
         for s in &shards {
             for (i, n) in s.requests.iter().enumerate() {
                 let n = n.load(Relaxed);
@@ -277,8 +279,7 @@ impl Metrics {
                 1,
             ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} histogram");
+            family(&mut out, name, "histogram", help);
             for s in &shards {
                 let h = if pick == 0 {
                     &s.produce_latency
@@ -288,8 +289,12 @@ impl Metrics {
                 h.render(&mut out, name, &format!("shard=\"{}\"", s.shard));
             }
         }
-        let _ = writeln!(out, "# HELP broker_shard_busy_seconds_total Time each shard's executor spent running tasks.");
-        let _ = writeln!(out, "# TYPE broker_shard_busy_seconds_total counter");
+        family(
+            &mut out,
+            "broker_shard_busy_seconds_total",
+            "counter",
+            "Time each shard's executor spent running tasks.",
+        );
         for s in &shards {
             let busy = s.busy_ns.load(Relaxed) as f64 / 1e9;
             let _ = writeln!(
@@ -298,8 +303,12 @@ impl Metrics {
                 s.shard
             );
         }
-        let _ = writeln!(out, "# HELP broker_connections Open client connections.");
-        let _ = writeln!(out, "# TYPE broker_connections gauge");
+        family(
+            &mut out,
+            "broker_connections",
+            "gauge",
+            "Open client connections.",
+        );
         for s in &shards {
             let n = s.connections.load(Relaxed);
             let _ = writeln!(out, "broker_connections{{shard=\"{}\"}} {n}", s.shard);
@@ -364,8 +373,7 @@ impl Metrics {
             ),
         ];
         for (name, kind, help, field) in series {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
+            family(&mut out, name, kind, help);
             for (shard, p) in &partitions {
                 let _ = writeln!(
                     out,
@@ -388,11 +396,12 @@ impl Metrics {
             }
         }
         groups.sort_by(|a, b| a.0.cmp(&b.0));
-        let _ = writeln!(
-            out,
-            "# HELP broker_group_members Members of each consumer group."
+        family(
+            &mut out,
+            "broker_group_members",
+            "gauge",
+            "Members of each consumer group.",
         );
-        let _ = writeln!(out, "# TYPE broker_group_members gauge");
         for (name, g) in &groups {
             let _ = writeln!(
                 out,
@@ -400,11 +409,12 @@ impl Metrics {
                 g.members
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP broker_group_generation Current generation of each consumer group."
+        family(
+            &mut out,
+            "broker_group_generation",
+            "gauge",
+            "Current generation of each consumer group.",
         );
-        let _ = writeln!(out, "# TYPE broker_group_generation gauge");
         for (name, g) in &groups {
             let _ = writeln!(
                 out,
@@ -412,8 +422,12 @@ impl Metrics {
                 g.generation
             );
         }
-        let _ = writeln!(out, "# HELP broker_group_lag Records between a group's committed offset and the partition's end.");
-        let _ = writeln!(out, "# TYPE broker_group_lag gauge");
+        family(
+            &mut out,
+            "broker_group_lag",
+            "gauge",
+            "Records between a group's committed offset and the partition's end.",
+        );
         for (name, g) in &groups {
             for ((topic, partition), committed) in &g.committed {
                 if let Some(end) = ends.get(&(topic.as_str(), *partition)) {
@@ -427,6 +441,12 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Writes the HELP and TYPE lines of a metric family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 /// Serves `/metrics` (Prometheus text) and `/health` (200 "ready" once the
