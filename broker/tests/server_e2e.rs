@@ -585,3 +585,38 @@ fn a_second_broker_on_the_same_data_dir_refuses_to_start() {
     assert!(stderr.contains("in use by another broker"), "{stderr}");
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn serve_with_default_flags_keeps_data_in_dot_data() {
+    // `broker serve` with nothing but a free port (so tests can run side by
+    // side): the data directory is the relative ./data.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"])
+        .current_dir(tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let listen: std::net::SocketAddr = line
+        .split(' ')
+        .find_map(|f| f.strip_prefix("listen="))
+        .unwrap_or_else(|| panic!("no ready line: {line:?}"))
+        .parse()
+        .unwrap();
+    let mut conn = Conn::connect(listen);
+    assert!(create(&mut conn, "here", 1).error().is_none());
+    assert!(produce(&mut conn, "here", 0, &batch("x", 1))
+        .error()
+        .is_none());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(tmp.path().join("data/broker.json").exists());
+    assert!(tmp.path().join("data/topics/here/0").is_dir());
+}

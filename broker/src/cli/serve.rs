@@ -91,6 +91,10 @@ pub struct Settings {
     /// as `broker=debug`) [default: RUST_LOG, else info].
     #[arg(long)]
     pub log_level: Option<String>,
+    /// Most client connections open at once; one more is told
+    /// TooManyConnections and closed [default: 3/4 of the descriptor limit].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
     /// Serve Prometheus metrics (/metrics) and readiness (/health) over HTTP
     /// on this address; port 0 picks one, shown as `metrics=` in the ready
     /// line [default: off].
@@ -154,6 +158,7 @@ pub struct Effective {
     max_batch_bytes: usize,
     retention_check_ms: u64,
     log_level: String,
+    max_connections: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics: Option<SocketAddr>,
 }
@@ -187,6 +192,7 @@ impl ServeArgs {
             max_batch_bytes,
             retention_check_ms,
             log_level,
+            max_connections,
             metrics
         ))
     }
@@ -228,6 +234,7 @@ impl ServeArgs {
             retention_check: s
                 .retention_check_ms
                 .map_or(d.retention_check, Duration::from_millis),
+            max_connections: s.max_connections,
             ..ServerConfig::default()
         };
         cfg.topic_defaults.segment_bytes =
@@ -257,6 +264,7 @@ impl ServeArgs {
             retention_check_ms: cfg.retention_check.as_millis() as u64,
             log_level: s.log_level.clone().unwrap_or_else(|| "info".into()),
             metrics: s.metrics,
+            max_connections: cfg.max_connections(),
         };
         Ok((effective, cfg))
     }

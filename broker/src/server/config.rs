@@ -57,6 +57,10 @@ pub struct ServerConfig {
     pub connection_in_flight_bytes: usize,
     /// How often retention runs on every partition.
     pub retention_check: Duration,
+    /// Most client connections open at once (all ports, all shards); one
+    /// more is accepted, told TooManyConnections and closed. None: from
+    /// the descriptor limit (RLIMIT_NOFILE minus a reserve for files).
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +82,7 @@ impl Default for ServerConfig {
             max_batch_bytes: log_config::DEFAULT_BATCH_BYTES_MAX,
             connection_in_flight_bytes: DEFAULT_CONNECTION_IN_FLIGHT_BYTES,
             retention_check: DEFAULT_RETENTION_CHECK,
+            max_connections: None,
         }
     }
 }
@@ -121,6 +126,21 @@ impl ServerConfig {
             batch_bytes_max: self.max_batch_bytes,
             ..LogConfig::default()
         }
+    }
+
+    /// The connection limit in effect.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections.unwrap_or_else(|| {
+            // SAFETY: getrlimit writes into the struct it is given.
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+            let nofile = if rc == 0 { lim.rlim_cur as usize } else { 1024 };
+            // Keep a quarter (at least 256) for segment files and the rest.
+            nofile.saturating_sub((nofile / 4).max(256)).max(16)
+        })
     }
 
     /// The host Metadata advertises.

@@ -112,6 +112,30 @@ pub async fn serve(shard: Rc<ShardState>, stream: TcpStream, via: Via) {
     connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Refuses a connection over the limit: one TooManyConnections answer
+/// (request id 0, api key 0), then the connection is closed. Bounded in
+/// time, so a peer that does not read cannot hold the task.
+pub async fn refuse(shard: Rc<ShardState>, stream: TcpStream) {
+    let response = error_frame(
+        &mut shard.writer.borrow_mut(),
+        ApiKey(0),
+        0,
+        &ResponseError::new(
+            crate::protocol::ErrorCode::TooManyConnections,
+            &format!(
+                "the broker is at its limit of {} connections",
+                shard.config.max_connections()
+            ),
+        ),
+    );
+    let stream = Stream(RefCell::new(stream));
+    let _ = glommio::timer::timeout(std::time::Duration::from_secs(1), async {
+        stream.write_all(&response.head).await.map_err(Into::into)
+    })
+    .await;
+    stream.shutdown();
+}
+
 async fn serve_frames(shard: &Rc<ShardState>, stream: TcpStream, via: Via) {
     let stream = Rc::new(Stream(RefCell::new(stream)));
     let writer = Rc::new(Writer {

@@ -166,6 +166,7 @@ struct Boot {
     endpoints: Receiver<Vec<SocketAddr>>,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    open_connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Starts the broker and returns once every shard serves.
@@ -191,13 +192,20 @@ pub fn start_with_metrics(
     if shard_count > usize::from(u16::MAX) {
         return Err(format!("{shard_count} shards is too many"));
     }
-    let data = DataDir::new(&config.data_dir);
-    std::fs::create_dir_all(data.root()).map_err(|e| {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         format!(
             "cannot create data directory {}: {e}",
-            data.root().display()
+            config.data_dir.display()
         )
     })?;
+    // Absolute: glommio's io_uring opens fail on relative paths (EBADF).
+    let root = std::fs::canonicalize(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot resolve data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    let data = DataDir::new(root);
     let lock = lock_data_dir(&data)?;
     let mut topics = metadata::open_data_dir(&data)?;
     for moved in metadata::fit_to_shards(&data, &mut topics, shard_count as u16)? {
@@ -230,6 +238,7 @@ pub fn start_with_metrics(
         endpoints,
         stop: stop.clone(),
         metrics: metrics.clone(),
+        open_connections: Arc::default(),
     };
     let handles = shards::spawn(
         &cpus[..shard_count],
@@ -333,6 +342,7 @@ async fn run_shard(
         drained: partition::Arrivals::default(),
         stopping: Cell::new(false),
         metrics,
+        open_connections: boot.open_connections.clone(),
     });
     let replayed = groups::replay(&shard).await?;
     if replayed > 0 {
@@ -390,7 +400,18 @@ async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener, via: Via) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(connection::serve(shard.clone(), stream, via)).detach();
+                let open = &shard.open_connections;
+                if open.fetch_add(1, Ordering::AcqRel) >= shard.config.max_connections() {
+                    open.fetch_sub(1, Ordering::AcqRel);
+                    glommio::spawn_local(connection::refuse(shard.clone(), stream)).detach();
+                    continue;
+                }
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    connection::serve(shard.clone(), stream, via).await;
+                    shard.open_connections.fetch_sub(1, Ordering::AcqRel);
+                })
+                .detach();
             }
             Err(e) => {
                 // Out of descriptors, most likely: back off rather than spin.

@@ -113,6 +113,9 @@ pub struct ShardState {
     pub stopping: Cell<bool>,
     /// This shard's metrics series.
     pub metrics: Arc<crate::metrics::ShardMetrics>,
+    /// Client connections open on every shard: the one counter shards
+    /// share, touched only when a connection opens or closes.
+    pub open_connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Counts a request in flight on its shard for as long as it lives.

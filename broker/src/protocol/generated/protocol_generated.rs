@@ -182,7 +182,7 @@ pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 pub const ENUM_MAX_ERROR_CODE: u16 = 23;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 19] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 20] = [
   ErrorCode::None,
   ErrorCode::UnknownTopic,
   ErrorCode::UnknownPartition,
@@ -198,6 +198,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 19] = [
   ErrorCode::BatchTooLarge,
   ErrorCode::NoSpace,
   ErrorCode::Internal,
+  ErrorCode::TooManyConnections,
   ErrorCode::UnknownMember,
   ErrorCode::IllegalGeneration,
   ErrorCode::RebalanceInProgress,
@@ -251,6 +252,10 @@ impl ErrorCode {
   /// The broker failed in a way the other codes do not describe (a bug, or
   /// a shard shutting down). The message says more.
   pub const Internal: Self = Self(14);
+  /// The broker is at its connection limit: sent once, unasked, with
+  /// request id 0 and api key 0 on a connection it accepted only to refuse;
+  /// then the connection is closed. Retry later or elsewhere.
+  pub const TooManyConnections: Self = Self(15);
   /// The member is not (or no longer) in the group: its session expired or
   /// it left. Join again, with no member id.
   pub const UnknownMember: Self = Self(20);
@@ -283,6 +288,7 @@ impl ErrorCode {
     Self::BatchTooLarge,
     Self::NoSpace,
     Self::Internal,
+    Self::TooManyConnections,
     Self::UnknownMember,
     Self::IllegalGeneration,
     Self::RebalanceInProgress,
@@ -306,6 +312,7 @@ impl ErrorCode {
       Self::BatchTooLarge => Some("BatchTooLarge"),
       Self::NoSpace => Some("NoSpace"),
       Self::Internal => Some("Internal"),
+      Self::TooManyConnections => Some("TooManyConnections"),
       Self::UnknownMember => Some("UnknownMember"),
       Self::IllegalGeneration => Some("IllegalGeneration"),
       Self::RebalanceInProgress => Some("RebalanceInProgress"),

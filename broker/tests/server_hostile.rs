@@ -1,0 +1,296 @@
+//! Hostile clients against the real binary while a well-behaved client
+//! works: random bytes, truncated frames, huge length claims, corrupt
+//! batches (bad CRC, wrong record count, broken offset deltas), request
+//! floods and abandoned connections; then thousands of connections and the
+//! connection limit. Nothing bad reaches the log, memory stays bounded, the
+//! good client is served throughout.
+#![allow(clippy::unwrap_used)]
+
+mod server_support;
+
+use std::{
+    io::Write,
+    net::TcpStream,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread,
+    time::Duration,
+};
+
+use broker::batch::BatchBuilder;
+use broker::protocol::generated::{FetchResponse, ProduceResponse};
+use broker::protocol::{Acks, ErrorCode, FetchParams, TopicSettings};
+use server_support::{Broker, Conn};
+
+fn good_batch(tag: u32) -> Vec<u8> {
+    let mut b = BatchBuilder::new(1_000);
+    for i in 0..4 {
+        b.push(
+            1_000 + i,
+            None,
+            Some(format!("good-{tag}-{i}").as_bytes()),
+            &[],
+        );
+    }
+    b.finish()
+}
+
+/// Recomputes the CRC-32C of a batch after a deliberate change, so the
+/// change reaches the record-level checks.
+fn fix_crc(b: &mut [u8]) {
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn produce(conn: &mut Conn, batch: &[u8]) -> Option<(ErrorCode, String)> {
+    conn.call(batch, |w, out, id| {
+        w.produce_request(out, id, "t", 0, Acks::Leader, batch.len())
+            .unwrap();
+    })
+    .error()
+}
+
+#[test]
+fn hostile_clients_do_not_disturb_a_good_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Broker::start(
+        &tmp.path().join("data"),
+        2,
+        &["--fsync", "never", "--max-frame-bytes", "1048576"],
+    );
+    let pid = broker.child.id();
+    let mut admin = Conn::connect(broker.listen);
+    let f = admin.call(&[], |w, out, id| {
+        w.create_topic_request(out, id, "t", 1, &TopicSettings::default())
+            .unwrap();
+    });
+    assert!(f.error().is_none());
+
+    // Corrupt batches, each refused with CorruptBatch and never appended.
+    let mut bad_crc = good_batch(0);
+    let n = bad_crc.len();
+    bad_crc[n - 2] ^= 0x10;
+    let mut wrong_count = good_batch(0);
+    wrong_count[57..61].copy_from_slice(&7u32.to_be_bytes());
+    fix_crc(&mut wrong_count);
+    let mut bad_delta = good_batch(0);
+    // The second record's offset delta (after its length and attributes
+    // varints): find the first record's length to skip it.
+    let first_len = (bad_delta[61] as i8 >> 1) as usize; // zigzag varint, small
+    let second = 61 + 1 + first_len;
+    bad_delta[second + 3] = 2 * 5; // offset delta 5 instead of 1 (zigzag)
+    fix_crc(&mut bad_delta);
+    for (name, b) in [
+        ("bad crc", &bad_crc),
+        ("wrong count", &wrong_count),
+        ("bad delta", &bad_delta),
+    ] {
+        let e = produce(&mut admin, b).unwrap_or_else(|| panic!("{name} was accepted"));
+        assert_eq!(e.0, ErrorCode::CorruptBatch, "{name}: {}", e.1);
+    }
+
+    let rss_before = rss_kib(pid);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut hostile = Vec::new();
+    for t in 0..6u64 {
+        let stop = stop.clone();
+        let addr = broker.listen;
+        hostile.push(thread::spawn(move || {
+            let mut rng = Rng(0x9e37_79b9 + t);
+            let mut tries = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                tries += 1;
+                let Ok(mut s) = TcpStream::connect(addr) else {
+                    continue;
+                };
+                let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+                let bytes = match (t + tries) % 5 {
+                    // Random bytes.
+                    0 => {
+                        let n = 1 + (rng.next() % 4096) as usize;
+                        rng.bytes(n)
+                    }
+                    // A frame claiming 4 GiB.
+                    1 => {
+                        let mut v = u32::MAX.to_be_bytes().to_vec();
+                        v.extend(rng.bytes(64));
+                        v
+                    }
+                    // A truncated but plausible prefix, then silence.
+                    2 => {
+                        let mut v = 5000u32.to_be_bytes().to_vec();
+                        v.extend([1, 0, 0, 10]);
+                        v.extend(rng.bytes(100));
+                        v
+                    }
+                    // A flood of tiny valid requests, never read.
+                    3 => {
+                        let mut c = Conn::connect(addr);
+                        for _ in 0..200 {
+                            c.send(&[], |w, out, id| {
+                                w.list_topics_request(out, id).unwrap();
+                            });
+                        }
+                        continue;
+                    }
+                    // Abandoned right after connecting.
+                    _ => Vec::new(),
+                };
+                let _ = s.write_all(&bytes);
+            }
+            tries
+        }));
+    }
+
+    // Meanwhile the good client produces and reads back byte for byte.
+    let mut good = Conn::connect(broker.listen);
+    let mut expected = Vec::new();
+    for i in 0..200u32 {
+        let b = good_batch(i);
+        let f = good.call(&b, |w, out, id| {
+            w.produce_request(out, id, "t", 0, Acks::Leader, b.len())
+                .unwrap();
+        });
+        let r = f.decode::<ProduceResponse>().body;
+        assert!(r.error().is_none(), "{:?}", f.error());
+        let mut stored = b.clone();
+        broker::batch::set_base_offset(&mut stored, r.base_offset());
+        expected.extend(stored);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let tries: u64 = hostile.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(tries > 50, "the hostile clients ran ({tries} connections)");
+
+    let mut got = Vec::new();
+    let mut at = 0;
+    loop {
+        let f = good.call(&[], |w, out, id| {
+            w.fetch_request(
+                out,
+                id,
+                &FetchParams {
+                    topic: "t",
+                    partition: 0,
+                    offset: at,
+                    max_bytes: 1 << 20,
+                    max_wait_ms: 0,
+                },
+            )
+            .unwrap();
+        });
+        let frame = f.decode::<FetchResponse>();
+        if frame.payload.is_empty() {
+            break;
+        }
+        got.extend_from_slice(frame.payload);
+        at = frame.body.next_offset();
+    }
+    assert_eq!(
+        got, expected,
+        "exactly the good client's batches are in the log"
+    );
+    let mut broker = broker;
+    assert!(broker.alive());
+    let rss_after = rss_kib(pid);
+    assert!(
+        rss_after < rss_before + 256 * 1024,
+        "memory grew from {rss_before} KiB to {rss_after} KiB"
+    );
+}
+
+#[test]
+fn thousands_of_connections_then_a_clear_refusal_at_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Broker::start(
+        &tmp.path().join("data"),
+        2,
+        &["--fsync", "never", "--max-connections", "3000"],
+    );
+    let mut admin = Conn::connect(broker.listen);
+    let f = admin.call(&[], |w, out, id| {
+        w.create_topic_request(out, id, "t", 1, &TopicSettings::default())
+            .unwrap();
+    });
+    assert!(f.error().is_none());
+    // 2,900 more open connections (idle), spread over both ports kinds;
+    // every hundredth one produces.
+    let mut conns = Vec::new();
+    for i in 0..2900u32 {
+        let addr = if i % 2 == 0 {
+            broker.listen
+        } else {
+            broker.shards[(i as usize / 2) % 2]
+        };
+        let mut c = Conn::connect(addr);
+        if i % 100 == 0 {
+            let b = good_batch(i);
+            let f = c.call(&b, |w, out, id| {
+                w.produce_request(out, id, "t", 0, Acks::Leader, b.len())
+                    .unwrap();
+            });
+            // A shard port of the non-owner says NotOwner; any other answer
+            // must be a success.
+            if let Some((code, _)) = f.error() {
+                assert_eq!(code, ErrorCode::NotOwner);
+            }
+        }
+        conns.push(c);
+    }
+    // Up to the limit (3,000 with the admin connection), then refusals.
+    let mut refused = 0;
+    for _ in 0..120 {
+        let mut c = Conn::connect(broker.listen);
+        c.stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        match c.recv() {
+            Some(f) => {
+                assert_eq!(f.request_id(), 0);
+                let (code, message) = f.error().unwrap();
+                assert_eq!(code, ErrorCode::TooManyConnections);
+                assert!(message.contains("3000"), "{message}");
+                assert!(c.is_closed_by_peer());
+                refused += 1;
+            }
+            None => conns.push(c),
+        }
+    }
+    assert_eq!(conns.len() + 1 + refused, 2900 + 1 + 120);
+    assert_eq!(conns.len() + 1, 3000, "exactly the limit was admitted");
+    // Closing some makes room again; the admin connection still works.
+    conns.truncate(2000);
+    thread::sleep(Duration::from_millis(200));
+    let mut late = Conn::connect(broker.listen);
+    let f = late.call(&[], |w, out, id| {
+        w.list_topics_request(out, id).unwrap();
+    });
+    assert!(f.error().is_none());
+    let f = admin.call(&[], |w, out, id| {
+        w.list_topics_request(out, id).unwrap();
+    });
+    assert!(f.error().is_none());
+}
