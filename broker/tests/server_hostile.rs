@@ -124,6 +124,8 @@ fn hostile_clients_do_not_disturb_a_good_one() {
             let mut tries = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 tries += 1;
+                // Hard, but leaving the 2 cores some room for the broker.
+                thread::sleep(Duration::from_millis(2));
                 let Ok(mut s) = TcpStream::connect(addr) else {
                     continue;
                 };

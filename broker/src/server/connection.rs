@@ -41,9 +41,14 @@ use crate::protocol::{decode_prefix, ApiKey, ResponseError, FRAME_PREFIX_LEN};
 /// How much is read from the socket at a time, at most.
 const READ_CHUNK: usize = 64 << 10;
 
-/// Fixed cost charged per request against the in-flight budget, so that a
-/// flood of tiny requests is bounded in count too.
-const REQUEST_OVERHEAD: usize = 1024;
+/// The first read's size: an idle connection holds this much. Reads grow
+/// (doubling up to [`READ_CHUNK`]) while they come back full.
+const FIRST_READ: usize = 4 << 10;
+
+/// Most requests one connection may have in flight: each request is
+/// charged at least this fraction of the in-flight byte budget, so a flood
+/// of tiny pipelined requests cannot crowd the shard's task queue.
+const MAX_REQUESTS_IN_FLIGHT: usize = 256;
 
 /// The stream, shared by the reader and the tasks that write answers. Each
 /// borrow lasts one poll, never across an await.
@@ -146,7 +151,9 @@ async fn serve_frames(shard: &Rc<ShardState>, stream: TcpStream, via: Via) {
     let budget_bytes = shard.config.connection_in_flight_bytes;
     let budget = Rc::new(Semaphore::new(budget_bytes as u64));
     let max_frame = shard.config.max_frame_bytes;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let min_cost = (budget_bytes / MAX_REQUESTS_IN_FLIGHT).max(1);
+    let mut buf = BytesMut::new();
+    let mut chunk = FIRST_READ;
     loop {
         match decode_prefix(&buf, max_frame) {
             Err(e) => {
@@ -168,7 +175,7 @@ async fn serve_frames(shard: &Rc<ShardState>, stream: TcpStream, via: Via) {
             }
             Ok(Some(header)) if buf.len() >= header.frame_bytes() => {
                 let frame = buf.split_to(header.frame_bytes()).freeze();
-                let cost = (frame.len() + REQUEST_OVERHEAD).min(budget_bytes) as u64;
+                let cost = frame.len().clamp(min_cost, budget_bytes) as u64;
                 let Ok(permit) = budget.acquire_static_permit(cost).await else {
                     break;
                 };
@@ -203,19 +210,22 @@ async fn serve_frames(shard: &Rc<ShardState>, stream: TcpStream, via: Via) {
             }
             Ok(None) => {}
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(READ_CHUNK);
+        if buf.capacity() - buf.len() < chunk {
+            buf.reserve(chunk);
         }
         let start = buf.len();
         // The read area is zeroed before use (no uninitialised memory is
         // handed out), so it is kept to one chunk per read.
-        let want = (buf.capacity() - start).min(READ_CHUNK);
+        let want = (buf.capacity() - start).min(chunk);
         buf.resize(start + want, 0);
         // A read error ends the connection like an end of stream.
         let n: usize = stream.read(&mut buf[start..]).await.unwrap_or_default();
         buf.truncate(start + n);
         if n == 0 || writer.broken.get() {
             break;
+        }
+        if n == want {
+            chunk = (chunk * 2).min(READ_CHUNK);
         }
     }
     // In-flight requests finish and answer on their own; the stream closes

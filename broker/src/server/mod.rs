@@ -412,6 +412,12 @@ async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener, via: Via) {
                     shard.open_connections.fetch_sub(1, Ordering::AcqRel);
                 })
                 .detach();
+                // An accept that is ready at once does not yield: under a
+                // storm of connections this loop would starve every other
+                // task of the shard (seen: thousands of sockets left in
+                // CLOSE-WAIT, well-behaved clients unserved). Go to the back
+                // of the queue after each one.
+                futures_lite::future::yield_now().await;
             }
             Err(e) => {
                 // Out of descriptors, most likely: back off rather than spin.

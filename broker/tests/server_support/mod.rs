@@ -125,6 +125,17 @@ impl RawFrame {
 
     /// The (code, message) of its `error` field, whatever response it is.
     pub fn error(&self) -> Option<(broker::protocol::ErrorCode, String)> {
+        if self.0[6..8] == [0, 0] {
+            // A connection-level refusal (api key 0, request id 0): a bare
+            // ErrorResponse that no api's decoder claims.
+            let header_len = u32::from_be_bytes(self.0[16..20].try_into().unwrap()) as usize;
+            let e = flatbuffers::root::<broker::protocol::generated::ErrorResponse>(
+                &self.0[20..20 + header_len],
+            )
+            .unwrap()
+            .error()?;
+            return Some((e.code(), e.message().unwrap_or("").to_string()));
+        }
         let f = decode_frame(&self.0, 1 << 30).unwrap();
         let e = match f.body {
             Body::ProduceResponse(r) => r.error(),
