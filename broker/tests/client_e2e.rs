@@ -20,6 +20,9 @@ use broker::client::{
 };
 use server_support::Broker;
 
+/// A record's key and value.
+type KeyValue = (Vec<u8>, Vec<u8>);
+
 fn start() -> (tempfile::TempDir, Broker) {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(&dir.path().join("data"), 2, &[]);
@@ -67,7 +70,7 @@ fn keyed_records_come_back_byte_for_byte_from_every_partition() {
         .unwrap();
     let producer = Producer::with_client(client.clone(), ProducerConfig::default()).unwrap();
     let n = 2_000;
-    let sent: Vec<(Vec<u8>, Vec<u8>)> = (0..n)
+    let sent: Vec<KeyValue> = (0..n)
         .map(|i| (format!("key-{}", i % 13).into_bytes(), value(i)))
         .collect();
     let futures: Vec<_> = sent
@@ -75,7 +78,7 @@ fn keyed_records_come_back_byte_for_byte_from_every_partition() {
         .map(|(k, v)| producer.send("events", Some(k), v).unwrap())
         .collect();
     producer.flush();
-    let mut by_position: HashMap<(u32, i64), &(Vec<u8>, Vec<u8>)> = HashMap::new();
+    let mut by_position: HashMap<(u32, i64), &KeyValue> = HashMap::new();
     for (record, f) in sent.iter().zip(&futures) {
         let meta = f.try_result().unwrap().unwrap();
         assert_eq!(
