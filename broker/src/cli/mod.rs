@@ -6,6 +6,7 @@
 //! error is clap's (exit code 2).
 
 pub mod consume;
+pub mod output;
 pub mod produce;
 pub mod serve;
 pub mod topic;
