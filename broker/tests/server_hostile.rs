@@ -296,3 +296,16 @@ fn thousands_of_connections_then_a_clear_refusal_at_the_limit() {
     });
     assert!(f.error().is_none());
 }
+
+#[test]
+fn the_client_reports_the_connection_limit_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&tmp.path().join("data"), 1, &["--max-connections", "2"]);
+    let _a = Conn::connect(broker.listen);
+    let _b = Conn::connect(broker.listen);
+    thread::sleep(Duration::from_millis(100));
+    let err = broker::client::Client::connect(&broker.listen.to_string())
+        .and_then(|c| c.list_topics())
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::TooManyConnections), "{err}");
+}

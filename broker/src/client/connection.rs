@@ -485,6 +485,25 @@ fn read_loop(shared: &Shared, mut stream: TcpStream) {
                 response: false,
             });
         }
+        if header.request_id() == 0 {
+            // A connection-level error the broker sends unasked (request id
+            // 0, e.g. TooManyConnections) before closing: every pending
+            // request fails with it.
+            let body = frame
+                .get(FRAME_PREFIX_LEN..FRAME_PREFIX_LEN + header.header_len())
+                .unwrap_or_default();
+            if let Ok(answer) = flatbuffers::root::<crate::protocol::generated::ErrorResponse>(body)
+            {
+                if let Some(e) = answer.error() {
+                    let error = ClientError::Broker {
+                        code: e.code(),
+                        message: e.message().unwrap_or("").to_string(),
+                        valid_range: None,
+                    };
+                    return shared.fail(|_| error.clone());
+                }
+            }
+        }
         let pending = lock(&shared.state).pending.remove(&header.request_id());
         let Some(pending) = pending else {
             // Not ours: the stream no longer pairs answers with requests.
