@@ -620,3 +620,66 @@ fn serve_with_default_flags_keeps_data_in_dot_data() {
     assert!(tmp.path().join("data/broker.json").exists());
     assert!(tmp.path().join("data/topics/here/0").is_dir());
 }
+
+#[test]
+fn the_config_file_is_read_flags_win_and_bad_keys_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("broker.toml");
+    std::fs::write(
+        &file,
+        "shards = 1\nfsync = \"never\"\nlisten = \"127.0.0.1:0\"\ndefault_partitions = 3\n",
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_broker");
+    let out = std::process::Command::new(bin)
+        .args(["config", "print", "--config"])
+        .arg(&file)
+        .args(["--fsync", "interval"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.contains("fsync = \"interval\""), "{printed}");
+    assert!(printed.contains("default_partitions = 3"), "{printed}");
+    assert!(printed.contains("max_frame_bytes = 67108864"), "{printed}");
+
+    // The file drives a real broker: a topic created without a count gets
+    // the file's default of 3 partitions.
+    let data = tmp.path().join("data");
+    let mut child = std::process::Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let listen: std::net::SocketAddr = line
+        .split(' ')
+        .find_map(|f| f.strip_prefix("listen="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut conn = Conn::connect(listen);
+    let f = create(&mut conn, "defaulted", -1);
+    assert_eq!(f.decode::<CreateTopicResponse>().body.partitions(), 3);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    std::fs::write(&file, "shards = 1\nfsink = \"never\"\n").unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown field `fsink`"), "{stderr}");
+}
