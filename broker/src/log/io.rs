@@ -11,6 +11,7 @@ use std::{
     io,
     path::{Path, PathBuf},
     rc::Rc,
+    time::Duration,
 };
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
@@ -48,6 +49,34 @@ pub struct Faults {
     pub writes: Cell<u64>,
     /// Counts fdatasync calls.
     pub syncs: Cell<u64>,
+    /// Holds every data write this long before it is issued (or fails), so
+    /// tests can have several writes in flight at once.
+    pub write_delay: Cell<Duration>,
+    /// Data writes issued and not yet completed.
+    pub writes_in_flight: Cell<u32>,
+    /// The most data writes that were in flight at once.
+    pub max_writes_in_flight: Cell<u32>,
+}
+
+/// Counts a data write as in flight while it lives.
+struct InFlightGuard<'a>(&'a Faults);
+
+impl<'a> InFlightGuard<'a> {
+    fn new(f: &'a Faults) -> Self {
+        let n = f.writes_in_flight.get() + 1;
+        f.writes_in_flight.set(n);
+        f.max_writes_in_flight
+            .set(f.max_writes_in_flight.get().max(n));
+        InFlightGuard(f)
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0
+            .writes_in_flight
+            .set(self.0.writes_in_flight.get() - 1);
+    }
 }
 
 impl Faults {
@@ -149,9 +178,15 @@ impl SegmentFile {
         debug_assert_eq!(pos % BLOCK, 0, "unaligned write position");
         debug_assert_eq!(buf.len() as u64 % BLOCK, 0, "unaligned write length");
         let want = buf.len();
+        let _in_flight = self.faults.as_deref().map(InFlightGuard::new);
         if let Some(f) = &self.faults {
             f.writes.set(f.writes.get() + 1);
-            if f.fail_write_always.get() || Faults::trip(&f.fail_write_in) {
+            let fail = f.fail_write_always.get() || Faults::trip(&f.fail_write_in);
+            let delay = f.write_delay.get();
+            if !delay.is_zero() {
+                glommio::timer::sleep(delay).await;
+            }
+            if fail {
                 return Err(LogError::io("writing", &self.path, injected(libc::ENOSPC)));
             }
         }

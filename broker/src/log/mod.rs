@@ -22,6 +22,9 @@
 //!   (respectively durable) batch is trusted: pending appends fail, the file
 //!   is truncated back and the tail re-read from disk before new appends.
 //! - Only the active (last) segment is ever written; retention never deletes it.
+//! - Write cycles are pipelined (at most `WRITE_DEPTH` data writes in
+//!   flight) but acknowledged in file order, and two writes in flight never
+//!   cover the same block.
 
 pub mod config;
 pub mod error;
@@ -34,11 +37,12 @@ pub mod tail;
 use std::{
     cell::RefCell,
     collections::{BTreeMap, VecDeque},
-    future::poll_fn,
+    future::{poll_fn, Future},
     ops::ControlFlow,
     path::{Path, PathBuf},
+    pin::Pin,
     rc::{Rc, Weak},
-    task::{Poll, Waker},
+    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
@@ -53,7 +57,7 @@ pub use io::Faults;
 use index::SegmentIndex;
 use io::{align_down, SegmentFile, BLOCK};
 use segment::{ScanEnd, Segment};
-use tail::{ReadCache, Sealed, Tail};
+use tail::{Cut, ReadCache, Sealed, Tail};
 
 /// What an append returns once acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,7 +197,15 @@ struct State {
     reset_error: Option<LogError>,
     /// An append is rolling the segment, or the log is closing: appends wait.
     exclusive: bool,
+    /// The flusher holds writes or fsyncs whose appends are not yet
+    /// acknowledged (or failed).
     flushing: bool,
+    /// Data writes issued and not yet completed.
+    writes_in_flight: usize,
+    /// An append landed while a data write was in flight since the flusher
+    /// last issued one: the load is concurrent, so cutting buffers at block
+    /// boundaries (to pipeline writes) pays off.
+    appended_while_writing: bool,
     closed: bool,
     flusher: Option<Waker>,
     waiters: Vec<Waker>,
@@ -246,14 +258,15 @@ impl State {
         })
     }
 
-    /// Seals the tail, queues it for writing if it holds unwritten bytes, and
-    /// continues in a new tail of at least `next_capacity` bytes.
-    fn seal_tail(&mut self, next_capacity: usize) {
+    /// Seals the tail (`how`: see [`Cut`]), queues it for writing if it
+    /// holds unwritten bytes, and continues in a new tail of at least
+    /// `next_capacity` bytes.
+    fn seal_tail(&mut self, next_capacity: usize, how: Cut) {
         let old = self.tail.take().expect("tail present while open");
         let seg = self.active();
         let (file, segment) = (seg.file.clone(), seg.base_offset);
         let has_unwritten = old.has_unwritten();
-        let (sealed, next) = old.seal(&file, next_capacity);
+        let (sealed, next) = old.seal(&file, next_capacity, how);
         if has_unwritten {
             self.queue.push_back(PendingWrite {
                 file,
@@ -337,6 +350,8 @@ impl Log {
             reset_error: None,
             exclusive: false,
             flushing: false,
+            writes_in_flight: 0,
+            appended_while_writing: false,
             closed: false,
             flusher: None,
             waiters: Vec::new(),
@@ -490,7 +505,17 @@ impl Log {
             let capacity = (tail.unwritten_len() + batch.len())
                 .min(inner.config.write_buffer_bytes)
                 .max(batch.len() + BLOCK as usize);
-            st.seal_tail(capacity);
+            // Cut at the block boundary when there is one, so the write of
+            // this buffer and of the next can be in flight together.
+            let how = if tail.unwritten_below_cut() > 0 {
+                Cut::AtBlock
+            } else {
+                Cut::Whole
+            };
+            st.seal_tail(capacity, how);
+        }
+        if st.writes_in_flight > 0 {
+            st.appended_while_writing = true;
         }
         let active_len = st.active().len;
         let tail = st.tail.as_mut().expect("tail present while open");
@@ -871,129 +896,367 @@ fn pick_batches(bytes: &[u8], offset: u64, max_bytes: usize) -> Option<(usize, u
     start.map(|s| (s, end - s, next))
 }
 
-/// The background task that carries out write cycles (group commit): it
-/// takes everything appended since the last cycle, writes it, fsyncs per
-/// policy, and acknowledges. Holds only a weak handle so dropping the log
-/// ends it.
-async fn flusher(weak: Weak<Inner>) {
-    let interval = weak.upgrade().and_then(|i| match i.config.fsync {
-        FsyncPolicy::Interval(d) => Some(d),
-        _ => None,
-    });
-    // With the interval policy: when the last fdatasync was issued. The
-    // deadline is kept across loop passes so a steady stream of write
-    // cycles cannot starve the timer.
-    let mut last_sync = Instant::now();
-    loop {
-        if let Some(d) = interval {
-            if last_sync.elapsed() >= d {
-                let Some(inner) = weak.upgrade() else { return };
-                last_sync = Instant::now();
-                interval_sync(&inner).await;
-            }
-        }
-        let wait = poll_fn(|cx| {
-            let Some(inner) = weak.upgrade() else {
-                return Poll::Ready(None);
-            };
-            let mut st = inner.state.borrow_mut();
-            if st.closed {
-                return Poll::Ready(None);
-            }
-            let work = st.reset_to_durable.is_some()
-                || !st.queue.is_empty()
-                || st.tail.as_ref().is_some_and(|t| t.has_unwritten());
-            if work {
-                Poll::Ready(Some(false))
-            } else {
-                st.flusher = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        });
-        let next = match interval {
-            Some(d) => {
-                let remaining = d.saturating_sub(last_sync.elapsed());
-                futures_lite::future::or(wait, async move {
-                    glommio::timer::sleep(remaining).await;
-                    Some(true)
-                })
-                .await
-            }
-            None => wait.await,
-        };
-        let Some(timer_fired) = next else { return };
-        let Some(inner) = weak.upgrade() else { return };
-        if timer_fired {
-            continue; // the deadline check at the top syncs
-        }
-        let reset = inner.state.borrow().reset_to_durable;
-        if let Some(to_durable) = reset {
-            reset_tail(&inner, to_durable).await;
-            continue;
-        }
-        write_cycle(&inner).await;
-        glommio::yield_if_needed().await;
+/// Most data writes the flusher keeps issued and not yet acknowledged.
+/// ext4 runs extending direct writes one at a time (under the inode lock,
+/// in io_uring's worker threads), so depth does not add parallelism at the
+/// device: it only lets the next write wait ready while one runs. Two do
+/// that; more only split the appends in flight into smaller writes, which
+/// measured much slower (bench-results/README.md).
+const WRITE_DEPTH: usize = 2;
+
+/// While another write is in flight, a new one is issued only once the tail
+/// holds this fraction of `write_buffer_bytes` in whole blocks: the disk is
+/// busy anyway, and small writes cost more per byte than they gain in depth.
+const PIPELINED_WRITE_DIVISOR: usize = 4;
+
+/// A data write or fdatasync issued by the flusher.
+type IoFuture = Pin<Box<dyn Future<Output = Result<(), LogError>>>>;
+
+/// A data write issued by the flusher, and its result once in.
+struct InFlight {
+    io: IoFuture,
+    done: Option<Result<(), LogError>>,
+    segment: u64,
+    sealed: Sealed,
+}
+
+/// An fdatasync issued by the flusher and what it makes durable.
+struct SyncInFlight {
+    io: IoFuture,
+    done: Option<Result<(), LogError>>,
+    end_offset: u64,
+    end_len: u64,
+    /// With `always`: the written buffers whose appends it acknowledges.
+    buffers: Vec<(u64, Sealed)>,
+}
+
+/// The flusher's own state: the I/O it has issued, in order.
+struct Pipeline {
+    /// Data writes in the order they were issued (= file order).
+    writes: VecDeque<InFlight>,
+    /// With `always`: writes completed in order, awaiting an fdatasync
+    /// before their appends are acknowledged: the point it will make
+    /// durable and the buffers.
+    unsynced: Option<(u64, u64)>,
+    unsynced_buffers: Vec<(u64, Sealed)>,
+    sync: Option<SyncInFlight>,
+    /// With `interval`: when the last fdatasync was issued, and the timer
+    /// for the next one.
+    last_sync: Instant,
+    timer: Option<Pin<Box<glommio::timer::Timer>>>,
+}
+
+impl Pipeline {
+    fn idle(&self) -> bool {
+        self.writes.is_empty() && self.sync.is_none() && self.unsynced.is_none()
     }
 }
 
-/// One group-commit cycle.
-async fn write_cycle(inner: &Inner) {
-    let writes: Vec<PendingWrite> = {
-        let mut st = inner.state.borrow_mut();
-        let st = &mut *st;
-        if let Some(tail) = st.tail.as_ref() {
-            if tail.has_unwritten() {
-                st.seal_tail((tail.unwritten_len() * 2).min(inner.config.write_buffer_bytes));
+/// What the flusher must do outside its poll loop.
+enum Step {
+    /// Truncate back and reload the tail after a failure (`true`: to the
+    /// durable point).
+    Reset(bool),
+    /// The log closed or was dropped, and no I/O is in flight.
+    Exit,
+}
+
+/// The background task that carries out write cycles (group commit) as a
+/// pipeline: it seals what was appended, issues the write while earlier
+/// writes are still in flight (up to [`WRITE_DEPTH`]), and acknowledges in
+/// file order as writes (and, per policy, fdatasyncs) complete. Two writes
+/// in flight never cover the same block: a buffer that rewrites the
+/// previous one's partial block is issued only after that write completed.
+/// Holds only a weak handle so dropping the log ends it (once its I/O is
+/// in).
+async fn flusher(weak: Weak<Inner>) {
+    let mut pipe = Pipeline {
+        writes: VecDeque::new(),
+        unsynced: None,
+        unsynced_buffers: Vec::new(),
+        sync: None,
+        last_sync: Instant::now(),
+        timer: None,
+    };
+    loop {
+        let step = poll_fn(|cx| match weak.upgrade() {
+            Some(inner) => pump(&inner, &mut pipe, cx),
+            None => finish_orphaned(&mut pipe, cx),
+        })
+        .await;
+        match step {
+            Step::Exit => return,
+            Step::Reset(to_durable) => {
+                let Some(inner) = weak.upgrade() else { return };
+                reset_tail(&inner, to_durable).await;
             }
         }
-        st.flushing = true;
-        st.queue.drain(..).collect()
-    };
-    let Some(last) = writes.last() else {
-        inner.state.borrow_mut().flushing = false;
-        return;
-    };
-    let end_offset = last.sealed.end_offset;
-    let end_len = last.sealed.file_pos + last.sealed.len as u64;
-    let file = last.file.clone();
-    let mut result = Ok(());
-    for w in &writes {
-        debug_assert!(
-            Rc::ptr_eq(&w.file, &file),
-            "a cycle writes only the active segment"
-        );
-        if let Err(e) = w.file.write(w.sealed.buf.clone(), w.sealed.file_pos).await {
-            result = Err((e, false));
+    }
+}
+
+/// The log is gone: lets the I/O already issued complete (its buffers and
+/// file stay alive in the futures), then ends the flusher.
+fn finish_orphaned(pipe: &mut Pipeline, cx: &mut Context<'_>) -> Poll<Step> {
+    pipe.writes
+        .retain_mut(|w| w.done.is_none() && w.io.as_mut().poll(cx).is_pending());
+    if let Some(s) = pipe.sync.as_mut() {
+        if s.done.is_some() || s.io.as_mut().poll(cx).is_ready() {
+            pipe.sync = None;
+        }
+    }
+    if pipe.writes.is_empty() && pipe.sync.is_none() {
+        Poll::Ready(Step::Exit)
+    } else {
+        Poll::Pending
+    }
+}
+
+/// One pass of the flusher: collects completed I/O, acknowledges in order,
+/// issues fdatasyncs and new writes. Everything here is synchronous; the
+/// futures it polls register the flusher's waker, as do appends (through
+/// `State::flusher`) and the interval timer.
+fn pump(inner: &Inner, pipe: &mut Pipeline, cx: &mut Context<'_>) -> Poll<Step> {
+    let mut st = inner.state.borrow_mut();
+    let st = &mut *st;
+    loop {
+        let mut progress = false;
+        // Results of data writes, in whatever order they complete.
+        for w in pipe.writes.iter_mut().filter(|w| w.done.is_none()) {
+            if let Poll::Ready(r) = w.io.as_mut().poll(cx) {
+                w.done = Some(r);
+            }
+        }
+        // Acknowledge in file order: only the completed prefix counts.
+        let mut acked = false;
+        while let Some(r) = pipe.writes.front_mut().and_then(|w| w.done.take()) {
+            let w = pipe.writes.pop_front().expect("front exists");
+            progress = true;
+            if st.reset_to_durable.is_some() {
+                // A failure already failed these appends; the write only
+                // had to finish before the truncation.
+                continue;
+            }
+            match r {
+                Ok(()) if inner.config.fsync == FsyncPolicy::Always => {
+                    pipe.unsynced = Some((w.sealed.end_offset, w.sealed.end_pos));
+                    pipe.unsynced_buffers.push((w.segment, w.sealed));
+                }
+                Ok(()) => {
+                    advance_acked(st, w.sealed.end_offset, w.sealed.end_pos);
+                    let budget = inner.config.write_buffer_bytes * inner.config.read_cache_buffers;
+                    st.cache.push(w.segment, w.sealed, budget);
+                    acked = true;
+                }
+                Err(e) => {
+                    pipe.unsynced = None;
+                    pipe.unsynced_buffers.clear();
+                    fail(st, e, false);
+                    acked = true;
+                }
+            }
+        }
+        // The fdatasync in flight.
+        if let Some(s) = pipe.sync.as_mut() {
+            if s.done.is_none() {
+                if let Poll::Ready(r) = s.io.as_mut().poll(cx) {
+                    s.done = Some(r);
+                }
+            }
+            if let Some(r) = s.done.take() {
+                let s = pipe.sync.take().expect("sync in flight");
+                progress = true;
+                acked = true;
+                match r {
+                    Ok(()) if st.reset_to_durable.is_none() => {
+                        st.durable_end = st.durable_end.max(s.end_offset);
+                        st.durable_len = st.durable_len.max(s.end_len);
+                        if inner.config.fsync == FsyncPolicy::Always {
+                            advance_acked(st, s.end_offset, s.end_len);
+                            let budget =
+                                inner.config.write_buffer_bytes * inner.config.read_cache_buffers;
+                            for (seg, sealed) in s.buffers {
+                                st.cache.push(seg, sealed, budget);
+                            }
+                        }
+                    }
+                    Ok(()) => {}
+                    Err(_) if st.reset_to_durable.is_some() => {
+                        // Already resetting after a failed write: the pages
+                        // this fsync covered are now in an unknown state too.
+                        st.reset_to_durable = Some(true);
+                    }
+                    Err(e) => {
+                        pipe.unsynced = None;
+                        pipe.unsynced_buffers.clear();
+                        fail(st, e, true);
+                    }
+                }
+            }
+        }
+        if acked {
+            st.wake_waiters();
+        }
+        if let Some(to_durable) = st.reset_to_durable {
+            // Nothing new is issued; truncate once the issued I/O is in.
+            if pipe.writes.is_empty() && pipe.sync.is_none() {
+                st.flushing = false;
+                st.writes_in_flight = 0;
+                return Poll::Ready(Step::Reset(to_durable));
+            }
+        } else {
+            if pipe.sync.is_none() {
+                progress |= start_sync(inner, st, pipe, cx);
+            }
+            while let Some(w) = next_write(inner, st, pipe) {
+                let (file, buf, pos) = (w.file.clone(), w.sealed.buf.clone(), w.sealed.file_pos);
+                debug_assert!(
+                    pipe.writes.back().is_none_or(|p| p.sealed.file_pos < pos),
+                    "writes are issued in file order"
+                );
+                let mut io: IoFuture = Box::pin(async move { file.write(buf, pos).await });
+                // The first poll issues the write.
+                let done = match io.as_mut().poll(cx) {
+                    Poll::Ready(r) => {
+                        progress = true;
+                        Some(r)
+                    }
+                    Poll::Pending => None,
+                };
+                pipe.writes.push_back(InFlight {
+                    io,
+                    done,
+                    segment: w.segment,
+                    sealed: w.sealed,
+                });
+            }
+        }
+        if !progress {
             break;
         }
     }
-    if result.is_ok() && inner.config.fsync == FsyncPolicy::Always {
-        if let Err(e) = file.sync().await {
-            result = Err((e, true));
-        }
+    st.writes_in_flight = pipe.writes.iter().filter(|w| w.done.is_none()).count();
+    let was_flushing = st.flushing;
+    st.flushing = !pipe.idle();
+    if was_flushing && !st.flushing {
+        // `drain` waits for this.
+        st.wake_waiters();
     }
-    let mut st = inner.state.borrow_mut();
-    st.flushing = false;
-    match result {
-        Ok(()) => {
-            st.acked_end = end_offset;
-            st.acked_len = end_len;
-            if inner.config.fsync == FsyncPolicy::Always {
-                st.durable_end = end_offset;
-                st.durable_len = end_len;
-            }
-            let budget = inner.config.write_buffer_bytes * inner.config.read_cache_buffers;
-            for w in writes {
-                st.cache.push(w.segment, w.sealed, budget);
-            }
-        }
-        Err((error, sync_failed)) => fail(&mut st, error, sync_failed),
+    if st.closed && pipe.idle() {
+        return Poll::Ready(Step::Exit);
     }
-    st.wake_waiters();
+    st.flusher = Some(cx.waker().clone());
+    Poll::Pending
 }
 
-/// Records a failed cycle: every append not yet acknowledged fails, and the
-/// flusher resets the tail before new appends are taken. After a failed
+/// Raises the high watermark to a completed write's (or fdatasync's)
+/// point. A buffer cut inside a batch may complete no new batch: its point
+/// is then at or below the mark, which does not move.
+fn advance_acked(st: &mut State, end_offset: u64, end_len: u64) {
+    if end_offset > st.acked_end {
+        debug_assert!(
+            end_len > st.acked_len,
+            "offsets and positions advance together"
+        );
+        st.acked_end = end_offset;
+        st.acked_len = end_len;
+    }
+}
+
+/// Issues the fdatasync the policy calls for, if any: with `always` as
+/// soon as written data awaits one (appends that complete meanwhile share
+/// the next: group commit); with `interval` once the period has passed
+/// since the last one and acknowledged data is not yet durable. Returns
+/// true when something completed at once.
+fn start_sync(inner: &Inner, st: &mut State, pipe: &mut Pipeline, cx: &mut Context<'_>) -> bool {
+    let target = match inner.config.fsync {
+        FsyncPolicy::Never => return false,
+        FsyncPolicy::Always => match pipe.unsynced.take() {
+            Some(t) => t,
+            None => return false,
+        },
+        FsyncPolicy::Interval(d) => {
+            if st.durable_end >= st.acked_end {
+                pipe.timer = None;
+                return false;
+            }
+            let since = pipe.last_sync.elapsed();
+            if since < d {
+                let timer = pipe
+                    .timer
+                    .get_or_insert_with(|| Box::pin(glommio::timer::Timer::new(d - since)));
+                if timer.as_mut().poll(cx).is_pending() {
+                    return false;
+                }
+            }
+            pipe.timer = None;
+            pipe.last_sync = Instant::now();
+            (st.acked_end, st.acked_len)
+        }
+    };
+    let file = st.active().file.clone();
+    let mut io: IoFuture = Box::pin(async move { file.sync().await });
+    // The first poll issues it; a result already in is collected by the
+    // caller's next pass.
+    let done = match io.as_mut().poll(cx) {
+        Poll::Ready(r) => Some(r),
+        Poll::Pending => None,
+    };
+    let completed = done.is_some();
+    pipe.sync = Some(SyncInFlight {
+        io,
+        done,
+        end_offset: target.0,
+        end_len: target.1,
+        buffers: std::mem::take(&mut pipe.unsynced_buffers),
+    });
+    completed
+}
+
+/// The next buffer to write, sealing the tail if it is its turn, or None
+/// when the pipeline is full or must wait: for a write to complete (a
+/// shared block) or, while others are in flight, for more data.
+fn next_write(inner: &Inner, st: &mut State, pipe: &Pipeline) -> Option<PendingWrite> {
+    if st.closed || pipe.writes.len() >= WRITE_DEPTH {
+        return None;
+    }
+    let in_flight = pipe.writes.iter().any(|w| w.done.is_none());
+    let last_in_flight = pipe.writes.back().is_some_and(|w| w.done.is_none());
+    if let Some(front) = st.queue.front() {
+        if front.sealed.shares_first_block && last_in_flight {
+            return None;
+        }
+        return st.queue.pop_front();
+    }
+    let tail = st.tail.as_ref()?;
+    if !tail.has_unwritten() || (tail.shares_first_block() && last_in_flight) {
+        return None;
+    }
+    let big = tail.unwritten_below_cut() > 0
+        && tail.unwritten_below_cut() >= inner.config.write_buffer_bytes / PIPELINED_WRITE_DIVISOR;
+    let how = if in_flight {
+        // The disk is busy: write only whole blocks, and only enough of
+        // them to be worth a write; the rest waits for the next one.
+        if !big {
+            return None;
+        }
+        Cut::AtBlock
+    } else if big && st.appended_while_writing {
+        // Concurrent load: leave the partial block to the next write so
+        // that write can be issued while this one is in flight.
+        Cut::AtBlock
+    } else {
+        // A lone appender: everything, in one write.
+        Cut::Whole
+    };
+    st.appended_while_writing = false;
+    let capacity = (tail.unwritten_len() * 2).min(inner.config.write_buffer_bytes);
+    st.seal_tail(capacity, how);
+    st.queue.pop_front()
+}
+
+/// Records a failed write or fsync: every append not yet acknowledged
+/// fails, and the flusher resets the tail (once the I/O already issued is
+/// in) before new appends are taken. After a failed
 /// fsync nothing past the last durable point is trusted.
 fn fail(st: &mut State, error: LogError, sync_failed: bool) {
     let trusted_end = if sync_failed {
@@ -1073,29 +1336,6 @@ async fn reset_tail(inner: &Inner, to_durable: bool) {
     };
     if failed {
         glommio::timer::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// The `interval` policy's periodic fdatasync.
-async fn interval_sync(inner: &Inner) {
-    let (file, end, len) = {
-        let st = inner.state.borrow();
-        if st.durable_end >= st.acked_end || st.flushing {
-            return;
-        }
-        (st.active().file.clone(), st.acked_end, st.acked_len)
-    };
-    let r = file.sync().await;
-    let mut st = inner.state.borrow_mut();
-    match r {
-        Ok(()) => {
-            st.durable_end = end;
-            st.durable_len = len;
-        }
-        Err(e) => {
-            fail(&mut st, e, true);
-            st.wake_waiters();
-        }
     }
 }
 
