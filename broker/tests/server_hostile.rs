@@ -268,23 +268,26 @@ fn thousands_of_connections_then_a_clear_refusal_at_the_limit() {
         conns.push(c);
     }
     // Up to the limit (3,000 with the admin connection), then refusals.
+    // Each probe asks something: an answer to its request means admitted,
+    // the unasked TooManyConnections frame (request id 0) means refused.
     let mut refused = 0;
     for _ in 0..120 {
         let mut c = Conn::connect(broker.listen);
-        c.stream
-            .set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        match c.recv() {
-            Some(f) => {
-                assert_eq!(f.request_id(), 0);
-                let (code, message) = f.error().unwrap();
-                assert_eq!(code, ErrorCode::TooManyConnections);
-                assert!(message.contains("3000"), "{message}");
-                assert!(c.is_closed_by_peer());
-                refused += 1;
-            }
-            None => conns.push(c),
+        let id = c.send(&[], |w, out, id| {
+            w.list_topics_request(out, id).unwrap();
+        });
+        let f = c.recv().expect("an answer or a refusal");
+        if f.request_id() == id {
+            assert!(f.error().is_none());
+            conns.push(c);
+            continue;
         }
+        assert_eq!(f.request_id(), 0);
+        let (code, message) = f.error().unwrap();
+        assert_eq!(code, ErrorCode::TooManyConnections);
+        assert!(message.contains("3000"), "{message}");
+        assert!(c.is_closed_by_peer());
+        refused += 1;
     }
     assert_eq!(conns.len() + 1 + refused, 2900 + 1 + 120);
     assert_eq!(conns.len() + 1, 3000, "exactly the limit was admitted");
