@@ -688,7 +688,7 @@ impl GroupConsumer {
             Err(e) if is_fenced(&e) => {
                 let mut m = lock(&self.membership);
                 if m.generation == generation && m.member_id == member_id {
-                    m.rejoin = e.code();
+                    m.rejoin = worse(m.rejoin, e.code());
                 }
                 Ok(false)
             }
@@ -884,6 +884,15 @@ impl Drop for GroupConsumer {
     }
 }
 
+/// Of two reasons to rejoin, the one that says more: UnknownMember (join
+/// as a new member) over the others.
+fn worse(known: Option<ErrorCode>, new: Option<ErrorCode>) -> Option<ErrorCode> {
+    match (known, new) {
+        (_, Some(ErrorCode::UnknownMember)) | (None, _) => new,
+        _ => known,
+    }
+}
+
 /// One heartbeat of the current membership; a fencing answer for the
 /// generation it was sent in tells the consumer to rejoin. Connection
 /// failures are left to the next heartbeat (the pool reconnects), and a
@@ -891,8 +900,10 @@ impl Drop for GroupConsumer {
 fn heartbeat_once(client: &Client, membership: &Mutex<Membership>, group: &str) {
     let (coordinator, member_id, generation) = {
         let m = lock(membership);
-        match (&m.coordinator, m.joined, m.rejoin) {
-            (Some(c), true, None) => (c.clone(), m.member_id.clone(), m.generation),
+        // Heartbeats go on while a rejoin is due: they keep the session
+        // alive until the consumer's thread gets to it.
+        match (&m.coordinator, m.joined) {
+            (Some(c), true) => (c.clone(), m.member_id.clone(), m.generation),
             _ => return,
         }
     };
@@ -900,7 +911,7 @@ fn heartbeat_once(client: &Client, membership: &Mutex<Membership>, group: &str) 
         if is_fenced(&e) {
             let mut m = lock(membership);
             if m.joined && m.generation == generation && m.member_id == member_id {
-                m.rejoin = e.code();
+                m.rejoin = worse(m.rejoin, e.code());
             }
         }
     }
