@@ -137,7 +137,7 @@ fn crashing_and_restarting_members_miss_nothing_and_keep_partition_order() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5eed_2011);
-    println!("seed {seed} (GROUP_SEED={seed} replays it)");
+    println!("seed {seed} (GROUP_SEED={seed} replays its schedule)");
     let mut rng = Rng(seed | 1);
 
     let tmp = tempfile::tempdir().unwrap();

@@ -150,10 +150,12 @@ fn wait_for_group(
     what: &str,
     check: impl Fn(&GroupDescription) -> bool,
 ) -> GroupDescription {
-    let deadline = Instant::now() + SETTLE;
+    let started = Instant::now();
+    let deadline = started + SETTLE;
     loop {
         let d = client.describe_group(group).unwrap();
         if check(&d) {
+            println!("{group}: {what} after {:?}", started.elapsed());
             return d;
         }
         assert!(Instant::now() < deadline, "never {what}: {d:#?}");
@@ -203,7 +205,8 @@ fn produce(client: &Client, values: &[String]) {
 /// Waits until the union of what `members` (and the `gone` ones) printed
 /// covers `values`.
 fn wait_consumed(members: &[&Member], gone: &[String], values: &[String]) {
-    let deadline = Instant::now() + SETTLE;
+    let started = Instant::now();
+    let deadline = started + SETTLE;
     loop {
         let mut seen: BTreeSet<String> = gone.iter().cloned().collect();
         for m in members {
@@ -211,6 +214,11 @@ fn wait_consumed(members: &[&Member], gone: &[String], values: &[String]) {
         }
         let missing: Vec<&String> = values.iter().filter(|v| !seen.contains(*v)).collect();
         if missing.is_empty() {
+            println!(
+                "{} records consumed after {:?}",
+                values.len(),
+                started.elapsed()
+            );
             return;
         }
         assert!(
