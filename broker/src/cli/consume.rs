@@ -1,8 +1,15 @@
-//! `broker consume`: print the values of a topic's records, one per line.
+//! `broker consume`: print the values of a topic's records, one per line;
+//! from chosen partitions and offsets, or as a member of a consumer group
+//! (`--group`), which commits what it printed (at an interval, on every
+//! rebalance and before it exits, also on SIGINT/SIGTERM).
 
 use std::{
     io::{self, Write},
     str::FromStr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -10,7 +17,10 @@ use clap::Args;
 
 use super::output::ConnectArgs;
 use super::CliResult;
-use crate::client::{ClientConfig, Consumer, ConsumerConfig, StartOffset};
+use crate::client::{
+    AutoOffsetReset, ClientConfig, ConsumedRecord, Consumer, ConsumerConfig, GroupConsumer,
+    GroupConsumerConfig, StartOffset,
+};
 
 /// Where consumption starts: `earliest`, `latest` or an offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +52,14 @@ impl FromStr for OffsetArg {
     Examples:\n  \
     broker consume events --max-messages 10\n  \
     broker consume events --partition 2 --offset 1500 --timeout-ms 2000\n  \
-    broker consume events --offset latest"
+    broker consume events --offset latest\n  \
+    broker consume events --group billing --timeout-ms 5000\n\n\
+    With --group the partitions are those the group's coordinator assigns; each starts at \
+    the group's committed offset, or at --offset (earliest or latest) when none is committed. \
+    What was printed is committed every --auto-commit-interval-ms, before every rebalance \
+    and on exit (also on SIGINT and SIGTERM): a consumer killed before it committed makes \
+    the group print those records again, never skip them. Each new generation joined is \
+    reported on stderr."
 )]
 pub struct ConsumeArgs {
     /// The topic.
@@ -50,9 +67,25 @@ pub struct ConsumeArgs {
     /// Consume only this partition [default: all partitions].
     #[arg(long, value_name = "P")]
     pub partition: Option<u32>,
-    /// Where to start in each partition: earliest, latest, or an offset.
+    /// Where to start in each partition: earliest, latest, or an offset
+    /// (with --group: where a partition with no committed offset starts,
+    /// earliest or latest).
     #[arg(long, value_name = "earliest|latest|N", default_value = "earliest")]
     pub offset: OffsetArg,
+    /// Consume as a member of this consumer group.
+    #[arg(long, value_name = "G")]
+    pub group: Option<String>,
+    /// With --group: the member is removed (its partitions move) when the
+    /// coordinator hears nothing from it for this long.
+    #[arg(long, value_name = "MS", default_value_t = 10_000, requires = "group")]
+    pub session_timeout_ms: u32,
+    /// With --group: commit what was printed at this interval.
+    #[arg(long, value_name = "MS", default_value_t = 5_000, requires = "group")]
+    pub auto_commit_interval_ms: u64,
+    /// Print "PARTITION OFFSET " before each value (with --group:
+    /// "GENERATION PARTITION OFFSET ").
+    #[arg(long)]
+    pub print_offsets: bool,
     /// Stop after this many records.
     #[arg(long, value_name = "N")]
     pub max_messages: Option<u64>,
@@ -69,6 +102,9 @@ const POLL_SLICE: Duration = Duration::from_millis(500);
 
 /// Runs `broker consume`.
 pub fn run(args: ConsumeArgs) -> CliResult {
+    if let Some(group) = args.group.clone() {
+        return run_group(args, &group);
+    }
     let mut consumer = Consumer::connect(
         &args.connect.bootstrap,
         ConsumerConfig {
@@ -105,23 +141,128 @@ pub fn run(args: ConsumeArgs) -> CliResult {
             continue;
         }
         last_data = Instant::now();
-        for record in records {
-            if args.max_messages.is_some_and(|max| printed >= max) {
-                break;
-            }
-            let written = out
-                .write_all(record.value.as_deref().unwrap_or_default())
-                .and_then(|()| out.write_all(b"\n"));
-            if let Err(e) = written {
-                return quiet_on_closed_pipe(e);
-            }
-            printed += 1;
-        }
-        if let Err(e) = out.flush() {
+        let left = args.max_messages.map_or(usize::MAX, |max| {
+            usize::try_from(max - printed).unwrap_or(usize::MAX)
+        });
+        let shown = &records[..records.len().min(left)];
+        if let Err(e) = print(&mut out, shown, None, args.print_offsets) {
             return quiet_on_closed_pipe(e);
         }
+        printed += shown.len() as u64;
     }
     out.flush().or_else(quiet_on_closed_pipe)?;
+    Ok(())
+}
+
+/// Writes each record's value and a newline (after its position with
+/// `offsets`), then flushes.
+fn print(
+    out: &mut impl Write,
+    records: &[ConsumedRecord],
+    generation: Option<i32>,
+    offsets: bool,
+) -> io::Result<()> {
+    for record in records {
+        if offsets {
+            if let Some(g) = generation {
+                write!(out, "{g} ")?;
+            }
+            write!(out, "{} {} ", record.partition, record.offset)?;
+        }
+        out.write_all(record.value.as_deref().unwrap_or_default())?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+/// `broker consume --group`: the coordinator assigns the partitions; what
+/// was printed (and flushed) is committed.
+fn run_group(args: ConsumeArgs, group: &str) -> CliResult {
+    if args.partition.is_some() {
+        return Err("--partition cannot be used with --group: the group assigns partitions".into());
+    }
+    let auto_offset_reset = match args.offset.0 {
+        StartOffset::Earliest => AutoOffsetReset::Earliest,
+        StartOffset::Latest => AutoOffsetReset::Latest,
+        _ => {
+            return Err(
+                "with --group, --offset is where partitions without a committed offset start: \
+                 earliest or latest"
+                    .into(),
+            )
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        for signal in [SIGINT, SIGTERM] {
+            // A second signal exits at once, without committing.
+            signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))?;
+            signal_hook::flag::register(signal, Arc::clone(&stop))?;
+        }
+    }
+    let mut consumer = GroupConsumer::connect(
+        &args.connect.bootstrap,
+        group,
+        &[&args.topic],
+        GroupConsumerConfig {
+            session_timeout_ms: args.session_timeout_ms,
+            auto_offset_reset,
+            auto_commit_interval_ms: Some(args.auto_commit_interval_ms),
+            ..GroupConsumerConfig::default()
+        },
+    )?;
+    let idle_max = args.timeout_ms.map(Duration::from_millis);
+    let mut printed: u64 = 0;
+    let mut last_data = Instant::now();
+    let mut generation = 0;
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    while !stop.load(Ordering::Relaxed) {
+        if args.max_messages.is_some_and(|max| printed >= max) {
+            break;
+        }
+        let wait = match idle_max {
+            Some(idle) => {
+                let left = idle.saturating_sub(last_data.elapsed());
+                if left.is_zero() {
+                    break;
+                }
+                left.min(POLL_SLICE)
+            }
+            None => POLL_SLICE,
+        };
+        let left = args.max_messages.map_or(usize::MAX, |max| {
+            usize::try_from(max - printed).unwrap_or(usize::MAX)
+        });
+        let records = consumer.poll_at_most(wait, left)?;
+        if consumer.generation() != generation {
+            generation = consumer.generation();
+            let partitions: Vec<String> = consumer
+                .assignment()
+                .iter()
+                .map(|(t, p)| format!("{t}/{p}"))
+                .collect();
+            eprintln!(
+                "joined group {group} as member {} in generation {generation}: partitions [{}]",
+                consumer.member_id(),
+                partitions.join(", ")
+            );
+        }
+        if records.is_empty() {
+            continue;
+        }
+        last_data = Instant::now();
+        if let Err(e) = print(&mut out, &records, Some(generation), args.print_offsets) {
+            // Part of these records may not have reached the reader: exit
+            // without committing them (they are delivered again).
+            drop(consumer);
+            return quiet_on_closed_pipe(e);
+        }
+        printed += records.len() as u64;
+    }
+    out.flush().or_else(quiet_on_closed_pipe)?;
+    consumer.close()?;
     Ok(())
 }
 

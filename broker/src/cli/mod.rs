@@ -6,6 +6,7 @@
 //! error is clap's (exit code 2).
 
 pub mod consume;
+pub mod group;
 pub mod output;
 pub mod produce;
 pub mod serve;
@@ -38,6 +39,8 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     /// Print the values of a partition's records, one per line.
     Consume(consume::ConsumeArgs),
+    /// List consumer groups; describe one (members, assignment, offsets, lag).
+    Group(group::GroupArgs),
     /// Show the broker's effective configuration.
     Config(serve::ConfigArgs),
 }
@@ -49,6 +52,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Topic(args) => topic::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
+        Command::Group(args) => group::run(args),
         Command::Config(args) => serve::run_config(args),
     };
     match result {

@@ -391,7 +391,7 @@ impl Client {
 
     /// A control-plane request to the bootstrap address, tried once more on
     /// a fresh connection if the pooled one turns out to be dead.
-    fn control_call(
+    pub(crate) fn control_call(
         &self,
         build: impl Fn(&mut FrameWriter, &mut Vec<u8>, u64) -> Result<FrameHeader, FrameError>,
     ) -> ClientResult<Response> {
@@ -404,6 +404,12 @@ impl Client {
             }
             other => other,
         }
+    }
+
+    /// "host:port" of an endpoint the broker advertised; an unspecified host
+    /// becomes the host the client bootstrapped from.
+    pub(crate) fn advertised_address(&self, host: &str, port: u16) -> String {
+        join_host_port(host, port, host_of(&self.inner.bootstrap[0]))
     }
 
     /// A live connection to the first bootstrap address that accepts.

@@ -108,6 +108,14 @@ has_error!(
     ProduceResponse,
     FetchResponse,
     ListOffsetsResponse,
+    FindCoordinatorResponse,
+    JoinGroupResponse,
+    HeartbeatResponse,
+    LeaveGroupResponse,
+    OffsetCommitResponse,
+    OffsetFetchResponse,
+    ListGroupsResponse,
+    DescribeGroupResponse,
 );
 
 /// A pipelined connection to one address. Cheap to clone; the socket closes

@@ -11,6 +11,9 @@
 //!   straight to the shard that owns the partition.
 //! - [`Consumer`]: fetches chosen partitions from chosen offsets with long
 //!   polls, checks every batch's CRC, and hands out records in order.
+//! - [`GroupConsumer`]: a member of a consumer group: the coordinator
+//!   assigns its partitions; it heartbeats, commits and rejoins on
+//!   rebalances (at-least-once). The group requests are [`Client`] methods.
 //!
 //! Invariants:
 //! - Data-path requests (produce, fetch, list offsets) go to the owning
@@ -29,6 +32,7 @@ mod admin;
 mod connection;
 mod consumer;
 mod error;
+mod group;
 mod partitioner;
 mod producer;
 
@@ -44,6 +48,10 @@ pub use admin::{
 pub use connection::{Connection, HasError, Response};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartOffset};
 pub use error::{ClientError, ClientResult};
+pub use group::{
+    is_fenced, AutoOffsetReset, CommittedOffset, Coordinator, GroupConsumer, GroupConsumerConfig,
+    GroupDescription, GroupListing, GroupMemberInfo, Joined, TopicPartition,
+};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 
