@@ -375,22 +375,18 @@ async fn run_shard(
     let _ = boot.events.send(BootEvent::Ready);
     tracing::info!(shard = id, main = %main_addr, port = %shard_addr, "shard serving");
 
-    let main_loop = accept_loop(shard.clone(), main, Via::Main);
-    let own_loop = accept_loop(shard.clone(), own, Via::ShardPort);
-    let stopped = async {
-        while !boot.stop.load(Ordering::Acquire) {
-            glommio::timer::sleep(STOP_POLL).await;
-        }
-    };
-    // The accept loops never end; the stop request does. Dropping them
-    // closes both listeners: no new connection from here on.
-    futures_lite::future::or(
-        async {
-            futures_lite::future::zip(main_loop, own_loop).await;
-        },
-        stopped,
-    )
-    .await;
+    // Each accept loop is a task of its own, woken only by its listener.
+    // (Racing them against the stop poll in one task re-polled them every
+    // 50 ms, and glommio kept every waker clone: its refcount overflowed
+    // after about 15 minutes and the shard panicked.)
+    let main_loop = glommio::spawn_local(accept_loop(shard.clone(), main, Via::Main));
+    let own_loop = glommio::spawn_local(accept_loop(shard.clone(), own, Via::ShardPort));
+    while !boot.stop.load(Ordering::Acquire) {
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+    // Cancelling drops both listeners: no new connection from here on.
+    main_loop.cancel().await;
+    own_loop.cancel().await;
     shard.shut_down(DRAIN_TIMEOUT).await;
     Ok(())
 }
