@@ -1219,7 +1219,12 @@ fn next_write(inner: &Inner, st: &mut State, pipe: &Pipeline) -> Option<PendingW
     if st.closed || pipe.writes.len() >= WRITE_DEPTH {
         return None;
     }
-    let in_flight = pipe.writes.iter().any(|w| w.done.is_none());
+    // With `always` an fdatasync in flight holds the appends back as a
+    // write does: what arrives meanwhile joins the next write rather than
+    // going out at once in a small one.
+    let in_flight = pipe.writes.iter().any(|w| w.done.is_none())
+        || (inner.config.fsync == FsyncPolicy::Always
+            && (pipe.sync.is_some() || pipe.unsynced.is_some()));
     let last_in_flight = pipe.writes.back().is_some_and(|w| w.done.is_none());
     if let Some(front) = st.queue.front() {
         if front.sealed.shares_first_block && last_in_flight {
