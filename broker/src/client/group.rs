@@ -782,8 +782,9 @@ impl GroupConsumer {
 
     /// Commits what can still be committed, joins the next generation and
     /// takes up its partitions from their committed offsets. `reason`:
-    /// what the heartbeat (or a commit) was answered, `None` for a first
-    /// join or after a lost coordinator.
+    /// what the heartbeat (or a commit) was answered; `ErrorCode::None`
+    /// when the member is not in a generation (first join, or a join that
+    /// failed and is tried again).
     fn rejoin(&mut self, reason: ErrorCode) -> ClientResult<()> {
         let was_joined = lock(&self.membership).joined;
         if was_joined
