@@ -31,7 +31,11 @@ impl BrokerProcess {
     /// Starts `binary serve` with `fsync` ("always", "interval" or "never")
     /// and one shard on [`pin::SYSTEM_CORE`], data in a temp dir under
     /// `tmp_root` (the system temp dir when `None`).
-    pub fn start(binary: &Path, fsync: &str, tmp_root: Option<&Path>) -> anyhow::Result<Self> {
+    pub fn start(
+        binary: &BrokerBinary,
+        fsync: &str,
+        tmp_root: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let data = match tmp_root {
             Some(root) => tempfile::Builder::new()
                 .prefix("loadgen-broker-")
@@ -40,7 +44,10 @@ impl BrokerProcess {
                 .prefix("loadgen-broker-")
                 .tempdir()?,
         };
-        let mut cmd = Command::new(binary);
+        let mut cmd = Command::new(&binary.path);
+        if binary.via_loadgen {
+            cmd.arg("broker");
+        }
         cmd.args([
             "serve",
             "--listen",
@@ -58,7 +65,7 @@ impl BrokerProcess {
         pin::pin_command(&mut cmd, pin::SYSTEM_CORE);
         let mut child = cmd
             .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+            .with_context(|| format!("starting {}", binary.path.display()))?;
         let stdout = child.stdout.take().context("broker stdout")?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -134,21 +141,29 @@ pub fn parse_ready(line: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The `broker` binary: `explicit` if given, else the one next to this
-/// executable (cargo puts both in target/<profile>/), else `broker` on PATH.
-pub fn find_broker_binary(explicit: Option<&Path>) -> PathBuf {
-    if let Some(p) = explicit {
-        return p.to_owned();
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            let candidate = dir.join("broker");
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    PathBuf::from("broker")
+/// How to run the broker.
+#[derive(Debug, Clone)]
+pub struct BrokerBinary {
+    /// The executable.
+    pub path: PathBuf,
+    /// It is loadgen itself, which runs the broker's CLI after `broker`.
+    pub via_loadgen: bool,
+}
+
+/// The broker to start: `explicit` if given, else this loadgen executable,
+/// which links the broker's code (`loadgen broker serve`), so a benchmark
+/// never runs a stale separately built binary.
+pub fn find_broker_binary(explicit: Option<&Path>) -> anyhow::Result<BrokerBinary> {
+    Ok(match explicit {
+        Some(p) => BrokerBinary {
+            path: p.to_owned(),
+            via_loadgen: false,
+        },
+        None => BrokerBinary {
+            path: std::env::current_exe().context("locating the loadgen executable")?,
+            via_loadgen: true,
+        },
+    })
 }
 
 #[cfg(test)]

@@ -60,6 +60,15 @@ enum Command {
     ///
     /// Example: loadgen paper --messages 1000000 --out-dir bench-results/paper-2026-11-23
     Paper(paper::PaperArgs),
+    /// Runs the broker's own command line (`loadgen broker serve ...` is
+    /// `broker serve ...`), so loadgen can start the exact broker it was
+    /// built with, without looking for a separate binary.
+    #[command(hide = true)]
+    Broker {
+        /// The broker's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -218,6 +227,12 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 return Ok(std::process::ExitCode::from(1));
             }
             println!("verdict: ok (within {max_regression}%)");
+        }
+        Command::Broker { args } => {
+            use clap::Parser as _;
+            let cli =
+                broker::cli::Cli::parse_from(std::iter::once("broker".to_owned()).chain(args));
+            return Ok(broker::cli::run(cli));
         }
         Command::Paper(a) => {
             paper::run(&a).context("the paper reproduction")?;

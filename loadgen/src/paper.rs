@@ -51,7 +51,7 @@ pub struct PaperArgs {
     /// Where the JSON files, summary.md and chart.svg go.
     #[arg(long, default_value = "bench-results/paper")]
     pub out_dir: PathBuf,
-    /// The broker binary (default: next to loadgen).
+    /// A broker binary to run instead of the broker linked into loadgen.
     #[arg(long)]
     pub broker_bin: Option<PathBuf>,
     /// The peers' start script.
@@ -82,12 +82,12 @@ pub fn run(args: &PaperArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out_dir)?;
     let mut all: Vec<RunResult> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
-    let binary = find_broker_binary(args.broker_bin.as_deref());
+    let binary = find_broker_binary(args.broker_bin.as_deref())?;
     for mode in ["paper", "durable"] {
         let fsync = if mode == "paper" { "never" } else { "always" };
         let acks = if mode == "paper" { "none" } else { "leader" };
         let broker = BrokerProcess::start(&binary, fsync, None)
-            .with_context(|| format!("starting our broker ({})", binary.display()))?;
+            .with_context(|| format!("starting our broker ({})", binary.path.display()))?;
         for r in 1..=args.runs {
             for batch in [1usize, 50] {
                 let spec = ours::ProduceSpec {
