@@ -167,6 +167,7 @@ pub fn find_broker_binary(explicit: Option<&Path>) -> anyhow::Result<BrokerBinar
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test may unwrap: a failure is the test failing
 mod tests {
     use super::*;
 

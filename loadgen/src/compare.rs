@@ -140,6 +140,7 @@ pub fn compare(baseline: &RunResult, new: &RunResult, max_regression_pct: f64) -
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test may unwrap: a failure is the test failing
 mod tests {
     use super::*;
     use crate::results::Latency;

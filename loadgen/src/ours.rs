@@ -406,6 +406,7 @@ fn consume_thread(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test may unwrap: a failure is the test failing
 mod tests {
     use super::*;
 

@@ -354,6 +354,7 @@ pub fn summary_markdown(all: &[RunResult], failures: &[String], args: &PaperArgs
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test may unwrap: a failure is the test failing
 mod tests {
     use super::*;
 

@@ -5,6 +5,8 @@
 //! verdict's exit codes), not the speed: the figures of a debug build on a
 //! shared 2-core machine say nothing.
 
+#![allow(clippy::unwrap_used)] // a test may unwrap: a failure is the test failing
+
 use std::{
     io::{BufRead, BufReader},
     path::Path,
