@@ -42,7 +42,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn send(body: &[u8], receipt: Option<u64>) -> Message<ToServer> {
-    let mut headers = vec![("persistent".to_owned(), "true".to_owned())];
+    // content-length is required: the payload holds NUL bytes, which
+    // otherwise end a STOMP frame (the crate does not add the header).
+    let mut headers = vec![
+        ("persistent".to_owned(), "true".to_owned()),
+        ("content-length".to_owned(), body.len().to_string()),
+    ];
     if let Some(r) = receipt {
         headers.push(("receipt".to_owned(), r.to_string()));
     }
