@@ -1,0 +1,367 @@
+//! `loadgen paper`: the Kafka paper's experiments in one command, against
+//! our broker and the paper's own peers, each in two modes:
+//!
+//! - `paper`: as the paper ran them. Ours: fsync never (O_DIRECT writes, no
+//!   fsync before the ack) and acks=none (the paper's producer did not wait
+//!   for acks). Peers: persistent messages without per-message acks, the
+//!   store flushing asynchronously.
+//! - `durable`: fsync before every ack. Ours: fsync always, acks=leader.
+//!   Peers: publisher confirms / receipts, journal fsynced.
+//!
+//! Workloads (200-byte messages): producer with batch 1 and batch 50 (the
+//! peers have no batching: the paper ran them with batch 1, and so do we),
+//! then the consumer reading what the batch-50 run wrote with ~200 KB
+//! (about 1000 messages) per fetch. Each is repeated `--runs` times; the
+//! summary quotes medians. The system under test runs on core 0, loadgen on
+//! core 1 (see `pin`).
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context;
+
+use crate::{
+    broker_proc::{find_broker_binary, BrokerProcess},
+    chart, ours,
+    peers::{self, PeerProcess, PeerRun},
+    pin,
+    results::RunResult,
+};
+
+/// Message size of the paper's experiments.
+pub const PAPER_SIZE: usize = 200;
+/// The consumer's fetch size: the paper's ~1000 messages of 200 bytes.
+pub const PAPER_FETCH_BYTES: u32 = 204_800;
+
+/// Options of `loadgen paper`.
+#[derive(Debug, clap::Args)]
+pub struct PaperArgs {
+    /// Messages per run against our broker (the paper: 10 million).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub messages: u64,
+    /// Messages per run against each peer (they are 10-1000x slower; the
+    /// paper's count would take hours in durable mode).
+    #[arg(long, default_value_t = 200_000)]
+    pub peer_messages: u64,
+    /// Repetitions of every workload; the summary quotes the median.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Where the JSON files, summary.md and chart.svg go.
+    #[arg(long, default_value = "bench-results/paper")]
+    pub out_dir: PathBuf,
+    /// A broker binary to run instead of the broker linked into loadgen.
+    #[arg(long)]
+    pub broker_bin: Option<PathBuf>,
+    /// The peers' start script.
+    #[arg(long, default_value = "scripts/peers.sh")]
+    pub peers_script: PathBuf,
+    /// Run only our broker (the summary says the peers were not run).
+    #[arg(long)]
+    pub no_peers: bool,
+}
+
+/// The workloads, in the summary's order.
+pub const WORKLOADS: [&str; 3] = ["produce-batch1", "produce-batch50", "consume"];
+/// The systems and modes, in the summary's order.
+pub const SYSTEMS: [(&str, &str); 6] = [
+    ("broker", "paper"),
+    ("broker", "durable"),
+    ("rabbitmq", "paper"),
+    ("rabbitmq", "durable"),
+    ("activemq", "paper"),
+    ("activemq", "durable"),
+];
+
+/// The paper's published figures for Kafka (2011), msgs/s, per workload.
+pub const PAPER_KAFKA: [f64; 3] = [50_000.0, 400_000.0, 22_000.0];
+
+/// Runs everything and writes the results.
+pub fn run(args: &PaperArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out_dir)?;
+    let mut all: Vec<RunResult> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    let binary = find_broker_binary(args.broker_bin.as_deref())?;
+    for mode in ["paper", "durable"] {
+        let fsync = if mode == "paper" { "never" } else { "always" };
+        let acks = if mode == "paper" { "none" } else { "leader" };
+        let broker = BrokerProcess::start(&binary, fsync, None)
+            .with_context(|| format!("starting our broker ({})", binary.path.display()))?;
+        for r in 1..=args.runs {
+            for batch in [1usize, 50] {
+                let spec = ours::ProduceSpec {
+                    bootstrap: broker.addr.clone(),
+                    topic: format!("paper-b{batch}-r{r}"),
+                    messages: args.messages,
+                    size: PAPER_SIZE,
+                    batch,
+                    producers: 1,
+                    partitions: 1,
+                    acks: acks.into(),
+                    rate: None,
+                    linger_ms: 5,
+                    max_in_flight: 32,
+                };
+                let mut res = ours::produce(
+                    &spec,
+                    &format!("produce-batch{batch}-{mode}"),
+                    Some(broker.pid()),
+                )?;
+                annotate(&mut res, mode, &format!("fsync={fsync}"));
+                save(&args.out_dir, &res, r)?;
+                all.push(res);
+            }
+            let spec = ours::ConsumeSpec {
+                bootstrap: broker.addr.clone(),
+                topic: format!("paper-b50-r{r}"),
+                messages: args.messages,
+                fetch_bytes: PAPER_FETCH_BYTES,
+                consumers: 1,
+                e2e: false,
+            };
+            let mut res = ours::consume(&spec, &format!("consume-{mode}"), Some(broker.pid()))?;
+            annotate(&mut res, mode, &format!("fsync={fsync}"));
+            save(&args.out_dir, &res, r)?;
+            all.push(res);
+        }
+        broker.stop();
+    }
+    if args.no_peers {
+        failures.push("peers not run (--no-peers)".into());
+    } else {
+        for (peer, mode) in SYSTEMS.iter().filter(|(s, _)| *s != "broker") {
+            match run_peer(args, peer, mode, &mut all) {
+                Ok(()) => {}
+                Err(e) => {
+                    let msg = format!("{peer} ({mode}): {e:#}");
+                    eprintln!("loadgen paper: {msg}");
+                    failures.push(msg);
+                }
+            }
+        }
+    }
+    let summary = summary_markdown(&all, &failures, args);
+    std::fs::write(args.out_dir.join("summary.md"), &summary)?;
+    chart::draw(&args.out_dir.join("chart.svg"), &medians(&all))?;
+    print!("{summary}");
+    Ok(())
+}
+
+fn annotate(res: &mut RunResult, mode: &str, durability: &str) {
+    if let serde_json::Value::Object(m) = &mut res.parameters {
+        m.insert("mode".into(), mode.into());
+        m.insert("durability".into(), durability.into());
+    }
+}
+
+fn save(dir: &Path, res: &RunResult, run: usize) -> anyhow::Result<()> {
+    res.write(&dir.join(format!("{}-{}-run{run}.json", res.system, res.scenario)))
+}
+
+fn run_peer(
+    args: &PaperArgs,
+    peer: &str,
+    mode: &str,
+    all: &mut Vec<RunResult>,
+) -> anyhow::Result<()> {
+    let process = PeerProcess::start(&args.peers_script, peer, mode)
+        .with_context(|| format!("{peer} could not be started"))?;
+    let n = args.peer_messages;
+    for r in 1..=args.runs {
+        if peer == "rabbitmq" {
+            peers::rabbitmq::purge(&process.addr)?;
+        }
+        for (workload, scenario) in [("produce", "produce-batch1"), ("consume", "consume")] {
+            let cpu_before = process.cpu_time();
+            let addr = process.addr.clone();
+            let mode_owned = mode.to_owned();
+            let peer_owned = peer.to_owned();
+            // A pinned thread of its own, like our broker's workloads.
+            let measured: PeerRun = std::thread::spawn(move || {
+                pin::pin_loadgen_thread(0);
+                match (peer_owned.as_str(), workload) {
+                    ("rabbitmq", "produce") => {
+                        peers::rabbitmq::produce(&addr, n, PAPER_SIZE, &mode_owned)
+                    }
+                    ("rabbitmq", _) => peers::rabbitmq::consume(&addr, n),
+                    (_, "produce") => peers::activemq::produce(&addr, n, PAPER_SIZE, &mode_owned),
+                    _ => peers::activemq::consume(&addr, n),
+                }
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the {peer} {workload} thread panicked"))??;
+            let cpu_after = process.cpu_time();
+            let durability = match (peer, mode) {
+                ("rabbitmq", "paper") => "persistent, no publisher confirms",
+                ("rabbitmq", _) => "persistent, publisher confirms (window 1000)",
+                (_, "paper") => "persistent, async send, journal fsync never",
+                _ => "persistent, receipt per send (window 1000), journal fsync always",
+            };
+            let mut res = RunResult::new(
+                peer,
+                &format!("{scenario}-{mode}"),
+                serde_json::json!({
+                    "messages": n, "size": PAPER_SIZE, "batch": 1,
+                    "prefetch": 1000, "mode": mode, "durability": durability,
+                    "address": process.addr,
+                }),
+                measured.messages,
+                PAPER_SIZE as u64,
+                measured.duration,
+            );
+            res.latency = measured.latency;
+            res.broker_cpu_s = cpu_after
+                .zip(cpu_before)
+                .map(|(a, b)| a.saturating_sub(b).as_secs_f64());
+            res.pinning = pin::describe(peer);
+            save(&args.out_dir, &res, r)?;
+            eprintln!("{peer} {}: {:.0} msgs/s", res.scenario, res.msgs_per_s);
+            all.push(res);
+        }
+    }
+    process.stop();
+    Ok(())
+}
+
+/// Median msgs/s per (system, mode, workload): `[system index][workload]`.
+pub fn medians(all: &[RunResult]) -> Vec<[Option<f64>; 3]> {
+    SYSTEMS
+        .iter()
+        .map(|(system, mode)| {
+            let mut row = [None; 3];
+            for (w, workload) in WORKLOADS.iter().enumerate() {
+                let scenario = format!("{workload}-{mode}");
+                let mut v: Vec<f64> = all
+                    .iter()
+                    .filter(|r| r.system == *system && r.scenario == scenario)
+                    .map(|r| r.msgs_per_s)
+                    .collect();
+                row[w] = median(&mut v);
+            }
+            row
+        })
+        .collect()
+}
+
+/// The median of `v` (mean of the middle two for an even count).
+pub fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
+}
+
+fn fmt_rate(v: Option<f64>) -> String {
+    v.map_or("not run".into(), |x| format!("{:.0}", x))
+}
+
+/// The summary table: medians, the paper's figures, ratios in the same run.
+pub fn summary_markdown(all: &[RunResult], failures: &[String], args: &PaperArgs) -> String {
+    let med = medians(all);
+    let mut s = String::new();
+    let first = all.first();
+    let _ = writeln!(s, "# The Kafka paper's experiments, reproduced\n");
+    if let Some(r) = first {
+        let _ = writeln!(
+            s,
+            "Machine: {} cores ({}), {:.1} GiB, kernel {}; revision {}; {}.\n",
+            r.machine.cores,
+            r.machine.cpu_model,
+            r.machine.memory_bytes as f64 / (1u64 << 30) as f64,
+            r.machine.kernel,
+            r.git_revision,
+            r.timestamp
+        );
+        let _ = writeln!(s, "Placement: {}.\n", r.pinning);
+    }
+    let _ = writeln!(
+        s,
+        "200-byte messages; {} messages per run against our broker, {} against each peer; \
+         median msgs/s of {} runs. `paper` mode: as the paper ran (no fsync before the ack, \
+         no per-message ack); `durable`: fsync before every ack (ours: fsync=always, \
+         acks=leader; RabbitMQ: publisher confirms; ActiveMQ: receipts, journal fsync). \
+         Peers have no batching: their batch-50 column is their batch-1 figure's workload, \
+         not run separately.\n",
+        args.messages, args.peer_messages, args.runs
+    );
+    let _ = writeln!(
+        s,
+        "| system | mode | produce batch 1 | produce batch 50 | consume (200 KB fetch) |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| Kafka, as published (2011) | paper | {} | {} | {} |",
+        PAPER_KAFKA[0], PAPER_KAFKA[1], PAPER_KAFKA[2]
+    );
+    for (i, (system, mode)) in SYSTEMS.iter().enumerate() {
+        let row = med[i];
+        let b50 = if *system == "broker" {
+            fmt_rate(row[1])
+        } else {
+            "(no batching)".into()
+        };
+        let _ = writeln!(
+            s,
+            "| {system} | {mode} | {} | {b50} | {} |",
+            fmt_rate(row[0]),
+            fmt_rate(row[2])
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nRatios, same run (ours / better peer in the same mode):\n"
+    );
+    for (m, mode) in ["paper", "durable"].iter().enumerate() {
+        let ours = med[m];
+        let rabbit = med[2 + m];
+        let amq = med[4 + m];
+        for (w, workload) in WORKLOADS.iter().enumerate() {
+            // The peers' batch-50 workload is their batch-1 run.
+            let pw = if w == 1 { 0 } else { w };
+            let best = rabbit[pw]
+                .into_iter()
+                .chain(amq[pw])
+                .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))));
+            let ratio = ours[w].zip(best).map(|(o, b)| o / b);
+            let _ = writeln!(
+                s,
+                "- {workload} ({mode}): {}",
+                ratio.map_or("no peer figure".into(), |r| format!("{r:.1}x"))
+            );
+        }
+        let ratio = ours[0].map(|o| o / PAPER_KAFKA[0]);
+        let _ = writeln!(
+            s,
+            "- produce-batch1 ({mode}) vs the paper's Kafka: {}",
+            ratio.map_or("-".into(), |r| format!("{r:.1}x"))
+        );
+    }
+    if !failures.is_empty() {
+        let _ = writeln!(s, "\nNot measured:\n");
+        for f in failures {
+            let _ = writeln!(s, "- {}", f.replace('\n', " "));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test may unwrap: a failure is the test failing
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&mut []), None);
+    }
+}
