@@ -15,6 +15,7 @@ pub mod batch;
 pub mod cli;
 pub mod client;
 pub mod group;
+pub mod histogram;
 pub mod log;
 pub mod metadata;
 pub mod metrics;

@@ -151,3 +151,61 @@ fn metrics_count_exactly_what_was_produced_and_fetched() {
     assert!(sum(&after, "broker_connections", "") >= 1.0);
     assert_eq!(http_get(metrics, "/nope").0, 404);
 }
+
+#[test]
+fn fsyncs_and_disk_writes_are_counted_per_partition() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Broker::start(
+        &tmp.path().join("data"),
+        1,
+        &["--fsync", "always", "--metrics", "127.0.0.1:0"],
+    );
+    let metrics = broker.metrics.expect("metrics= in the ready line");
+    let mut conn = Conn::connect(broker.listen);
+    let f = conn.call(&[], |w, out, id| {
+        w.create_topic_request(out, id, "s", 1, &TopicSettings::default())
+            .unwrap();
+    });
+    assert!(f.error().is_none());
+    let m = "topic=\"s\"";
+    let before = parse(&http_get(metrics, "/metrics").1);
+    assert_eq!(sum(&before, "broker_partition_fsyncs_total", m), 0.0);
+
+    // One produce at a time: with fsync=always each waits for its own
+    // write and fdatasync, so nothing is shared between them.
+    let produces = 12u32;
+    for i in 0..produces {
+        let mut b = BatchBuilder::new(0);
+        b.push(0, None, Some(format!("v{i}").as_bytes()), &[]);
+        let b = b.finish();
+        let f = conn.call(&b, |w, out, id| {
+            w.produce_request(out, id, "s", 0, Acks::Leader, b.len())
+                .unwrap();
+        });
+        assert!(f.decode::<ProduceResponse>().body.error().is_none());
+    }
+    let after = parse(&http_get(metrics, "/metrics").1);
+    let n = f64::from(produces);
+    assert_eq!(sum(&after, "broker_partition_fsyncs_total", m), n);
+    assert_eq!(sum(&after, "broker_partition_disk_writes_total", m), n);
+    // Each write is one 4 KiB block: the batches share the tail block,
+    // rewritten by every write.
+    assert_eq!(
+        sum(&after, "broker_partition_disk_write_bytes_total", m),
+        n * 4096.0
+    );
+    assert_eq!(
+        sum(&after, "broker_partition_fsync_latency_seconds_count", m),
+        n
+    );
+    assert!(sum(&after, "broker_partition_fsync_latency_seconds_sum", m) > 0.0);
+    // The shard did work, and its busy time (published every 100 ms) is a
+    // counter: it never goes down while the shard idles.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let later = parse(&http_get(metrics, "/metrics").1);
+    let busy = sum(&later, "broker_shard_busy_seconds_total", "");
+    assert!(busy > 0.0);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let idle = parse(&http_get(metrics, "/metrics").1);
+    assert!(sum(&idle, "broker_shard_busy_seconds_total", "") >= busy);
+}

@@ -11,12 +11,17 @@ use std::{
     io,
     path::{Path, PathBuf},
     rc::Rc,
-    time::Duration,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+    time::{Duration, Instant},
 };
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
 use super::error::LogError;
+use crate::histogram::Histogram;
 
 /// Alignment of every direct-I/O write and read position. 4096 covers both
 /// 512-byte and 4 KiB logical-block devices.
@@ -134,12 +139,29 @@ pub async fn probe_device(dir: &Path) -> Result<(), LogError> {
     Ok(())
 }
 
+/// What one log's files did on the disk, for the metrics endpoint: data
+/// writes, bytes written, fdatasyncs and how long they took. Shared by every
+/// segment file of the log and read by the scraper's thread (relaxed atomic
+/// adds, once per write or sync, never per record).
+#[derive(Debug, Default)]
+pub struct IoStats {
+    /// Data writes completed.
+    pub writes: AtomicU64,
+    /// Bytes those writes carried (whole blocks, rewritten tails included).
+    pub write_bytes: AtomicU64,
+    /// Data fdatasyncs completed or failed.
+    pub syncs: AtomicU64,
+    /// How long each fdatasync took.
+    pub sync_latency: Histogram,
+}
+
 /// A segment's `.log` file, opened read-write with O_DIRECT.
 #[derive(Debug)]
 pub struct SegmentFile {
     file: DmaFile,
     path: PathBuf,
     faults: Option<Rc<Faults>>,
+    stats: Arc<IoStats>,
 }
 
 impl SegmentFile {
@@ -148,6 +170,7 @@ impl SegmentFile {
         path: &Path,
         create: bool,
         faults: Option<Rc<Faults>>,
+        stats: Arc<IoStats>,
     ) -> Result<Self, LogError> {
         let file = OpenOptions::new()
             .read(true)
@@ -160,6 +183,7 @@ impl SegmentFile {
             file,
             path: path.to_path_buf(),
             faults,
+            stats,
         })
     }
 
@@ -206,6 +230,8 @@ impl SegmentFile {
                 ),
             ));
         }
+        self.stats.writes.fetch_add(1, Relaxed);
+        self.stats.write_bytes.fetch_add(want as u64, Relaxed);
         Ok(())
     }
 
@@ -226,10 +252,11 @@ impl SegmentFile {
                 return Err(LogError::io("fsyncing", &self.path, injected(libc::EIO)));
             }
         }
-        self.file
-            .fdatasync()
-            .await
-            .map_err(|e| LogError::io("fsyncing", &self.path, e.into()))
+        let start = Instant::now();
+        let synced = self.file.fdatasync().await;
+        self.stats.syncs.fetch_add(1, Relaxed);
+        self.stats.sync_latency.observe(start.elapsed());
+        synced.map_err(|e| LogError::io("fsyncing", &self.path, e.into()))
     }
 
     /// Sets the file's length.

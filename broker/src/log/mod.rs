@@ -42,6 +42,7 @@ use std::{
     path::{Path, PathBuf},
     pin::Pin,
     rc::{Rc, Weak},
+    sync::Arc,
     task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
@@ -52,7 +53,7 @@ use crate::batch::{self, BatchHeader};
 
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::LogError;
-pub use io::Faults;
+pub use io::{Faults, IoStats};
 
 use index::SegmentIndex;
 use io::{align_down, SegmentFile, BLOCK};
@@ -151,6 +152,7 @@ struct Inner {
     dir: PathBuf,
     config: LogConfig,
     faults: Option<Rc<Faults>>,
+    stats: Arc<IoStats>,
     state: RefCell<State>,
 }
 
@@ -306,7 +308,8 @@ impl Log {
     ) -> Result<(Log, RecoveryReport), LogError> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        let (segments, report) = recover(&dir, &config, &faults).await?;
+        let stats = Arc::new(IoStats::default());
+        let (segments, report) = recover(&dir, &config, &faults, &stats).await?;
         let active = segments
             .values()
             .next_back()
@@ -360,6 +363,7 @@ impl Log {
             dir,
             config,
             faults,
+            stats,
             state: RefCell::new(state),
         });
         glommio::spawn_local(flusher(Rc::downgrade(&inner))).detach();
@@ -402,6 +406,13 @@ impl Log {
     }
 
     /// Number of segments.
+    /// What this log's files did on the disk (writes, fdatasyncs and their
+    /// latency), shared with whoever reports it.
+    pub fn io_stats(&self) -> Arc<IoStats> {
+        self.inner.stats.clone()
+    }
+
+    /// Segments on disk, the active one included.
     pub fn segment_count(&self) -> usize {
         self.inner.state.borrow().segments.len()
     }
@@ -582,7 +593,9 @@ impl Log {
         let new_base = self.checkpoint_active().await?;
         let inner = &self.inner;
         let (log_path, _, _) = segment::paths(&inner.dir, new_base);
-        let new_file = Rc::new(SegmentFile::open(&log_path, true, inner.faults.clone()).await?);
+        let new_file = Rc::new(
+            SegmentFile::open(&log_path, true, inner.faults.clone(), inner.stats.clone()).await?,
+        );
         new_file.truncate(0).await?;
         io::sync_dir(&inner.dir).await?;
         let mut st = inner.state.borrow_mut();
@@ -1350,6 +1363,7 @@ async fn recover(
     dir: &Path,
     config: &LogConfig,
     faults: &Option<Rc<Faults>>,
+    stats: &Arc<IoStats>,
 ) -> Result<(BTreeMap<u64, Segment>, RecoveryReport), LogError> {
     std::fs::create_dir_all(dir).map_err(|e| LogError::io("creating directory", dir, e))?;
     io::probe_device(dir).await?;
@@ -1382,7 +1396,7 @@ async fn recover(
     let mut segments = BTreeMap::new();
     if bases.is_empty() {
         let (path, _, _) = segment::paths(dir, 0);
-        let file = SegmentFile::open(&path, true, faults.clone()).await?;
+        let file = SegmentFile::open(&path, true, faults.clone(), stats.clone()).await?;
         io::sync_dir(dir).await?;
         segments.insert(0, empty_segment(0, file));
         report.segments = 1;
@@ -1402,7 +1416,7 @@ async fn recover(
                 });
             }
         }
-        let file = SegmentFile::open(&log_path, false, faults.clone()).await?;
+        let file = SegmentFile::open(&log_path, false, faults.clone(), stats.clone()).await?;
         let file_len = file.file_len().await?;
         let loaded = match (
             io::read_file(&idx_path).await?,

@@ -17,65 +17,18 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
         Arc, Mutex,
     },
-    time::Duration,
 };
 
-use crate::protocol::{ApiKey, ErrorCode};
+pub use crate::histogram::Histogram;
+use crate::{
+    log::IoStats,
+    protocol::{ApiKey, ErrorCode},
+};
 
 /// Api keys counted (0..APIS); larger keys count under the last slot.
 const APIS: usize = 64;
 /// Error codes counted (0..CODES); larger codes count under the last slot.
 const CODES: usize = 64;
-
-/// Upper bounds of the latency buckets, in microseconds.
-const BUCKETS_US: [u64; 16] = [
-    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000, 5_000_000, 30_000_000,
-];
-
-/// A latency histogram with fixed buckets.
-pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS_US.len()],
-    over: AtomicU64,
-    sum_us: AtomicU64,
-}
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Histogram {
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            over: AtomicU64::new(0),
-            sum_us: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Histogram {
-    /// Records one observation.
-    #[inline]
-    pub fn observe(&self, d: Duration) {
-        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
-        self.sum_us.fetch_add(us, Relaxed);
-        match BUCKETS_US.iter().position(|&b| us <= b) {
-            Some(i) => self.buckets[i].fetch_add(1, Relaxed),
-            None => self.over.fetch_add(1, Relaxed),
-        };
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        for (b, count) in BUCKETS_US.iter().zip(&self.buckets) {
-            cumulative += count.load(Relaxed);
-            let le = *b as f64 / 1e6;
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
-        }
-        cumulative += self.over.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
-        let sum = self.sum_us.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
-    }
-}
 
 /// One partition's series.
 pub struct PartitionMetrics {
@@ -99,11 +52,13 @@ pub struct PartitionMetrics {
     pub size_bytes: AtomicU64,
     /// Segments on disk.
     pub segments: AtomicU64,
+    /// The log's disk activity: writes, fdatasyncs and their latency.
+    pub io: Arc<IoStats>,
 }
 
 impl PartitionMetrics {
     /// The series of a partition that opens now.
-    pub fn new(topic: &str, partition: u32) -> PartitionMetrics {
+    pub fn new(topic: &str, partition: u32, io: Arc<IoStats>) -> PartitionMetrics {
         PartitionMetrics {
             topic: topic.to_owned(),
             partition,
@@ -115,6 +70,7 @@ impl PartitionMetrics {
             end_offset: AtomicU64::new(0),
             size_bytes: AtomicU64::new(0),
             segments: AtomicU64::new(0),
+            io,
         }
     }
 }
@@ -322,7 +278,7 @@ impl Metrics {
         }
         partitions.sort_by(|a, b| (&a.1.topic, a.1.partition).cmp(&(&b.1.topic, b.1.partition)));
         type Field = fn(&PartitionMetrics) -> &AtomicU64;
-        let series: [(&str, &str, &str, Field); 8] = [
+        let series: [(&str, &str, &str, Field); 11] = [
             (
                 "broker_partition_records_in_total",
                 "counter",
@@ -371,6 +327,24 @@ impl Metrics {
                 "Segments on disk.",
                 |p| &p.segments,
             ),
+            (
+                "broker_partition_disk_writes_total",
+                "counter",
+                "Direct-I/O data writes completed.",
+                |p| &p.io.writes,
+            ),
+            (
+                "broker_partition_disk_write_bytes_total",
+                "counter",
+                "Bytes those writes carried (whole blocks; a partial tail block is rewritten by the next write).",
+                |p| &p.io.write_bytes,
+            ),
+            (
+                "broker_partition_fsyncs_total",
+                "counter",
+                "Data fdatasyncs issued (one carries every append of its group commit).",
+                |p| &p.io.syncs,
+            ),
         ];
         for (name, kind, help, field) in series {
             family(&mut out, name, kind, help);
@@ -383,6 +357,20 @@ impl Metrics {
                     field(p).load(Relaxed)
                 );
             }
+        }
+        family(
+            &mut out,
+            "broker_partition_fsync_latency_seconds",
+            "histogram",
+            "How long each data fdatasync took.",
+        );
+        for (shard, p) in &partitions {
+            let labels = format!(
+                "topic=\"{}\",partition=\"{}\",shard=\"{shard}\"",
+                p.topic, p.partition
+            );
+            p.io.sync_latency
+                .render(&mut out, "broker_partition_fsync_latency_seconds", &labels);
         }
 
         let ends: BTreeMap<(&str, u32), u64> = partitions
@@ -487,6 +475,8 @@ pub fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr,
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -497,8 +487,10 @@ mod tests {
         s.request(ApiKey::Produce, ErrorCode::None);
         s.request(ApiKey::Fetch, ErrorCode::OffsetOutOfRange);
         s.produce_latency.observe(Duration::from_micros(700));
-        let p = Arc::new(PartitionMetrics::new("t", 0));
+        let p = Arc::new(PartitionMetrics::new("t", 0, Default::default()));
         p.end_offset.store(100, Relaxed);
+        p.io.syncs.fetch_add(3, Relaxed);
+        p.io.sync_latency.observe(Duration::from_micros(300));
         s.add_partition(p);
         let mut committed = BTreeMap::new();
         committed.insert(("t".to_string(), 0), 60);
@@ -523,5 +515,13 @@ mod tests {
         assert!(text.contains("broker_produce_latency_seconds_count{shard=\"0\"} 1"));
         assert!(text.contains("broker_group_lag{group=\"g\",topic=\"t\",partition=\"0\"} 40"));
         assert!(text.contains("broker_ready 0"));
+        let labels = "topic=\"t\",partition=\"0\",shard=\"0\"";
+        assert!(text.contains(&format!("broker_partition_fsyncs_total{{{labels}}} 3")));
+        assert!(text.contains(&format!(
+            "broker_partition_fsync_latency_seconds_bucket{{{labels},le=\"0.00025\"}} 0"
+        )));
+        assert!(text.contains(&format!(
+            "broker_partition_fsync_latency_seconds_bucket{{{labels},le=\"0.0005\"}} 1"
+        )));
     }
 }

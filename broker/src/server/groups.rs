@@ -187,11 +187,13 @@ pub async fn tick_forever(shard: Rc<ShardState>) {
 /// Publishes what the metrics endpoint shows of this shard: its busy time
 /// and its groups.
 fn publish(shard: &ShardState) {
+    // glommio hands out the runtime since the previous call (it takes the
+    // stats), so the counter adds it up.
     let busy = glommio::executor().executor_stats().total_runtime();
     shard
         .metrics
         .busy_ns
-        .store(busy.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        .fetch_add(busy.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
     let snapshot = shard
         .groups
         .groups

@@ -147,7 +147,7 @@ pub async fn open_owned(
                 end_offset = log.log_end_offset(), segments = report.segments,
                 "partition open");
         }
-        let series = Arc::new(PartitionMetrics::new(&topic.name, p));
+        let series = Arc::new(PartitionMetrics::new(&topic.name, p, log.io_stats()));
         metrics.add_partition(series.clone());
         let partition = Partition {
             topic: name.clone(),
