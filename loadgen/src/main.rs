@@ -140,6 +140,11 @@ struct ConsumeArgs {
     /// (millisecond resolution; meaningful while a producer runs).
     #[arg(long)]
     e2e: bool,
+    /// Consume as members of this consumer group, one per thread (the
+    /// coordinator assigns partitions; positions start from the group's
+    /// committed offsets, so use a fresh group name for each run).
+    #[arg(long)]
+    group: Option<String>,
     /// Scenario name in the result.
     #[arg(long, default_value = "consume")]
     scenario: String,
@@ -209,6 +214,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 fetch_bytes: a.fetch_bytes,
                 consumers: a.consumers,
                 e2e: a.e2e,
+                group: a.group,
             };
             let result = ours::consume(&spec, &a.scenario, a.broker_pid)?;
             emit(&result, a.out.as_ref())?;

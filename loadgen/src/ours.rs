@@ -26,8 +26,9 @@ use std::{
 
 use anyhow::{bail, Context};
 use broker::client::{
-    Acks, Client, Consumer, ConsumerConfig, DeliveryFuture, ErrorCode, OffsetQuery, Producer,
-    ProducerConfig, StartOffset, TopicSettings,
+    Acks, Client, ConsumedRecord, Consumer, ConsumerConfig, DeliveryFuture, ErrorCode,
+    GroupConsumer, GroupConsumerConfig, OffsetQuery, Producer, ProducerConfig, StartOffset,
+    TopicSettings,
 };
 use serde::Serialize;
 
@@ -80,6 +81,10 @@ pub struct ConsumeSpec {
     /// Record produce-to-consume latency from the records' timestamps
     /// (millisecond resolution; meaningful while a producer runs).
     pub e2e: bool,
+    /// Consume as members of this consumer group (each thread one member;
+    /// the coordinator assigns the partitions and positions start from the
+    /// group's committed offsets) instead of assigning partitions directly.
+    pub group: Option<String>,
 }
 
 /// Creates `topic` with `partitions` unless it exists.
@@ -356,22 +361,36 @@ fn consume_thread(
     bytes: &AtomicU64,
     done: &AtomicU64,
 ) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
-    let mut consumer = Consumer::connect(
-        &spec.bootstrap,
-        ConsumerConfig {
-            fetch_max_bytes: spec.fetch_bytes,
-            fetch_max_wait_ms: 100,
-            ..ConsumerConfig::default()
-        },
-    )?;
-    let threads = spec.consumers.min(partitions.max(1) as usize) as u32;
-    for p in (0..partitions).filter(|p| p % threads == index as u32) {
-        consumer.assign(&spec.topic, p, StartOffset::Earliest)?;
-    }
+    let config = ConsumerConfig {
+        fetch_max_bytes: spec.fetch_bytes,
+        fetch_max_wait_ms: 100,
+        ..ConsumerConfig::default()
+    };
+    let mut source = match &spec.group {
+        Some(group) => Source::Group(Box::new(GroupConsumer::connect(
+            &spec.bootstrap,
+            group,
+            &[spec.topic.as_str()],
+            GroupConsumerConfig {
+                // Everything a fetch brought, as the plain consumer does.
+                max_poll_records: usize::MAX,
+                consumer: config,
+                ..GroupConsumerConfig::default()
+            },
+        )?)),
+        None => {
+            let mut consumer = Consumer::connect(&spec.bootstrap, config)?;
+            let threads = spec.consumers.min(partitions.max(1) as usize) as u32;
+            for p in (0..partitions).filter(|p| p % threads == index as u32) {
+                consumer.assign(&spec.topic, p, StartOffset::Earliest)?;
+            }
+            Source::Plain(consumer)
+        }
+    };
     let mut h = latency_histogram();
     let mut idle_since: Option<Instant> = None;
     while total.load(Ordering::Relaxed) < spec.messages {
-        let records = consumer.poll(Duration::from_millis(200))?;
+        let records = source.poll(Duration::from_millis(200))?;
         if records.is_empty() {
             let since = *idle_since.get_or_insert_with(Instant::now);
             if since.elapsed() > Duration::from_secs(30) {
@@ -402,7 +421,28 @@ fn consume_thread(
         total.fetch_add(n, Ordering::Relaxed);
         done.fetch_add(n, Ordering::Relaxed);
     }
+    if let Source::Group(member) = source {
+        // Commits its positions and leaves, so the group ends clean.
+        member.close()?;
+    }
     Ok(h)
+}
+
+/// Where a consumer thread's records come from.
+enum Source {
+    /// Partitions assigned by the thread itself.
+    Plain(Consumer),
+    /// A consumer-group member: the coordinator assigns.
+    Group(Box<GroupConsumer>),
+}
+
+impl Source {
+    fn poll(&mut self, timeout: Duration) -> anyhow::Result<Vec<ConsumedRecord>> {
+        Ok(match self {
+            Source::Plain(c) => c.poll(timeout)?,
+            Source::Group(g) => g.poll(timeout)?,
+        })
+    }
 }
 
 #[cfg(test)]
