@@ -111,7 +111,7 @@ pub fn run(args: &PaperArgs) -> anyhow::Result<()> {
                     acks: acks.into(),
                     rate: None,
                     linger_ms: 5,
-                    max_in_flight: 32,
+                    max_in_flight: 256,
                 };
                 let mut res = ours::produce(
                     &spec,

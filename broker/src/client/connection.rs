@@ -157,7 +157,12 @@ struct Shared {
 struct Writer {
     stream: TcpStream,
     frames: FrameWriter,
+    /// Bytes of whole frames not yet written to the socket.
     buf: Vec<u8>,
+    /// Open [`Cork`]s: while any is, small frames gather in `buf` and go
+    /// out together (one send for many requests) when the last one drops
+    /// or `buf` passes [`COALESCE_PAYLOAD_BYTES`].
+    corks: u32,
 }
 
 impl std::fmt::Debug for Writer {
@@ -216,6 +221,7 @@ impl Connection {
                 stream,
                 frames: FrameWriter::new(),
                 buf: Vec::with_capacity(256),
+                corks: 0,
             }),
             state: Mutex::new(State::default()),
             control,
@@ -331,6 +337,18 @@ impl Connection {
         }
     }
 
+    /// Holds this connection's small frames back until the returned guard
+    /// drops, so that the requests made meanwhile leave in one send instead
+    /// of one each. Whoever corks must not wait for an answer to a request
+    /// made under the cork before dropping it: that request may not be
+    /// sent yet.
+    pub fn cork(&self) -> Cork {
+        lock(&self.handle.shared.writer).corks += 1;
+        Cork {
+            shared: Arc::clone(&self.handle.shared),
+        }
+    }
+
     /// Sends a request that gets no answer (a produce with acks = none).
     /// Returns once the frame is handed to the socket.
     pub fn send_only(
@@ -362,29 +380,75 @@ fn encode(
     build: impl FnOnce(&mut FrameWriter, &mut Vec<u8>, u64) -> Result<FrameHeader, FrameError>,
     payload: &[u8],
 ) -> ClientResult<()> {
-    writer.buf.clear();
     let Writer { frames, buf, .. } = writer;
-    let header = build(frames, buf, id)
-        .map_err(|e| ClientError::InvalidArgument(format!("cannot encode the request: {e}")))?;
-    if header.payload_len() != payload.len() {
-        return Err(ClientError::InvalidArgument(format!(
-            "the frame declares {} payload bytes but {} were given",
-            header.payload_len(),
-            payload.len()
-        )));
-    }
-    if payload.len() <= COALESCE_PAYLOAD_BYTES {
+    // Frames held back by a cork stay; a failed encoding leaves them whole.
+    let start = buf.len();
+    let header = match build(frames, buf, id) {
+        Ok(h) if h.payload_len() == payload.len() => h,
+        Ok(h) => {
+            buf.truncate(start);
+            return Err(ClientError::InvalidArgument(format!(
+                "the frame declares {} payload bytes but {} were given",
+                h.payload_len(),
+                payload.len()
+            )));
+        }
+        Err(e) => {
+            buf.truncate(start);
+            return Err(ClientError::InvalidArgument(format!(
+                "cannot encode the request: {e}"
+            )));
+        }
+    };
+    if header.payload_len() <= COALESCE_PAYLOAD_BYTES {
         buf.extend_from_slice(payload);
     }
     Ok(())
 }
 
+/// Sends the frame just encoded: at once, or (small, under a cork) with the
+/// next ones. A large payload goes straight from the caller's buffer.
 fn write_frame(writer: &mut Writer, payload: &[u8]) -> io::Result<()> {
-    writer.stream.write_all(&writer.buf)?;
     if payload.len() > COALESCE_PAYLOAD_BYTES {
-        writer.stream.write_all(payload)?;
+        flush(writer)?;
+        return writer.stream.write_all(payload);
+    }
+    if writer.corks == 0 || writer.buf.len() >= COALESCE_PAYLOAD_BYTES {
+        flush(writer)?;
     }
     Ok(())
+}
+
+/// Writes out every frame held back.
+fn flush(writer: &mut Writer) -> io::Result<()> {
+    if writer.buf.is_empty() {
+        return Ok(());
+    }
+    let written = writer.stream.write_all(&writer.buf);
+    // Written or not, these bytes are done with: after a failed write the
+    // connection is failed whole.
+    writer.buf.clear();
+    written
+}
+
+/// Held-back frames of a corked connection; see [`Connection::cork`].
+#[derive(Debug)]
+pub struct Cork {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Cork {
+    fn drop(&mut self) {
+        let mut writer = lock(&self.shared.writer);
+        writer.corks -= 1;
+        if writer.corks == 0 {
+            let written = flush(&mut writer);
+            drop(writer);
+            if let Err(e) = written {
+                self.shared.fail_io(&e);
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -633,4 +697,69 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test may unwrap: a failure is the test failing
+mod tests {
+    use std::{io::Read, net::TcpListener};
+
+    use super::*;
+    use crate::protocol::Acks;
+
+    fn produce(conn: &Connection, payload: &[u8]) {
+        conn.send_only(
+            |w, out, id| w.produce_request(out, id, "t", 0, Acks::None, payload.len()),
+            payload,
+        )
+        .unwrap();
+    }
+
+    /// Reads what arrives within `wait`.
+    fn read_for(peer: &mut TcpStream, wait: Duration) -> Vec<u8> {
+        peer.set_read_timeout(Some(wait)).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match peer.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => break,
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn a_cork_holds_small_frames_until_it_drops_then_sends_them_whole() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let conn = Connection::connect(&addr, &ClientConfig::default()).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+
+        // Uncorked: each frame goes out at once.
+        produce(&conn, b"first");
+        let alone = read_for(&mut peer, Duration::from_millis(200));
+        assert!(alone.ends_with(b"first"), "sent at once");
+
+        let cork = conn.cork();
+        let nested = conn.cork();
+        produce(&conn, b"second");
+        produce(&conn, b"third");
+        drop(nested);
+        assert!(
+            read_for(&mut peer, Duration::from_millis(200)).is_empty(),
+            "nothing leaves while a cork is held"
+        );
+        drop(cork);
+        let both = read_for(&mut peer, Duration::from_millis(200));
+        // Two whole frames, in order: the same framing as the uncorked
+        // one, with a payload one byte longer ("second") and as long
+        // ("third").
+        let frame_len = alone.len();
+        assert_eq!(both.len(), 2 * frame_len + 1);
+        let (a, b) = both.split_at(frame_len + 1);
+        assert!(a.ends_with(b"second"), "{a:?}");
+        assert!(b.ends_with(b"third"), "{b:?}");
+    }
 }

@@ -45,7 +45,7 @@ pub use admin::{
     Client, ClusterMetadata, CreatedTopic, PartitionInfo, PartitionOffsets, ShardInfo, TopicInfo,
     TopicListing,
 };
-pub use connection::{Connection, HasError, Response};
+pub use connection::{Connection, Cork, HasError, Response};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartOffset};
 pub use error::{ClientError, ClientResult};
 pub use group::{

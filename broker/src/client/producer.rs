@@ -29,13 +29,13 @@
 
 use std::{
     collections::{BTreeSet, HashMap, VecDeque},
-    sync::{Arc, Condvar, Mutex},
+    sync::{Arc, Condvar, Mutex, MutexGuard},
     thread::{self, JoinHandle},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use super::admin::Client;
-use super::connection::{lock, Response};
+use super::connection::{lock, Cork, Response};
 use super::error::{ClientError, ClientResult};
 use super::partitioner::partition_for_key;
 use super::ClientConfig;
@@ -218,6 +218,44 @@ struct Shared {
     changed: Condvar,
 }
 
+impl Shared {
+    /// Waits for a change (see [`Shared::notify`]).
+    fn wait<'a>(&self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        st.waiters += 1;
+        let mut st = self
+            .changed
+            .wait(st)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.waiters -= 1;
+        st
+    }
+
+    /// Waits for a change or until `timeout` passes.
+    fn wait_timeout<'a>(
+        &self,
+        mut st: MutexGuard<'a, State>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, State> {
+        st.waiters += 1;
+        let mut st = self
+            .changed
+            .wait_timeout(st, timeout)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0;
+        st.waiters -= 1;
+        st
+    }
+
+    /// Signals a change made under the lock `st` to whoever waits. Every
+    /// waiter counts itself under the lock before it waits and checks its
+    /// condition before that, so nobody misses a change this skips.
+    fn notify(&self, st: &State) {
+        if st.waiters > 0 {
+            self.changed.notify_all();
+        }
+    }
+}
+
 type TopicPartition = (Arc<str>, u32);
 
 #[derive(Debug, Default)]
@@ -235,6 +273,10 @@ struct State {
     /// Open batches with a lower sequence number are sent without lingering.
     flush_below: u64,
     closing: bool,
+    /// Threads waiting on `changed` now (the sender, a blocked `send`, a
+    /// flush): a change is signalled only when someone waits, so the
+    /// common `send` makes no futex call.
+    waiters: usize,
 }
 
 #[derive(Debug, Default)]
@@ -362,11 +404,7 @@ impl Producer {
             && st.buffered_bytes > 0
             && st.buffered_bytes + size > config.buffer_bytes_max
         {
-            st = self
-                .shared
-                .changed
-                .wait(st)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            st = self.shared.wait(st);
         }
         if st.closing {
             return Err(ClientError::Closed);
@@ -420,11 +458,11 @@ impl Producer {
             partition,
             index: (open.builder.len_records() - 1) as u32,
         };
-        if full || open.builder.encoded_len() >= config.batch_bytes_max || config.linger_ms == 0 {
-            self.shared.changed.notify_all();
-        } else if open.builder.len_records() == 1 {
-            // A new batch: the sender must learn its linger deadline.
-            self.shared.changed.notify_all();
+        let full_now = open.builder.encoded_len() >= config.batch_bytes_max;
+        // A new batch: the sender must learn its linger deadline.
+        let new_batch = open.builder.len_records() == 1;
+        if full || full_now || config.linger_ms == 0 || new_batch {
+            self.shared.notify(st);
         }
         Ok(future)
     }
@@ -435,13 +473,9 @@ impl Producer {
         let mut st = lock(&self.shared.state);
         let target = st.next_seq;
         st.flush_below = st.flush_below.max(target);
-        self.shared.changed.notify_all();
+        self.shared.notify(&st);
         while st.unresolved.first().is_some_and(|&seq| seq < target) {
-            st = self
-                .shared
-                .changed
-                .wait(st)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            st = self.shared.wait(st);
         }
     }
 
@@ -453,8 +487,10 @@ impl Producer {
 
     fn shutdown(&mut self) {
         self.flush();
-        lock(&self.shared.state).closing = true;
-        self.shared.changed.notify_all();
+        let mut st = lock(&self.shared.state);
+        st.closing = true;
+        self.shared.notify(&st);
+        drop(st);
         if let Some(sender) = self.sender.take() {
             // A panicked sender thread has nothing left to give back.
             let _ = sender.join();
@@ -534,23 +570,17 @@ fn sender_loop(shared: &Arc<Shared>) {
                     return;
                 }
                 st = match next_wake {
-                    Some(at) => {
-                        shared
-                            .changed
-                            .wait_timeout(st, at.saturating_duration_since(now))
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .0
-                    }
-                    None => shared
-                        .changed
-                        .wait(st)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner),
+                    Some(at) => shared.wait_timeout(st, at.saturating_duration_since(now)),
+                    None => shared.wait(st),
                 };
             }
         };
+        // The batches taken together leave in one send per connection.
+        let mut corks = HashMap::new();
         for batch in batches {
-            send_batch(shared, batch);
+            send_batch(shared, batch, &mut corks);
         }
+        drop(corks);
     }
 }
 
@@ -602,7 +632,9 @@ fn take_sendable(st: &mut State, now: Instant) -> Vec<ReadyBatch> {
 }
 
 /// Routes and sends one batch; its outcome comes through [`complete`].
-fn send_batch(shared: &Arc<Shared>, batch: ReadyBatch) {
+/// Requests go out under the connection's entry in `corks` (made here),
+/// sent when the caller drops it or before this waits for a slot.
+fn send_batch(shared: &Arc<Shared>, batch: ReadyBatch, corks: &mut HashMap<String, Cork>) {
     let client = &shared.client;
     let conn = client
         .partition_address(&batch.topic, batch.partition)
@@ -621,12 +653,19 @@ fn send_batch(shared: &Arc<Shared>, batch: ReadyBatch) {
                 st.in_flight.insert(addr.clone(), used + 1);
                 break;
             }
-            st = shared
-                .changed
-                .wait(st)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if corks.contains_key(&addr) {
+                // The answers that free a slot may be to requests still
+                // held back: send them first (without the producer's lock,
+                // which a failed send's callbacks take).
+                drop(st);
+                corks.remove(&addr);
+                st = lock(&shared.state);
+                continue;
+            }
+            st = shared.wait(st);
         }
     }
+    corks.entry(addr.clone()).or_insert_with(|| conn.cork());
     let acks = shared.config.acks;
     let topic = Arc::clone(&batch.topic);
     let partition = batch.partition;
@@ -705,6 +744,5 @@ fn complete(
         st.buffered_bytes = st.buffered_bytes.saturating_sub(batch.bytes.len());
         batch.outcome.resolve(result);
     }
-    drop(st);
-    shared.changed.notify_all();
+    shared.notify(&st);
 }

@@ -181,14 +181,17 @@ async fn dispatch(shard: &Rc<ShardState>, frame: Bytes, via: Via) -> Reply {
             if controller != shard.id {
                 return forward(shard, controller, &frame, api, id).await;
             }
-            Reply::Send(create_topic(shard, id, r).await)
+            // Boxed, as every rare and large path here: the future of this
+            // function is allocated and moved with every request's task,
+            // so its size is that of its largest branch.
+            Reply::Send(Box::pin(create_topic(shard, id, r)).await)
         }
         Body::DeleteTopicRequest(r) => {
             let controller = metadata::controller(r.name(), shard.shard_count);
             if controller != shard.id {
                 return forward(shard, controller, &frame, api, id).await;
             }
-            Reply::Send(delete_topic(shard, id, r).await)
+            Reply::Send(Box::pin(delete_topic(shard, id, r)).await)
         }
         Body::FindCoordinatorRequest(r) => groups::find_coordinator(shard, id, r.group()),
         Body::JoinGroupRequest(r) => {
@@ -210,9 +213,9 @@ async fn dispatch(shard: &Rc<ShardState>, frame: Bytes, via: Via) -> Reply {
             .await
         }
         Body::OffsetCommitRequest(r) => {
-            group_request(shard, &frame, api, id, r.group(), |s| {
+            Box::pin(group_request(shard, &frame, api, id, r.group(), |s| {
                 groups::commit(s, id, r)
-            })
+            }))
             .await
         }
         Body::OffsetFetchRequest(r) => {
