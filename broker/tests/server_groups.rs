@@ -5,7 +5,12 @@
 
 mod server_support;
 
-use std::{collections::BTreeSet, net::SocketAddr, thread, time::Duration};
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    thread,
+    time::{Duration, Instant},
+};
 
 use broker::protocol::generated::{
     DescribeGroupResponse, FindCoordinatorResponse, JoinGroupResponse, ListGroupsResponse,
@@ -21,6 +26,8 @@ struct Member {
     id: String,
     generation: i32,
     partitions: Vec<u32>,
+    /// When it last sent a request: the coordinator heard from it after.
+    last_sent: Instant,
 }
 
 impl Member {
@@ -30,12 +37,14 @@ impl Member {
             id: String::new(),
             generation: -1,
             partitions: Vec::new(),
+            last_sent: Instant::now(),
         }
     }
 
     /// Joins (or rejoins) and blocks until the generation forms.
     fn join(&mut self) {
         let member = self.id.clone();
+        self.last_sent = Instant::now();
         let f = self.conn.call(&[], |w, out, id| {
             w.join_group_request(out, id, "g", &member, &["orders"], SESSION_MS)
                 .unwrap();
@@ -56,6 +65,7 @@ impl Member {
 
     fn heartbeat(&mut self) -> Option<ErrorCode> {
         let (member, generation) = (self.id.clone(), self.generation);
+        self.last_sent = Instant::now();
         let f = self.conn.call(&[], |w, out, id| {
             w.heartbeat_request(out, id, "g", &member, generation)
                 .unwrap();
@@ -65,6 +75,7 @@ impl Member {
 
     fn commit(&mut self, generation: i32, partition: u32, offset: i64) -> Option<ErrorCode> {
         let member = self.id.clone();
+        self.last_sent = Instant::now();
         let f = self.conn.call(&[], |w, out, id| {
             let e = [OffsetEntry {
                 topic: "orders",
@@ -201,22 +212,29 @@ fn group_lifecycle_rebalances_fences_and_keeps_offsets() {
     );
     assert_eq!(members[0].commit(gen4, p, 12), None);
 
-    // One member goes silent (as if killed): after its session timeout the
-    // others are told to rebalance, and its partitions move.
+    // One member goes silent (as if killed): after its session timeout, and
+    // not before, the others are told to rebalance, and its partitions move.
     let silent = members.pop().unwrap();
-    let mut moved = false;
-    for _ in 0..80 {
-        thread::sleep(Duration::from_millis(100));
-        if members
-            .iter_mut()
-            .map(|m| m.heartbeat())
-            .any(|e| e == Some(ErrorCode::RebalanceInProgress))
-        {
-            moved = true;
-            break;
+    let mut moved = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while moved.is_none() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+        for m in members.iter_mut() {
+            if m.heartbeat() == Some(ErrorCode::RebalanceInProgress) {
+                moved = Some(Instant::now());
+            }
         }
     }
-    assert!(moved, "no rebalance after the session timeout");
+    let moved = moved.expect("no rebalance after the session timeout");
+    // The coordinator heard from it last after `last_sent`, and removes it
+    // a session timeout after that: the rebalance cannot be seen sooner.
+    let silence = moved - silent.last_sent;
+    println!("a silent member's partitions moved {silence:?} after it was last heard from");
+    assert!(
+        silence > Duration::from_millis(SESSION_MS.into()),
+        "its partitions moved {silence:?} after it was last heard from: \
+         before its session timeout of {SESSION_MS} ms"
+    );
     let mut members = run_members(members, 1000);
     assert_partitioned(&members, &[2, 2, 2]);
     let mut silent = silent;
