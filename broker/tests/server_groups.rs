@@ -212,9 +212,12 @@ fn group_lifecycle_rebalances_fences_and_keeps_offsets() {
     );
     assert_eq!(members[0].commit(gen4, p, 12), None);
 
-    // One member goes silent (as if killed): after its session timeout, and
-    // not before, the others are told to rebalance, and its partitions move.
-    let silent = members.pop().unwrap();
+    // One member goes silent as if SIGKILLed (its connection closes, no
+    // leave): after its session timeout, and not before, the others are
+    // told to rebalance, and its partitions move. (Its new connection is
+    // for checking its stale requests later.)
+    let mut silent = members.pop().unwrap();
+    silent.conn = Conn::connect(coordinator);
     let mut moved = None;
     let deadline = Instant::now() + Duration::from_secs(60);
     while moved.is_none() && Instant::now() < deadline {
@@ -237,7 +240,6 @@ fn group_lifecycle_rebalances_fences_and_keeps_offsets() {
     );
     let mut members = run_members(members, 1000);
     assert_partitioned(&members, &[2, 2, 2]);
-    let mut silent = silent;
     assert_eq!(silent.heartbeat(), Some(ErrorCode::UnknownMember));
     assert_eq!(silent.commit(gen4, 0, 99), Some(ErrorCode::UnknownMember));
 
