@@ -6,16 +6,19 @@
 //! - no gap: every acknowledged record was printed by some process, at the
 //!   partition and offset its acknowledgement named;
 //! - order: within one process and one generation, each partition's
-//!   records come at consecutive offsets (a rewind, i.e. a duplicate, only
-//!   happens across a crash or a rebalance);
-//! - duplicates are counted and printed.
+//!   records come at consecutive offsets;
+//! - one owner: in a generation, a partition's records are printed only by
+//!   the process whose join of that generation was assigned the partition;
+//! - so duplicates only come after a crash or a rebalance: no record is
+//!   printed twice in one generation. Duplicates are counted and printed,
+//!   split by what preceded them (the earlier printer was SIGKILLed, or
+//!   the partition moved in a rebalance).
 #![allow(clippy::unwrap_used)]
 
 mod server_support;
 
 use std::{
-    collections::{BTreeMap, HashMap},
-    io::{BufRead, BufReader},
+    collections::{BTreeMap, BTreeSet, HashMap},
     process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -26,7 +29,7 @@ use std::{
 };
 
 use broker::client::{Client, Producer, ProducerConfig, TopicSettings};
-use server_support::Broker;
+use server_support::{collect_lines, Broker};
 
 const TOPIC: &str = "events";
 const PARTITIONS: u32 = 6;
@@ -59,8 +62,19 @@ impl Rng {
 struct Member {
     name: usize,
     child: Child,
+    /// "GENERATION PARTITION OFFSET VALUE" lines.
     lines: Arc<Mutex<Vec<String>>>,
-    reader: Option<thread::JoinHandle<()>>,
+    /// Its "joined group" lines, among the rest of its stderr.
+    stderr: Arc<Mutex<Vec<String>>>,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+/// What an ended member printed.
+struct Output {
+    name: usize,
+    lines: Vec<String>,
+    stderr: Vec<String>,
+    killed: bool,
 }
 
 impl Member {
@@ -72,45 +86,46 @@ impl Member {
             .args(["--bootstrap", &broker.listen.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        let stdout = child.stdout.take().unwrap();
-        let reader = thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = Vec::new();
-            while r.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
-                // A line cut by SIGKILL has no newline: never committed,
-                // not counted.
-                if line.ends_with(b"\n") {
-                    line.pop();
-                    sink.lock()
-                        .unwrap()
-                        .push(String::from_utf8(line.clone()).unwrap());
-                }
-                line.clear();
-            }
-        });
+        let (lines, out_reader) = collect_lines(child.stdout.take().unwrap());
+        let (stderr, err_reader) = collect_lines(child.stderr.take().unwrap());
         Member {
             name,
             child,
             lines,
-            reader: Some(reader),
+            stderr,
+            readers: vec![out_reader, err_reader],
         }
     }
 
-    /// Ends the process with `signal` and returns what it printed.
-    fn end(mut self, signal: i32) -> (usize, Vec<String>, bool) {
+    /// Whether it has joined a generation (so its signal handlers are in
+    /// place: a SIGTERM is a graceful stop, not a kill at start-up).
+    fn joined(&self) -> bool {
+        self.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("joined group"))
+    }
+
+    /// Ends the process with `signal`; what it printed, and whether it
+    /// exited successfully.
+    fn end(mut self, signal: i32) -> (Output, bool) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, signal) };
         let status = self.child.wait().unwrap();
-        if let Some(r) = self.reader.take() {
+        for r in self.readers.drain(..) {
             r.join().unwrap();
         }
-        let lines = std::mem::take(&mut *self.lines.lock().unwrap());
-        (self.name, lines, status.success())
+        let output = Output {
+            name: self.name,
+            lines: std::mem::take(&mut *self.lines.lock().unwrap()),
+            stderr: std::mem::take(&mut *self.stderr.lock().unwrap()),
+            killed: signal == libc::SIGKILL,
+        };
+        (output, status.success())
     }
 }
 
@@ -119,6 +134,21 @@ impl Drop for Member {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A "joined group G as member M in generation N: partitions [T/P, ...]"
+/// line: (member, generation, partitions).
+fn parse_join(line: &str) -> Option<(String, i32, BTreeSet<u32>)> {
+    let rest = line.split(" as member ").nth(1)?;
+    let (member, rest) = rest.split_once(" in generation ")?;
+    let (generation, rest) = rest.split_once(": partitions [")?;
+    let partitions = rest
+        .trim_end_matches(']')
+        .split(", ")
+        .filter(|tp| !tp.is_empty())
+        .map(|tp| tp.rsplit_once('/').unwrap().1.parse().unwrap())
+        .collect();
+    Some((member.to_owned(), generation.parse().ok()?, partitions))
 }
 
 /// A printed line: generation, partition, offset, value.
@@ -182,7 +212,7 @@ fn crashing_and_restarting_members_miss_nothing_and_keep_partition_order() {
 
     // Chaos: members join, crash and stop at random.
     let mut alive: Vec<Member> = Vec::new();
-    let mut outputs: Vec<(usize, Vec<String>)> = Vec::new();
+    let mut outputs: Vec<Output> = Vec::new();
     let (mut spawned, mut killed, mut stopped) = (0usize, 0usize, 0usize);
     let spawn = |alive: &mut Vec<Member>, spawned: &mut usize, rng: &mut Rng| {
         let commit_ms = 100 + rng.below(1500);
@@ -197,15 +227,20 @@ fn crashing_and_restarting_members_miss_nothing_and_keep_partition_order() {
             0..=3 if alive.len() < MEMBERS_MAX => spawn(&mut alive, &mut spawned, &mut rng),
             4..=6 if alive.len() > 1 => {
                 let m = alive.remove(rng.below(alive.len() as u64) as usize);
-                let (name, lines, _) = m.end(libc::SIGKILL);
-                outputs.push((name, lines));
+                outputs.push(m.end(libc::SIGKILL).0);
                 killed += 1;
             }
             7 if alive.len() > 1 => {
-                let m = alive.remove(rng.below(alive.len() as u64) as usize);
-                let (name, lines, ok) = m.end(libc::SIGTERM);
-                assert!(ok, "member {name} did not exit cleanly on SIGTERM");
-                outputs.push((name, lines));
+                // Only a member that has joined: one still starting may not
+                // handle SIGTERM yet.
+                let joined: Vec<usize> = (0..alive.len()).filter(|&i| alive[i].joined()).collect();
+                if joined.is_empty() {
+                    continue;
+                }
+                let m = alive.remove(joined[rng.below(joined.len() as u64) as usize]);
+                let (output, ok) = m.end(libc::SIGTERM);
+                assert!(ok, "member {} did not exit cleanly on SIGTERM", output.name);
+                outputs.push(output);
                 stopped += 1;
             }
             _ => {}
@@ -230,12 +265,13 @@ fn crashing_and_restarting_members_miss_nothing_and_keep_partition_order() {
         hw.insert(p, o.high_watermark);
     }
     assert_eq!(hw.values().sum::<i64>() as usize, acked.len());
-    let deadline = Instant::now() + DRAIN;
+    let started = Instant::now();
+    let deadline = started + DRAIN;
     loop {
         let d = client.describe_group(GROUP).unwrap();
         let committed: BTreeMap<u32, i64> =
             d.offsets.iter().map(|o| (o.partition, o.offset)).collect();
-        if committed == hw {
+        if committed == hw && alive.iter().all(Member::joined) {
             break;
         }
         assert!(
@@ -244,26 +280,40 @@ fn crashing_and_restarting_members_miss_nothing_and_keep_partition_order() {
         );
         thread::sleep(Duration::from_millis(100));
     }
+    println!("drained after {:?}", started.elapsed());
     for m in alive.drain(..) {
-        let (name, lines, ok) = m.end(libc::SIGTERM);
+        let (output, ok) = m.end(libc::SIGTERM);
         assert!(
             ok,
-            "member {name} did not exit cleanly on SIGTERM (seed {seed})"
+            "member {} did not exit cleanly on SIGTERM (seed {seed})",
+            output.name
         );
-        outputs.push((name, lines));
+        outputs.push(output);
         stopped += 1;
     }
 
     // No gap, at the right place; order per process, generation and
-    // partition; duplicates counted.
-    let mut seen: HashMap<&str, usize> = HashMap::new();
+    // partition; one printer per generation and partition, the one it was
+    // assigned to.
+    let mut deliveries: HashMap<&str, Vec<(i32, usize)>> = HashMap::new();
+    let mut printer: HashMap<(i32, u32), usize> = HashMap::new();
     let mut lines_total = 0usize;
-    for (name, lines) in &outputs {
+    let mut rejoined_as_new = 0usize;
+    for out in &outputs {
+        let name = out.name;
+        let joins: Vec<(String, i32, BTreeSet<u32>)> =
+            out.stderr.iter().filter_map(|l| parse_join(l)).collect();
+        let assigned: HashMap<i32, &BTreeSet<u32>> =
+            joins.iter().map(|(_, g, ps)| (*g, ps)).collect();
+        let ids: BTreeSet<&str> = joins.iter().map(|(m, _, _)| m.as_str()).collect();
+        // Dropped by the coordinator while alive (missed a rebalance, or
+        // its session expired), it joined again as a new member.
+        rejoined_as_new += ids.len().saturating_sub(1);
         let mut last: HashMap<(i32, u32), i64> = HashMap::new();
-        for line in lines {
+        for line in &out.lines {
             lines_total += 1;
             let (generation, partition, offset, value) = parse(line);
-            let Some(&(p, o)) = acked.get(&value) else {
+            let Some((value, &(p, o))) = acked.get_key_value(&value) else {
                 panic!("member {name} printed {line:?}, which was never acknowledged");
             };
             assert_eq!(
@@ -279,22 +329,62 @@ fn crashing_and_restarting_members_miss_nothing_and_keep_partition_order() {
                      offset {offset} after {prev} (seed {seed})"
                 );
             }
-            *seen
-                .entry(acked.get_key_value(&value).unwrap().0.as_str())
-                .or_default() += 1;
+            assert!(
+                assigned
+                    .get(&generation)
+                    .is_some_and(|ps| ps.contains(&partition)),
+                "member {name} printed partition {partition} in generation {generation}, \
+                 which its joins did not assign it: {joins:?} (seed {seed})"
+            );
+            let first = *printer.entry((generation, partition)).or_insert(name);
+            assert_eq!(
+                first, name,
+                "generation {generation}: partition {partition} printed by members {first} \
+                 and {name} (seed {seed})"
+            );
+            deliveries
+                .entry(value.as_str())
+                .or_default()
+                .push((generation, name));
+        }
+    }
+
+    // Duplicates only after a crash or a rebalance: a record printed again
+    // is printed in a later generation, and the delivery before it was by
+    // a member that was then SIGKILLed, or that lost the partition in a
+    // rebalance without its commit (it was fenced first).
+    let was_killed: HashMap<usize, bool> = outputs.iter().map(|o| (o.name, o.killed)).collect();
+    let (mut after_crash, mut after_rebalance) = (0usize, 0usize);
+    for (value, list) in &mut deliveries {
+        list.sort_unstable();
+        for pair in list.windows(2) {
+            let ((g0, m0), (g1, m1)) = (pair[0], pair[1]);
+            assert!(
+                g0 < g1,
+                "{value} printed twice in generation {g0}, by members {m0} and {m1} (seed {seed})"
+            );
+            if was_killed[&m0] {
+                after_crash += 1;
+            } else {
+                after_rebalance += 1;
+            }
         }
     }
     let missing: Vec<&String> = acked
         .keys()
-        .filter(|v| !seen.contains_key(v.as_str()))
+        .filter(|v| !deliveries.contains_key(v.as_str()))
         .collect();
-    let duplicates: usize = seen.values().map(|n| n - 1).sum();
-    let records_duplicated = seen.values().filter(|&&n| n > 1).count();
+    let duplicates = after_crash + after_rebalance;
+    let records_duplicated = deliveries.values().filter(|l| l.len() > 1).count();
+    let generations: BTreeSet<i32> = printer.keys().map(|(g, _)| *g).collect();
     println!(
         "seed {seed}: {} records produced, {lines_total} printed by {spawned} members \
-         ({killed} SIGKILLed, {stopped} stopped by SIGTERM), {duplicates} duplicate deliveries \
-         of {records_duplicated} records, {} missing",
+         ({killed} SIGKILLed, {stopped} stopped by SIGTERM) over {} generations; \
+         {duplicates} duplicate deliveries of {records_duplicated} records \
+         ({after_crash} after a SIGKILL, {after_rebalance} after a rebalance); \
+         {rejoined_as_new} rejoins as a new member; {} missing",
         acked.len(),
+        generations.len(),
         missing.len()
     );
     assert!(
@@ -303,4 +393,5 @@ fn crashing_and_restarting_members_miss_nothing_and_keep_partition_order() {
         missing.len(),
         &missing[..missing.len().min(10)]
     );
+    assert_eq!(lines_total, acked.len() + duplicates);
 }

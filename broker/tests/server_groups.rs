@@ -5,7 +5,12 @@
 
 mod server_support;
 
-use std::{collections::BTreeSet, net::SocketAddr, thread, time::Duration};
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    thread,
+    time::{Duration, Instant},
+};
 
 use broker::protocol::generated::{
     DescribeGroupResponse, FindCoordinatorResponse, JoinGroupResponse, ListGroupsResponse,
@@ -15,12 +20,16 @@ use broker::protocol::{ErrorCode, OffsetEntry, TopicSettings};
 use server_support::{Broker, Conn};
 
 const SESSION_MS: u32 = 1500;
+/// How long the group may take to settle (generous: not a speed test).
+const SETTLE: Duration = Duration::from_secs(60);
 
 struct Member {
     conn: Conn,
     id: String,
     generation: i32,
     partitions: Vec<u32>,
+    /// When it last sent a request: the coordinator heard from it after.
+    last_sent: Instant,
 }
 
 impl Member {
@@ -30,12 +39,14 @@ impl Member {
             id: String::new(),
             generation: -1,
             partitions: Vec::new(),
+            last_sent: Instant::now(),
         }
     }
 
     /// Joins (or rejoins) and blocks until the generation forms.
     fn join(&mut self) {
         let member = self.id.clone();
+        self.last_sent = Instant::now();
         let f = self.conn.call(&[], |w, out, id| {
             w.join_group_request(out, id, "g", &member, &["orders"], SESSION_MS)
                 .unwrap();
@@ -56,6 +67,7 @@ impl Member {
 
     fn heartbeat(&mut self) -> Option<ErrorCode> {
         let (member, generation) = (self.id.clone(), self.generation);
+        self.last_sent = Instant::now();
         let f = self.conn.call(&[], |w, out, id| {
             w.heartbeat_request(out, id, "g", &member, generation)
                 .unwrap();
@@ -65,6 +77,7 @@ impl Member {
 
     fn commit(&mut self, generation: i32, partition: u32, offset: i64) -> Option<ErrorCode> {
         let member = self.id.clone();
+        self.last_sent = Instant::now();
         let f = self.conn.call(&[], |w, out, id| {
             let e = [OffsetEntry {
                 topic: "orders",
@@ -105,20 +118,47 @@ fn run_members(members: Vec<Member>, for_ms: u64) -> Vec<Member> {
     handles.into_iter().map(|h| h.join().unwrap()).collect()
 }
 
-fn assert_partitioned(members: &[Member], sizes: &[usize]) {
+/// Whether the members are in one generation that gives every partition
+/// exactly one owner, with these partition counts (largest first).
+fn partitioned(members: &[Member], sizes: &[usize]) -> Result<(), String> {
     let generation = members[0].generation;
     let mut all = BTreeSet::new();
     let mut got: Vec<usize> = Vec::new();
     for m in members {
-        assert_eq!(m.generation, generation, "one generation for all");
+        if m.generation != generation {
+            return Err(format!("generations {} and {generation}", m.generation));
+        }
         for p in &m.partitions {
-            assert!(all.insert(*p), "partition {p} owned twice");
+            if !all.insert(*p) {
+                return Err(format!("partition {p} owned twice"));
+            }
         }
         got.push(m.partitions.len());
     }
     got.sort_unstable_by(|a, b| b.cmp(a));
-    assert_eq!(got, sizes);
-    assert_eq!(all.len(), 6, "every partition owned");
+    if got != sizes || all.len() != 6 {
+        return Err(format!("{} partitions owned, as {got:?}", all.len()));
+    }
+    Ok(())
+}
+
+/// Runs the members (as [`run_members`], 300 ms at a time) until they are
+/// partitioned as `sizes`; gives up after a generous deadline.
+fn settle(mut members: Vec<Member>, sizes: &[usize]) -> Vec<Member> {
+    let started = Instant::now();
+    loop {
+        members = run_members(members, 300);
+        match partitioned(&members, sizes) {
+            Ok(()) => {
+                println!("partitioned as {sizes:?} after {:?}", started.elapsed());
+                return members;
+            }
+            Err(e) => assert!(
+                started.elapsed() < SETTLE,
+                "never partitioned as {sizes:?}: {e}"
+            ),
+        }
+    }
 }
 
 #[test]
@@ -144,8 +184,10 @@ fn group_lifecycle_rebalances_fences_and_keeps_offsets() {
     assert_eq!(coordinator, broker.shards[usize::from(c.shard())]);
 
     // Three members on six partitions: two each.
-    let mut members = run_members((0..3).map(|_| Member::new(coordinator)).collect(), 1000);
-    assert_partitioned(&members, &[2, 2, 2]);
+    let mut members = settle(
+        (0..3).map(|_| Member::new(coordinator)).collect(),
+        &[2, 2, 2],
+    );
     let gen3 = members[0].generation;
     for m in members.iter_mut() {
         assert_eq!(m.heartbeat(), None);
@@ -164,10 +206,10 @@ fn group_lifecycle_rebalances_fences_and_keeps_offsets() {
         m.join();
         m
     });
-    let mut seen_rebalance = 0;
-    for _ in 0..50 {
+    let deadline = Instant::now() + SETTLE;
+    loop {
         thread::sleep(Duration::from_millis(50));
-        seen_rebalance = members
+        let seen_rebalance = members
             .iter_mut()
             .map(|m| m.heartbeat())
             .filter(|e| *e == Some(ErrorCode::RebalanceInProgress))
@@ -175,16 +217,18 @@ fn group_lifecycle_rebalances_fences_and_keeps_offsets() {
         if seen_rebalance == 3 {
             break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "the members never saw the rebalance"
+        );
     }
-    assert_eq!(seen_rebalance, 3);
     // Commits of the current generation are still accepted while rebalancing.
     let p = members[0].partitions[0];
     assert_eq!(members[0].commit(gen3, p, 11), None);
     // The old members rejoin; that completes the fourth's pending join.
-    let mut members = run_members(members, 1000);
-    members.push(fourth.join().unwrap());
     let mut members = run_members(members, 300);
-    assert_partitioned(&members, &[2, 2, 1, 1]);
+    members.push(fourth.join().unwrap());
+    let mut members = settle(members, &[2, 2, 1, 1]);
     let gen4 = members[0].generation;
     assert!(gen4 > gen3);
 
@@ -201,25 +245,33 @@ fn group_lifecycle_rebalances_fences_and_keeps_offsets() {
     );
     assert_eq!(members[0].commit(gen4, p, 12), None);
 
-    // One member goes silent (as if killed): after its session timeout the
-    // others are told to rebalance, and its partitions move.
-    let silent = members.pop().unwrap();
-    let mut moved = false;
-    for _ in 0..80 {
-        thread::sleep(Duration::from_millis(100));
-        if members
-            .iter_mut()
-            .map(|m| m.heartbeat())
-            .any(|e| e == Some(ErrorCode::RebalanceInProgress))
-        {
-            moved = true;
-            break;
+    // One member goes silent as if SIGKILLed (its connection closes, no
+    // leave): after its session timeout, and not before, the others are
+    // told to rebalance, and its partitions move. (Its new connection is
+    // for checking its stale requests later.)
+    let mut silent = members.pop().unwrap();
+    silent.conn = Conn::connect(coordinator);
+    let mut moved = None;
+    let deadline = Instant::now() + SETTLE;
+    while moved.is_none() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+        for m in members.iter_mut() {
+            if m.heartbeat() == Some(ErrorCode::RebalanceInProgress) {
+                moved = Some(Instant::now());
+            }
         }
     }
-    assert!(moved, "no rebalance after the session timeout");
-    let mut members = run_members(members, 1000);
-    assert_partitioned(&members, &[2, 2, 2]);
-    let mut silent = silent;
+    let moved = moved.expect("no rebalance after the session timeout");
+    // The coordinator heard from it last after `last_sent`, and removes it
+    // a session timeout after that: the rebalance cannot be seen sooner.
+    let silence = moved - silent.last_sent;
+    println!("a silent member's partitions moved {silence:?} after it was last heard from");
+    assert!(
+        silence > Duration::from_millis(SESSION_MS.into()),
+        "its partitions moved {silence:?} after it was last heard from: \
+         before its session timeout of {SESSION_MS} ms"
+    );
+    let mut members = settle(members, &[2, 2, 2]);
     assert_eq!(silent.heartbeat(), Some(ErrorCode::UnknownMember));
     assert_eq!(silent.commit(gen4, 0, 99), Some(ErrorCode::UnknownMember));
 

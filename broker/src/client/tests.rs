@@ -265,6 +265,7 @@ struct FakeLog {
     batches: HashMap<u32, Vec<(i64, Vec<u8>)>>,
     produce_requests: usize,
     metadata_requests: usize,
+    fetch_requests: usize,
     /// Produce requests still to be answered NotOwner.
     not_owner: usize,
     /// Flip a byte of every fetched batch.
@@ -366,6 +367,7 @@ fn serve_fake(mut s: TcpStream, log: &Mutex<FakeLog>, port: u16) {
                     .unwrap();
             }
             Body::FetchRequest(r) => {
+                log.fetch_requests += 1;
                 let end = log.end(r.partition());
                 if r.offset() > end {
                     w.error_response(
@@ -636,4 +638,58 @@ fn consumer_reports_offset_out_of_range_with_the_valid_range() {
         got.extend(c.poll(Duration::from_millis(200)).unwrap());
     }
     assert_eq!(got.len(), 10);
+}
+
+/// Regression: once a poll's time was up, every idle partition was fetched
+/// again with a zero wait; the fake (like a broker at the end of its data)
+/// answers those at once, an answer was always waiting, and `poll` spun
+/// for seconds past its timeout (a group member then missed rebalances).
+#[test]
+fn consumer_poll_returns_on_time_while_empty_fetches_keep_completing() {
+    // Enough fetches in flight that one answer is always waiting.
+    const PARTITIONS: u32 = 16;
+    let log = fake_log(PARTITIONS);
+    let addr = fake_broker(Arc::clone(&log));
+    let mut c = consumer(&addr);
+    for p in 0..PARTITIONS {
+        c.assign("t", p, StartOffset::Earliest).unwrap();
+    }
+    let fetches = || log.lock().unwrap().fetch_requests;
+    // Polls with no time: each sends what is not in flight, takes at most
+    // one answer once they are all waiting, and ends. The bug took every
+    // waiting answer and fetched each partition again, and again.
+    let settle = || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fetches() < PARTITIONS as usize && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert!(c.poll(Duration::ZERO).unwrap().is_empty());
+    settle();
+    let before = fetches();
+    for _ in 0..3 {
+        assert!(c.poll(Duration::ZERO).unwrap().is_empty());
+        settle();
+    }
+    let sent = fetches() - before;
+    assert!(sent <= 3, "3 polls whose time was up sent {sent} fetches");
+    // Timed polls end on time (generous slack for a loaded machine).
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    thread::spawn(move || {
+        let mut slowest = Duration::ZERO;
+        for _ in 0..20 {
+            let started = Instant::now();
+            assert!(c.poll(Duration::from_millis(20)).unwrap().is_empty());
+            slowest = slowest.max(started.elapsed());
+        }
+        let _ = tx.send(slowest);
+    });
+    let slowest = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("poll never returned");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a 20 ms poll took {slowest:?}"
+    );
 }

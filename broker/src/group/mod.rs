@@ -14,7 +14,10 @@
 //! - Once every member has rejoined, or the rebalance deadline (the longest
 //!   session timeout) passed and the laggards were removed, the generation
 //!   is bumped, partitions are assigned by range, and every pending join is
-//!   answered with its member's partitions.
+//!   answered with its member's partitions. Each answer is fixed when the
+//!   generation forms: if the next rebalance starts before a join task has
+//!   sent it, the member still gets it, then learns of the rebalance from
+//!   its heartbeat and rejoins (blocked in its join, it could not before).
 //! - A commit is accepted only from a current member, in the current
 //!   generation, for partitions assigned to it. A member fenced by a
 //!   rebalance can therefore never overwrite the new owner's progress: the
@@ -63,6 +66,10 @@ pub struct Member {
     pub last_seen: Instant,
     /// Whether it has joined the generation being formed.
     pub rejoined: bool,
+    /// The answer to its pending join, set when a generation including it
+    /// forms and kept until it joins again: a rebalance that starts before
+    /// the join is answered does not take it back.
+    pub answer: Option<JoinAnswer>,
 }
 
 /// A partition of a topic.
@@ -182,6 +189,7 @@ impl Group {
                 session_timeout,
                 last_seen: now,
                 rejoined: true,
+                answer: None,
             },
         );
         // A rejoin during a rebalance just counts; anything else (a new
@@ -197,18 +205,14 @@ impl Group {
     /// The answer to `member_id`'s pending join, once the generation it
     /// joined for has formed: (generation, its partitions, member count).
     /// None while the rebalance goes on; Err if the member was removed.
+    /// If the next rebalance has started meanwhile, the answer is still the
+    /// generation that formed: the member learns of the rebalance from its
+    /// heartbeat and rejoins (it could not while its join was pending).
     pub fn join_answer(&self, member_id: &str) -> Result<Option<JoinAnswer>, GroupError> {
-        let Some(member) = self.members.get(member_id) else {
-            return Err(GroupError::UnknownMember);
-        };
-        if self.phase != Phase::Stable || !member.rejoined {
-            return Ok(None);
+        match self.members.get(member_id) {
+            Some(member) => Ok(member.answer.clone()),
+            None => Err(GroupError::UnknownMember),
         }
-        Ok(Some(JoinAnswer {
-            generation: self.generation,
-            partitions: self.assignment.get(member_id).cloned().unwrap_or_default(),
-            members: self.members.len() as u32,
-        }))
     }
 
     /// A heartbeat from `member_id` in `generation`.
@@ -358,14 +362,20 @@ impl Group {
         if !self.members.values().all(|m| m.rejoined) {
             return;
         }
-        // Answering the joins is contact: sessions run from now.
-        for m in self.members.values_mut() {
-            m.last_seen = now;
-        }
         self.generation += 1;
         self.assigned_counts = self.subscription_counts(counts);
         self.assignment = range_assign(&self.members, &self.assigned_counts);
         self.phase = Phase::Stable;
+        let members = self.members.len() as u32;
+        for m in self.members.values_mut() {
+            // Answering the joins is contact: sessions run from now.
+            m.last_seen = now;
+            m.answer = Some(JoinAnswer {
+                generation: self.generation,
+                partitions: self.assignment.get(&m.id).cloned().unwrap_or_default(),
+                members,
+            });
+        }
     }
 
     fn subscription_counts(&self, counts: &dyn Fn(&str) -> u32) -> BTreeMap<String, u32> {

@@ -190,6 +190,7 @@ fn range_assignment_covers_the_lecture_scenarios() {
         session_timeout: SESSION,
         last_seen: now,
         rejoined: true,
+        answer: None,
     };
     let counts: BTreeMap<String, u32> = [("a".to_string(), 4), ("b".to_string(), 2)].into();
     // Equal counts: one partition each.
@@ -218,4 +219,52 @@ fn range_assignment_covers_the_lecture_scenarios() {
     assert_eq!(all.len(), 6);
     assert_eq!(a["x"].len(), 2 + 2);
     assert_eq!(a["y"].len(), 2);
+}
+
+/// Regression: a generation formed, but before the coordinator answered
+/// the members' pending joins a new member joined and started the next
+/// rebalance. The answers were computed when each join task ran, found the
+/// group rebalancing and kept waiting; the members, blocked in their join,
+/// could neither rejoin nor heartbeat, and the deadline removed them all.
+#[test]
+fn a_formed_generation_answers_its_joins_even_if_the_next_rebalance_started() {
+    let t0 = Instant::now();
+    let mut g = Group::new("g");
+    let ids = form(&mut g, 2, t0);
+    let c = g.join(None, &["orders"], SESSION, t0, &six).unwrap();
+    for id in &ids {
+        g.join(Some(id), &["orders"], SESSION, t0, &six).unwrap();
+    }
+    assert_eq!(g.phase, Phase::Stable);
+    let formed = g.generation;
+    // A fourth joins before any of the three joins was answered.
+    let d = g.join(None, &["orders"], SESSION, t0, &six).unwrap();
+    assert!(matches!(g.phase, Phase::Rebalancing { .. }));
+    let mut all = ids.clone();
+    all.push(c);
+    for id in &all {
+        let a = g
+            .join_answer(id)
+            .unwrap()
+            .expect("the formed generation's answer");
+        assert_eq!(a.generation, formed);
+        assert_eq!(a.partitions.len(), 2);
+        assert_eq!(a.members, 3);
+    }
+    assert_eq!(g.join_answer(&d).unwrap(), None, "waits for the others");
+    // Answered, they learn of the rebalance from their heartbeat and rejoin:
+    // nobody is dropped.
+    let t1 = t0 + SESSION / 3;
+    for id in &all {
+        assert_eq!(
+            g.heartbeat(id, formed, t1),
+            Err(GroupError::RebalanceInProgress)
+        );
+        g.join(Some(id), &["orders"], SESSION, t1, &six).unwrap();
+    }
+    assert_eq!(g.phase, Phase::Stable);
+    assert_eq!(g.members.len(), 4);
+    all.push(d);
+    let sizes: Vec<usize> = all.iter().map(|id| owned(&g, id).len()).collect();
+    assert_eq!(sizes, vec![2, 2, 1, 1]);
 }

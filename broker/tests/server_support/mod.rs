@@ -8,6 +8,8 @@ use std::{
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
     time::Duration,
 };
 
@@ -105,6 +107,30 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Collects the lines a child writes to `pipe`, on a thread, as they come.
+/// A line without its newline (the process was killed mid-write) is not
+/// counted.
+pub fn collect_lines(
+    pipe: impl Read + Send + 'static,
+) -> (Arc<Mutex<Vec<String>>>, thread::JoinHandle<()>) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    let handle = thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+            if line.ends_with(b"\n") {
+                line.pop();
+                sink.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&line).into_owned());
+            }
+            line.clear();
+        }
+    });
+    (lines, handle)
 }
 
 /// One raw protocol connection.
