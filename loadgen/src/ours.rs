@@ -267,7 +267,9 @@ fn produce_thread(
                 }
                 at
             }
-            None => Instant::now(),
+            // Read only when an ack will be timed against it.
+            None if acked => Instant::now(),
+            None => start,
         };
         let future = producer.send(&spec.topic, None, value)?;
         if acked {

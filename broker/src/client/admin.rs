@@ -14,6 +14,8 @@ use std::{
     time::Duration,
 };
 
+use rustc_hash::FxHashMap;
+
 use super::connection::{lock, Connection, Response};
 use super::error::{ClientError, ClientResult};
 use super::ClientConfig;
@@ -115,7 +117,7 @@ struct Inner {
     bootstrap: Vec<String>,
     config: ClientConfig,
     pool: Mutex<HashMap<String, Connection>>,
-    topics: Mutex<HashMap<String, Arc<TopicInfo>>>,
+    topics: Mutex<FxHashMap<String, Arc<TopicInfo>>>,
 }
 
 impl Client {
@@ -144,7 +146,7 @@ impl Client {
                 bootstrap,
                 config,
                 pool: Mutex::new(HashMap::new()),
-                topics: Mutex::new(HashMap::new()),
+                topics: Mutex::new(FxHashMap::default()),
             }),
         };
         client.bootstrap_connection()?;

@@ -34,6 +34,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use rustc_hash::FxHashMap;
+
 use super::admin::Client;
 use super::connection::{lock, Cork, Response};
 use super::error::{ClientError, ClientResult};
@@ -48,6 +50,8 @@ use crate::protocol::Acks;
 /// the header count (varints at their widest), and per header two lengths.
 const RECORD_OVERHEAD_BYTES: usize = 5 + 1 + 10 + 5 + 5 + 5 + 5;
 const HEADER_OVERHEAD_BYTES: usize = 10;
+/// What a new batch reserves (Kafka's default `batch.size`).
+const INITIAL_BATCH_BYTES: usize = 16 << 10;
 
 /// How a producer batches and sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,9 +264,9 @@ type TopicPartition = (Arc<str>, u32);
 
 #[derive(Debug, Default)]
 struct State {
-    partitions: HashMap<TopicPartition, PartitionQueue>,
+    partitions: FxHashMap<TopicPartition, PartitionQueue>,
     /// Per topic, the partition keyless records go to.
-    sticky: HashMap<Arc<str>, u32>,
+    sticky: FxHashMap<Arc<str>, u32>,
     /// Produce requests awaiting an answer, per address.
     in_flight: HashMap<String, usize>,
     /// Bytes of batches made and not yet resolved (open ones included).
@@ -440,9 +444,14 @@ impl Producer {
             st.unresolved.insert(seq);
             st.buffered_bytes += HEADER_LEN;
             OpenBatch {
+                // Room for a few records at once (a batch that grows
+                // record by record reallocates and copies itself each time
+                // it doubles), never more than a batch may hold.
                 builder: BatchBuilder::with_capacity(
                     timestamp,
-                    (HEADER_LEN + size).min(config.batch_bytes_max),
+                    (HEADER_LEN + size)
+                        .max(INITIAL_BATCH_BYTES)
+                        .min(config.batch_bytes_max),
                 ),
                 created: Instant::now(),
                 seq,
@@ -529,7 +538,7 @@ fn close_open(
     queue: &mut PartitionQueue,
     topic: &Arc<str>,
     partition: u32,
-    sticky: &mut HashMap<Arc<str>, u32>,
+    sticky: &mut FxHashMap<Arc<str>, u32>,
 ) {
     let partitions = queue.topic_partitions;
     let Some(open) = queue.open.take() else {
