@@ -627,7 +627,8 @@ fn the_config_file_is_read_flags_win_and_bad_keys_are_named() {
     let file = tmp.path().join("broker.toml");
     std::fs::write(
         &file,
-        "shards = 1\nfsync = \"never\"\nlisten = \"127.0.0.1:0\"\ndefault_partitions = 3\n",
+        "shards = 1\nfsync = \"never\"\nlisten = \"127.0.0.1:0\"\ndefault_partitions = 3\n\
+         group_min_session_timeout_ms = 2000\n",
     )
     .unwrap();
     let bin = env!("CARGO_BIN_EXE_broker");
@@ -670,6 +671,21 @@ fn the_config_file_is_read_flags_win_and_bad_keys_are_named() {
     let mut conn = Conn::connect(listen);
     let f = create(&mut conn, "defaulted", -1);
     assert_eq!(f.decode::<CreateTopicResponse>().body.partitions(), 3);
+    // The file's group limit holds: a member asking for a shorter session
+    // is refused, naming the setting; one at the limit joins.
+    let join = |conn: &mut Conn, session_ms: u32| {
+        conn.call(&[], |w, out, id| {
+            w.join_group_request(out, id, "g", "", &["defaulted"], session_ms)
+                .unwrap();
+        })
+    };
+    let (code, message) = join(&mut conn, 1999).error().unwrap();
+    assert_eq!(code, ErrorCode::InvalidRequest);
+    assert!(
+        message.contains("group_min_session_timeout_ms"),
+        "{message}"
+    );
+    assert!(join(&mut conn, 2000).error().is_none());
     let _ = child.kill();
     let _ = child.wait();
 

@@ -100,6 +100,14 @@ pub struct Settings {
     /// line [default: off].
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+    /// Shortest session timeout a consumer-group member may ask for, in
+    /// milliseconds; a join asking for less is refused [default: 100].
+    #[arg(long)]
+    pub group_min_session_timeout_ms: Option<u32>,
+    /// Longest session timeout a consumer-group member may ask for, in
+    /// milliseconds [default: 300000].
+    #[arg(long)]
+    pub group_max_session_timeout_ms: Option<u32>,
 }
 
 /// Arguments of `broker serve`.
@@ -159,6 +167,8 @@ pub struct Effective {
     retention_check_ms: u64,
     log_level: String,
     max_connections: usize,
+    group_min_session_timeout_ms: u32,
+    group_max_session_timeout_ms: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics: Option<SocketAddr>,
 }
@@ -193,7 +203,9 @@ impl ServeArgs {
             retention_check_ms,
             log_level,
             max_connections,
-            metrics
+            metrics,
+            group_min_session_timeout_ms,
+            group_max_session_timeout_ms
         ))
     }
 
@@ -235,6 +247,12 @@ impl ServeArgs {
                 .retention_check_ms
                 .map_or(d.retention_check, Duration::from_millis),
             max_connections: s.max_connections,
+            group_min_session_timeout_ms: s
+                .group_min_session_timeout_ms
+                .unwrap_or(d.group_min_session_timeout_ms),
+            group_max_session_timeout_ms: s
+                .group_max_session_timeout_ms
+                .unwrap_or(d.group_max_session_timeout_ms),
             ..ServerConfig::default()
         };
         cfg.topic_defaults.segment_bytes =
@@ -265,6 +283,8 @@ impl ServeArgs {
             log_level: s.log_level.clone().unwrap_or_else(|| "info".into()),
             metrics: s.metrics,
             max_connections: cfg.max_connections(),
+            group_min_session_timeout_ms: cfg.group_min_session_timeout_ms,
+            group_max_session_timeout_ms: cfg.group_max_session_timeout_ms,
         };
         Ok((effective, cfg))
     }
@@ -397,6 +417,7 @@ mod tests {
         let printed = toml::to_string(&e).unwrap();
         let again: Settings = toml::from_str(&printed).unwrap();
         assert_eq!(again.fsync, Some(Fsync::Interval));
+        assert_eq!(again.group_max_session_timeout_ms, Some(300_000));
     }
 
     #[test]
@@ -407,6 +428,10 @@ mod tests {
             ("fsync = \"sometimes\"\n", "fsync"),
             ("retention_ms = -5\n", "retention_ms"),
             ("shards = \"two\"\n", "shards"),
+            (
+                "group_min_session_timeout_ms = 5000\ngroup_max_session_timeout_ms = 1000\n",
+                "group_min_session_timeout_ms",
+            ),
         ] {
             let file = tmp.path().join("bad.toml");
             std::fs::write(&file, text).unwrap();

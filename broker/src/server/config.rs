@@ -61,7 +61,16 @@ pub struct ServerConfig {
     /// more is accepted, told TooManyConnections and closed. None: from
     /// the descriptor limit (RLIMIT_NOFILE minus a reserve for files).
     pub max_connections: Option<usize>,
+    /// Shortest session timeout a consumer-group member may ask for.
+    pub group_min_session_timeout_ms: u32,
+    /// Longest session timeout a consumer-group member may ask for.
+    pub group_max_session_timeout_ms: u32,
 }
+
+/// Default of [`ServerConfig::group_min_session_timeout_ms`].
+pub const DEFAULT_GROUP_MIN_SESSION_TIMEOUT_MS: u32 = 100;
+/// Default of [`ServerConfig::group_max_session_timeout_ms`] (5 minutes).
+pub const DEFAULT_GROUP_MAX_SESSION_TIMEOUT_MS: u32 = 300_000;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -83,6 +92,8 @@ impl Default for ServerConfig {
             connection_in_flight_bytes: DEFAULT_CONNECTION_IN_FLIGHT_BYTES,
             retention_check: DEFAULT_RETENTION_CHECK,
             max_connections: None,
+            group_min_session_timeout_ms: DEFAULT_GROUP_MIN_SESSION_TIMEOUT_MS,
+            group_max_session_timeout_ms: DEFAULT_GROUP_MAX_SESSION_TIMEOUT_MS,
         }
     }
 }
@@ -92,6 +103,15 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.shards == Some(0) {
             return Err("shards must be at least 1".into());
+        }
+        if self.group_min_session_timeout_ms == 0
+            || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms
+        {
+            return Err(format!(
+                "group_min_session_timeout_ms = {} and group_max_session_timeout_ms = {}: \
+                 the minimum must be at least 1 and at most the maximum",
+                self.group_min_session_timeout_ms, self.group_max_session_timeout_ms
+            ));
         }
         if self.default_partitions == 0 {
             return Err("default partitions must be at least 1".into());

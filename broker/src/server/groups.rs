@@ -50,9 +50,6 @@ const OFFSETS_SEGMENT_BYTES: u64 = 64 << 20;
 /// How often sessions and rebalance deadlines are checked.
 pub const TICK: Duration = Duration::from_millis(100);
 
-/// Shortest and longest session timeout a member may ask for.
-const SESSION_MS: std::ops::RangeInclusive<u32> = 100..=300_000;
-
 /// Whether `name` is an internal topic (clients may read it, not write,
 /// create or delete it).
 pub fn is_internal(name: &str) -> bool {
@@ -289,16 +286,19 @@ pub fn find_coordinator(shard: &ShardState, id: u64, group: &str) -> Reply {
 /// JoinGroup: answered once the generation the member joined forms.
 pub async fn join(shard: &Rc<ShardState>, id: u64, r: JoinGroupRequest<'_>) -> Reply {
     let api = ApiKey::JoinGroup;
-    if !SESSION_MS.contains(&r.session_timeout_ms()) {
+    let allowed =
+        shard.config.group_min_session_timeout_ms..=shard.config.group_max_session_timeout_ms;
+    if !allowed.contains(&r.session_timeout_ms()) {
         return Reply::Send(invalid(
             shard,
             api,
             id,
             &format!(
-                "session_timeout_ms {} is outside {}..={}",
+                "session_timeout_ms {} is outside {}..={} (the broker's \
+                 group_min_session_timeout_ms and group_max_session_timeout_ms)",
                 r.session_timeout_ms(),
-                SESSION_MS.start(),
-                SESSION_MS.end()
+                allowed.start(),
+                allowed.end()
             ),
         ));
     }
