@@ -258,11 +258,14 @@ fn produce_thread(
                 let now = Instant::now();
                 if at > now {
                     let wait = at - now;
-                    if wait > Duration::from_micros(200) {
-                        std::thread::sleep(wait - Duration::from_micros(100));
+                    if wait > Duration::from_micros(100) {
+                        std::thread::sleep(wait - Duration::from_micros(50));
                     }
+                    // Yield, not spin: the producer's sender and reader
+                    // threads share this core, and a spinning pacer would
+                    // hold them off until the scheduler's tick.
                     while Instant::now() < at {
-                        std::hint::spin_loop();
+                        std::thread::yield_now();
                     }
                 }
                 at

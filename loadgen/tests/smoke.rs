@@ -142,6 +142,27 @@ fn produce_consume_compare_against_the_real_broker() {
     );
     assert_eq!(c["bytes"], MESSAGES * 200);
 
+    // The committed baseline (a release build on this machine, see
+    // bench-results/README.md) is read and compared figure by figure. The
+    // threshold is wide open: this checks the plumbing (the committed
+    // file's format, the table), not the speed of a debug build on a
+    // loaded machine.
+    let baseline = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../bench-results/baseline/broker-produce-batch50-durable.json"
+    );
+    let (code, out) = loadgen(&[
+        "compare",
+        baseline,
+        produced.to_str().unwrap(),
+        "--max-regression",
+        "100000",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    for figure in ["msgs/s", "MB/s", "p99"] {
+        assert!(out.contains(figure), "{figure} missing from\n{out}");
+    }
+
     // The same run against itself passes; against a baseline 100x faster
     // with 10x lower latency it is a regression, exit code 1.
     let (code, out) = loadgen(&[
