@@ -6,10 +6,15 @@
 use broker::batch::{self, BatchHeader};
 use libfuzzer_sys::fuzz_target;
 
+mod alloc_bound;
+
+#[global_allocator]
+static ALLOC: alloc_bound::Tracking = alloc_bound::Tracking;
+
 /// Where the CRC's coverage starts; the CRC field is the 4 bytes before.
 const CRC_START: usize = 21;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(|data: &[u8]| alloc_bound::check(data.len(), || {
     let _ = BatchHeader::parse(data);
     let _ = batch::peek_total_len(data);
     check_one(data);
@@ -41,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(errors <= 1, "batches() yields at most one error");
     assert_eq!(it.consumed(), consumed);
     assert_eq!(errors == 0, consumed == data.len());
-});
+}));
 
 fn check_one(bytes: &[u8]) {
     let validated = batch::validate(bytes);

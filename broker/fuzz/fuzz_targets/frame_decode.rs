@@ -15,10 +15,15 @@ use broker::protocol::{
 };
 use libfuzzer_sys::fuzz_target;
 
+mod alloc_bound;
+
+#[global_allocator]
+static ALLOC: alloc_bound::Tracking = alloc_bound::Tracking;
+
 /// Every api key of the schema, plus one nobody defined.
 const KEYS: [u16; 8] = [1, 2, 3, 4, 10, 11, 12, 0xBEEF];
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(|data: &[u8]| alloc_bound::check(data.len(), || {
     as_stream(data, DEFAULT_MAX_FRAME_BYTES);
     // A small limit, chosen by the input, reaches the size checks.
     if let Some(&b) = data.first() {
@@ -27,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     if data.len() >= 2 {
         behind_valid_prefix(data);
     }
-});
+}));
 
 /// Splits `data` into frames as a connection would, decoding each one.
 fn as_stream(data: &[u8], max_frame: usize) {
