@@ -10,3 +10,8 @@ scripts/check-protocol.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The chaos checker's own test: a build that acknowledges appends before
+# writing them (the `fault-injection` feature, never in a normal build) must
+# be caught losing acknowledged records.
+cargo clippy -p broker --features fault-injection --all-targets --locked -- -D warnings
+cargo test -p broker --features fault-injection --locked --test chaos a_broker_that_acks_before_writing_is_caught

@@ -142,6 +142,23 @@ pub struct RetentionReport {
     pub log_start_offset: u64,
 }
 
+/// A deliberately broken build, for the chaos checker's own test: with the
+/// `fault-injection` feature and `BROKER_FAULT_ACK_BEFORE_DURABLE=1`, an
+/// append resolves as soon as its batch is in the write buffer, before any
+/// write or fdatasync, so a crash loses acknowledged records. Never part of
+/// a normal build.
+#[cfg(feature = "fault-injection")]
+fn fault_ack_before_durable() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let on = std::env::var_os("BROKER_FAULT_ACK_BEFORE_DURABLE").is_some_and(|v| v == "1");
+        if on {
+            tracing::warn!("FAULT INJECTED: appends are acknowledged before they are written");
+        }
+        on
+    })
+}
+
 /// A partition log. Cheap to clone (a handle); `!Send`.
 #[derive(Clone)]
 pub struct Log {
@@ -442,6 +459,10 @@ impl Log {
         }
         let header = batch::validate(batch)?;
         let (epoch, appended) = self.place(batch, &header).await?;
+        #[cfg(feature = "fault-injection")]
+        if fault_ack_before_durable() {
+            return Ok(appended);
+        }
         let inner = &self.inner;
         poll_fn(|cx| {
             let mut st = inner.state.borrow_mut();
