@@ -59,6 +59,8 @@ pub fn describe(system: &str) -> String {
     let cores = loadgen_cores();
     format!(
         "{system} pinned to core {SYSTEM_CORE}; loadgen threads pinned to core(s) {cores:?}; {} cores in all",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        // The machine's, not this process's affinity mask (which is one
+        // core when loadgen itself was started under taskset).
+        broker::shard::online_cpus().map_or(0, |c| c.len())
     )
 }
