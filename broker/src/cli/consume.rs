@@ -58,8 +58,8 @@ impl FromStr for OffsetArg {
     the group's committed offset, or at --offset (earliest or latest) when none is committed. \
     What was printed is committed every --auto-commit-interval-ms, before every rebalance \
     and on exit (also on SIGINT and SIGTERM): a consumer killed before it committed makes \
-    the group print those records again, never skip them. Each new generation joined is \
-    reported on stderr."
+    the group print those records again, never skip them. Each new membership (generation \
+    or member id) is reported on stderr."
 )]
 pub struct ConsumeArgs {
     /// The topic.
@@ -216,6 +216,7 @@ fn run_group(args: ConsumeArgs, group: &str) -> CliResult {
     let mut printed: u64 = 0;
     let mut last_data = Instant::now();
     let mut generation = 0;
+    let mut member_id = String::new();
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     while !stop.load(Ordering::Relaxed) {
@@ -236,16 +237,19 @@ fn run_group(args: ConsumeArgs, group: &str) -> CliResult {
             usize::try_from(max - printed).unwrap_or(usize::MAX)
         });
         let records = consumer.poll_at_most(wait, left)?;
-        if consumer.generation() != generation {
+        // A new member id in the same generation number is a new
+        // membership too (the coordinator restarted and numbers again).
+        if consumer.generation() != generation || consumer.member_id() != member_id {
             generation = consumer.generation();
+            member_id = consumer.member_id();
             let partitions: Vec<String> = consumer
                 .assignment()
                 .iter()
                 .map(|(t, p)| format!("{t}/{p}"))
                 .collect();
             eprintln!(
-                "joined group {group} as member {} in generation {generation}: partitions [{}]",
-                consumer.member_id(),
+                "joined group {group} as member {member_id} in generation {generation}: \
+                 partitions [{}]",
                 partitions.join(", ")
             );
         }

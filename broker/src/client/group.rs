@@ -866,9 +866,13 @@ impl GroupConsumer {
         Ok(())
     }
 
-    /// Forgets the current generation's partitions and what was fetched.
+    /// Forgets the current generation's partitions and what was fetched:
+    /// every partition the fetcher has, which after a rejoin that failed
+    /// half-way (the join answered, then a fetch of the committed offsets
+    /// or an assign failed) includes partitions `assignment` never got.
     fn drop_assignment(&mut self) {
-        for (t, p) in std::mem::take(&mut self.assignment) {
+        self.assignment.clear();
+        for (t, p) in self.consumer.assignment() {
             self.consumer.unassign(&t, p);
         }
         self.positions.clear();
