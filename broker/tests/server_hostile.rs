@@ -9,8 +9,6 @@
 mod server_support;
 
 use std::{
-    io::Write,
-    net::TcpStream,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -19,30 +17,10 @@ use std::{
     time::Duration,
 };
 
-use broker::batch::BatchBuilder;
 use broker::protocol::generated::{FetchResponse, ProduceResponse};
 use broker::protocol::{Acks, ErrorCode, FetchParams, TopicSettings};
+use server_support::hostile::{self, corrupt_batches, good_batch, Rng};
 use server_support::{Broker, Conn};
-
-fn good_batch(tag: u32) -> Vec<u8> {
-    let mut b = BatchBuilder::new(1_000);
-    for i in 0..4 {
-        b.push(
-            1_000 + i,
-            None,
-            Some(format!("good-{tag}-{i}").as_bytes()),
-            &[],
-        );
-    }
-    b.finish()
-}
-
-/// Recomputes the CRC-32C of a batch after a deliberate change, so the
-/// change reaches the record-level checks.
-fn fix_crc(b: &mut [u8]) {
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-}
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -51,19 +29,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap()
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
 }
 
 fn produce(conn: &mut Conn, batch: &[u8]) -> Option<(ErrorCode, String)> {
@@ -91,25 +56,8 @@ fn hostile_clients_do_not_disturb_a_good_one() {
     assert!(f.error().is_none());
 
     // Corrupt batches, each refused with CorruptBatch and never appended.
-    let mut bad_crc = good_batch(0);
-    let n = bad_crc.len();
-    bad_crc[n - 2] ^= 0x10;
-    let mut wrong_count = good_batch(0);
-    wrong_count[57..61].copy_from_slice(&7u32.to_be_bytes());
-    fix_crc(&mut wrong_count);
-    let mut bad_delta = good_batch(0);
-    // The second record's offset delta (after its length and attributes
-    // varints): find the first record's length to skip it.
-    let first_len = (bad_delta[61] as i8 >> 1) as usize; // zigzag varint, small
-    let second = 61 + 1 + first_len;
-    bad_delta[second + 3] = 2 * 5; // offset delta 5 instead of 1 (zigzag)
-    fix_crc(&mut bad_delta);
-    for (name, b) in [
-        ("bad crc", &bad_crc),
-        ("wrong count", &wrong_count),
-        ("bad delta", &bad_delta),
-    ] {
-        let e = produce(&mut admin, b).unwrap_or_else(|| panic!("{name} was accepted"));
+    for (name, b) in corrupt_batches() {
+        let e = produce(&mut admin, &b).unwrap_or_else(|| panic!("{name} was accepted"));
         assert_eq!(e.0, ErrorCode::CorruptBatch, "{name}: {}", e.1);
     }
 
@@ -126,43 +74,7 @@ fn hostile_clients_do_not_disturb_a_good_one() {
                 tries += 1;
                 // Hard, but leaving the 2 cores some room for the broker.
                 thread::sleep(Duration::from_millis(5));
-                let Ok(mut s) = TcpStream::connect(addr) else {
-                    continue;
-                };
-                let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
-                let bytes = match (t + tries) % 5 {
-                    // Random bytes.
-                    0 => {
-                        let n = 1 + (rng.next() % 4096) as usize;
-                        rng.bytes(n)
-                    }
-                    // A frame claiming 4 GiB.
-                    1 => {
-                        let mut v = u32::MAX.to_be_bytes().to_vec();
-                        v.extend(rng.bytes(64));
-                        v
-                    }
-                    // A truncated but plausible prefix, then silence.
-                    2 => {
-                        let mut v = 5000u32.to_be_bytes().to_vec();
-                        v.extend([1, 0, 0, 10]);
-                        v.extend(rng.bytes(100));
-                        v
-                    }
-                    // A flood of tiny valid requests, never read.
-                    3 => {
-                        let mut c = Conn::connect(addr);
-                        for _ in 0..200 {
-                            c.send(&[], |w, out, id| {
-                                w.list_topics_request(out, id).unwrap();
-                            });
-                        }
-                        continue;
-                    }
-                    // Abandoned right after connecting.
-                    _ => Vec::new(),
-                };
-                let _ = s.write_all(&bytes);
+                hostile::attempt(addr, (t + tries) as usize, &mut rng, "t");
             }
             tries
         }));

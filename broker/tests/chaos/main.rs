@@ -1,11 +1,23 @@
 //! The chaos run: producers write uniquely numbered records (acks after
-//! fsync) and a consumer reads along, while a fault scheduler kills the
-//! broker (SIGKILL, then restart), pauses it (SIGSTOP/SIGCONT) and fills its
-//! disk (a size-limited tmpfs the run mounts itself) and frees it again.
-//! Every acknowledged record and every consumed record is kept; at the end
-//! a checker in the spirit of Jepsen's queue workload looks for lost
-//! writes, offsets that held two different records, out-of-order offsets,
-//! and counts duplicates and unacknowledged-but-present records. Any
+//! fsync), a reader follows every partition by offset and a consumer group
+//! of real `broker consume --group` processes reads along, while hostile
+//! clients attack the broker and a fault scheduler injects, at random
+//! (seeded) moments:
+//! - broker SIGKILL and restart;
+//! - broker SIGSTOP/SIGCONT pauses, most longer than the group's session
+//!   timeout;
+//! - the data filesystem (a size-limited tmpfs the run mounts itself)
+//!   filling up, then freed;
+//! - member crashes (SIGKILL, no commit, no leave; restarted later);
+//! - member pauses (SIGSTOP past the session timeout, then SIGCONT);
+//! - slow members (their output read slowly, so they block writing it).
+//!
+//! Then every fault is lifted, the group drains, the whole log is read
+//! back, and the checker (checker.rs) reports lost writes, offsets that held
+//! two different records, gaps, out-of-order records, records no producer
+//! sent, acknowledged records never delivered to the group, and any member
+//! whose offsets went backwards within one membership; it counts
+//! duplicates delivered and unacknowledged-but-present records. Any
 //! violation fails the run and prints the seed.
 //!
 //! Built with the `fault-injection` feature, a second test runs the same
@@ -13,18 +25,21 @@
 //! and requires the checker to report the acknowledged records it lost.
 //!
 //! `CHAOS_SECS` (default 40) and `CHAOS_SEED` (default fixed) choose the
-//! run; `scripts/chaos.sh` runs a longer one. Needs root for the tmpfs; when
-//! the mount is refused the disk-full fault is reported as not run.
+//! run, `CHAOS_SUMMARY=path` writes its summary as JSON; `scripts/chaos.sh`
+//! runs a longer one. Needs root for the tmpfs; when the mount is refused
+//! the disk-full fault is reported as not run.
 #![allow(clippy::unwrap_used)]
 
+mod checker;
+mod load;
+mod members;
+mod node;
+#[path = "../server_support/mod.rs"]
 mod server_support;
 
 use std::{
-    collections::{BTreeMap, HashMap},
-    io::{BufRead, BufReader},
-    net::{SocketAddr, TcpListener},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    collections::BTreeMap,
+    net::SocketAddr,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -33,14 +48,48 @@ use std::{
     time::{Duration, Instant},
 };
 
-use broker::client::{
-    Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, StartOffset,
-};
+use broker::client::{Client, ClientConfig, Consumer, ConsumerConfig, StartOffset};
 use broker::protocol::TopicSettings;
+use serde::Serialize;
+
+use checker::{Counts, FinalLog};
+use load::History;
+use members::{Members, SESSION_TIMEOUT_MS};
+use node::{Node, Tmpfs};
+use server_support::hostile;
 
 const TOPIC: &str = "chaos";
+const GROUP: &str = "chaos-group";
 const PARTITIONS: u32 = 4;
+/// Member processes in the group (restarted after crashes).
+const MEMBERS: usize = 3;
+/// How long the group may take to deliver everything once the faults stop
+/// (a bound on a hang, not a speed check).
+const DRAIN: Duration = Duration::from_secs(120);
+/// Draining ends early after this long without a new record delivered.
+const STALL: Duration = Duration::from_secs(15);
 
+/// The kinds of fault the scheduler injects.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    BrokerKill,
+    BrokerPause,
+    DiskFull,
+    MemberCrash,
+    MemberPause,
+    MemberSlow,
+}
+
+const EVERY_FAULT: [Fault; 6] = [
+    Fault::BrokerKill,
+    Fault::BrokerPause,
+    Fault::DiskFull,
+    Fault::MemberCrash,
+    Fault::MemberPause,
+    Fault::MemberSlow,
+];
+
+/// splitmix64: a fixed seed replays the same fault schedule.
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -50,125 +99,36 @@ impl Rng {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-}
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The broker on fixed ports, so clients find it again after a restart.
-struct Node {
-    child: Option<Child>,
-    data: PathBuf,
-    listen: SocketAddr,
-    shard_base: u16,
-    log: PathBuf,
-    /// Run the deliberately broken build's fault (acks before writes).
-    broken: bool,
-}
-
-impl Node {
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&self.data)
-            .args(["--listen", &self.listen.to_string()])
-            .args(["--shard-port-base", &self.shard_base.to_string()])
-            .args(["--shards", "2", "--fsync", "always"])
-            .args(["--segment-bytes", "1048576"])
-            .env(
-                "BROKER_FAULT_ACK_BEFORE_DURABLE",
-                if self.broken { "1" } else { "0" },
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("ready "), "broker did not start: {line:?}");
-        self.child = Some(child);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+    /// The numbers `0..n` in a random order.
+    fn permutation(&mut self, n: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            v.swap(i, (self.next() % (i as u64 + 1)) as usize);
         }
+        v
     }
 
-    fn signal(&self, sig: i32) {
-        if let Some(c) = &self.child {
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(c.id() as i32, sig) };
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.signal(libc::SIGCONT);
-        self.kill();
+    /// A duration of `lo..hi` milliseconds.
+    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.next() % (hi - lo))
     }
 }
 
-/// A tmpfs of `mb` MiB at `dir`, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, mb: u32) -> Result<Tmpfs, String> {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-        }
-        Ok(Tmpfs(dir.to_owned()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// What the run saw.
-#[derive(Default)]
-struct History {
-    /// (partition, offset) -> value, for every acknowledged record.
-    acked: BTreeMap<(u32, i64), String>,
-    /// Offsets acknowledged for two different records (a broker that
-    /// forgot an acknowledged record and gave its offset away again).
-    acked_twice: Vec<String>,
-    /// Values sent but never acknowledged (failed or unknown).
-    unacked: Vec<String>,
-    /// (partition, offset) -> value, for every record a consumer saw.
-    consumed: Vec<(u32, i64, String)>,
-}
-
-#[derive(Default, Debug)]
-struct Faults {
-    kills: u32,
-    pauses: u32,
-    disk_full: u32,
+/// What a run did and found, printed and (with `CHAOS_SUMMARY`) written.
+#[derive(Serialize)]
+struct Summary {
+    seed: u64,
+    seconds: u64,
+    revision: String,
+    /// Faults injected, by kind.
+    faults: BTreeMap<&'static str, u32>,
+    /// Why the disk-full fault did not run, if it did not.
     disk_full_skipped: Option<String>,
+    /// Hostile connections made, by kind.
+    hostile_inputs: BTreeMap<&'static str, u64>,
+    counts: Counts,
+    violations: Vec<String>,
 }
 
 #[test]
@@ -181,8 +141,11 @@ fn chaos() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_261_123);
-    let violations = run(secs, seed, false);
-    assert!(violations.is_empty(), "seed {seed}: {violations:#?}");
+    let violations = run(secs, seed, &EVERY_FAULT, false);
+    assert!(
+        violations.is_empty(),
+        "seed {seed} (reproduce: CHAOS_SEED={seed} CHAOS_SECS={secs}): {violations:#?}"
+    );
 }
 
 /// The checker catches a broker that acknowledges before writing: built
@@ -192,7 +155,8 @@ fn chaos() {
 #[cfg(feature = "fault-injection")]
 #[test]
 fn a_broker_that_acks_before_writing_is_caught() {
-    let violations = run(15, 20_261_124, true);
+    // The faults that lose what a broken broker only buffered.
+    let violations = run(15, 20_261_124, &[Fault::BrokerKill, Fault::DiskFull], true);
     // Lost: an acknowledged record missing from the log, or its offset
     // acknowledged again for another record after the restart.
     assert!(
@@ -203,24 +167,18 @@ fn a_broker_that_acks_before_writing_is_caught() {
 }
 
 /// One chaos run; the checker's violations (empty when all is well).
-fn run(secs: u64, seed: u64, broken: bool) -> Vec<String> {
+fn run(secs: u64, seed: u64, kinds: &[Fault], broken: bool) -> Vec<String> {
     eprintln!("chaos: seed {seed}, {secs} s (reproduce: CHAOS_SEED={seed} CHAOS_SECS={secs})");
     let tmp = tempfile::tempdir().unwrap();
     let mount_dir = tmp.path().join("disk");
-    let tmpfs = Tmpfs::mount(&mount_dir, 48);
-    let data = mount_dir.join("data");
-    let mut node = Node {
-        child: None,
-        data,
-        listen: SocketAddr::from(([127, 0, 0, 1], free_port())),
-        shard_base: free_port(),
-        log: tmp.path().join("broker.log"),
+    // Room for what the run writes (about 8 MiB a minute here) and the
+    // offsets topic, with a margin: the disk is full only when filled.
+    let tmpfs = Tmpfs::mount(&mount_dir, 48 + secs as u32 / 4);
+    let mut node = Node::new(
+        mount_dir.join("data"),
+        tmp.path().join("broker.log"),
         broken,
-    };
-    // Two consecutive free ports for the shards: retry until the pair is.
-    while TcpListener::bind(("127.0.0.1", node.shard_base + 1)).is_err() {
-        node.shard_base = free_port();
-    }
+    );
     node.start();
     let bootstrap = node.listen.to_string();
     let quick = ClientConfig {
@@ -235,172 +193,198 @@ fn run(secs: u64, seed: u64, broken: bool) -> Vec<String> {
 
     let history = Arc::new(Mutex::new(History::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for w in 0..2u32 {
-        let (history, stop, bootstrap, quick) = (
-            history.clone(),
-            stop.clone(),
-            bootstrap.clone(),
-            quick.clone(),
-        );
-        workers.push(thread::spawn(move || {
-            let mut seq = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let config = ProducerConfig {
-                    linger_ms: 2,
-                    retries: 0,
-                    client: quick.clone(),
-                    ..ProducerConfig::default()
-                };
-                let Ok(producer) = Producer::connect(&bootstrap, config) else {
-                    thread::sleep(Duration::from_millis(100));
-                    continue;
-                };
-                // A window of sends, then their acks.
-                while !stop.load(Ordering::Relaxed) {
-                    let mut window = Vec::new();
-                    for _ in 0..20 {
-                        seq += 1;
-                        let value = format!("w{w}-{seq}");
-                        let partition = (seq % u64::from(PARTITIONS)) as u32;
-                        match producer.send_to(TOPIC, partition, None, value.as_bytes()) {
-                            Ok(f) => window.push((value, Some(f))),
-                            Err(_) => window.push((value, None)),
-                        }
-                    }
-                    let mut failed = false;
-                    let mut h = Vec::new();
-                    for (value, f) in window {
-                        match f.map(|f| f.wait()) {
-                            Some(Ok(meta)) if meta.offset.is_some() => {
-                                h.push((Some((meta.partition, meta.offset.unwrap_or(-1))), value))
-                            }
-                            _ => {
-                                failed = true;
-                                h.push((None, value));
-                            }
-                        }
-                    }
-                    let mut hist = history.lock().unwrap();
-                    for (at, value) in h {
-                        match at {
-                            Some(at) => {
-                                if let Some(old) = hist.acked.insert(at, value.clone()) {
-                                    hist.acked_twice.push(format!(
-                                        "offset {at:?} acknowledged for {old} and {value}"
-                                    ));
-                                }
-                            }
-                            None => hist.unacked.push(value),
-                        }
-                    }
-                    drop(hist);
-                    if failed {
-                        // Start over with a fresh producer after a fault.
-                        thread::sleep(Duration::from_millis(50));
-                        break;
-                    }
-                }
-            }
-        }));
-    }
-    {
-        // A consumer reading along, restarting after faults.
-        let (history, stop, bootstrap, quick) = (
-            history.clone(),
-            stop.clone(),
-            bootstrap.clone(),
-            quick.clone(),
-        );
-        workers.push(thread::spawn(move || {
-            let mut positions = vec![0i64; PARTITIONS as usize];
-            while !stop.load(Ordering::Relaxed) {
-                let config = ConsumerConfig {
-                    fetch_max_wait_ms: 100,
-                    retries: 2,
-                    client: quick.clone(),
-                    ..ConsumerConfig::default()
-                };
-                let Ok(mut consumer) = Consumer::connect(&bootstrap, config) else {
-                    thread::sleep(Duration::from_millis(100));
-                    continue;
-                };
-                let assigned = (0..PARTITIONS).all(|p| {
-                    consumer
-                        .assign(TOPIC, p, StartOffset::Offset(positions[p as usize]))
-                        .is_ok()
-                });
-                if !assigned {
-                    thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-                while !stop.load(Ordering::Relaxed) {
-                    match consumer.poll(Duration::from_millis(200)) {
-                        Ok(records) => {
-                            let mut h = history.lock().unwrap();
-                            for r in records {
-                                let value = String::from_utf8_lossy(&r.value.unwrap_or_default())
-                                    .to_string();
-                                positions[r.partition as usize] = r.offset + 1;
-                                h.consumed.push((r.partition, r.offset, value));
-                            }
-                        }
-                        Err(_) => break,
-                    }
-                }
-            }
-        }));
+    let target = load::Target {
+        bootstrap: bootstrap.clone(),
+        client: quick.clone(),
+        topic: TOPIC,
+        partitions: PARTITIONS,
+        history: history.clone(),
+        stop: stop.clone(),
+    };
+    let mut workers: Vec<_> = (0..2).map(|w| load::producer(w, target.clone())).collect();
+    workers.push(load::reader(target));
+    let hostile_stop = Arc::new(AtomicBool::new(false));
+    let hostile = attack(
+        seed,
+        [node.listen, node.shard_addrs()[0], node.shard_addrs()[1]],
+        hostile_stop.clone(),
+    );
+    let mut members = Members::new(&bootstrap, TOPIC, GROUP);
+    for _ in 0..MEMBERS {
+        members.spawn();
     }
 
     // The fault scheduler.
     let mut rng = Rng(seed);
-    let mut faults = Faults::default();
-    if let Err(e) = &tmpfs {
-        faults.disk_full_skipped = Some(e.clone());
-    }
+    let mut faults: BTreeMap<&'static str, u32> = BTreeMap::new();
+    let mut count = |kind| *faults.entry(kind).or_default() += 1;
     let end = Instant::now() + Duration::from_secs(secs);
+    // Rounds of every kind of fault asked for, in a random order.
+    let mut schedule = Vec::new();
     while Instant::now() < end {
-        thread::sleep(Duration::from_millis(800 + rng.next() % 1200));
-        match rng.next() % 3 {
-            0 => {
+        thread::sleep(rng.ms(800, 2000));
+        for _ in 0..members.restart_ended() {
+            count("member ended by itself, restarted");
+        }
+        if schedule.is_empty() {
+            schedule = rng.permutation(kinds.len());
+        }
+        match kinds[schedule.pop().unwrap()] {
+            Fault::BrokerKill => {
                 node.kill();
-                thread::sleep(Duration::from_millis(rng.next() % 300));
+                thread::sleep(rng.ms(0, 300));
                 node.start();
-                faults.kills += 1;
+                count("broker killed and restarted");
             }
-            1 => {
-                node.signal(libc::SIGSTOP);
-                thread::sleep(Duration::from_millis(500 + rng.next() % 1500));
-                node.signal(libc::SIGCONT);
-                faults.pauses += 1;
+            Fault::BrokerPause => {
+                let pause = rng.ms(500, 4000);
+                node.pause();
+                thread::sleep(pause);
+                node.resume();
+                count(if pause.as_millis() > u128::from(SESSION_TIMEOUT_MS) {
+                    "broker paused past the session timeout"
+                } else {
+                    "broker paused"
+                });
             }
-            _ => {
-                if tmpfs.is_ok() {
-                    let filler = mount_dir.join("filler");
-                    // Fill what is left (the write stops at ENOSPC).
-                    let _ = Command::new("dd")
-                        .args(["if=/dev/zero", "bs=1M", "count=64"])
-                        .arg(format!("of={}", filler.display()))
-                        .stderr(Stdio::null())
-                        .status();
-                    thread::sleep(Duration::from_millis(500 + rng.next() % 1500));
-                    let _ = std::fs::remove_file(&filler);
-                    faults.disk_full += 1;
+            Fault::DiskFull => {
+                if let Ok(disk) = &tmpfs {
+                    disk.fill();
+                    thread::sleep(rng.ms(500, 2000));
+                    disk.free();
+                    count("disk full, then freed");
                 }
+            }
+            Fault::MemberCrash => {
+                members.crash(rng.next() as usize);
+                thread::sleep(rng.ms(0, 1000));
+                members.spawn();
+                count("member crashed (SIGKILL), restarted");
+            }
+            Fault::MemberPause => {
+                let i = rng.next() as usize;
+                members.pause(i);
+                thread::sleep(rng.ms(SESSION_TIMEOUT_MS, 2 * SESSION_TIMEOUT_MS + 1000));
+                members.resume_all();
+                count("member paused past the session timeout");
+            }
+            Fault::MemberSlow => {
+                let i = rng.next() as usize;
+                members.slow(i, 1 + rng.next() % 5);
+                thread::sleep(rng.ms(1000, 5000));
+                members.resume_all();
+                count("member slowed down");
             }
         }
     }
     stop.store(true, Ordering::Relaxed);
+    hostile_stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.join().unwrap();
     }
+    let hostile_inputs = hostile.join().unwrap();
+
+    // Every fault lifted: the group must now deliver every acknowledged
+    // record.
+    members.resume_all();
+    for _ in 0..members.restart_ended() {
+        count("member ended by itself, restarted");
+    }
+    while members.len() < MEMBERS {
+        members.spawn();
+    }
+    // Until the group has delivered every acknowledged record, or has
+    // delivered nothing new for a while (what is missing is then reported
+    // by the checker), within DRAIN.
+    let drain_end = Instant::now() + DRAIN;
+    let (mut delivered, mut progress) = (0, Instant::now());
+    loop {
+        let (undelivered, now_delivered) = {
+            let h = history.lock().unwrap();
+            let d = members.delivered.lock().unwrap();
+            let undelivered = h
+                .acked
+                .keys()
+                .filter(|at| !d.records.contains_key(at))
+                .count();
+            (undelivered, d.records.len())
+        };
+        if now_delivered != delivered {
+            (delivered, progress) = (now_delivered, Instant::now());
+        }
+        if undelivered == 0 || Instant::now() >= drain_end || progress.elapsed() > STALL {
+            break;
+        }
+        members.restart_ended();
+        thread::sleep(Duration::from_millis(200));
+    }
+    members.stop_all();
 
     // Everything that is in the log now, read by a fresh consumer.
     node.kill();
     node.start();
-    let mut final_log: BTreeMap<(u32, i64), String> = BTreeMap::new();
-    let mut consumer = Consumer::connect(&bootstrap, ConsumerConfig::default()).unwrap();
-    let client = Client::connect(&bootstrap).unwrap();
+    let final_log = read_all(&bootstrap, seed);
+
+    let h = history.lock().unwrap();
+    let d = members.delivered.lock().unwrap();
+    let (violations, counts) = checker::check(&h, &d, &final_log, PARTITIONS);
+    let summary = Summary {
+        seed,
+        seconds: secs,
+        revision: revision(),
+        faults,
+        disk_full_skipped: tmpfs.as_ref().err().cloned(),
+        hostile_inputs,
+        counts,
+        violations,
+    };
+    let json = serde_json::to_string_pretty(&summary).unwrap();
+    eprintln!("chaos: {json}");
+    if let Some(path) = std::env::var_os("CHAOS_SUMMARY") {
+        std::fs::write(path, &json).unwrap();
+    }
+    for exit in d.exits.iter().take(5) {
+        eprintln!("chaos: a member ended by itself: {exit}");
+    }
+    drop(d);
+    assert!(
+        summary.counts.acknowledged > 100,
+        "seed {seed}: the load barely ran"
+    );
+    assert!(summary.faults.values().sum::<u32>() > 0);
+    drop(members);
+    drop(node);
+    drop(tmpfs);
+    summary.violations
+}
+
+/// Hostile connections to `addrs` in turn, each of the next kind, until
+/// `stop`; how many of each kind were made.
+fn attack(
+    seed: u64,
+    addrs: [SocketAddr; 3],
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<BTreeMap<&'static str, u64>> {
+    thread::spawn(move || {
+        let mut rng = hostile::Rng(seed | 1);
+        let mut made: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut n = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            let kind = n % hostile::KINDS.len();
+            hostile::attempt(addrs[n % addrs.len()], kind, &mut rng, TOPIC);
+            *made.entry(hostile::KINDS[kind]).or_default() += 1;
+            n += 1;
+            thread::sleep(Duration::from_millis(20));
+        }
+        made
+    })
+}
+
+/// The whole log, partition by partition, up to each end offset.
+fn read_all(bootstrap: &str, seed: u64) -> FinalLog {
+    let mut final_log = FinalLog::new();
+    let mut consumer = Consumer::connect(bootstrap, ConsumerConfig::default()).unwrap();
+    let client = Client::connect(bootstrap).unwrap();
     for p in 0..PARTITIONS {
         consumer.assign(TOPIC, p, StartOffset::Earliest).unwrap();
     }
@@ -428,86 +412,17 @@ fn run(secs: u64, seed: u64, broken: bool) -> Vec<String> {
             );
         }
     }
+    final_log
+}
 
-    // The checker.
-    let h = history.lock().unwrap();
-    let mut violations: Vec<String> = h.acked_twice.iter().take(5).cloned().collect();
-    // No lost write: every acknowledged record is at its offset.
-    let mut lost = 0;
-    for (at, value) in &h.acked {
-        match final_log.get(at) {
-            Some(v) if v == value => {}
-            other => {
-                lost += 1;
-                if lost <= 5 {
-                    violations.push(format!(
-                        "acknowledged {value} at {at:?} but the log has {other:?}"
-                    ));
-                }
-            }
-        }
-    }
-    // No offset ever held two records: what consumers saw during the run
-    // is what the log holds now.
-    let mut inconsistent = 0;
-    for (p, o, value) in &h.consumed {
-        if final_log.get(&(*p, *o)).is_some_and(|v| v != value) {
-            inconsistent += 1;
-            if inconsistent <= 5 {
-                violations.push(format!(
-                    "offset {p}/{o} held {value} during the run, {:?} now",
-                    final_log[&(*p, *o)]
-                ));
-            }
-        }
-    }
-    // Offsets are dense and each partition's records, per producer, are in
-    // sending order.
-    for p in 0..PARTITIONS {
-        let offsets: Vec<i64> = final_log
-            .range((p, 0)..(p, i64::MAX))
-            .map(|((_, o), _)| *o)
-            .collect();
-        if offsets
-            .iter()
-            .enumerate()
-            .any(|(i, o)| *o != offsets[0] + i as i64)
-        {
-            violations.push(format!("partition {p} has gaps between offsets"));
-        }
-        let mut last: HashMap<String, u64> = HashMap::new();
-        for ((_, o), value) in final_log.range((p, 0)..(p, i64::MAX)) {
-            let (writer, seq) = value.rsplit_once('-').unwrap();
-            let seq: u64 = seq.parse().unwrap();
-            if let Some(prev) = last.insert(writer.to_string(), seq) {
-                if seq <= prev && h.acked.values().any(|v| v == value) {
-                    violations.push(format!(
-                        "partition {p} offset {o}: {value} after {writer}-{prev}"
-                    ));
-                }
-            }
-        }
-    }
-    let mut seen: HashMap<&str, u32> = HashMap::new();
-    for v in final_log.values() {
-        *seen.entry(v.as_str()).or_default() += 1;
-    }
-    let duplicates = seen.values().filter(|n| **n > 1).count();
-    let unacked_present = h
-        .unacked
-        .iter()
-        .filter(|v| seen.contains_key(v.as_str()))
-        .count();
-    eprintln!(
-        "chaos: seed {seed}: faults {faults:?}; acknowledged {}, lost {lost}, inconsistent offsets {inconsistent}, consumed {} during the run, records in the log {}, duplicates {duplicates}, unacknowledged but present {unacked_present} of {}",
-        h.acked.len(),
-        h.consumed.len(),
-        final_log.len(),
-        h.unacked.len()
-    );
-    assert!(h.acked.len() > 100, "seed {seed}: the load barely ran");
-    assert!(faults.kills + faults.pauses + faults.disk_full > 0);
-    drop(node);
-    drop(tmpfs);
-    violations
+/// The commit the test was built from (`git describe`), or "unknown".
+fn revision() -> String {
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
 }

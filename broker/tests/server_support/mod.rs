@@ -15,6 +15,8 @@ use std::{
 
 use broker::protocol::{decode_as, decode_frame, Body, FrameWriter, Message};
 
+pub mod hostile;
+
 /// A `broker serve` child process.
 pub struct Broker {
     pub child: Child,
