@@ -117,41 +117,68 @@ pub fn run(args: ConsumeArgs) -> CliResult {
         Some(p) => consumer.assign(&args.topic, p, start)?,
         None => consumer.assign_all(&args.topic, start)?,
     }
-    let idle_max = args.timeout_ms.map(Duration::from_millis);
-    let mut printed: u64 = 0;
-    let mut last_data = Instant::now();
+    let mut limits = Limits::new(&args);
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    loop {
-        if args.max_messages.is_some_and(|max| printed >= max) {
-            break;
-        }
-        let wait = match idle_max {
-            Some(idle) => {
-                let left = idle.saturating_sub(last_data.elapsed());
-                if left.is_zero() {
-                    break;
-                }
-                left.min(POLL_SLICE)
-            }
-            None => POLL_SLICE,
-        };
+    while let Some(wait) = limits.next_wait() {
         let records = consumer.poll(wait)?;
         if records.is_empty() {
             continue;
         }
-        last_data = Instant::now();
-        let left = args.max_messages.map_or(usize::MAX, |max| {
-            usize::try_from(max - printed).unwrap_or(usize::MAX)
-        });
-        let shown = &records[..records.len().min(left)];
+        let shown = &records[..records.len().min(limits.left())];
         if let Err(e) = print(&mut out, shown, None, args.print_offsets) {
             return quiet_on_closed_pipe(e);
         }
-        printed += shown.len() as u64;
+        limits.printed(shown.len());
     }
     out.flush().or_else(quiet_on_closed_pipe)?;
     Ok(())
+}
+
+/// When printing ends: after --max-messages records, or --timeout-ms
+/// without a new one.
+struct Limits {
+    max_messages: Option<u64>,
+    idle_max: Option<Duration>,
+    printed: u64,
+    last_data: Instant,
+}
+
+impl Limits {
+    fn new(args: &ConsumeArgs) -> Limits {
+        Limits {
+            max_messages: args.max_messages,
+            idle_max: args.timeout_ms.map(Duration::from_millis),
+            printed: 0,
+            last_data: Instant::now(),
+        }
+    }
+
+    /// How long the next poll may wait; None when printing is over.
+    fn next_wait(&self) -> Option<Duration> {
+        if self.max_messages.is_some_and(|max| self.printed >= max) {
+            return None;
+        }
+        match self.idle_max {
+            Some(idle) => {
+                let left = idle.saturating_sub(self.last_data.elapsed());
+                (!left.is_zero()).then(|| left.min(POLL_SLICE))
+            }
+            None => Some(POLL_SLICE),
+        }
+    }
+
+    /// How many more records may be printed.
+    fn left(&self) -> usize {
+        self.max_messages.map_or(usize::MAX, |max| {
+            usize::try_from(max - self.printed).unwrap_or(usize::MAX)
+        })
+    }
+
+    fn printed(&mut self, n: usize) {
+        self.printed += n as u64;
+        self.last_data = Instant::now();
+    }
 }
 
 /// Writes each record's value and a newline (after its position with
@@ -212,31 +239,16 @@ fn run_group(args: ConsumeArgs, group: &str) -> CliResult {
             ..GroupConsumerConfig::default()
         },
     )?;
-    let idle_max = args.timeout_ms.map(Duration::from_millis);
-    let mut printed: u64 = 0;
-    let mut last_data = Instant::now();
+    let mut limits = Limits::new(&args);
     let mut generation = 0;
     let mut member_id = String::new();
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     while !stop.load(Ordering::Relaxed) {
-        if args.max_messages.is_some_and(|max| printed >= max) {
+        let Some(wait) = limits.next_wait() else {
             break;
-        }
-        let wait = match idle_max {
-            Some(idle) => {
-                let left = idle.saturating_sub(last_data.elapsed());
-                if left.is_zero() {
-                    break;
-                }
-                left.min(POLL_SLICE)
-            }
-            None => POLL_SLICE,
         };
-        let left = args.max_messages.map_or(usize::MAX, |max| {
-            usize::try_from(max - printed).unwrap_or(usize::MAX)
-        });
-        let records = consumer.poll_at_most(wait, left)?;
+        let records = consumer.poll_at_most(wait, limits.left())?;
         // A new member id in the same generation number is a new
         // membership too (the coordinator restarted and numbers again).
         if consumer.generation() != generation || consumer.member_id() != member_id {
@@ -256,14 +268,13 @@ fn run_group(args: ConsumeArgs, group: &str) -> CliResult {
         if records.is_empty() {
             continue;
         }
-        last_data = Instant::now();
         if let Err(e) = print(&mut out, &records, Some(generation), args.print_offsets) {
             // Part of these records may not have reached the reader: exit
             // without committing them (they are delivered again).
             drop(consumer);
             return quiet_on_closed_pipe(e);
         }
-        printed += records.len() as u64;
+        limits.printed(records.len());
     }
     out.flush().or_else(quiet_on_closed_pipe)?;
     consumer.close()?;

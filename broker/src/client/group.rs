@@ -182,6 +182,28 @@ fn partitions_of<'a>(
     out
 }
 
+/// The committed offsets of a response, sorted.
+fn committed_offsets<'a>(
+    list: Option<
+        flatbuffers::Vector<
+            'a,
+            flatbuffers::ForwardsUOffset<crate::protocol::generated::PartitionOffset<'a>>,
+        >,
+    >,
+) -> Vec<CommittedOffset> {
+    let mut offsets: Vec<CommittedOffset> = list
+        .iter()
+        .flatten()
+        .map(|o| CommittedOffset {
+            topic: o.topic().unwrap_or_default().to_owned(),
+            partition: o.partition(),
+            offset: o.offset(),
+        })
+        .collect();
+    offsets.sort();
+    offsets
+}
+
 /// Groups partitions by topic, for the wire.
 fn by_topic(partitions: &[TopicPartition]) -> BTreeMap<&str, Vec<u32>> {
     let mut out: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
@@ -318,19 +340,7 @@ impl Client {
             w.offset_fetch_request(out, id, group, &wanted)
         })?;
         let frame = response.decode::<OffsetFetchResponse>()?;
-        let mut offsets: Vec<CommittedOffset> = frame
-            .body
-            .offsets()
-            .iter()
-            .flatten()
-            .map(|o| CommittedOffset {
-                topic: o.topic().unwrap_or_default().to_owned(),
-                partition: o.partition(),
-                offset: o.offset(),
-            })
-            .collect();
-        offsets.sort();
-        Ok(offsets)
+        Ok(committed_offsets(frame.body.offsets()))
     }
 
     /// Every group of the broker, sorted by name.
@@ -370,17 +380,7 @@ impl Client {
             })
             .collect();
         members.sort_by(|a, b| a.member_id.cmp(&b.member_id));
-        let mut offsets: Vec<CommittedOffset> = b
-            .offsets()
-            .iter()
-            .flatten()
-            .map(|o| CommittedOffset {
-                topic: o.topic().unwrap_or_default().to_owned(),
-                partition: o.partition(),
-                offset: o.offset(),
-            })
-            .collect();
-        offsets.sort();
+        let offsets = committed_offsets(b.offsets());
         Ok(GroupDescription {
             group: group.to_owned(),
             state: b.state().unwrap_or_default().to_owned(),
