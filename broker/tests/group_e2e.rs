@@ -528,8 +528,9 @@ fn a_fenced_member_has_its_commit_refused_rejoins_and_its_records_are_delivered_
 
     // Nothing A handed out and could not commit is lost: B (or A again)
     // delivered every one of them again; together they cover everything.
-    let value =
-        |r: &broker::client::ConsumedRecord| String::from_utf8(r.value.clone().unwrap()).unwrap();
+    let value = |r: &broker::client::ConsumedRecord| {
+        String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap()
+    };
     let later: BTreeSet<String> = b_got.iter().chain(&a_later).map(value).collect();
     for r in &a_first {
         assert!(

@@ -411,7 +411,7 @@ fn consume_thread(
         let n = records.len() as u64;
         let b: usize = records
             .iter()
-            .map(|r| r.value.as_ref().map_or(0, Vec::len))
+            .map(|r| r.value.as_ref().map_or(0, |v| v.len()))
             .sum();
         if spec.e2e {
             let now_ms = SystemTime::now()

@@ -32,6 +32,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
+
 use super::error::{ClientError, ClientResult};
 use super::ClientConfig;
 use crate::protocol::{
@@ -53,7 +55,7 @@ pub(crate) type Callback = Box<dyn FnOnce(ClientResult<Response>) + Send>;
 /// An answer frame, whole, as read from the connection.
 #[derive(Debug)]
 pub struct Response {
-    frame: Vec<u8>,
+    frame: Bytes,
     addr: Arc<str>,
     max_frame_bytes: usize,
 }
@@ -61,6 +63,12 @@ pub struct Response {
 impl Response {
     /// The frame's bytes: prefix, header, payload.
     pub fn bytes(&self) -> &[u8] {
+        &self.frame
+    }
+
+    /// The frame as shared bytes: parts of it (records' keys and values)
+    /// are handed out as slices of it, without a copy.
+    pub fn shared(&self) -> &Bytes {
         &self.frame
     }
 
@@ -590,7 +598,7 @@ fn read_loop(shared: &Shared, mut stream: TcpStream) {
             return shared.fail(|_| error.clone());
         };
         (pending.callback)(Ok(Response {
-            frame,
+            frame: Bytes::from(frame),
             addr: Arc::clone(&shared.addr),
             max_frame_bytes: shared.max_frame_bytes,
         }));
@@ -623,9 +631,20 @@ fn read_frame(
         .map_err(ReadStop::Frame)?
         .ok_or(ReadStop::Closed)?;
     // Bounded: decode_prefix checked frame_bytes against max_frame_bytes.
-    let mut frame = vec![0u8; header.frame_bytes()];
-    frame[..FRAME_PREFIX_LEN].copy_from_slice(&prefix);
-    read_exact(shared, stream, &mut frame[FRAME_PREFIX_LEN..], false)?;
+    // Read into the spare capacity: no zeroing of what the socket fills.
+    let total = header.frame_bytes();
+    let mut frame = Vec::with_capacity(total);
+    frame.extend_from_slice(&prefix);
+    while frame.len() < total {
+        let left = (total - frame.len()) as u64;
+        match Read::take(&mut *stream, left).read_to_end(&mut frame) {
+            Ok(0) => return Err(closed(shared)),
+            Ok(_) => {}
+            Err(e) => {
+                read_error(shared, e)?;
+            }
+        }
+    }
     Ok(Some((header, frame)))
 }
 
@@ -640,36 +659,41 @@ fn read_exact(
     let mut filled = 0;
     while filled < buf.len() {
         match stream.read(&mut buf[filled..]) {
-            Ok(0) => {
-                if lock(&shared.state).dead.is_some() {
-                    return Err(ReadStop::Done);
-                }
-                return Err(ReadStop::Closed);
-            }
+            Ok(0) => return Err(closed(shared)),
             Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                if shared.enforce_deadlines().is_err() {
-                    return Err(ReadStop::Done);
-                }
-                if idle && filled == 0 {
+            Err(e) => {
+                if read_error(shared, e)? && idle && filled == 0 {
                     return Ok(false);
                 }
-            }
-            Err(e) => {
-                if lock(&shared.state).dead.is_some() {
-                    return Err(ReadStop::Done);
-                }
-                return Err(ReadStop::Io(e));
             }
         }
     }
     Ok(true)
+}
+
+/// The peer closed the connection (or it was failed elsewhere).
+fn closed(shared: &Shared) -> ReadStop {
+    if lock(&shared.state).dead.is_some() {
+        ReadStop::Done
+    } else {
+        ReadStop::Closed
+    }
+}
+
+/// What a read error means: `Ok(true)` a tick passed (deadlines enforced),
+/// `Ok(false)` interrupted, read on either way; `Err` stop reading.
+fn read_error(shared: &Shared, e: io::Error) -> Result<bool, ReadStop> {
+    match e.kind() {
+        io::ErrorKind::Interrupted => Ok(false),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            if shared.enforce_deadlines().is_err() {
+                return Err(ReadStop::Done);
+            }
+            Ok(true)
+        }
+        _ if lock(&shared.state).dead.is_some() => Err(ReadStop::Done),
+        _ => Err(ReadStop::Io(e)),
+    }
 }
 
 /// Connects to the first address `addr` resolves to that accepts.

@@ -23,13 +23,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::admin::Client;
 use super::connection::Response;
 use super::error::{ClientError, ClientResult};
 use super::ClientConfig;
-use crate::batch::{self, ATTR_LOG_APPEND_TIME};
+use crate::batch::{self, BatchError, ATTR_LOG_APPEND_TIME};
 use crate::protocol::generated::FetchResponse;
 use crate::protocol::{FetchParams, OffsetQuery};
 
@@ -89,12 +90,14 @@ pub struct ConsumedRecord {
     /// Milliseconds since the epoch: the producer's create time, or the
     /// broker's append time if the batch says so.
     pub timestamp: i64,
-    /// The key, or none.
-    pub key: Option<Vec<u8>>,
+    /// The key, or none. Keys, values and headers are slices of the fetch
+    /// response they came in (no copy; the response lives as long as any
+    /// of them does).
+    pub key: Option<Bytes>,
     /// The value (`None`: a null value).
-    pub value: Option<Vec<u8>>,
+    pub value: Option<Bytes>,
     /// Headers, in order.
-    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    pub headers: Vec<(Bytes, Option<Bytes>)>,
 }
 
 type TopicPartition = (Arc<str>, u32);
@@ -417,9 +420,19 @@ impl Consumer {
             offset: done.offset,
             error,
         };
+        let whole = response.shared();
         for item in batch::batches(frame.payload) {
             let (header, bytes) = item.map_err(corrupt)?;
-            batch::validate(bytes).map_err(corrupt)?;
+            // The broker validated every record when it appended the batch;
+            // a matching CRC shows these are those bytes (Kafka's consumer
+            // checks the same, check.crcs), so the records are walked once,
+            // below, where a malformed one is still an error.
+            batch::verify_crc(bytes).map_err(corrupt)?;
+            if header.compression() != 0 {
+                return Err(corrupt(BatchError::UnsupportedCompression(
+                    header.compression(),
+                )));
+            }
             if header.next_offset() <= position {
                 continue;
             }
@@ -438,15 +451,15 @@ impl Consumer {
                 let mut headers = Vec::with_capacity(record.headers_count() as usize);
                 for h in record.headers() {
                     let (k, v) = h.map_err(corrupt)?;
-                    headers.push((k.to_vec(), v.map(<[u8]>::to_vec)));
+                    headers.push((whole.slice_ref(k), v.map(|v| whole.slice_ref(v))));
                 }
                 out.push(ConsumedRecord {
                     topic: Arc::clone(topic),
                     partition,
                     offset,
                     timestamp,
-                    key: record.key.map(<[u8]>::to_vec),
-                    value: record.value.map(<[u8]>::to_vec),
+                    key: record.key.map(|k| whole.slice_ref(k)),
+                    value: record.value.map(|v| whole.slice_ref(v)),
                     headers,
                 });
                 position = offset + 1;

@@ -3,6 +3,7 @@
 //! of order, wrongly or not at all, to check what the client does then.
 #![allow(clippy::unwrap_used)]
 
+use bytes::Bytes;
 use std::{
     collections::HashMap,
     io::{Read, Write},
@@ -589,7 +590,10 @@ fn consumer_skips_records_before_its_position_in_the_first_batch() {
         );
         assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
         assert_eq!(r.timestamp, 1_000 + r.offset);
-        assert_eq!(r.headers, vec![(b"h".to_vec(), Some(b"x".to_vec()))]);
+        assert_eq!(
+            r.headers,
+            vec![(Bytes::from_static(b"h"), Some(Bytes::from_static(b"x")))]
+        );
     }
     assert_eq!(c.position("t", 0), Some(10));
     assert_eq!(c.high_watermark("t", 0), Some(10));
