@@ -40,6 +40,15 @@ pub(crate) fn read_varlong(buf: &[u8]) -> Result<(i64, usize), VarintFault> {
 
 /// Base-128 decoding of at most `max_len` bytes holding at most `bits` bits.
 fn read_unsigned(buf: &[u8], max_len: usize, bits: u32) -> Result<(u64, usize), VarintFault> {
+    // The one- and two-byte forms (every value below 2^14: most lengths
+    // and deltas) can be neither too long nor too wide for either type.
+    match *buf {
+        [b0, ..] if b0 & 0x80 == 0 => return Ok((u64::from(b0), 1)),
+        [b0, b1, ..] if b1 & 0x80 == 0 => {
+            return Ok((u64::from(b0 & 0x7f) | u64::from(b1) << 7, 2));
+        }
+        _ => {}
+    }
     let mut raw: u64 = 0;
     for i in 0..max_len {
         let Some(&byte) = buf.get(i) else {
