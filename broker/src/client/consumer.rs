@@ -284,7 +284,17 @@ impl Consumer {
                     Err(_) => return Ok(out),
                 }
             };
-            if let Err(e) = self.handle(done, &mut out) {
+            // The next fetch of the partition goes out before its records
+            // are decoded, so the broker reads on while this thread decodes.
+            let taken = self.accept(done).and_then(|fetched| {
+                let Some(fetched) = fetched else {
+                    return Ok(());
+                };
+                let now = Instant::now();
+                self.start_fetches(now, deadline.saturating_duration_since(now));
+                self.decode(fetched, &mut out)
+            });
+            if let Err(e) = taken {
                 self.buffered = out;
                 return Err(e);
             }
@@ -387,92 +397,151 @@ impl Consumer {
         }
     }
 
-    /// Takes in one completed fetch: its records go to `out`.
-    fn handle(&mut self, done: FetchDone, out: &mut Vec<ConsumedRecord>) -> ClientResult<()> {
+    /// Takes in one completed fetch. When it carries data, the partition's
+    /// position moves to where the data ends (so the next fetch can go out
+    /// before these records are decoded) and the data is returned, to be
+    /// decoded by [`Consumer::decode`].
+    fn accept(&mut self, done: FetchDone) -> ClientResult<Option<Fetched>> {
         let backoff = Duration::from_millis(self.config.retry_backoff_ms);
         let retries = self.config.retries;
         let Some(state) = self.partitions.get_mut(&done.key) else {
-            return Ok(()); // Unassigned meanwhile.
+            return Ok(None); // Unassigned meanwhile.
         };
         if state.fetch != Some(done.id) {
-            return Ok(()); // Reassigned meanwhile: a fetch of the old one.
+            return Ok(None); // Reassigned meanwhile: a fetch of the old one.
         }
         state.fetch = None;
         if state.position != done.offset {
-            return Ok(()); // Sought meanwhile.
+            return Ok(None); // Sought meanwhile.
         }
-        let (topic, partition) = (&done.key.0, done.key.1);
+        let topic = &done.key.0;
         let response = match done.result {
             Ok(response) => response,
-            Err(e) => return retry_or_fail(&self.client, state, topic, e, backoff, retries),
+            Err(e) => {
+                return retry_or_fail(&self.client, state, topic, e, backoff, retries)
+                    .map(|()| None)
+            }
         };
         let frame = match response.decode::<FetchResponse>() {
             Ok(frame) => frame,
-            Err(e) => return retry_or_fail(&self.client, state, topic, e, backoff, retries),
+            Err(e) => {
+                return retry_or_fail(&self.client, state, topic, e, backoff, retries)
+                    .map(|()| None)
+            }
         };
         state.failures = 0;
         state.high_watermark = Some(frame.body.high_watermark());
-        let start = out.len();
-        let mut position = state.position;
+        let next = frame.body.next_offset();
+        // Where the data resumes (records are dense, so this is also the
+        // offset after the last record returned, checked by `decode`).
+        state.position = state.position.max(next);
+        if frame.payload.is_empty() {
+            return Ok(None);
+        }
+        let at = frame.payload.as_ptr() as usize - response.bytes().as_ptr() as usize;
+        let payload = at..at + frame.payload.len();
+        Ok(Some(Fetched {
+            key: done.key,
+            from: done.offset,
+            next,
+            payload,
+            response,
+        }))
+    }
+
+    /// Decodes what [`Consumer::accept`] took in into `out`: the records at
+    /// or after the offset it was fetched from. If the data does not end
+    /// where the broker said (or a batch is corrupt), the position is put
+    /// back after the last record handed out and a fetch already sent from
+    /// the announced end is disowned.
+    fn decode(&mut self, f: Fetched, out: &mut Vec<ConsumedRecord>) -> ClientResult<()> {
+        let (topic, partition) = (&f.key.0, f.key.1);
         let corrupt = |error| ClientError::CorruptBatch {
             topic: topic.to_string(),
             partition,
-            offset: done.offset,
+            offset: f.from,
             error,
         };
-        let whole = response.shared();
-        for item in batch::batches(frame.payload) {
-            let (header, bytes) = item.map_err(corrupt)?;
-            // The broker validated every record when it appended the batch;
-            // a matching CRC shows these are those bytes (Kafka's consumer
-            // checks the same, check.crcs), so the records are walked once,
-            // below, where a malformed one is still an error.
-            batch::verify_crc(bytes).map_err(corrupt)?;
-            if header.compression() != 0 {
-                return Err(corrupt(BatchError::UnsupportedCompression(
-                    header.compression(),
-                )));
-            }
-            if header.next_offset() <= position {
-                continue;
-            }
-            let log_append = header.attributes & ATTR_LOG_APPEND_TIME != 0;
-            for record in batch::records(bytes).map_err(corrupt)? {
-                let record = record.map_err(corrupt)?;
-                let offset = header.base_offset + i64::from(record.offset_delta);
-                if offset < position {
+        let whole = f.response.shared();
+        let mut position = f.from;
+        let mut handed_out = false;
+        let mut walk = || -> ClientResult<()> {
+            for item in batch::batches(&whole[f.payload.clone()]) {
+                let (header, bytes) = item.map_err(corrupt)?;
+                // The broker validated every record when it appended the
+                // batch; a matching CRC shows these are those bytes (Kafka's
+                // consumer checks the same, check.crcs), so the records are
+                // walked once, below, where a malformed one is still an error.
+                batch::verify_crc(bytes).map_err(corrupt)?;
+                if header.compression() != 0 {
+                    return Err(corrupt(BatchError::UnsupportedCompression(
+                        header.compression(),
+                    )));
+                }
+                if header.next_offset() <= position {
                     continue;
                 }
-                let timestamp = if log_append {
-                    header.max_timestamp
-                } else {
-                    record.timestamp(header.base_timestamp).unwrap_or(i64::MIN)
-                };
-                let mut headers = Vec::with_capacity(record.headers_count() as usize);
-                for h in record.headers() {
-                    let (k, v) = h.map_err(corrupt)?;
-                    headers.push((whole.slice_ref(k), v.map(|v| whole.slice_ref(v))));
+                let log_append = header.attributes & ATTR_LOG_APPEND_TIME != 0;
+                for record in batch::records(bytes).map_err(corrupt)? {
+                    let record = record.map_err(corrupt)?;
+                    let offset = header.base_offset + i64::from(record.offset_delta);
+                    if offset < position {
+                        continue;
+                    }
+                    let timestamp = if log_append {
+                        header.max_timestamp
+                    } else {
+                        record.timestamp(header.base_timestamp).unwrap_or(i64::MIN)
+                    };
+                    let mut headers = Vec::with_capacity(record.headers_count() as usize);
+                    for h in record.headers() {
+                        let (k, v) = h.map_err(corrupt)?;
+                        headers.push((whole.slice_ref(k), v.map(|v| whole.slice_ref(v))));
+                    }
+                    out.push(ConsumedRecord {
+                        topic: Arc::clone(topic),
+                        partition,
+                        offset,
+                        timestamp,
+                        key: record.key.map(|k| whole.slice_ref(k)),
+                        value: record.value.map(|v| whole.slice_ref(v)),
+                        headers,
+                    });
+                    position = offset + 1;
+                    handed_out = true;
                 }
-                out.push(ConsumedRecord {
-                    topic: Arc::clone(topic),
-                    partition,
-                    offset,
-                    timestamp,
-                    key: record.key.map(|k| whole.slice_ref(k)),
-                    value: record.value.map(|v| whole.slice_ref(v)),
-                    headers,
-                });
-                position = offset + 1;
+            }
+            Ok(())
+        };
+        let walked = walk();
+        let end = if walked.is_ok() && !handed_out {
+            // Nothing for us, but the broker says the data resumes later
+            // (e.g. batches that hold no records for us).
+            f.next.max(position)
+        } else {
+            position
+        };
+        if let Some(state) = self.partitions.get_mut(&f.key) {
+            let moved_to = f.from.max(f.next);
+            if end != moved_to && state.position == moved_to {
+                state.position = end;
+                state.fetch = None; // Its answer is ignored when it comes.
             }
         }
-        if out.len() == start && frame.body.next_offset() > position {
-            // Nothing handed out, but the broker says the data resumes later
-            // (e.g. batches that hold no records for us).
-            position = frame.body.next_offset();
-        }
-        state.position = position;
-        Ok(())
+        walked
     }
+}
+
+/// A fetch's data, taken in by `accept` and not yet decoded.
+struct Fetched {
+    key: TopicPartition,
+    /// The offset it was fetched from.
+    from: i64,
+    /// Where the broker said its data ends.
+    next: i64,
+    /// Where the record batches are in the response.
+    payload: std::ops::Range<usize>,
+    response: Response,
 }
 
 /// Routing and connection failures back off and retry (up to `retries` in
