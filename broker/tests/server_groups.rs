@@ -297,6 +297,10 @@ fn group_lifecycle_rebalances_fences_and_keeps_offsets() {
     assert_eq!(groups.get(0).group(), Some("g"));
 
     // A restart (SIGKILL) keeps every committed offset.
+    let before: Vec<(String, i32)> = members
+        .iter()
+        .map(|m| (m.id.clone(), m.generation))
+        .collect();
     drop(members);
     broker.kill();
     let broker = Broker::start(&data, 2, &[]);
@@ -313,4 +317,32 @@ fn group_lifecycle_rebalances_fences_and_keeps_offsets() {
         .map(|o| (o.partition(), o.offset()))
         .collect();
     assert_eq!(after, committed_before);
+
+    // Generations start again after a restart, member ids never do: a new
+    // member gets an id no member had before, and a member from before the
+    // restart (a zombie that missed it) is unknown, so its commit is
+    // refused rather than taken for a live member's.
+    let f = conn.call(&[], |w, out, id| {
+        w.find_coordinator_request(out, id, "g").unwrap();
+    });
+    let c = f.decode::<FindCoordinatorResponse>().body;
+    let coordinator = broker.shards[usize::from(c.shard())];
+    let mut fresh = Member::new(coordinator);
+    fresh.join();
+    assert!(
+        before.iter().all(|(id, _)| *id != fresh.id),
+        "{} was handed out before the restart too ({before:?})",
+        fresh.id
+    );
+    for (id, generation) in before {
+        let mut zombie = Member::new(coordinator);
+        zombie.id = id;
+        let partition = fresh.partitions[0];
+        assert_eq!(
+            zombie.commit(generation, partition, 1),
+            Some(ErrorCode::UnknownMember),
+            "a commit from {} of generation {generation}",
+            zombie.id
+        );
+    }
 }

@@ -25,7 +25,11 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    time::{Duration, Instant},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        OnceLock,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 /// Where a group is in its life.
@@ -117,6 +121,32 @@ impl std::fmt::Display for GroupError {
     }
 }
 
+/// A member id never handed out before, by this process or an earlier
+/// run: the group's name, this process's incarnation (its start time in
+/// nanoseconds, hex) and a count kept for the whole process (ten digits). Generations
+/// start again from 1 after a restart, so an id reused across restarts (or
+/// by a group emptied and created again) could give a zombie member, one
+/// that has not heard of the restart, the id and generation of a live one:
+/// its commits would pass the fencing and its client could not tell the
+/// memberships apart. Kafka's member ids are a client id plus a UUID for
+/// the same reason.
+fn new_member_id(group: &str) -> String {
+    static INCARNATION: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let incarnation = *INCARNATION.get_or_init(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id())
+    });
+    // Zero-padded so that ids sort in the order they were given (the range
+    // assignor orders members by id).
+    format!(
+        "{group}-{incarnation:x}-{:010}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// The coordinator's view of one group.
 #[derive(Debug, Clone)]
 pub struct Group {
@@ -136,7 +166,6 @@ pub struct Group {
     pub assigned_counts: BTreeMap<String, u32>,
     /// Committed offsets (the next offset to consume).
     pub committed: BTreeMap<TopicPartition, i64>,
-    next_member: u64,
 }
 
 impl Group {
@@ -150,7 +179,6 @@ impl Group {
             assignment: BTreeMap::new(),
             assigned_counts: BTreeMap::new(),
             committed: BTreeMap::new(),
-            next_member: 1,
         }
     }
 
@@ -168,11 +196,7 @@ impl Group {
         let id = match member_id.filter(|m| !m.is_empty()) {
             Some(id) if self.members.contains_key(id) => id.to_owned(),
             Some(_) => return Err(GroupError::UnknownMember),
-            None => {
-                let id = format!("{}-{}", self.name, self.next_member);
-                self.next_member += 1;
-                id
-            }
+            None => new_member_id(&self.name),
         };
         let mut topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         topics.sort();
