@@ -80,22 +80,64 @@ impl Stream {
     }
 }
 
-/// The writing side: one answer at a time, each written whole.
+/// The writing side: one answer at a time, each written whole. Answers
+/// without a payload (produce acks, metadata, errors) are queued and
+/// written together: the first one to arrive becomes the flusher, lets the
+/// other tasks that are ready run (an fsync completes a whole group of
+/// appends at once), then writes everything queued in one send and goes on
+/// until the queue is empty; answers queued meanwhile are its job, and
+/// their tasks end at once. Answers with a payload (fetches) are written
+/// head then payload, straight from the log's buffer, under the same turn.
 struct Writer {
     stream: Rc<Stream>,
     turn: Semaphore,
+    /// Heads of answers waiting for the flusher.
+    queue: RefCell<Vec<u8>>,
+    /// Whether a task is flushing the queue.
+    flushing: Cell<bool>,
     /// Set when a write failed or the connection must close: the reader
     /// stops.
     broken: Cell<bool>,
 }
 
 impl Writer {
+    fn new(stream: Rc<Stream>) -> Writer {
+        Writer {
+            stream,
+            turn: Semaphore::new(1),
+            queue: RefCell::new(Vec::new()),
+            flushing: Cell::new(false),
+            broken: Cell::new(false),
+        }
+    }
+
+    /// Sends `response`; an answer without a payload may still be queued
+    /// when this returns (written by the flusher, whose failure marks the
+    /// connection broken).
     async fn send(&self, response: &Response) -> io::Result<()> {
-        let _turn = self
-            .turn
-            .acquire_permit(1)
-            .await
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        if response.payload.is_some() {
+            return self.send_now(response).await;
+        }
+        self.queue.borrow_mut().extend_from_slice(&response.head);
+        if self.flushing.get() {
+            return Ok(());
+        }
+        self.flushing.set(true);
+        let flushed = self.flush().await;
+        self.flushing.set(false);
+        if flushed.is_err() {
+            self.broken.set(true);
+        }
+        flushed
+    }
+
+    /// Writes whatever is queued, then `response`, before returning.
+    async fn send_now(&self, response: &Response) -> io::Result<()> {
+        let _turn = self.take_turn().await?;
+        let queued = std::mem::take(&mut *self.queue.borrow_mut());
+        if !queued.is_empty() {
+            self.stream.write_all(&queued).await?;
+        }
         self.stream.write_all(&response.head).await?;
         if let Some(payload) = &response.payload {
             // Straight from the log's buffer (a DMA read or the written
@@ -105,6 +147,29 @@ impl Writer {
             self.stream.write_all(bytes).await?;
         }
         Ok(())
+    }
+
+    async fn flush(&self) -> io::Result<()> {
+        let _turn = self.take_turn().await?;
+        // Let the answers that are ready join this write.
+        futures_lite::future::yield_now().await;
+        let mut spare = Vec::new();
+        loop {
+            let queued = std::mem::replace(&mut *self.queue.borrow_mut(), spare);
+            if queued.is_empty() {
+                return Ok(());
+            }
+            self.stream.write_all(&queued).await?;
+            spare = queued;
+            spare.clear();
+        }
+    }
+
+    async fn take_turn(&self) -> io::Result<glommio::sync::Permit<'_>> {
+        self.turn
+            .acquire_permit(1)
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
     }
 }
 
@@ -143,11 +208,7 @@ pub async fn refuse(shard: Rc<ShardState>, stream: TcpStream) {
 
 async fn serve_frames(shard: &Rc<ShardState>, stream: TcpStream, via: Via) {
     let stream = Rc::new(Stream(RefCell::new(stream)));
-    let writer = Rc::new(Writer {
-        stream: stream.clone(),
-        turn: Semaphore::new(1),
-        broken: Cell::new(false),
-    });
+    let writer = Rc::new(Writer::new(stream.clone()));
     let budget_bytes = shard.config.connection_in_flight_bytes;
     let budget = Rc::new(Semaphore::new(budget_bytes as u64));
     let max_frame = shard.config.max_frame_bytes;
@@ -169,7 +230,7 @@ async fn serve_frames(shard: &Rc<ShardState>, stream: TcpStream, via: Via) {
                     &ResponseError::new(e.error_code(), &e.to_string()),
                 );
                 tracing::debug!(error = %e, "closing a connection that broke the protocol");
-                let _ = writer.send(&response).await;
+                let _ = writer.send_now(&response).await;
                 stream.shutdown();
                 break;
             }
@@ -189,7 +250,7 @@ async fn serve_frames(shard: &Rc<ShardState>, stream: TcpStream, via: Via) {
                         Reply::Nothing => true,
                         Reply::Close(response) => {
                             if let Some(response) = response {
-                                let _ = writer.send(&response).await;
+                                let _ = writer.send_now(&response).await;
                             }
                             writer.stream.shutdown();
                             false
