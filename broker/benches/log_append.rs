@@ -33,9 +33,7 @@ use std::{
 use broker::{
     batch::BatchBuilder,
     log::{
-        config::{DEFAULT_PREALLOCATE_STEP_BYTES, DEFAULT_WRITE_BUFFER_BYTES},
-        io::probe_device,
-        Faults, FsyncPolicy, Log, LogConfig,
+        config::DEFAULT_WRITE_BUFFER_BYTES, io::probe_device, Faults, FsyncPolicy, Log, LogConfig,
     },
 };
 use futures_lite::AsyncWriteExt;
@@ -60,7 +58,6 @@ Options (defaults in brackets):
   --record-bytes N     value bytes per record [200]
   --interval-ms N      period of the fsync=interval policy [5]
   --write-buffer-kib N the log's write_buffer_bytes and the raw writer's buffer, in KiB [256, the default]
-  --preallocate-mib N  the log's preallocate_step_bytes, in MiB; 0 turns preallocation off [32, the default]
   --raw-sync-every N   batches between fdatasyncs of the raw+sync system [64]
   --raw-write-behind N write-behind buffers of the raw writer [4, glommio's default]
   --systems LIST       comma-separated subset of raw,never,interval,always,raw-sync [all]
@@ -80,7 +77,6 @@ struct Args {
     interval: Duration,
     raw_sync_every: u64,
     write_buffer_bytes: usize,
-    preallocate_step_bytes: u64,
     raw_write_behind: usize,
     systems: Vec<String>,
     json_dir: Option<PathBuf>,
@@ -100,7 +96,6 @@ impl Args {
             interval: Duration::from_millis(5),
             raw_sync_every: 64,
             write_buffer_bytes: DEFAULT_WRITE_BUFFER_BYTES,
-            preallocate_step_bytes: DEFAULT_PREALLOCATE_STEP_BYTES,
             raw_write_behind: 4,
             systems: SYSTEM_KEYS.iter().map(|k| k.to_string()).collect(),
             json_dir: None,
@@ -134,7 +129,6 @@ impl Args {
                 "--record-bytes" => a.record_bytes = num()? as usize,
                 "--interval-ms" => a.interval = Duration::from_millis(num()?),
                 "--write-buffer-kib" => a.write_buffer_bytes = (num()? as usize) << 10,
-                "--preallocate-mib" => a.preallocate_step_bytes = num()? << 20,
                 "--raw-sync-every" => a.raw_sync_every = num()?,
                 "--raw-write-behind" => a.raw_write_behind = num()? as usize,
                 "--systems" => {
@@ -353,7 +347,6 @@ async fn run_log(
     let config = LogConfig {
         fsync,
         write_buffer_bytes: args.write_buffer_bytes,
-        preallocate_step_bytes: args.preallocate_step_bytes,
         ..LogConfig::default()
     };
     // An empty fault plan injects nothing; the bench uses it only for the
@@ -730,7 +723,6 @@ fn render_json(
     "io_memory_bytes": {io_memory},
     "log_write_buffer_bytes": {wbuf},
     "log_segment_bytes_max": {segment},
-    "log_preallocate_step_bytes": {prealloc},
     "fsync_interval_ms": {interval},
     "raw_buffer_bytes": {wbuf},
     "raw_write_behind": {wb},
@@ -760,7 +752,6 @@ fn render_json(
         io_memory = args.io_memory_bytes,
         wbuf = args.write_buffer_bytes,
         segment = LogConfig::default().segment_bytes_max,
-        prealloc = args.preallocate_step_bytes,
         interval = args.interval.as_millis(),
         wb = args.raw_write_behind,
         sync_every = args.raw_sync_every,

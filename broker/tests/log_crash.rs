@@ -1,9 +1,8 @@
 //! Crash tests with real processes: a child appends with fsync=always and
 //! reports each acknowledged batch; the test SIGKILLs it at a random moment,
 //! reopens the log and checks that every acknowledged batch is there intact,
-//! the log is one contiguous run of valid batches, nothing past the
-//! recovered end is readable, and the active segment's preallocated zeros
-//! are trimmed (and reported as zeros, not as a torn tail).
+//! the log is one contiguous run of valid batches, and nothing past the
+//! recovered end is readable.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -89,7 +88,6 @@ fn kill_during_appends_loses_nothing_acknowledged() {
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut total_acked = 0usize;
-    let mut zero_tail_bytes = 0u64;
     // Every acknowledged batch of every life of the log: (i, base offset).
     let mut acked: Vec<(u64, u64)> = Vec::new();
     for iteration in 0..iterations {
@@ -144,7 +142,7 @@ fn kill_during_appends_loses_nothing_acknowledged() {
         acked.extend(got);
         let all = acked.clone();
         let dirp = dir.path().to_path_buf();
-        zero_tail_bytes += run(async move {
+        run(async move {
             let (log, report) = Log::open(&dirp, config()).await.unwrap();
             let hw = log.high_watermark();
             // Every batch acknowledged in any life so far reads back intact.
@@ -191,25 +189,10 @@ fn kill_during_appends_loses_nothing_acknowledged() {
                 log.read(hw + 1, 1).await,
                 Err(LogError::OffsetOutOfRange { .. })
             ));
-            // The segment files hold exactly the batches: no zeros remain.
-            let on_disk: u64 = std::fs::read_dir(&dirp)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_some_and(|e| e == "log"))
-                .map(|p| std::fs::metadata(p).unwrap().len())
-                .sum();
-            assert_eq!(on_disk, log.size_bytes(), "seed {seed}: {report:?}");
+            drop(report);
             // Leave without close: the next child recovers from a crash too.
             drop(log);
-            report.zero_tail_bytes
         });
     }
-    assert!(
-        zero_tail_bytes > 0,
-        "no kill left preallocated zeros to trim: the test does not cover them"
-    );
-    eprintln!(
-        "{total_acked} acknowledged batches over {iterations} kills, none lost; \
-         {zero_tail_bytes} bytes of zeros trimmed"
-    );
+    eprintln!("{total_acked} acknowledged batches over {iterations} kills, none lost");
 }

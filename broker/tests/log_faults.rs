@@ -1,8 +1,7 @@
 //! Disk failures: a failed write or fsync fails the appends it carried and
 //! never acknowledges them; the log stays readable up to the last
 //! acknowledged batch and accepts appends again. Injected faults cover EIO on
-//! fsync and failing preallocation; a real size-limited tmpfs covers a disk
-//! that fills up (preallocation included) and frees.
+//! fsync; a real size-limited tmpfs covers a disk that fills up and frees.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -125,58 +124,6 @@ fn invalid_batches_never_reach_the_log() {
     });
 }
 
-/// Preallocation that fails (a full disk, or a filesystem without
-/// `fallocate`) never fails an append: writes extend the file instead.
-/// Returns the fault plan's counters and the number of segments written.
-fn failed_preallocation_falls_back_to_extending_writes(errno: i32) -> (Rc<Faults>, u64) {
-    run(async move {
-        let dir = tempfile::tempdir().unwrap();
-        let faults = Rc::new(Faults::default());
-        faults.fail_allocate_errno.set(errno);
-        let cfg = LogConfig {
-            preallocate_step_bytes: 8 << 10,
-            ..config()
-        };
-        let (log, _) = Log::open_with_faults(dir.path(), cfg, Some(faults.clone()))
-            .await
-            .unwrap();
-        let mut good = Vec::new();
-        for i in 0..40 {
-            let b = make_batch(i, 3, 300, 0);
-            let a = log.append(&b).await.unwrap();
-            good.push(with_base(&b, a.base_offset));
-        }
-        let segments = log.segment_count() as u64;
-        assert!(segments > 1);
-        assert!(faults.allocations.get() > 0);
-        assert_eq!(faults.allocations.get(), faults.allocation_failures.get());
-        assert_eq!(common::read_all(&log).await, good);
-        drop(log);
-        let (log, report) = Log::open(dir.path(), config()).await.unwrap();
-        assert_eq!(report.truncated_bytes, 0, "{report:?}");
-        assert_eq!(common::read_all(&log).await, good);
-        log.close().await.unwrap();
-        (faults, segments)
-    })
-}
-
-#[test]
-fn preallocation_without_space_falls_back_to_extending_writes() {
-    let (faults, segments) = failed_preallocation_falls_back_to_extending_writes(libc::ENOSPC);
-    // Tried again a step further on (space may have been freed), not at every write.
-    let tries = faults.allocations.get();
-    assert!(
-        tries > segments && tries < faults.writes.get(),
-        "{tries} tries"
-    );
-}
-
-#[test]
-fn preallocation_unsupported_by_the_filesystem_is_tried_once_per_segment() {
-    let (faults, segments) = failed_preallocation_falls_back_to_extending_writes(libc::EOPNOTSUPP);
-    assert_eq!(faults.allocations.get(), segments);
-}
-
 struct Tmpfs(std::path::PathBuf);
 
 impl Tmpfs {
@@ -218,11 +165,7 @@ fn full_disk_fails_appends_cleanly_and_recovers_when_space_returns() {
             retention_ms: None,
             ..LogConfig::default()
         };
-        // An empty fault plan: only its counters are used.
-        let faults = Rc::new(Faults::default());
-        let (log, _) = Log::open_with_faults(&dir, cfg.clone(), Some(faults.clone()))
-            .await
-            .unwrap();
+        let (log, _) = Log::open(&dir, cfg.clone()).await.unwrap();
         let mut acked = Vec::new();
         let mut failures = 0;
         for i in 0..2000u64 {
@@ -239,11 +182,6 @@ fn full_disk_fails_appends_cleanly_and_recovers_when_space_returns() {
             }
         }
         assert!(failures >= 3, "the disk never filled up");
-        assert!(
-            faults.allocation_failures.get() > 0,
-            "preallocation never met the full disk ({} attempts)",
-            faults.allocations.get()
-        );
         assert!(!acked.is_empty());
         assert_eq!(
             common::read_all(&log).await,

@@ -43,10 +43,7 @@ fn interval_policy_acks_after_write_and_syncs_on_a_timer() {
     run(async {
         let dir = tempfile::tempdir().unwrap();
         let faults = Rc::new(Faults::default());
-        // The interval runs from the open; it must outlast the first write
-        // (with its preallocation) even on a loaded machine, where 20 ms
-        // did not always.
-        let cfg = config(FsyncPolicy::Interval(Duration::from_millis(100)));
+        let cfg = config(FsyncPolicy::Interval(Duration::from_millis(20)));
         let (log, _) = Log::open_with_faults(dir.path(), cfg, Some(faults.clone()))
             .await
             .unwrap();

@@ -43,11 +43,6 @@ pub struct LogConfig {
     pub write_buffer_bytes: usize,
     /// How many written buffers are kept in memory to serve reads of recent data.
     pub read_cache_buffers: usize,
-    /// The active segment's file is grown with `fallocate` this many bytes
-    /// ahead of the writes (capped by `segment_bytes_max`), so writes rarely
-    /// extend the file; 0 turns preallocation off. The log tracks the
-    /// segment's length itself; sealed segments are trimmed to it.
-    pub preallocate_step_bytes: u64,
 }
 
 /// Kafka's default segment size, and the paper's.
@@ -62,9 +57,6 @@ pub const DEFAULT_BATCH_BYTES_MAX: usize = 8 << 20;
 /// 256 KiB: big enough that a write cycle of many 10 KB batches is one write,
 /// small enough that a few per partition fit in glommio's registered memory.
 pub const DEFAULT_WRITE_BUFFER_BYTES: usize = 256 << 10;
-/// 32 MiB, Redpanda's `segment_fallocation_step`: one `fallocate` per 128
-/// write cycles of 256 KiB, little unused space per idle partition.
-pub const DEFAULT_PREALLOCATE_STEP_BYTES: u64 = 32 << 20;
 
 /// Positions inside a segment are stored as u32 in the index files, so a
 /// segment must stay below 4 GiB including the batch that crosses the limit.
@@ -84,18 +76,11 @@ impl Default for LogConfig {
             batch_bytes_max: DEFAULT_BATCH_BYTES_MAX,
             write_buffer_bytes: DEFAULT_WRITE_BUFFER_BYTES,
             read_cache_buffers: 8,
-            preallocate_step_bytes: DEFAULT_PREALLOCATE_STEP_BYTES,
         }
     }
 }
 
 impl LogConfig {
-    /// The preallocation step in effect: the setting, capped by the segment
-    /// size (0: off).
-    pub fn preallocate_step(&self) -> u64 {
-        self.preallocate_step_bytes.min(self.segment_bytes_max)
-    }
-
     /// Checks every value against its limit; the error names the setting.
     pub fn validate(&self) -> Result<(), LogError> {
         let bad = |setting: &'static str, reason: String| Err(LogError::Config { setting, reason });
@@ -128,15 +113,6 @@ impl LogConfig {
             return bad(
                 "write_buffer_bytes",
                 format!("{} is outside 4096..=64 MiB", self.write_buffer_bytes),
-            );
-        }
-        if self.preallocate_step_bytes > SEGMENT_BYTES_LIMIT {
-            return bad(
-                "preallocate_step_bytes",
-                format!(
-                    "{} is above {SEGMENT_BYTES_LIMIT} (0 turns it off)",
-                    self.preallocate_step_bytes
-                ),
             );
         }
         if let FsyncPolicy::Interval(d) = self.fsync {

@@ -5,15 +5,6 @@
 //!
 //! Invariant: every write is of a whole aligned buffer at an aligned position;
 //! a short write is an error (it is how a full device shows itself).
-//!
-//! Preallocation: the active segment's file can be grown with `fallocate`
-//! (mode 0: the file size moves ahead, the blocks read as zeros) in steps
-//! ahead of the writes, so a write rarely extends the file (ext4 runs an
-//! extending direct write under the exclusive inode lock, and io_uring hands
-//! it to a worker thread). The file's size is then not the segment's length:
-//! the log tracks that itself, and recovery treats the zeros past the last
-//! batch as the end. A failed `fallocate` never fails a write: the write
-//! extends the file as it would without preallocation.
 
 use std::{
     cell::Cell,
@@ -70,12 +61,6 @@ pub struct Faults {
     pub writes_in_flight: Cell<u32>,
     /// The most data writes that were in flight at once.
     pub max_writes_in_flight: Cell<u32>,
-    /// Fail every preallocation with this errno (0: none).
-    pub fail_allocate_errno: Cell<i32>,
-    /// Counts preallocations (`fallocate` calls) attempted.
-    pub allocations: Cell<u64>,
-    /// Counts preallocations that failed (and left the writes extending).
-    pub allocation_failures: Cell<u64>,
 }
 
 /// Counts a data write as in flight while it lives.
@@ -170,18 +155,6 @@ pub struct IoStats {
     pub sync_latency: Histogram,
 }
 
-/// How a segment file is grown ahead of its writes.
-#[derive(Debug, Clone, Copy, Default)]
-struct Prealloc {
-    /// Bytes to allocate ahead of the write position (0: off).
-    step: u64,
-    /// Never allocate past this size (the segment's size limit).
-    cap: u64,
-    /// The file size already set (by writes, truncation or `fallocate`),
-    /// or claimed by a `fallocate` in flight.
-    end: u64,
-}
-
 /// A segment's `.log` file, opened read-write with O_DIRECT.
 #[derive(Debug)]
 pub struct SegmentFile {
@@ -189,7 +162,6 @@ pub struct SegmentFile {
     path: PathBuf,
     faults: Option<Rc<Faults>>,
     stats: Arc<IoStats>,
-    prealloc: Cell<Prealloc>,
 }
 
 impl SegmentFile {
@@ -212,70 +184,7 @@ impl SegmentFile {
             path: path.to_path_buf(),
             faults,
             stats,
-            prealloc: Cell::new(Prealloc::default()),
         })
-    }
-
-    /// From now on, grows the file with `fallocate` up to `step` bytes ahead
-    /// of each write that would extend it, never past `cap`; `size` is the
-    /// file's current size. `step` 0 turns it off.
-    pub fn preallocate_ahead(&self, step: u64, cap: u64, size: u64) {
-        self.prealloc.set(Prealloc {
-            step,
-            cap,
-            end: size,
-        });
-    }
-
-    /// Before a write ending at `end`: if it would extend the file, grows the
-    /// file a step ahead. Never fails: after a failed `fallocate` the write
-    /// extends the file itself, as without preallocation (a full disk then
-    /// fails the write, as it would have anyway). A filesystem without
-    /// `fallocate` turns preallocation off for the file.
-    async fn grow_for(&self, end: u64) {
-        let p = self.prealloc.get();
-        if p.step == 0 || end <= p.end {
-            return;
-        }
-        let target = (p.end + p.step).max(align_up(end)).min(p.cap);
-        if target < end {
-            // Past the cap (a segment's one oversized batch): just extend.
-            return;
-        }
-        // Claimed before the await: a write issued meanwhile below `target`
-        // does not allocate again. It may run before the `fallocate` does;
-        // both orders leave the same bytes (mode 0 never touches written
-        // blocks), it only extends the file itself then.
-        self.prealloc.set(Prealloc { end: target, ..p });
-        let result = match &self.faults {
-            Some(f) => {
-                f.allocations.set(f.allocations.get() + 1);
-                match f.fail_allocate_errno.get() {
-                    0 => None,
-                    errno => Some(injected(errno)),
-                }
-            }
-            None => None,
-        };
-        let result = match result {
-            Some(e) => Err(e),
-            None => self
-                .file
-                .pre_allocate(target, false)
-                .await
-                .map_err(io::Error::from),
-        };
-        if let Err(e) = result {
-            if let Some(f) = &self.faults {
-                f.allocation_failures.set(f.allocation_failures.get() + 1);
-            }
-            let unsupported = e.raw_os_error() == Some(libc::EOPNOTSUPP);
-            tracing::debug!(path = %self.path.display(), error = %e, unsupported, "preallocation failed; writes extend the file");
-            if unsupported {
-                let now = self.prealloc.get();
-                self.prealloc.set(Prealloc { step: 0, ..now });
-            }
-        }
     }
 
     /// The file's path.
@@ -293,7 +202,6 @@ impl SegmentFile {
         debug_assert_eq!(pos % BLOCK, 0, "unaligned write position");
         debug_assert_eq!(buf.len() as u64 % BLOCK, 0, "unaligned write length");
         let want = buf.len();
-        self.grow_for(pos + want as u64).await;
         let _in_flight = self.faults.as_deref().map(InFlightGuard::new);
         if let Some(f) = &self.faults {
             f.writes.set(f.writes.get() + 1);
@@ -351,15 +259,12 @@ impl SegmentFile {
         synced.map_err(|e| LogError::io("fsyncing", &self.path, e.into()))
     }
 
-    /// Sets the file's length (dropping any preallocated space past it).
+    /// Sets the file's length.
     pub async fn truncate(&self, len: u64) -> Result<(), LogError> {
         self.file
             .truncate(len)
             .await
-            .map_err(|e| LogError::io("truncating", &self.path, e.into()))?;
-        let p = self.prealloc.get();
-        self.prealloc.set(Prealloc { end: len, ..p });
-        Ok(())
+            .map_err(|e| LogError::io("truncating", &self.path, e.into()))
     }
 
     /// The file's length.

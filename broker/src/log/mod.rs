@@ -121,15 +121,8 @@ pub struct LogRead {
 pub struct RecoveryReport {
     /// Segments found.
     pub segments: usize,
-    /// Bytes of a torn or corrupt tail cut from the end of the last segment:
-    /// from the first batch that failed validation to the last byte that is
-    /// not zero. Data that was never acknowledged (or, with a policy other
-    /// than `always`, not yet durable) was lost with them.
+    /// Bytes cut from the end of the last segment (torn or corrupt tail).
     pub truncated_bytes: u64,
-    /// Zeros cut from the end of segments, past the last valid batch (and
-    /// past a torn tail): preallocated space and block padding that were
-    /// never data. Nothing is lost with them.
-    pub zero_tail_bytes: u64,
     /// Why the tail was cut, when it was.
     pub truncation_reason: Option<String>,
     /// Segments whose index was missing or stale and was rebuilt.
@@ -359,10 +352,6 @@ impl Log {
             active.next_offset,
             TAIL_START_BYTES,
         );
-        // Recovery left the file at the segment's length.
-        active
-            .file
-            .preallocate_ahead(config.preallocate_step(), prealloc_cap(&config), active.len);
         let next_offset = active.next_offset;
         let len = active.len;
         let state = State {
@@ -619,13 +608,8 @@ impl Log {
         Ok(())
     }
 
-    /// Seals the active segment (trim the preallocated space and padding to
-    /// its length, fsync, write its indexes) and starts a new one at the log
-    /// end offset. Closed segments are trusted at open, so the trim is
-    /// durable before the new segment's file exists: the fdatasync after it,
-    /// then the index files' own fsyncs (on ext4 a later journal commit
-    /// carries every earlier one). Should a filesystem keep the zeros
-    /// anyway, recovery trims zeros past a closed segment's checkpoint.
+    /// Seals the active segment (fsync, trim the padding, write its indexes)
+    /// and starts a new one at the log end offset.
     async fn roll(&self) -> Result<(), LogError> {
         let new_base = self.checkpoint_active().await?;
         let inner = &self.inner;
@@ -634,11 +618,6 @@ impl Log {
             SegmentFile::open(&log_path, true, inner.faults.clone(), inner.stats.clone()).await?,
         );
         new_file.truncate(0).await?;
-        new_file.preallocate_ahead(
-            inner.config.preallocate_step(),
-            prealloc_cap(&inner.config),
-            0,
-        );
         io::sync_dir(&inner.dir).await?;
         let mut st = inner.state.borrow_mut();
         st.durable_end = new_base;
@@ -677,7 +656,6 @@ impl Log {
                 seg.base_offset,
             )
         };
-        // Drops the preallocated space and the padding of the last block.
         file.truncate(cp.valid_len).await?;
         file.sync().await?;
         let (_, idx_path, time_path) = segment::paths(&inner.dir, base);
@@ -896,8 +874,7 @@ impl Log {
         Ok(report)
     }
 
-    /// Flushes and fsyncs everything, trims the active segment to its length
-    /// (dropping preallocated space and padding),
+    /// Flushes and fsyncs everything, trims the active segment's padding,
     /// writes its indexes (so the next open validates nothing) and closes.
     /// Pending appends complete first; later calls fail with [`LogError::Closed`].
     pub async fn close(&self) -> Result<(), LogError> {
@@ -1526,12 +1503,7 @@ async fn recover(
             ScanEnd::Malformed(pos, why) => Some(format!("at position {pos}: {why}")),
         };
         if seg.len < file_len {
-            // Zeros past the last batch are preallocated space or padding,
-            // not data: only what lies before them is a torn tail. A closed
-            // segment may carry such zeros after a crash between its roll
-            // and the trim reaching the disk; anything else there is damage.
-            let data_end = segment::nonzero_end(&seg.file, seg.len, file_len).await?;
-            if !is_last && data_end > seg.len {
+            if !is_last {
                 return Err(LogError::Corrupt {
                     path: seg.file.path().to_path_buf(),
                     reason: format!(
@@ -1541,11 +1513,8 @@ async fn recover(
                     ),
                 });
             }
-            report.zero_tail_bytes += file_len - data_end;
-            if data_end > seg.len {
-                report.truncated_bytes = data_end - seg.len;
-                report.truncation_reason = reason;
-            }
+            report.truncated_bytes = file_len - seg.len;
+            report.truncation_reason = reason;
             seg.file.truncate(seg.len).await?;
             seg.file.sync().await?;
         }
@@ -1561,12 +1530,6 @@ async fn recover(
         io::sync_dir(dir).await?;
     }
     Ok((segments, report))
-}
-
-/// The largest size preallocation grows a segment file to: its size limit,
-/// block-aligned (a segment ends below it except for one oversized batch).
-fn prealloc_cap(config: &LogConfig) -> u64 {
-    io::align_up(config.segment_bytes_max)
 }
 
 fn empty_segment(base: u64, file: SegmentFile) -> Segment {

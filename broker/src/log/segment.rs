@@ -198,28 +198,3 @@ fn describe(here: &[u8], left: u64) -> String {
         "batch length field out of range".into()
     }
 }
-
-/// The position after the last byte of `file` in `from..to` that is not
-/// zero, or `from` when all are zeros. Reads backwards from `to` in large
-/// chunks, so its cost is about the length of the zeros at the end (at
-/// most a preallocation step) plus one chunk.
-pub async fn nonzero_end(file: &SegmentFile, from: u64, to: u64) -> Result<u64, LogError> {
-    let mut end = to;
-    while end > from {
-        let read_pos = align_down(end.saturating_sub(SCAN_CHUNK as u64).max(from));
-        let chunk = file
-            .read(read_pos, super::io::align_up(end - read_pos) as usize)
-            .await?;
-        let lo = (from.max(read_pos) - read_pos) as usize;
-        let hi = ((end - read_pos) as usize).min(chunk.len());
-        if let Some(i) = chunk
-            .get(lo..hi)
-            .and_then(|c| c.iter().rposition(|&b| b != 0))
-        {
-            return Ok(read_pos + (lo + i) as u64 + 1);
-        }
-        end = read_pos.max(from);
-        glommio::yield_if_needed().await;
-    }
-    Ok(from)
-}
