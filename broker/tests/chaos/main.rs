@@ -127,6 +127,8 @@ struct Summary {
     disk_full_skipped: Option<String>,
     /// Hostile connections made, by kind.
     hostile_inputs: BTreeMap<&'static str, u64>,
+    /// The broker's largest resident memory seen (sampled between faults).
+    broker_max_rss_mib: u64,
     counts: Counts,
     violations: Vec<String>,
 }
@@ -221,8 +223,10 @@ fn run(secs: u64, seed: u64, kinds: &[Fault], broken: bool) -> Vec<String> {
     let end = Instant::now() + Duration::from_secs(secs);
     // Rounds of every kind of fault asked for, in a random order.
     let mut schedule = Vec::new();
+    let mut max_rss_kib = 0;
     while Instant::now() < end {
         thread::sleep(rng.ms(800, 2000));
+        max_rss_kib = max_rss_kib.max(node.rss_kib());
         for _ in 0..members.restart_ended() {
             count("member ended by itself, restarted");
         }
@@ -335,6 +339,7 @@ fn run(secs: u64, seed: u64, kinds: &[Fault], broken: bool) -> Vec<String> {
         faults,
         disk_full_skipped: tmpfs.as_ref().err().cloned(),
         hostile_inputs,
+        broker_max_rss_mib: max_rss_kib / 1024,
         counts,
         violations,
     };

@@ -94,6 +94,20 @@ impl Node {
         }
     }
 
+    /// The broker's resident memory in KiB (0 when it is not running).
+    pub fn rss_kib(&self) -> u64 {
+        let Some(c) = &self.child else { return 0 };
+        std::fs::read_to_string(format!("/proc/{}/status", c.id()))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     pub fn pause(&mut self) {
         self.signal(libc::SIGSTOP);
         self.paused = true;
