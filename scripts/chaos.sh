@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CHAOS_SECS="${1:-1800}"
 export CHAOS_SEED="${2:-$RANDOM$RANDOM}"
+export CHAOS_REVISION="$(git describe --always --dirty 2>/dev/null || echo unknown)"
 export CHAOS_SUMMARY="${CHAOS_SUMMARY:-$PWD/bench-results/chaos-$(date -u +%F).json}"
 cargo test --locked --release -p broker --test chaos -- --nocapture --exact chaos
 echo "summary: $CHAOS_SUMMARY"

@@ -171,12 +171,18 @@ fn a_broker_that_acks_before_writing_is_caught() {
 /// One chaos run; the checker's violations (empty when all is well).
 fn run(secs: u64, seed: u64, kinds: &[Fault], broken: bool) -> Vec<String> {
     eprintln!("chaos: seed {seed}, {secs} s (reproduce: CHAOS_SEED={seed} CHAOS_SECS={secs})");
+    let revision = revision();
     let tmp = tempfile::tempdir().unwrap();
+    // The run's own copy of the binary: a rebuild during a long run must not
+    // change what is restarted after each kill.
+    let bin = tmp.path().join("broker");
+    std::fs::copy(env!("CARGO_BIN_EXE_broker"), &bin).unwrap();
     let mount_dir = tmp.path().join("disk");
     // Room for what the run writes (about 8 MiB a minute here) and the
     // offsets topic, with a margin: the disk is full only when filled.
     let tmpfs = Tmpfs::mount(&mount_dir, 48 + secs as u32 / 4);
     let mut node = Node::new(
+        bin.clone(),
         mount_dir.join("data"),
         tmp.path().join("broker.log"),
         broken,
@@ -211,7 +217,7 @@ fn run(secs: u64, seed: u64, kinds: &[Fault], broken: bool) -> Vec<String> {
         [node.listen, node.shard_addrs()[0], node.shard_addrs()[1]],
         hostile_stop.clone(),
     );
-    let mut members = Members::new(&bootstrap, TOPIC, GROUP);
+    let mut members = Members::new(&bin, &bootstrap, TOPIC, GROUP);
     for _ in 0..MEMBERS {
         members.spawn();
     }
@@ -335,7 +341,7 @@ fn run(secs: u64, seed: u64, kinds: &[Fault], broken: bool) -> Vec<String> {
     let summary = Summary {
         seed,
         seconds: secs,
-        revision: revision(),
+        revision,
         faults,
         disk_full_skipped: tmpfs.as_ref().err().cloned(),
         hostile_inputs,
@@ -420,8 +426,12 @@ fn read_all(bootstrap: &str, seed: u64) -> FinalLog {
     final_log
 }
 
-/// The commit the test was built from (`git describe`), or "unknown".
+/// The commit under test: `CHAOS_REVISION` (scripts/chaos.sh sets it when
+/// it builds), else `git describe` as the run starts, or "unknown".
 fn revision() -> String {
+    if let Ok(r) = std::env::var("CHAOS_REVISION") {
+        return r;
+    }
     std::process::Command::new("git")
         .args(["describe", "--always", "--dirty"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))

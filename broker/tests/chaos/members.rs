@@ -62,6 +62,8 @@ impl Member {
 
 /// The member processes.
 pub struct Members {
+    /// The broker binary (a copy taken at the start of the run).
+    bin: std::path::PathBuf,
     bootstrap: String,
     topic: String,
     group: String,
@@ -71,8 +73,9 @@ pub struct Members {
 }
 
 impl Members {
-    pub fn new(bootstrap: &str, topic: &str, group: &str) -> Members {
+    pub fn new(bin: &std::path::Path, bootstrap: &str, topic: &str, group: &str) -> Members {
         Members {
+            bin: bin.to_owned(),
             bootstrap: bootstrap.to_owned(),
             topic: topic.to_owned(),
             group: group.to_owned(),
@@ -92,7 +95,7 @@ impl Members {
         self.started += 1;
         // One stream for both (a socket pair: ordered like a pipe).
         let (read, write) = UnixStream::pair().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_broker"))
+        let child = Command::new(&self.bin)
             .args(["consume", &self.topic, "--group", &self.group])
             .arg("--print-offsets")
             .args(["--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string()])

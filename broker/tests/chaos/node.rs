@@ -20,6 +20,8 @@ pub fn free_port() -> u16 {
 /// the same ports and data directory.
 pub struct Node {
     child: Option<Child>,
+    /// The broker binary (a copy taken at the start of the run).
+    bin: PathBuf,
     data: PathBuf,
     pub listen: SocketAddr,
     shard_base: u16,
@@ -30,8 +32,8 @@ pub struct Node {
 }
 
 impl Node {
-    /// A node over `data` logging to `log`, not started yet.
-    pub fn new(data: PathBuf, log: PathBuf, broken: bool) -> Node {
+    /// A node running `bin` over `data`, logging to `log`, not started yet.
+    pub fn new(bin: PathBuf, data: PathBuf, log: PathBuf, broken: bool) -> Node {
         let mut shard_base = free_port();
         // Two consecutive free ports for the shards: retry until the pair is.
         while TcpListener::bind(("127.0.0.1", shard_base + 1)).is_err() {
@@ -39,6 +41,7 @@ impl Node {
         }
         Node {
             child: None,
+            bin,
             data,
             listen: SocketAddr::from(([127, 0, 0, 1], free_port())),
             shard_base,
@@ -59,7 +62,7 @@ impl Node {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
+        let mut child = Command::new(&self.bin)
             .arg("serve")
             .arg("--data-dir")
             .arg(&self.data)
