@@ -229,3 +229,54 @@ fn the_client_reports_the_connection_limit_as_such() {
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::TooManyConnections), "{err}");
 }
+
+/// A client that pipelines requests and never reads an answer: the broker
+/// stops reading it once its in-flight budget is used, so the answers it
+/// cannot send do not pile up in memory.
+#[test]
+fn a_client_that_never_reads_its_answers_cannot_grow_the_broker() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&tmp.path().join("data"), 1, &[]);
+    let pid = broker.child.id();
+    let mut admin = Conn::connect(broker.listen);
+    // Topics with long names make each ListTopics answer a few KiB.
+    for i in 0..20 {
+        let name = format!("{i:03}-{}", "x".repeat(120));
+        let f = admin.call(&[], |w, out, id| {
+            w.create_topic_request(out, id, &name, 1, &TopicSettings::default())
+                .unwrap();
+        });
+        assert!(f.error().is_none());
+    }
+    let rss_before = rss_kib(pid);
+    // 100 ListTopics requests per write, sent for 3 s or until the broker
+    // stops reading (the writes then time out).
+    let mut chunk = Vec::new();
+    let mut writer = broker::protocol::FrameWriter::new();
+    for id in 1..=100u64 {
+        writer.list_topics_request(&mut chunk, id).unwrap();
+    }
+    let mut s = std::net::TcpStream::connect(broker.listen).unwrap();
+    s.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    let mut sent = 0usize;
+    while std::time::Instant::now() < until {
+        match s.write_all(&chunk) {
+            Ok(()) => sent += chunk.len(),
+            Err(_) => break,
+        }
+    }
+    thread::sleep(Duration::from_millis(500));
+    let rss_after = rss_kib(pid);
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "memory grew from {rss_before} KiB to {rss_after} KiB after {sent} bytes of requests"
+    );
+    // Still serving others.
+    let f = admin.call(&[], |w, out, id| {
+        w.list_topics_request(out, id).unwrap();
+    });
+    assert!(f.error().is_none());
+}

@@ -85,8 +85,9 @@ impl Stream {
 /// written together: the first one to arrive becomes the flusher, lets the
 /// other tasks that are ready run (an fsync completes a whole group of
 /// appends at once), then writes everything queued in one send and goes on
-/// until the queue is empty; answers queued meanwhile are its job, and
-/// their tasks end at once. Answers with a payload (fetches) are written
+/// until the queue is empty; answers queued meanwhile are its job (their
+/// tasks wait for the turn, holding their in-flight permits, so the queue
+/// is bounded by the connection's in-flight budget). Answers with a payload (fetches) are written
 /// head then payload, straight from the log's buffer, under the same turn.
 struct Writer {
     stream: Rc<Stream>,
@@ -120,7 +121,12 @@ impl Writer {
         }
         self.queue.borrow_mut().extend_from_slice(&response.head);
         if self.flushing.get() {
-            return Ok(());
+            // The flusher writes it; this task waits for its turn, by when
+            // it usually has, so it keeps its in-flight permit until then
+            // and a peer that does not read cannot grow the queue without
+            // bound.
+            let _turn = self.take_turn().await?;
+            return self.write_queued().await.map(|_| ());
         }
         self.flushing.set(true);
         let flushed = self.flush().await;
@@ -134,10 +140,7 @@ impl Writer {
     /// Writes whatever is queued, then `response`, before returning.
     async fn send_now(&self, response: &Response) -> io::Result<()> {
         let _turn = self.take_turn().await?;
-        let queued = std::mem::take(&mut *self.queue.borrow_mut());
-        if !queued.is_empty() {
-            self.stream.write_all(&queued).await?;
-        }
+        self.write_queued().await?;
         self.stream.write_all(&response.head).await?;
         if let Some(payload) = &response.payload {
             // Straight from the log's buffer (a DMA read or the written
@@ -153,16 +156,19 @@ impl Writer {
         let _turn = self.take_turn().await?;
         // Let the answers that are ready join this write.
         futures_lite::future::yield_now().await;
-        let mut spare = Vec::new();
-        loop {
-            let queued = std::mem::replace(&mut *self.queue.borrow_mut(), spare);
-            if queued.is_empty() {
-                return Ok(());
-            }
-            self.stream.write_all(&queued).await?;
-            spare = queued;
-            spare.clear();
+        while self.write_queued().await? {}
+        Ok(())
+    }
+
+    /// Writes what is queued; whether there was anything. The caller holds
+    /// the turn.
+    async fn write_queued(&self) -> io::Result<bool> {
+        let queued = std::mem::take(&mut *self.queue.borrow_mut());
+        if queued.is_empty() {
+            return Ok(false);
         }
+        self.stream.write_all(&queued).await?;
+        Ok(true)
     }
 
     async fn take_turn(&self) -> io::Result<glommio::sync::Permit<'_>> {
