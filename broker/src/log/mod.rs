@@ -225,6 +225,12 @@ struct State {
     /// last issued one: the load is concurrent, so cutting buffers at block
     /// boundaries (to pipeline writes) pays off.
     appended_while_writing: bool,
+    /// Bytes the last acknowledgement released that have not been appended
+    /// again since (each append counts down, whoever sends it). While I/O is
+    /// in flight, the flusher holds the tail until they are back (or a
+    /// deadline passes), so a closed loop of appenders fills one write
+    /// instead of being split among several (see [`next_write`]).
+    refill_pending: u64,
     closed: bool,
     flusher: Option<Waker>,
     waiters: Vec<Waker>,
@@ -372,6 +378,7 @@ impl Log {
             flushing: false,
             writes_in_flight: 0,
             appended_while_writing: false,
+            refill_pending: 0,
             closed: false,
             flusher: None,
             waiters: Vec::new(),
@@ -549,6 +556,7 @@ impl Log {
         if st.writes_in_flight > 0 {
             st.appended_while_writing = true;
         }
+        st.refill_pending = st.refill_pending.saturating_sub(batch.len() as u64);
         let active_len = st.active().len;
         let tail = st.tail.as_mut().expect("tail present while open");
         debug_assert_eq!(
@@ -938,9 +946,9 @@ fn pick_batches(bytes: &[u8], offset: u64, max_bytes: usize) -> Option<(usize, u
 /// measured much slower (bench-results/README.md).
 const WRITE_DEPTH: usize = 2;
 
-/// While another write is in flight, a new one is issued only once the tail
-/// holds this fraction of `write_buffer_bytes` in whole blocks: the disk is
-/// busy anyway, and small writes cost more per byte than they gain in depth.
+/// With nothing in flight and concurrent appends, a buffer is cut at its
+/// last block boundary (so the next write can be in flight with it) once it
+/// holds this fraction of `write_buffer_bytes` in whole blocks.
 const PIPELINED_WRITE_DIVISOR: usize = 4;
 
 /// A data write or fdatasync issued by the flusher.
@@ -950,6 +958,7 @@ type IoFuture = Pin<Box<dyn Future<Output = Result<(), LogError>>>>;
 struct InFlight {
     io: IoFuture,
     done: Option<Result<(), LogError>>,
+    issued: Instant,
     segment: u64,
     sealed: Sealed,
 }
@@ -978,6 +987,17 @@ struct Pipeline {
     /// for the next one.
     last_sync: Instant,
     timer: Option<Pin<Box<glommio::timer::Timer>>>,
+    /// How long a data write keeps the disk (moving average of the time
+    /// from when it could start, its issue or its predecessor's completion,
+    /// to its completion).
+    write_time: Duration,
+    /// When the last data write completed.
+    last_write_done: Instant,
+    /// The tail is held for the appends the last acknowledgement released
+    /// (`State::refill_pending`) until this instant at most, and the timer
+    /// that wakes the flusher then.
+    refill_deadline: Option<Instant>,
+    refill_timer: Option<Pin<Box<glommio::timer::Timer>>>,
 }
 
 impl Pipeline {
@@ -1011,6 +1031,10 @@ async fn flusher(weak: Weak<Inner>) {
         sync: None,
         last_sync: Instant::now(),
         timer: None,
+        write_time: Duration::ZERO,
+        last_write_done: Instant::now(),
+        refill_deadline: None,
+        refill_timer: None,
     };
     loop {
         let step = poll_fn(|cx| match weak.upgrade() {
@@ -1062,9 +1086,14 @@ fn pump(inner: &Inner, pipe: &mut Pipeline, cx: &mut Context<'_>) -> Poll<Step> 
         }
         // Acknowledge in file order: only the completed prefix counts.
         let mut acked = false;
+        let acked_before = (st.acked_end, st.acked_len);
         while let Some(r) = pipe.writes.front_mut().and_then(|w| w.done.take()) {
             let w = pipe.writes.pop_front().expect("front exists");
             progress = true;
+            let now = Instant::now();
+            let took = now.saturating_duration_since(w.issued.max(pipe.last_write_done));
+            pipe.write_time = (pipe.write_time * 7 + took) / 8;
+            pipe.last_write_done = now;
             if st.reset_to_durable.is_some() {
                 // A failure already failed these appends; the write only
                 // had to finish before the truncation.
@@ -1129,6 +1158,19 @@ fn pump(inner: &Inner, pipe: &mut Pipeline, cx: &mut Context<'_>) -> Poll<Step> 
         }
         if acked {
             st.wake_waiters();
+            if st.acked_end > acked_before.0 {
+                // What was just acknowledged tends to come back at once
+                // (producers waiting on their acknowledgement): hold the
+                // tail for it, at most half a write's time, well before the
+                // write in flight ends.
+                st.refill_pending = if st.acked_len > acked_before.1 {
+                    st.acked_len - acked_before.1
+                } else {
+                    st.acked_len
+                };
+                pipe.refill_deadline = Some(Instant::now() + pipe.write_time / 2);
+                pipe.refill_timer = None;
+            }
         }
         if let Some(to_durable) = st.reset_to_durable {
             // Nothing new is issued; truncate once the issued I/O is in.
@@ -1141,7 +1183,13 @@ fn pump(inner: &Inner, pipe: &mut Pipeline, cx: &mut Context<'_>) -> Poll<Step> 
             if pipe.sync.is_none() {
                 progress |= start_sync(inner, st, pipe, cx);
             }
-            while let Some(w) = next_write(inner, st, pipe) {
+            let now = Instant::now();
+            let holding = st.refill_pending > 0 && pipe.refill_deadline.is_some_and(|d| now < d);
+            if !holding {
+                pipe.refill_deadline = None;
+                pipe.refill_timer = None;
+            }
+            while let Some(w) = next_write(inner, st, pipe, holding) {
                 let (file, buf, pos) = (w.file.clone(), w.sealed.buf.clone(), w.sealed.file_pos);
                 debug_assert!(
                     pipe.writes.back().is_none_or(|p| p.sealed.file_pos < pos),
@@ -1159,9 +1207,22 @@ fn pump(inner: &Inner, pipe: &mut Pipeline, cx: &mut Context<'_>) -> Poll<Step> 
                 pipe.writes.push_back(InFlight {
                     io,
                     done,
+                    issued: Instant::now(),
                     segment: w.segment,
                     sealed: w.sealed,
                 });
+            }
+            if let (true, Some(deadline)) = (holding, pipe.refill_deadline) {
+                let timer = pipe.refill_timer.get_or_insert_with(|| {
+                    Box::pin(glommio::timer::Timer::new(
+                        deadline.saturating_duration_since(now),
+                    ))
+                });
+                if timer.as_mut().poll(cx).is_ready() {
+                    pipe.refill_timer = None;
+                    pipe.refill_deadline = None;
+                    progress = true;
+                }
             }
         }
         if !progress {
@@ -1249,7 +1310,20 @@ fn start_sync(inner: &Inner, st: &mut State, pipe: &mut Pipeline, cx: &mut Conte
 /// The next buffer to write, sealing the tail if it is its turn, or None
 /// when the pipeline is full or must wait: for a write to complete (a
 /// shared block) or, while others are in flight, for more data.
-fn next_write(inner: &Inner, st: &mut State, pipe: &Pipeline) -> Option<PendingWrite> {
+///
+/// While I/O is in flight the disk is busy, so a new write gains nothing by
+/// leaving early; it goes once the appends the last acknowledgement released
+/// are back (`holding` false: see `State::refill_pending`) or the deadline
+/// for them has passed. Issuing at once instead splits a closed loop of N
+/// appenders into three groups (the write running, the one queued behind
+/// it, and those refilling the tail) where two would do, so every write
+/// carries a third of them rather than half.
+fn next_write(
+    inner: &Inner,
+    st: &mut State,
+    pipe: &Pipeline,
+    holding: bool,
+) -> Option<PendingWrite> {
     if st.closed || pipe.writes.len() >= WRITE_DEPTH {
         return None;
     }
@@ -1273,9 +1347,9 @@ fn next_write(inner: &Inner, st: &mut State, pipe: &Pipeline) -> Option<PendingW
     let big = tail.unwritten_below_cut() > 0
         && tail.unwritten_below_cut() >= inner.config.write_buffer_bytes / PIPELINED_WRITE_DIVISOR;
     let how = if in_flight {
-        // The disk is busy: write only whole blocks, and only enough of
-        // them to be worth a write; the rest waits for the next one.
-        if !big {
+        // The disk is busy: write only whole blocks, once the appends
+        // expected back are in; the rest waits for the next write.
+        if tail.unwritten_below_cut() == 0 || holding {
             return None;
         }
         Cut::AtBlock
