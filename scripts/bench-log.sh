@@ -3,7 +3,7 @@
 # raw glommio DmaStreamWriter on the same disk, in the same run. Builds the
 # bench in release mode, prints a table and writes
 # bench-results/log-append-YYYY-MM-DD.json (UTC date; a second run on the same
-# day replaces it).
+# day replaces it unless given its own name with --json-suffix NAME).
 #
 # Defaults: 1 GiB per system and run, 3 runs, 64 appends in flight, executor
 # pinned to CPU 1, data under target/bench-log (on the real disk; deleted

@@ -17,7 +17,9 @@
 //! (not padding) per second, in decimal MB/s.
 //!
 //! Output: a table on stdout and, with `--json-dir DIR`, the JSON file
-//! `DIR/log-append-YYYY-MM-DD.json` (UTC date). `scripts/bench-log.sh` is the
+//! `DIR/log-append-YYYY-MM-DD.json` (UTC date; `--json-suffix S` makes it
+//! `log-append-YYYY-MM-DD-S.json`, so a second run the same day does not
+//! replace the first). `scripts/bench-log.sh` is the
 //! documented way to run it.
 
 use std::{
@@ -62,6 +64,7 @@ Options (defaults in brackets):
   --raw-write-behind N write-behind buffers of the raw writer [4, glommio's default]
   --systems LIST       comma-separated subset of raw,never,interval,always,raw-sync [all]
   --json-dir DIR       also write DIR/log-append-YYYY-MM-DD.json
+  --json-suffix S      name that file log-append-YYYY-MM-DD-S.json instead
 ";
 
 /// Command-line settings.
@@ -80,6 +83,7 @@ struct Args {
     raw_write_behind: usize,
     systems: Vec<String>,
     json_dir: Option<PathBuf>,
+    json_suffix: Option<String>,
 }
 
 impl Args {
@@ -99,6 +103,7 @@ impl Args {
             raw_write_behind: 4,
             systems: SYSTEM_KEYS.iter().map(|k| k.to_string()).collect(),
             json_dir: None,
+            json_suffix: None,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -142,6 +147,19 @@ impl Args {
                     }
                 }
                 "--json-dir" => a.json_dir = Some(PathBuf::from(&value)),
+                "--json-suffix" => {
+                    if value.is_empty()
+                        || !value
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    {
+                        return Err(format!(
+                            "--json-suffix {value:?}: use letters, digits, '-' and '_' only"
+                        )
+                        .into());
+                    }
+                    a.json_suffix = Some(value);
+                }
                 _ => return Err(format!("unknown option {flag}\n\n{USAGE}").into()),
             }
         }
@@ -261,7 +279,11 @@ fn main() -> Res<()> {
             &timestamp,
         );
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("log-append-{date}.json"));
+        let name = match &args.json_suffix {
+            Some(suffix) => format!("log-append-{date}-{suffix}.json"),
+            None => format!("log-append-{date}.json"),
+        };
+        let path = dir.join(name);
         std::fs::write(&path, json)?;
         println!("wrote {}", path.display());
     }
