@@ -951,6 +951,11 @@ const WRITE_DEPTH: usize = 2;
 /// holds this fraction of `write_buffer_bytes` in whole blocks.
 const PIPELINED_WRITE_DIVISOR: usize = 4;
 
+/// The longest the tail is held for the appends an acknowledgement released
+/// (half a write's time otherwise): a disk that stalls once must not make
+/// every later write wait long for appenders that are not coming.
+const REFILL_HOLD_MAX: Duration = Duration::from_millis(2);
+
 /// A data write or fdatasync issued by the flusher.
 type IoFuture = Pin<Box<dyn Future<Output = Result<(), LogError>>>>;
 
@@ -994,10 +999,10 @@ struct Pipeline {
     /// When the last data write completed.
     last_write_done: Instant,
     /// The tail is held for the appends the last acknowledgement released
-    /// (`State::refill_pending`) until this instant at most, and the timer
-    /// that wakes the flusher then.
+    /// (`State::refill_pending`) until this instant at most. No timer: the
+    /// flusher looks at it whenever an append or a completion wakes it, and
+    /// if neither comes, the I/O in flight completes and ends the hold.
     refill_deadline: Option<Instant>,
-    refill_timer: Option<Pin<Box<glommio::timer::Timer>>>,
 }
 
 impl Pipeline {
@@ -1034,7 +1039,6 @@ async fn flusher(weak: Weak<Inner>) {
         write_time: Duration::ZERO,
         last_write_done: Instant::now(),
         refill_deadline: None,
-        refill_timer: None,
     };
     loop {
         let step = poll_fn(|cx| match weak.upgrade() {
@@ -1168,8 +1172,8 @@ fn pump(inner: &Inner, pipe: &mut Pipeline, cx: &mut Context<'_>) -> Poll<Step> 
                 } else {
                     st.acked_len
                 };
-                pipe.refill_deadline = Some(Instant::now() + pipe.write_time / 2);
-                pipe.refill_timer = None;
+                pipe.refill_deadline =
+                    Some(Instant::now() + (pipe.write_time / 2).min(REFILL_HOLD_MAX));
             }
         }
         if let Some(to_durable) = st.reset_to_durable {
@@ -1183,11 +1187,10 @@ fn pump(inner: &Inner, pipe: &mut Pipeline, cx: &mut Context<'_>) -> Poll<Step> 
             if pipe.sync.is_none() {
                 progress |= start_sync(inner, st, pipe, cx);
             }
-            let now = Instant::now();
-            let holding = st.refill_pending > 0 && pipe.refill_deadline.is_some_and(|d| now < d);
+            let holding =
+                st.refill_pending > 0 && pipe.refill_deadline.is_some_and(|d| Instant::now() < d);
             if !holding {
                 pipe.refill_deadline = None;
-                pipe.refill_timer = None;
             }
             while let Some(w) = next_write(inner, st, pipe, holding) {
                 let (file, buf, pos) = (w.file.clone(), w.sealed.buf.clone(), w.sealed.file_pos);
@@ -1211,18 +1214,6 @@ fn pump(inner: &Inner, pipe: &mut Pipeline, cx: &mut Context<'_>) -> Poll<Step> 
                     segment: w.segment,
                     sealed: w.sealed,
                 });
-            }
-            if let (true, Some(deadline)) = (holding, pipe.refill_deadline) {
-                let timer = pipe.refill_timer.get_or_insert_with(|| {
-                    Box::pin(glommio::timer::Timer::new(
-                        deadline.saturating_duration_since(now),
-                    ))
-                });
-                if timer.as_mut().poll(cx).is_ready() {
-                    pipe.refill_timer = None;
-                    pipe.refill_deadline = None;
-                    progress = true;
-                }
             }
         }
         if !progress {
