@@ -261,7 +261,10 @@ fn main() -> Res<()> {
         .name("log-bench")
         .io_memory(args.io_memory_bytes)
         .make()?
-        .run(run_all(&args, &systems, Rc::new(batch.clone()), batches))?;
+        .run(async {
+            broker::shard::spawn_park_guard();
+            run_all(&args, &systems, Rc::new(batch.clone()), batches).await
+        })?;
 
     let bytes = batches * batch.len() as u64;
     let machine = Machine::probe(cores);

@@ -6,7 +6,7 @@
 //! topics) and nothing else; shards never share memory on the data path.
 //! Everything that crosses shards is a `Send` message on the mesh.
 
-use std::{future::Future, io};
+use std::{future::Future, io, time::Duration};
 
 use glommio::{
     channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders},
@@ -88,11 +88,41 @@ where
             .name(&thread_name(id))
             .io_memory(IO_MEMORY_BYTES);
         let handle = builder
-            .spawn(move || async move { main(id, mesh).await })
+            .spawn(move || async move {
+                spawn_park_guard();
+                main(id, mesh).await
+            })
             .map_err(|e| io::Error::other(format!("cannot start shard {id} on cpu {cpu}: {e}")))?;
         handles.push(handle);
     }
     Ok(handles)
+}
+
+/// How often the park guard's timer fires: the longest an executor can
+/// stay wrongly parked.
+pub const PARK_GUARD_TICK: Duration = Duration::from_millis(10);
+
+/// Spawns, on the current glommio executor, a task whose timer is always
+/// due within [`PARK_GUARD_TICK`]. glommio 0.9 can park an executor that
+/// still has runnable tasks: `run_task_queues` returns "nothing ran" both
+/// when the queues are empty and when it was told to preempt before
+/// running anything (a completion landed in the latency ring, e.g. from
+/// glommio's blocking-thread pool that runs truncate, rename and directory
+/// fsync), and the executor then sleeps in `io_uring_enter` until the next
+/// completion or timer: forever if none is due (fixed upstream in
+/// glommio/glommio#53, not in the 0.9 release on crates.io). Seen here
+/// once: the log crash test's executor parked for good after recovering a
+/// log. The guard's timer bounds such a sleep; after it the executor polls
+/// its rings and runs the waiting tasks. Every executor of ours calls this
+/// first (shards, the log benchmark, the tests' `run`). Costs one timer
+/// wake-up per tick.
+pub fn spawn_park_guard() {
+    glommio::spawn_local(async {
+        loop {
+            glommio::timer::sleep(PARK_GUARD_TICK).await;
+        }
+    })
+    .detach();
 }
 
 /// Joins the mesh: resolves once every shard has joined.

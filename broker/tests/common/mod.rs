@@ -12,7 +12,10 @@ pub fn run<T: 'static>(fut: impl Future<Output = T> + 'static) -> T {
         .io_memory(2 << 20)
         .make()
         .expect("glommio executor")
-        .run(fut)
+        .run(async move {
+            broker::shard::spawn_park_guard();
+            fut.await
+        })
 }
 
 /// A small deterministic PRNG (splitmix64): tests print their seed.
