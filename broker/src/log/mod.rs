@@ -1170,6 +1170,7 @@ fn pump(inner: &Inner, pipe: &mut Pipeline, cx: &mut Context<'_>) -> Poll<Step> 
                 st.refill_pending = if st.acked_len > acked_before.1 {
                     st.acked_len - acked_before.1
                 } else {
+                    // A roll restarted the count in the new segment.
                     st.acked_len
                 };
                 pipe.refill_deadline =
