@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo bench --locked -p broker --bench log_append -- \
+cargo bench --locked -p broker-log --bench log_append -- \
     --dir "$PWD/target/bench-log" \
     --json-dir "$PWD/bench-results" \
     "$@"

@@ -2,7 +2,7 @@
 # Regenerates the Rust code of the wire protocol from schemas/protocol.fbs
 # with the pinned flatc (scripts/install-flatc.sh):
 #
-#   scripts/gen-protocol.sh [OUT_DIR]     default: broker/src/protocol/generated
+#   scripts/gen-protocol.sh [OUT_DIR]     default: broker/protocol/src/generated
 #
 # OUT_DIR receives exactly two files, both committed:
 #   protocol_generated.rs  flatc's output, untouched
@@ -25,7 +25,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 schema="$root/schemas/protocol.fbs"
-out="${1:-$root/broker/src/protocol/generated}"
+out="${1:-$root/broker/protocol/src/generated}"
 flatc="$("$root/scripts/install-flatc.sh")"
 
 scratch="$(mktemp -d)"

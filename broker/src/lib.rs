@@ -1,24 +1,14 @@
-//! A thread-per-core Kafka-style log broker.
+//! The `broker` command line: `broker serve` runs the broker
+//! ([`broker_server`]); every other subcommand is a client of a running
+//! broker ([`broker_client`]).
 //!
-//! Modules, from the bottom up:
-//! - [`batch`]: the record batch format, identical on the wire and on disk.
-//! - [`log`]: the partition log (segments on direct I/O, indexes, recovery,
-//!   retention). It knows nothing of sockets.
-//! - [`protocol`]: wire frames (prefix, flatbuffer header, payload) and their codec.
-//! - [`metadata`]: topics, their settings and partition placement, on disk.
-//! - [`shard`]: pinned executors, one per core, and their channel mesh.
-//! - [`server`]: the broker: connections, routing, request handling.
-//! - [`client`]: the client library (producer, consumer, admin).
-//! - [`cli`]: the `broker` command line.
+//! The crates, from the bottom up (see ARCHITECTURE.md):
+//! - `broker-format`: the record batch format, identical on the wire and on disk.
+//! - `broker-log`: the partition log (segments on direct I/O, indexes,
+//!   recovery, retention). It knows nothing of sockets.
+//! - `broker-protocol`: the native wire frames and their codec.
+//! - `broker-shard`: pinned executors, one per core, and their channel mesh.
+//! - `broker-server`: the broker: partitions, the service, codecs, connections.
+//! - `broker-client`: the client library (producer, consumer, admin): no glommio.
 
-pub mod batch;
 pub mod cli;
-pub mod client;
-pub mod group;
-pub mod histogram;
-pub mod log;
-pub mod metadata;
-pub mod metrics;
-pub mod protocol;
-pub mod server;
-pub mod shard;

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use broker::client::{
+use broker_client::{
     Acks, Client, ClientError, ConsumedRecord, Consumer, ConsumerConfig, ErrorCode, OffsetQuery,
     Producer, ProducerConfig, StartOffset, TopicSettings,
 };
@@ -83,7 +83,7 @@ fn keyed_records_come_back_byte_for_byte_from_every_partition() {
         let meta = f.try_result().unwrap().unwrap();
         assert_eq!(
             meta.partition,
-            broker::client::partition_for_key(&record.0, 4)
+            broker_client::partition_for_key(&record.0, 4)
         );
         let offset = meta.offset.unwrap();
         assert!(by_position

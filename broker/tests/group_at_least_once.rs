@@ -28,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use broker::client::{Client, Producer, ProducerConfig, TopicSettings};
+use broker_client::{Client, Producer, ProducerConfig, TopicSettings};
 use server_support::{collect_lines, Broker};
 
 const TOPIC: &str = "events";
@@ -260,7 +260,7 @@ fn crashing_and_restarting_members_miss_nothing_and_keep_partition_order() {
     let mut hw = BTreeMap::new();
     for p in 0..PARTITIONS {
         let o = client
-            .list_offsets(TOPIC, p, broker::client::OffsetQuery::Latest)
+            .list_offsets(TOPIC, p, broker_client::OffsetQuery::Latest)
             .unwrap();
         hw.insert(p, o.high_watermark);
     }

@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use broker::client::{
+use broker_client::{
     AutoOffsetReset, Client, ConsumerConfig, ErrorCode, GroupConsumer, GroupConsumerConfig,
     GroupDescription, Producer, ProducerConfig, TopicSettings,
 };
@@ -355,7 +355,7 @@ fn members_share_partitions_rebalance_on_join_and_kill_and_resume_after_restart(
     let ends: BTreeMap<u32, i64> = (0..6)
         .map(|p| {
             let o = client
-                .list_offsets(TOPIC, p, broker::client::OffsetQuery::Latest)
+                .list_offsets(TOPIC, p, broker_client::OffsetQuery::Latest)
                 .unwrap();
             (p, o.high_watermark)
         })
@@ -528,7 +528,7 @@ fn a_fenced_member_has_its_commit_refused_rejoins_and_its_records_are_delivered_
 
     // Nothing A handed out and could not commit is lost: B (or A again)
     // delivered every one of them again; together they cover everything.
-    let value = |r: &broker::client::ConsumedRecord| {
+    let value = |r: &broker_client::ConsumedRecord| {
         String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap()
     };
     let later: BTreeSet<String> = b_got.iter().chain(&a_later).map(value).collect();

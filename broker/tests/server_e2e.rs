@@ -8,12 +8,12 @@ mod server_support;
 
 use std::time::{Duration, Instant};
 
-use broker::batch::BatchBuilder;
-use broker::protocol::generated::{
+use broker_format::BatchBuilder;
+use broker_protocol::generated::{
     CreateTopicResponse, FetchResponse, ListOffsetsResponse, ListTopicsResponse, MetadataResponse,
     ProduceResponse,
 };
-use broker::protocol::{Acks, ErrorCode, FetchParams, OffsetQuery, TopicSettings};
+use broker_protocol::{Acks, ErrorCode, FetchParams, OffsetQuery, TopicSettings};
 use server_support::{Broker, Conn, RawFrame};
 
 fn batch(tag: &str, records: usize) -> Vec<u8> {
@@ -93,7 +93,7 @@ fn fetch_all(conn: &mut Conn, topic: &str, partition: u32) -> Vec<u8> {
 /// The batch with its base offset as the broker assigns it.
 fn stored(batch: &[u8], base: i64) -> Vec<u8> {
     let mut b = batch.to_vec();
-    broker::batch::set_base_offset(&mut b, base);
+    broker_format::set_base_offset(&mut b, base);
     b
 }
 
@@ -474,7 +474,7 @@ fn each_shard_thread_is_pinned_to_its_own_core() {
     pinned.sort();
     // Each executor thread and its blocking-pool thread carry the name.
     pinned.dedup();
-    let online: Vec<usize> = broker::shard::online_cpus().unwrap();
+    let online: Vec<usize> = broker_shard::online_cpus().unwrap();
     assert_eq!(
         pinned,
         vec![(0, online[0].to_string()), (1, online[1].to_string())],

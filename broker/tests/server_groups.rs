@@ -12,11 +12,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use broker::protocol::generated::{
+use broker_protocol::generated::{
     DescribeGroupResponse, FindCoordinatorResponse, JoinGroupResponse, ListGroupsResponse,
     OffsetFetchResponse,
 };
-use broker::protocol::{ErrorCode, OffsetEntry, TopicSettings};
+use broker_protocol::{ErrorCode, OffsetEntry, TopicSettings};
 use server_support::{Broker, Conn};
 
 const SESSION_MS: u32 = 1500;

@@ -17,8 +17,8 @@ use std::{
     time::Duration,
 };
 
-use broker::protocol::generated::{FetchResponse, ProduceResponse};
-use broker::protocol::{Acks, ErrorCode, FetchParams, TopicSettings};
+use broker_protocol::generated::{FetchResponse, ProduceResponse};
+use broker_protocol::{Acks, ErrorCode, FetchParams, TopicSettings};
 use server_support::hostile::{self, corrupt_batches, good_batch, Rng};
 use server_support::{Broker, Conn};
 
@@ -97,7 +97,7 @@ fn hostile_clients_do_not_disturb_a_good_one() {
         let r = f.decode::<ProduceResponse>().body;
         assert!(r.error().is_none(), "{:?}", f.error());
         let mut stored = b.clone();
-        broker::batch::set_base_offset(&mut stored, r.base_offset());
+        broker_format::set_base_offset(&mut stored, r.base_offset());
         expected.extend(stored);
     }
     stop.store(true, Ordering::Relaxed);
@@ -224,7 +224,7 @@ fn the_client_reports_the_connection_limit_as_such() {
     let _a = Conn::connect(broker.listen);
     let _b = Conn::connect(broker.listen);
     thread::sleep(Duration::from_millis(100));
-    let err = broker::client::Client::connect(&broker.listen.to_string())
+    let err = broker_client::Client::connect(&broker.listen.to_string())
         .and_then(|c| c.list_topics())
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::TooManyConnections), "{err}");
@@ -253,7 +253,7 @@ fn a_client_that_never_reads_its_answers_cannot_grow_the_broker() {
     // 100 ListTopics requests per write, sent for 3 s or until the broker
     // stops reading (the writes then time out).
     let mut chunk = Vec::new();
-    let mut writer = broker::protocol::FrameWriter::new();
+    let mut writer = broker_protocol::FrameWriter::new();
     for id in 1..=100u64 {
         writer.list_topics_request(&mut chunk, id).unwrap();
     }

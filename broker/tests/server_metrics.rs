@@ -5,9 +5,9 @@
 
 mod server_support;
 
-use broker::batch::BatchBuilder;
-use broker::protocol::generated::{FetchResponse, ProduceResponse};
-use broker::protocol::{Acks, FetchParams, TopicSettings};
+use broker_format::BatchBuilder;
+use broker_protocol::generated::{FetchResponse, ProduceResponse};
+use broker_protocol::{Acks, FetchParams, TopicSettings};
 use server_support::{http_get, Broker, Conn};
 
 /// Every sample line as (name, labels, value); panics on a line that is

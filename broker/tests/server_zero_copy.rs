@@ -8,10 +8,10 @@
 
 mod server_support;
 
-use broker::batch::BatchBuilder;
-use broker::protocol::generated::{FetchResponse, MetadataResponse, ProduceResponse};
-use broker::protocol::{Acks, FetchParams, TopicSettings};
-use broker::server::{copy_stats, ServerConfig};
+use broker_format::BatchBuilder;
+use broker_protocol::generated::{FetchResponse, MetadataResponse, ProduceResponse};
+use broker_protocol::{Acks, FetchParams, TopicSettings};
+use broker_server::{copy_stats, ServerConfig};
 use server_support::Conn;
 
 #[test]
@@ -25,10 +25,10 @@ fn fetch_from_the_owner_writes_log_buffers_without_a_copy() {
         data_dir: tmp.path().join("data"),
         listen: "127.0.0.1:0".parse().unwrap(),
         shards: Some(2),
-        fsync: broker::log::FsyncPolicy::Never,
+        fsync: broker_log::FsyncPolicy::Never,
         ..ServerConfig::default()
     };
-    let server = broker::server::start(config).unwrap();
+    let server = broker_server::start(config).unwrap();
     let mut main = Conn::connect(server.listen);
     let f = main.call(&[], |w, out, id| {
         w.create_topic_request(out, id, "zc", 2, &TopicSettings::default())
@@ -79,7 +79,7 @@ fn fetch_from_the_owner_writes_log_buffers_without_a_copy() {
         });
         let frame = f.decode::<FetchResponse>();
         let mut expected = batch.clone();
-        broker::batch::set_base_offset(&mut expected, 0);
+        broker_format::set_base_offset(&mut expected, 0);
         assert_eq!(frame.payload, expected.as_slice());
         frame.payload.len()
     };

@@ -74,7 +74,7 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct ProduceArgs {
     /// Broker address.
-    #[arg(long, default_value = broker::client::DEFAULT_BOOTSTRAP)]
+    #[arg(long, default_value = broker_client::DEFAULT_BOOTSTRAP)]
     bootstrap: String,
     /// Topic (created if missing).
     #[arg(long)]
@@ -122,7 +122,7 @@ struct ProduceArgs {
 #[derive(Debug, clap::Args)]
 struct ConsumeArgs {
     /// Broker address.
-    #[arg(long, default_value = broker::client::DEFAULT_BOOTSTRAP)]
+    #[arg(long, default_value = broker_client::DEFAULT_BOOTSTRAP)]
     bootstrap: String,
     /// Topic.
     #[arg(long)]

@@ -1,5 +1,5 @@
 //! The produce and consume workloads against our broker, through the
-//! project's client library (`broker::client`).
+//! project's client library (`broker_client`).
 //!
 //! Produce: K pinned threads, each with its own `Producer` (its own
 //! connection and sender thread), send N/K messages of one payload made
@@ -25,7 +25,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use broker::client::{
+use broker_client::{
     Acks, Client, ConsumedRecord, Consumer, ConsumerConfig, DeliveryFuture, ErrorCode,
     GroupConsumer, GroupConsumerConfig, OffsetQuery, Producer, ProducerConfig, StartOffset,
     TopicSettings,
@@ -102,7 +102,7 @@ pub fn ensure_topic(bootstrap: &str, topic: &str, partitions: u32) -> anyhow::Re
 /// plus the widest framing) against what a record really takes.
 pub fn batch_bytes_for(batch: usize, size: usize) -> usize {
     let payload = vec![0u8; size];
-    let mut b = broker::batch::BatchBuilder::new(0);
+    let mut b = broker_format::BatchBuilder::new(0);
     b.push(0, None, Some(&payload), &[]);
     let one = b.encoded_len();
     b.push(1, None, Some(&payload), &[]);
@@ -113,7 +113,7 @@ pub fn batch_bytes_for(batch: usize, size: usize) -> usize {
     // Two spare bytes per record absorb offset and timestamp deltas growing
     // their varints (one byte below 64, two below 8192); exact while
     // 2 * (batch - 1) stays below a record (batch 50 of 200 bytes: 98 < 206).
-    broker::batch::HEADER_LEN + (batch.saturating_sub(1)) * (per_record + 2) + estimate
+    broker_format::HEADER_LEN + (batch.saturating_sub(1)) * (per_record + 2) + estimate
 }
 
 /// One payload of `size` bytes, made once: a fixed pseudo-random pattern so
@@ -461,7 +461,7 @@ mod tests {
             let limit = batch_bytes_for(batch, size);
             let value = payload(size);
             // Replays the client's rule: add while encoded + estimate <= limit.
-            let mut b = broker::batch::BatchBuilder::new(0);
+            let mut b = broker_format::BatchBuilder::new(0);
             let mut n = 0;
             while b.len_records() == 0 || b.encoded_len() + size + 36 <= limit {
                 b.push(n, None, Some(&value), &[]);

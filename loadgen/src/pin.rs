@@ -61,6 +61,6 @@ pub fn describe(system: &str) -> String {
         "{system} pinned to core {SYSTEM_CORE}; loadgen threads pinned to core(s) {cores:?}; {} cores in all",
         // The machine's, not this process's affinity mask (which is one
         // core when loadgen itself was started under taskset).
-        broker::shard::online_cpus().map_or(0, |c| c.len())
+        broker_shard::online_cpus().map_or(0, |c| c.len())
     )
 }

@@ -161,7 +161,7 @@ impl Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         Machine {
-            cores: broker::shard::online_cpus().map_or(0, |c| c.len()),
+            cores: broker_shard::online_cpus().map_or(0, |c| c.len()),
             cpu_model: cpu_model(&cpuinfo).unwrap_or_else(|| "unknown".into()),
             memory_bytes: mem_total_bytes(&meminfo).unwrap_or(0),
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")

@@ -3,7 +3,7 @@
 //! a batch `validate` accepts, `verify_crc` and `records` accept too, whole.
 #![no_main]
 
-use broker::batch::{self, BatchHeader};
+use broker_format::{self as batch, BatchHeader};
 use libfuzzer_sys::fuzz_target;
 
 mod alloc_bound;

@@ -8,9 +8,9 @@
 //! even though random bytes rarely form a valid prefix.
 #![no_main]
 
-use broker::protocol::generated::{FetchResponse, MetadataResponse};
-use broker::protocol::limits::{DEFAULT_MAX_FRAME_BYTES, MAX_HEADER_BYTES};
-use broker::protocol::{
+use broker_protocol::generated::{FetchResponse, MetadataResponse};
+use broker_protocol::limits::{DEFAULT_MAX_FRAME_BYTES, MAX_HEADER_BYTES};
+use broker_protocol::{
     decode_as, decode_frame, decode_prefix, encode_prefix, ApiKey, FrameHeader, FRAME_PREFIX_LEN,
 };
 use libfuzzer_sys::fuzz_target;

@@ -17,7 +17,7 @@ use clap::Args;
 
 use super::output::ConnectArgs;
 use super::CliResult;
-use crate::client::{
+use broker_client::{
     AutoOffsetReset, ClientConfig, ConsumedRecord, Consumer, ConsumerConfig, GroupConsumer,
     GroupConsumerConfig, StartOffset,
 };

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::output::{table, ConnectArgs, OutputFormat};
 use super::CliResult;
-use crate::client::{Client, ErrorCode, GroupDescription, OffsetQuery};
+use broker_client::{Client, ErrorCode, GroupDescription, OffsetQuery};
 
 /// Arguments of `broker group`.
 #[derive(Debug, Args)]
@@ -206,7 +206,7 @@ fn describe(a: DescribeArgs) -> CliResult {
 fn description(
     client: &Client,
     g: GroupDescription,
-) -> Result<Description, crate::client::ClientError> {
+) -> Result<Description, broker_client::ClientError> {
     let mut topics: BTreeSet<String> = g
         .members
         .iter()

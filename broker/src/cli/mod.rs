@@ -1,5 +1,5 @@
 //! The `broker` command line: `serve` starts the broker, the other
-//! subcommands are clients of a running broker, built on [`crate::client`].
+//! subcommands are clients of a running broker, built on [`broker_client`].
 //!
 //! Each subcommand is one module holding its clap arguments and its `run`.
 //! Errors are printed as one line on stderr and give exit code 1; a usage

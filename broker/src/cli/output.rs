@@ -3,7 +3,7 @@
 
 use clap::{Args, ValueEnum};
 
-use crate::client::{Client, ClientConfig, DEFAULT_BOOTSTRAP};
+use broker_client::{Client, ClientConfig, DEFAULT_BOOTSTRAP};
 
 /// How to reach the broker.
 #[derive(Debug, Clone, Args)]
@@ -15,7 +15,7 @@ pub struct ConnectArgs {
 
 impl ConnectArgs {
     /// A client of the broker, connected.
-    pub fn client(&self) -> Result<Client, crate::client::ClientError> {
+    pub fn client(&self) -> Result<Client, broker_client::ClientError> {
         Client::connect_with(&self.bootstrap, ClientConfig::default())
     }
 }
@@ -62,8 +62,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// A topic setting for people: the broker's sentinel values named.
 pub fn setting(value: i64) -> String {
     match value {
-        crate::client::BROKER_DEFAULT => "default".into(),
-        crate::client::NO_LIMIT => "none".into(),
+        broker_client::BROKER_DEFAULT => "default".into(),
+        broker_client::NO_LIMIT => "none".into(),
         v => v.to_string(),
     }
 }

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 
 use super::output::ConnectArgs;
 use super::CliResult;
-use crate::client::{Acks, ClientConfig, DeliveryFuture, Producer, ProducerConfig};
+use broker_client::{Acks, ClientConfig, DeliveryFuture, Producer, ProducerConfig};
 
 /// What the broker acknowledges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

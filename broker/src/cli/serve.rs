@@ -18,8 +18,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use super::CliResult;
-use crate::log::{config as log_config, FsyncPolicy};
-use crate::server::{self, ServerConfig};
+use broker_log::{config as log_config, FsyncPolicy};
+use broker_server::{self, ServerConfig};
 
 /// When a partition's appends are fdatasynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -263,7 +263,7 @@ impl ServeArgs {
         cfg.validate()?;
         let shards = match cfg.shards {
             Some(n) => n,
-            None => crate::shard::online_cpus().map_or(1, |c| c.len()),
+            None => broker_shard::online_cpus().map_or(1, |c| c.len()),
         };
         let effective = Effective {
             data_dir: cfg.data_dir.clone(),
@@ -300,13 +300,13 @@ fn read_file(path: &Path) -> Result<Settings, String> {
 pub fn run(args: ServeArgs) -> CliResult {
     let (effective, config) = args.effective()?;
     init_logging(args.merged()?.log_level.as_deref());
-    let metrics = crate::metrics::Metrics::new();
+    let metrics = broker_server::metrics::Metrics::new();
     // Up before recovery, so /health can say "starting" meanwhile.
     let metrics_addr = match effective.metrics {
-        Some(addr) => Some(crate::metrics::serve_http(addr, metrics.clone())?),
+        Some(addr) => Some(broker_server::metrics::serve_http(addr, metrics.clone())?),
         None => None,
     };
-    let running = server::start_with_metrics(config, metrics)?;
+    let running = broker_server::start_with_metrics(config, metrics)?;
     stop_on_signals(running.stopper())?;
     let mut out = std::io::stdout().lock();
     match metrics_addr {
@@ -335,7 +335,7 @@ pub fn run_config(args: ConfigArgs) -> CliResult {
 /// SIGTERM or SIGINT stops the broker gracefully (stop accepting, finish
 /// in-flight requests, flush and fsync every partition, exit 0); a second
 /// one exits at once (status 130), as an impatient operator expects.
-fn stop_on_signals(stopper: server::Stopper) -> Result<(), String> {
+fn stop_on_signals(stopper: broker_server::Stopper) -> Result<(), String> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -410,7 +410,7 @@ mod tests {
         assert_eq!(e.listen.port(), 7000);
         assert_eq!(
             e.max_frame_bytes,
-            crate::protocol::limits::DEFAULT_MAX_FRAME_BYTES,
+            broker_protocol::limits::DEFAULT_MAX_FRAME_BYTES,
             "default"
         );
         // What `config print` shows reads back as a config file.

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::output::{setting, table, ConnectArgs, OutputFormat};
 use super::CliResult;
-use crate::client::{OffsetQuery, PartitionInfo, TopicSettings, BROKER_DEFAULT};
+use broker_client::{OffsetQuery, PartitionInfo, TopicSettings, BROKER_DEFAULT};
 
 /// Arguments of `broker topic`.
 #[derive(Debug, Args)]

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use broker::client::{
+use broker_client::{
     ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, StartOffset,
 };
 

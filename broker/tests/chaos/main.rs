@@ -48,8 +48,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use broker::client::{Client, ClientConfig, Consumer, ConsumerConfig, StartOffset};
-use broker::protocol::TopicSettings;
+use broker_client::{Client, ClientConfig, Consumer, ConsumerConfig, StartOffset};
+use broker_protocol::TopicSettings;
 use serde::Serialize;
 
 use checker::{Counts, FinalLog};
@@ -402,7 +402,7 @@ fn read_all(bootstrap: &str, seed: u64) -> FinalLog {
     let ends: Vec<i64> = (0..PARTITIONS)
         .map(|p| {
             client
-                .list_offsets(TOPIC, p, broker::protocol::OffsetQuery::Latest)
+                .list_offsets(TOPIC, p, broker_protocol::OffsetQuery::Latest)
                 .unwrap()
                 .offset
         })

@@ -9,8 +9,8 @@ use std::{
     time::Duration,
 };
 
-use broker::batch::BatchBuilder;
-use broker::protocol::{Acks, FrameWriter};
+use broker_format::BatchBuilder;
+use broker_protocol::{Acks, FrameWriter};
 
 /// xorshift64: a fixed seed replays the same bytes.
 pub struct Rng(pub u64);

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use broker::protocol::{decode_as, decode_frame, Body, FrameWriter, Message};
+use broker_protocol::{decode_as, decode_frame, Body, FrameWriter, Message};
 
 pub mod hostile;
 
@@ -147,17 +147,17 @@ pub struct RawFrame(pub Vec<u8>);
 
 impl RawFrame {
     /// Decodes it as `M` (panics with the error frame's message otherwise).
-    pub fn decode<'a, M: Message<'a>>(&'a self) -> broker::protocol::Frame<'a, M> {
+    pub fn decode<'a, M: Message<'a>>(&'a self) -> broker_protocol::Frame<'a, M> {
         decode_as::<M>(&self.0, 1 << 30).unwrap()
     }
 
     /// The (code, message) of its `error` field, whatever response it is.
-    pub fn error(&self) -> Option<(broker::protocol::ErrorCode, String)> {
+    pub fn error(&self) -> Option<(broker_protocol::ErrorCode, String)> {
         if self.0[6..8] == [0, 0] {
             // A connection-level refusal (api key 0, request id 0): a bare
             // ErrorResponse that no api's decoder claims.
             let header_len = u32::from_be_bytes(self.0[16..20].try_into().unwrap()) as usize;
-            let e = flatbuffers::root::<broker::protocol::generated::ErrorResponse>(
+            let e = flatbuffers::root::<broker_protocol::generated::ErrorResponse>(
                 &self.0[20..20 + header_len],
             )
             .unwrap()

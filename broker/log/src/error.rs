@@ -1,0 +1,80 @@
+//! Errors of the partition log. Each says what failed, on which file, and why.
+
+use std::{io, path::PathBuf, sync::Arc};
+
+use broker_format::BatchError;
+
+/// Everything that can go wrong in a partition log.
+///
+/// Cloneable so that one failed write cycle can fail every append it carried.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    /// A disk operation failed (ENOSPC, EIO, ...). Appends it carried are not
+    /// acknowledged; the log stays readable up to the last acknowledged batch.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What the log was doing ("writing", "fsyncing", ...).
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: Arc<io::Error>,
+    },
+    /// The appended bytes are not one valid record batch.
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    /// The batch is larger than this log accepts.
+    #[error("record batch of {len} bytes exceeds the limit of {max} bytes")]
+    BatchTooLarge {
+        /// Size of the rejected batch.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// A read asked for an offset outside the log.
+    #[error("offset {requested} is out of range: valid offsets are {start}..={end}")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        requested: u64,
+        /// The log start offset (oldest readable).
+        start: u64,
+        /// The high watermark: reading here waits for the next append.
+        end: u64,
+    },
+    /// The log cannot be opened: a file is damaged beyond what recovery repairs.
+    #[error("cannot open log: {path}: {reason}")]
+    Corrupt {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid log setting {setting}: {reason}")]
+    Config {
+        /// The setting's name.
+        setting: &'static str,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// The log was closed.
+    #[error("the log is closed")]
+    Closed,
+}
+
+impl LogError {
+    /// Wraps an OS error with the operation and the file it concerned.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        LogError::Io {
+            op,
+            path: path.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    /// True when the error is the disk being full: the log accepts appends
+    /// again once space is freed.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, LogError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull)
+    }
+}

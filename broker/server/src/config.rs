@@ -1,0 +1,184 @@
+//! The server's settings: where it listens, where its data lives, how many
+//! shards it runs, and the defaults and limits it applies. Plain data,
+//! checked once by [`ServerConfig::validate`].
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use crate::metadata::TopicConfig;
+use broker_log::{config as log_config, FsyncPolicy, LogConfig};
+use broker_protocol::limits::DEFAULT_MAX_FRAME_BYTES;
+
+/// Default main listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9092";
+
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+
+/// Default partition count of a topic created without one.
+pub const DEFAULT_PARTITIONS: u32 = 1;
+
+/// Default bytes of requests a connection may have in flight (read but not
+/// yet answered): the reader stops reading while it is over.
+pub const DEFAULT_CONNECTION_IN_FLIGHT_BYTES: usize = 64 << 20;
+
+/// Default period of the retention check on every partition.
+pub const DEFAULT_RETENTION_CHECK: Duration = Duration::from_secs(300);
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The main address: every shard accepts on it (SO_REUSEPORT) and
+    /// forwards requests for partitions it does not own. Port 0 picks a free
+    /// port.
+    pub listen: SocketAddr,
+    /// Port of shard 0's shard-aware listener; shard `i` listens on
+    /// `shard_port_base + i`. None: the main port + 1, or free ports when the
+    /// main port is 0. Some(0): free ports.
+    pub shard_port_base: Option<u16>,
+    /// Host name or address that Metadata advertises for the shard ports.
+    /// None: the listen address's IP (127.0.0.1 when it listens on all
+    /// addresses).
+    pub advertised_host: Option<String>,
+    /// Number of shards; None: one per available CPU.
+    pub shards: Option<usize>,
+    /// Fsync policy of every partition log.
+    pub fsync: FsyncPolicy,
+    /// Partitions of a topic created without a count.
+    pub default_partitions: u32,
+    /// Settings of a topic created without them.
+    pub topic_defaults: TopicConfig,
+    /// Largest frame accepted, prefix included.
+    pub max_frame_bytes: usize,
+    /// Largest record batch accepted.
+    pub max_batch_bytes: usize,
+    /// Bytes of requests a connection may have in flight.
+    pub connection_in_flight_bytes: usize,
+    /// How often retention runs on every partition.
+    pub retention_check: Duration,
+    /// Most client connections open at once (all ports, all shards); one
+    /// more is accepted, told TooManyConnections and closed. None: from
+    /// the descriptor limit (RLIMIT_NOFILE minus a reserve for files).
+    pub max_connections: Option<usize>,
+    /// Shortest session timeout a consumer-group member may ask for.
+    pub group_min_session_timeout_ms: u32,
+    /// Longest session timeout a consumer-group member may ask for.
+    pub group_max_session_timeout_ms: u32,
+}
+
+/// Default of [`ServerConfig::group_min_session_timeout_ms`].
+pub const DEFAULT_GROUP_MIN_SESSION_TIMEOUT_MS: u32 = 100;
+/// Default of [`ServerConfig::group_max_session_timeout_ms`] (5 minutes).
+pub const DEFAULT_GROUP_MAX_SESSION_TIMEOUT_MS: u32 = 300_000;
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            shard_port_base: None,
+            advertised_host: None,
+            shards: None,
+            fsync: FsyncPolicy::Always,
+            default_partitions: DEFAULT_PARTITIONS,
+            topic_defaults: TopicConfig {
+                retention_ms: Some(log_config::DEFAULT_RETENTION_MS),
+                retention_bytes: None,
+                segment_bytes: log_config::DEFAULT_SEGMENT_BYTES,
+            },
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_batch_bytes: log_config::DEFAULT_BATCH_BYTES_MAX,
+            connection_in_flight_bytes: DEFAULT_CONNECTION_IN_FLIGHT_BYTES,
+            retention_check: DEFAULT_RETENTION_CHECK,
+            max_connections: None,
+            group_min_session_timeout_ms: DEFAULT_GROUP_MIN_SESSION_TIMEOUT_MS,
+            group_max_session_timeout_ms: DEFAULT_GROUP_MAX_SESSION_TIMEOUT_MS,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks the settings; the error names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.shards == Some(0) {
+            return Err("shards must be at least 1".into());
+        }
+        if self.group_min_session_timeout_ms == 0
+            || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms
+        {
+            return Err(format!(
+                "group_min_session_timeout_ms = {} and group_max_session_timeout_ms = {}: \
+                 the minimum must be at least 1 and at most the maximum",
+                self.group_min_session_timeout_ms, self.group_max_session_timeout_ms
+            ));
+        }
+        if self.default_partitions == 0 {
+            return Err("default partitions must be at least 1".into());
+        }
+        if self.max_frame_bytes < 4096 {
+            return Err(format!(
+                "max frame bytes {} is below 4096",
+                self.max_frame_bytes
+            ));
+        }
+        if self.connection_in_flight_bytes < self.max_frame_bytes {
+            return Err(format!(
+                "connection in-flight bytes {} is below the max frame bytes {}: a largest frame could never be read",
+                self.connection_in_flight_bytes, self.max_frame_bytes
+            ));
+        }
+        if self.retention_check.is_zero() {
+            return Err("retention check interval must be above 0".into());
+        }
+        self.log_config(&self.topic_defaults)
+            .validate()
+            .map_err(|e| e.to_string())
+    }
+
+    /// The log settings of a partition of a topic with `topic` settings.
+    pub fn log_config(&self, topic: &TopicConfig) -> LogConfig {
+        LogConfig {
+            segment_bytes_max: topic.segment_bytes,
+            fsync: self.fsync,
+            retention_ms: topic.retention_ms,
+            retention_bytes: topic.retention_bytes,
+            batch_bytes_max: self.max_batch_bytes,
+            ..LogConfig::default()
+        }
+    }
+
+    /// The connection limit in effect.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections.unwrap_or_else(|| {
+            // SAFETY: getrlimit writes into the struct it is given.
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+            let nofile = if rc == 0 { lim.rlim_cur as usize } else { 1024 };
+            // Keep a quarter (at least 256) for segment files and the rest.
+            nofile.saturating_sub((nofile / 4).max(256)).max(16)
+        })
+    }
+
+    /// The host Metadata advertises.
+    pub fn advertised_host(&self) -> String {
+        match &self.advertised_host {
+            Some(h) => h.clone(),
+            None if self.listen.ip().is_unspecified() => "127.0.0.1".into(),
+            None => self.listen.ip().to_string(),
+        }
+    }
+
+    /// The port shard `shard` listens on (0: any free port).
+    pub fn shard_port(&self, shard: u16, main_port: u16) -> u16 {
+        match self.shard_port_base {
+            Some(0) => 0,
+            Some(base) => base.saturating_add(shard),
+            None if self.listen.port() == 0 => 0,
+            None => main_port.saturating_add(1).saturating_add(shard),
+        }
+    }
+}

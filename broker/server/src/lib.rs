@@ -1,0 +1,449 @@
+//! The broker server: one shard per core, each serving the partitions it
+//! owns on its own shard-aware port, and every shard accepting on the main
+//! port (SO_REUSEPORT: the kernel spreads connections) and forwarding what
+//! it does not own.
+//!
+//! Start-up ([`start`]), on the calling thread then on the shards:
+//! 1. the data directory is opened and every topic's metadata loaded
+//!    (blocking I/O; nothing runs yet);
+//! 2. one pinned executor per shard opens (recovers) the partitions it
+//!    owns;
+//! 3. shard 0 binds the main address (a port 0 becomes a real port), then
+//!    the others bind the same one; each binds its shard-aware port;
+//! 4. the addresses are gathered and handed to every shard, the shards join
+//!    the channel mesh, and start serving;
+//! 5. [`start`] returns once every shard serves: the broker is ready.
+
+pub mod config;
+pub mod connection;
+pub mod copy_stats;
+pub mod group;
+pub mod groups;
+pub mod handler;
+pub mod metadata;
+pub mod metrics;
+pub mod partition;
+pub mod shard;
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    rc::Rc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use crossbeam_channel::{Receiver, Sender};
+use glommio::{
+    channels::channel_mesh::{Full, MeshBuilder},
+    net::TcpListener,
+    ExecutorJoinHandle,
+};
+
+pub use config::ServerConfig;
+use handler::Via;
+use shard::{ShardMessage, ShardState};
+
+use crate::metadata::{DataDir, TopicTable};
+use crate::metrics::Metrics;
+use broker_protocol::FrameWriter;
+use broker_shard::{self as shards, ShardId};
+
+/// A running broker.
+pub struct RunningServer {
+    /// The main address (its real port when 0 was asked for).
+    pub listen: SocketAddr,
+    /// Each shard's shard-aware address.
+    pub shard_addrs: Vec<SocketAddr>,
+    handles: Vec<ExecutorJoinHandle<Result<(), String>>>,
+    stop: Arc<AtomicBool>,
+    /// Held (flock) while the broker runs: no second broker on this data dir.
+    _lock: std::fs::File,
+}
+
+/// Asks a running broker to stop gracefully; usable from any thread (a
+/// signal handler's thread, a test).
+#[derive(Clone)]
+pub struct Stopper(Arc<AtomicBool>);
+
+impl Stopper {
+    /// Stop accepting, finish in-flight requests, flush and fsync every
+    /// partition, then let [`RunningServer::wait`] return.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+impl RunningServer {
+    /// A handle that stops this broker gracefully.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stop.clone())
+    }
+
+    /// Waits until the shards stop (they run until the process ends, or one
+    /// fails), and returns the first failure.
+    pub fn wait(self) -> Result<(), String> {
+        let mut result = Ok(());
+        for (i, h) in self.handles.into_iter().enumerate() {
+            let r = match h.join() {
+                Ok(r) => r,
+                Err(e) => Err(format!("shard {i} stopped: {e}")),
+            };
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+
+    /// The line `broker serve` prints once ready:
+    /// `ready listen=ADDR shards=ADDR,ADDR,...`.
+    pub fn ready_line(&self) -> String {
+        let shards: Vec<String> = self.shard_addrs.iter().map(|a| a.to_string()).collect();
+        format!("ready listen={} shards={}", self.listen, shards.join(","))
+    }
+}
+
+/// How often a shard checks whether it was asked to stop.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// How long a stopping shard waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Takes the data directory's lock file, so that two brokers never open the
+/// same partitions. The lock (flock) is released when the process ends,
+/// however it ends.
+fn lock_data_dir(data: &DataDir) -> Result<std::fs::File, String> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = data.root().join(".lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor this File owns.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        return Err(format!(
+            "data directory {} is in use by another broker (pid {})",
+            data.root().display(),
+            holder.trim()
+        ));
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "{}", std::process::id());
+    Ok(file)
+}
+
+/// What a shard tells the starting thread.
+enum BootEvent {
+    /// Shard 0 bound the main address.
+    MainBound(SocketAddr),
+    /// A shard bound its shard-aware port.
+    ShardBound(ShardId, SocketAddr),
+    /// A shard serves.
+    Ready,
+    /// A shard could not start.
+    Failed(ShardId, String),
+}
+
+/// What the starting thread gives every shard.
+#[derive(Clone)]
+struct Boot {
+    config: Arc<ServerConfig>,
+    data: DataDir,
+    topics: TopicTable,
+    shard_count: u16,
+    events: Sender<BootEvent>,
+    main_addr: Receiver<SocketAddr>,
+    endpoints: Receiver<Vec<SocketAddr>>,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    open_connections: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Starts the broker and returns once every shard serves.
+pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
+    start_with_metrics(config, Metrics::new())
+}
+
+/// [`start`], recording into `metrics` (whose HTTP endpoint may already
+/// serve: it reports ready once this returns).
+pub fn start_with_metrics(
+    config: ServerConfig,
+    metrics: Arc<Metrics>,
+) -> Result<RunningServer, String> {
+    config.validate()?;
+    let cpus = shards::online_cpus().map_err(|e| format!("cannot list the CPUs: {e}"))?;
+    let shard_count = config.shards.unwrap_or(cpus.len());
+    if shard_count > cpus.len() {
+        return Err(format!(
+            "{shard_count} shards asked for, but only {} CPUs are available: a shard is pinned to its own core",
+            cpus.len()
+        ));
+    }
+    if shard_count > usize::from(u16::MAX) {
+        return Err(format!("{shard_count} shards is too many"));
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot create data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    // Absolute: glommio's io_uring opens fail on relative paths (EBADF).
+    let root = std::fs::canonicalize(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot resolve data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    let data = DataDir::new(root);
+    let lock = lock_data_dir(&data)?;
+    let mut topics = metadata::open_data_dir(&data)?;
+    for moved in metadata::fit_to_shards(&data, &mut topics, shard_count as u16)? {
+        tracing::warn!(topic = %moved, shards = shard_count,
+            "partitions on shards that no longer exist were placed again");
+    }
+    if topics.get(groups::OFFSETS_TOPIC).is_none() {
+        let meta = groups::offsets_topic(shard_count as u16);
+        metadata::create_topic_blocking(&data, &meta)?;
+        topics.insert(Arc::new(meta));
+    }
+    tracing::info!(
+        data_dir = %data.root().display(),
+        shards = shard_count,
+        topics = topics.len(),
+        "starting"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    let (main_addr_tx, main_addr) = crossbeam_channel::unbounded();
+    let (endpoints_tx, endpoints) = crossbeam_channel::unbounded();
+    let boot = Boot {
+        config: Arc::new(config),
+        data,
+        topics,
+        shard_count: shard_count as u16,
+        events: events_tx,
+        main_addr,
+        endpoints,
+        stop: stop.clone(),
+        metrics: metrics.clone(),
+        open_connections: Arc::default(),
+    };
+    let handles = shards::spawn(
+        &cpus[..shard_count],
+        move |id, mesh: MeshBuilder<ShardMessage, Full>| {
+            let boot = boot.clone();
+            async move {
+                let events = boot.events.clone();
+                let result = run_shard(id, mesh, boot).await;
+                if let Err(e) = &result {
+                    let _ = events.send(BootEvent::Failed(id, e.clone()));
+                }
+                result
+            }
+        },
+    )
+    .map_err(|e| e.to_string())?;
+
+    let mut listen = None;
+    let mut shard_addrs = vec![None; shard_count];
+    let mut ready = 0;
+    while ready < shard_count {
+        match events.recv() {
+            Ok(BootEvent::MainBound(addr)) => {
+                listen = Some(addr);
+                for _ in 1..shard_count {
+                    let _ = main_addr_tx.send(addr);
+                }
+            }
+            Ok(BootEvent::ShardBound(id, addr)) => {
+                shard_addrs[usize::from(id)] = Some(addr);
+                if shard_addrs.iter().all(Option::is_some) {
+                    let all: Vec<SocketAddr> = shard_addrs.iter().flatten().copied().collect();
+                    for _ in 0..shard_count {
+                        let _ = endpoints_tx.send(all.clone());
+                    }
+                }
+            }
+            Ok(BootEvent::Ready) => ready += 1,
+            Ok(BootEvent::Failed(id, e)) => return Err(format!("shard {id}: {e}")),
+            Err(_) => return Err("the shards stopped during start-up".into()),
+        }
+    }
+    metrics.set_ready();
+    Ok(RunningServer {
+        listen: listen.ok_or("shard 0 never bound the main address")?,
+        shard_addrs: shard_addrs.into_iter().flatten().collect(),
+        handles,
+        stop,
+        _lock: lock,
+    })
+}
+
+/// A shard's life: open its partitions, bind, join the mesh, serve.
+async fn run_shard(
+    id: ShardId,
+    mesh: MeshBuilder<ShardMessage, Full>,
+    boot: Boot,
+) -> Result<(), String> {
+    let config = boot.config.clone();
+    // Recover this shard's partitions before accepting anyone.
+    let metrics = boot.metrics.shard(id);
+    let partitions = open_all(id, &metrics, &config, &boot.data, &boot.topics).await?;
+
+    let main_addr = if id == 0 {
+        config.listen
+    } else {
+        boot.main_addr
+            .recv()
+            .map_err(|_| "start-up was abandoned".to_string())?
+    };
+    let main =
+        TcpListener::bind(main_addr).map_err(|e| format!("cannot listen on {main_addr}: {e}"))?;
+    let main_addr = main.local_addr().map_err(|e| e.to_string())?;
+    if id == 0 {
+        let _ = boot.events.send(BootEvent::MainBound(main_addr));
+    }
+    let shard_addr = SocketAddr::new(config.listen.ip(), config.shard_port(id, main_addr.port()));
+    let own = TcpListener::bind(shard_addr)
+        .map_err(|e| format!("cannot listen on {shard_addr} (shard {id}'s port): {e}"))?;
+    let shard_addr = own.local_addr().map_err(|e| e.to_string())?;
+    let _ = boot.events.send(BootEvent::ShardBound(id, shard_addr));
+    let endpoints = boot
+        .endpoints
+        .recv()
+        .map_err(|_| "start-up was abandoned".to_string())?;
+
+    let mesh = shards::join_mesh(mesh).await.map_err(|e| e.to_string())?;
+    let shard = Rc::new(ShardState {
+        id,
+        shard_count: boot.shard_count,
+        config: config.clone(),
+        data: boot.data.clone(),
+        endpoints,
+        topics: RefCell::new(boot.topics.clone()),
+        partitions: RefCell::new(partitions),
+        changing: RefCell::new(HashSet::new()),
+        peers: mesh.senders,
+        writer: RefCell::new(FrameWriter::new()),
+        groups: groups::Groups::default(),
+        in_flight: Cell::new(0),
+        drained: partition::Arrivals::default(),
+        stopping: Cell::new(false),
+        metrics,
+        open_connections: boot.open_connections.clone(),
+    });
+    let replayed = groups::replay(&shard).await?;
+    if replayed > 0 {
+        tracing::info!(shard = id, offsets = replayed, "committed offsets replayed");
+    }
+    glommio::spawn_local(groups::tick_forever(shard.clone())).detach();
+
+    let mut receivers = mesh.receivers;
+    for (_, receiver) in receivers.streams() {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            let receiver = receiver;
+            while let Some(msg) = receiver.recv().await {
+                let shard = shard.clone();
+                glommio::spawn_local(async move { shard.on_message(msg).await }).detach();
+            }
+        })
+        .detach();
+    }
+    let retention = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(shard.config.retention_check).await;
+                shard.enforce_retention().await;
+            }
+        })
+    };
+    retention.detach();
+    let _ = boot.events.send(BootEvent::Ready);
+    tracing::info!(shard = id, main = %main_addr, port = %shard_addr, "shard serving");
+
+    // Each accept loop is a task of its own, woken only by its listener.
+    // (Racing them against the stop poll in one task re-polled them every
+    // 50 ms, and glommio kept every waker clone: its refcount overflowed
+    // after about 15 minutes and the shard panicked.)
+    let main_loop = glommio::spawn_local(accept_loop(shard.clone(), main, Via::Main));
+    let own_loop = glommio::spawn_local(accept_loop(shard.clone(), own, Via::ShardPort));
+    while !boot.stop.load(Ordering::Acquire) {
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+    // Cancelling drops both listeners: no new connection from here on.
+    main_loop.cancel().await;
+    own_loop.cancel().await;
+    shard.shut_down(DRAIN_TIMEOUT).await;
+    Ok(())
+}
+
+/// Accepts connections forever, each served by its own task.
+async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener, via: Via) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let open = &shard.open_connections;
+                if open.fetch_add(1, Ordering::AcqRel) >= shard.config.max_connections() {
+                    open.fetch_sub(1, Ordering::AcqRel);
+                    glommio::spawn_local(connection::refuse(shard.clone(), stream)).detach();
+                    continue;
+                }
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    connection::serve(shard.clone(), stream, via).await;
+                    shard.open_connections.fetch_sub(1, Ordering::AcqRel);
+                })
+                .detach();
+                // An accept that is ready at once does not yield: under a
+                // storm of connections this loop would starve every other
+                // task of the shard (seen: thousands of sockets left in
+                // CLOSE-WAIT, well-behaved clients unserved). Go to the back
+                // of the queue after each one.
+                futures_lite::future::yield_now().await;
+            }
+            Err(e) => {
+                // Out of descriptors, most likely: back off rather than spin.
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+type PartitionMap = HashMap<String, HashMap<u32, Rc<partition::Partition>>>;
+
+/// Opens every partition shard `id` owns, before it serves.
+async fn open_all(
+    id: ShardId,
+    metrics: &crate::metrics::ShardMetrics,
+    config: &ServerConfig,
+    data: &DataDir,
+    topics: &TopicTable,
+) -> Result<PartitionMap, String> {
+    let mut map: PartitionMap = HashMap::new();
+    for topic in topics.iter() {
+        for p in partition::open_owned(id, metrics, config, data, topic).await? {
+            map.entry(topic.name.clone())
+                .or_default()
+                .insert(p.partition, Rc::new(p));
+        }
+    }
+    Ok(map)
+}
