@@ -126,7 +126,7 @@ fn metrics_count_exactly_what_was_produced_and_fetched() {
         fetched as f64
     );
     // Requests by api and code, counted once each (forwarded ones by the
-    // shard that served them).
+    // shard that received them).
     assert_eq!(
         sum(
             &after,

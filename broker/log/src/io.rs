@@ -372,3 +372,25 @@ pub async fn sync_dir(dir: &Path) -> Result<(), LogError> {
         .await
         .map_err(|e| LogError::io("closing directory", dir, e.into()))
 }
+
+/// Creates `dir` and its missing parents on glommio's blocking thread pool,
+/// so the shard's executor never waits on the file system.
+pub async fn create_dir_all(dir: &Path) -> io::Result<()> {
+    let owned = dir.to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || std::fs::create_dir_all(owned))
+        .await
+}
+
+/// Whether `path` exists, looked up on glommio's blocking thread pool.
+pub async fn exists(path: &Path) -> bool {
+    let owned = path.to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || owned.exists())
+        .await
+}
+
+/// Renames `from` to `to` (io_uring's renameat).
+pub async fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    glommio::io::rename(from, to).await.map_err(Into::into)
+}

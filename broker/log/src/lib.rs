@@ -33,6 +33,7 @@ pub mod index;
 pub mod io;
 pub mod retention;
 pub mod segment;
+mod shim;
 pub mod tail;
 
 use std::{

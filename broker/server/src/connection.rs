@@ -34,8 +34,9 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::{net::TcpStream, sync::Semaphore};
 
 use crate::copy_stats;
-use crate::handler::{self, error_frame, Reply, Response, Via};
-use crate::shard::{InFlight, ShardState};
+use crate::native::{self, Reply, Response, Via};
+use crate::service::Records;
+use crate::shard::{InFlight, Shard};
 use broker_protocol::{decode_prefix, ApiKey, ResponseError, FRAME_PREFIX_LEN};
 
 /// How much is read from the socket at a time, at most.
@@ -143,10 +144,12 @@ impl Writer {
         self.write_queued().await?;
         self.stream.write_all(&response.head).await?;
         if let Some(payload) = &response.payload {
-            // Straight from the log's buffer (a DMA read or the written
-            // tail) to send(2): the zero-copy fetch.
             let bytes = payload.as_slice();
-            copy_stats::sent_from_log_buffer(bytes.len());
+            if let Records::Log(_) = payload {
+                // Straight from the log's buffer (a DMA read or the written
+                // tail) to send(2): the zero-copy fetch.
+                copy_stats::sent_from_log_buffer(bytes.len());
+            }
             self.stream.write_all(bytes).await?;
         }
         Ok(())
@@ -180,9 +183,9 @@ impl Writer {
 }
 
 /// Serves one connection until the peer closes it or breaks the protocol.
-pub async fn serve(shard: Rc<ShardState>, stream: TcpStream, via: Via) {
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, via: Via) {
     let _ = stream.set_nodelay(true);
-    let connections = &shard.metrics.connections;
+    let connections = &shard.metrics().connections;
     connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     serve_frames(&shard, stream, via).await;
     connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -191,16 +194,15 @@ pub async fn serve(shard: Rc<ShardState>, stream: TcpStream, via: Via) {
 /// Refuses a connection over the limit: one TooManyConnections answer
 /// (request id 0, api key 0), then the connection is closed. Bounded in
 /// time, so a peer that does not read cannot hold the task.
-pub async fn refuse(shard: Rc<ShardState>, stream: TcpStream) {
-    let response = error_frame(
-        &mut shard.writer.borrow_mut(),
+pub async fn refuse(shard: Rc<Shard>, stream: TcpStream) {
+    let response = native::wire_error_response(
         ApiKey(0),
         0,
         &ResponseError::new(
             broker_protocol::ErrorCode::TooManyConnections,
             &format!(
                 "the broker is at its limit of {} connections",
-                shard.config.max_connections()
+                shard.config().max_connections()
             ),
         ),
     );
@@ -212,12 +214,12 @@ pub async fn refuse(shard: Rc<ShardState>, stream: TcpStream) {
     stream.shutdown();
 }
 
-async fn serve_frames(shard: &Rc<ShardState>, stream: TcpStream, via: Via) {
+async fn serve_frames(shard: &Rc<Shard>, stream: TcpStream, via: Via) {
     let stream = Rc::new(Stream(RefCell::new(stream)));
     let writer = Rc::new(Writer::new(stream.clone()));
-    let budget_bytes = shard.config.connection_in_flight_bytes;
+    let budget_bytes = shard.config().connection_in_flight_bytes;
     let budget = Rc::new(Semaphore::new(budget_bytes as u64));
-    let max_frame = shard.config.max_frame_bytes;
+    let max_frame = shard.config().max_frame_bytes;
     let min_cost = (budget_bytes / MAX_REQUESTS_IN_FLIGHT).max(1);
     let mut buf = BytesMut::new();
     let mut chunk = FIRST_READ;
@@ -225,16 +227,11 @@ async fn serve_frames(shard: &Rc<ShardState>, stream: TcpStream, via: Via) {
         match decode_prefix(&buf, max_frame) {
             Err(e) => {
                 let (api, id) = if buf.len() >= FRAME_PREFIX_LEN {
-                    handler::raw_ids(&buf)
+                    native::raw_ids(&buf)
                 } else {
                     (ApiKey(0), 0)
                 };
-                let response = error_frame(
-                    &mut shard.writer.borrow_mut(),
-                    api,
-                    id,
-                    &ResponseError::new(e.error_code(), &e.to_string()),
-                );
+                let response = native::frame_error_response(api, id, &e);
                 tracing::debug!(error = %e, "closing a connection that broke the protocol");
                 let _ = writer.send_now(&response).await;
                 stream.shutdown();
@@ -250,7 +247,7 @@ async fn serve_frames(shard: &Rc<ShardState>, stream: TcpStream, via: Via) {
                 let writer = writer.clone();
                 let in_flight = InFlight::new(shard.clone());
                 glommio::spawn_local(async move {
-                    let reply = handler::handle(&shard, frame, via).await;
+                    let reply = native::handle(&shard, frame, via).await;
                     let ok = match reply {
                         Reply::Send(response) => writer.send(&response).await.is_ok(),
                         Reply::Nothing => true,

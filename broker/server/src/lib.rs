@@ -14,20 +14,20 @@
 //!    the channel mesh, and start serving;
 //! 5. [`start`] returns once every shard serves: the broker is ready.
 
+pub mod arrivals;
 pub mod config;
 pub mod connection;
 pub mod copy_stats;
+pub mod error;
 pub mod group;
-pub mod groups;
-pub mod handler;
 pub mod metadata;
 pub mod metrics;
+pub mod native;
 pub mod partition;
+pub mod service;
 pub mod shard;
 
 use std::{
-    cell::{Cell, RefCell},
-    collections::{HashMap, HashSet},
     net::SocketAddr,
     rc::Rc,
     sync::{
@@ -45,12 +45,13 @@ use glommio::{
 };
 
 pub use config::ServerConfig;
-use handler::Via;
-use shard::{ShardMessage, ShardState};
+pub use error::{ErrorKind, ServiceError, ServiceResult, StartError};
+use native::Via;
+use service::groups;
+use shard::{Shard, ShardMessage, ShardParts};
 
 use crate::metadata::{DataDir, TopicTable};
 use crate::metrics::Metrics;
-use broker_protocol::FrameWriter;
 use broker_shard::{self as shards, ShardId};
 
 /// A running broker.
@@ -59,7 +60,7 @@ pub struct RunningServer {
     pub listen: SocketAddr,
     /// Each shard's shard-aware address.
     pub shard_addrs: Vec<SocketAddr>,
-    handles: Vec<ExecutorJoinHandle<Result<(), String>>>,
+    handles: Vec<ExecutorJoinHandle<Result<(), StartError>>>,
     stop: Arc<AtomicBool>,
     /// Held (flock) while the broker runs: no second broker on this data dir.
     _lock: std::fs::File,
@@ -86,12 +87,12 @@ impl RunningServer {
 
     /// Waits until the shards stop (they run until the process ends, or one
     /// fails), and returns the first failure.
-    pub fn wait(self) -> Result<(), String> {
+    pub fn wait(self) -> Result<(), StartError> {
         let mut result = Ok(());
         for (i, h) in self.handles.into_iter().enumerate() {
             let r = match h.join() {
                 Ok(r) => r,
-                Err(e) => Err(format!("shard {i} stopped: {e}")),
+                Err(e) => Err(StartError::Shards(format!("shard {i} stopped: {e}"))),
             };
             if result.is_ok() {
                 result = r;
@@ -117,7 +118,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Takes the data directory's lock file, so that two brokers never open the
 /// same partitions. The lock (flock) is released when the process ends,
 /// however it ends.
-fn lock_data_dir(data: &DataDir) -> Result<std::fs::File, String> {
+fn lock_data_dir(data: &DataDir) -> Result<std::fs::File, StartError> {
     use std::io::{Read, Seek, Write};
     use std::os::fd::AsRawFd;
     let path = data.root().join(".lock");
@@ -127,17 +128,17 @@ fn lock_data_dir(data: &DataDir) -> Result<std::fs::File, String> {
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        .map_err(|e| StartError::Config(format!("cannot open {}: {e}", path.display())))?;
     // SAFETY: flock on a descriptor this File owns.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);
-        return Err(format!(
+        return Err(StartError::Config(format!(
             "data directory {} is in use by another broker (pid {})",
             data.root().display(),
             holder.trim()
-        ));
+        )));
     }
     let _ = file.set_len(0);
     let _ = file.rewind();
@@ -173,7 +174,7 @@ struct Boot {
 }
 
 /// Starts the broker and returns once every shard serves.
-pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
+pub fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     start_with_metrics(config, Metrics::new())
 }
 
@@ -182,31 +183,34 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
 pub fn start_with_metrics(
     config: ServerConfig,
     metrics: Arc<Metrics>,
-) -> Result<RunningServer, String> {
-    config.validate()?;
-    let cpus = shards::online_cpus().map_err(|e| format!("cannot list the CPUs: {e}"))?;
+) -> Result<RunningServer, StartError> {
+    config.validate().map_err(StartError::Config)?;
+    let cpus = shards::online_cpus()
+        .map_err(|e| StartError::Config(format!("cannot list the CPUs: {e}")))?;
     let shard_count = config.shards.unwrap_or(cpus.len());
     if shard_count > cpus.len() {
-        return Err(format!(
+        return Err(StartError::Config(format!(
             "{shard_count} shards asked for, but only {} CPUs are available: a shard is pinned to its own core",
             cpus.len()
-        ));
+        )));
     }
     if shard_count > usize::from(u16::MAX) {
-        return Err(format!("{shard_count} shards is too many"));
+        return Err(StartError::Config(format!(
+            "{shard_count} shards is too many"
+        )));
     }
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        format!(
+        StartError::Config(format!(
             "cannot create data directory {}: {e}",
             config.data_dir.display()
-        )
+        ))
     })?;
     // Absolute: glommio's io_uring opens fail on relative paths (EBADF).
     let root = std::fs::canonicalize(&config.data_dir).map_err(|e| {
-        format!(
+        StartError::Config(format!(
             "cannot resolve data directory {}: {e}",
             config.data_dir.display()
-        )
+        ))
     })?;
     let data = DataDir::new(root);
     let lock = lock_data_dir(&data)?;
@@ -251,13 +255,13 @@ pub fn start_with_metrics(
                 let events = boot.events.clone();
                 let result = run_shard(id, mesh, boot).await;
                 if let Err(e) = &result {
-                    let _ = events.send(BootEvent::Failed(id, e.clone()));
+                    let _ = events.send(BootEvent::Failed(id, e.to_string()));
                 }
                 result
             }
         },
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| StartError::Shards(e.to_string()))?;
 
     let mut listen = None;
     let mut shard_addrs = vec![None; shard_count];
@@ -280,13 +284,20 @@ pub fn start_with_metrics(
                 }
             }
             Ok(BootEvent::Ready) => ready += 1,
-            Ok(BootEvent::Failed(id, e)) => return Err(format!("shard {id}: {e}")),
-            Err(_) => return Err("the shards stopped during start-up".into()),
+            Ok(BootEvent::Failed(id, e)) => {
+                return Err(StartError::Shards(format!("shard {id}: {e}")))
+            }
+            Err(_) => {
+                return Err(StartError::Shards(
+                    "the shards stopped during start-up".into(),
+                ))
+            }
         }
     }
     metrics.set_ready();
     Ok(RunningServer {
-        listen: listen.ok_or("shard 0 never bound the main address")?,
+        listen: listen
+            .ok_or_else(|| StartError::Shards("shard 0 never bound the main address".into()))?,
         shard_addrs: shard_addrs.into_iter().flatten().collect(),
         handles,
         stop,
@@ -299,55 +310,57 @@ async fn run_shard(
     id: ShardId,
     mesh: MeshBuilder<ShardMessage, Full>,
     boot: Boot,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     let config = boot.config.clone();
     // Recover this shard's partitions before accepting anyone.
     let metrics = boot.metrics.shard(id);
-    let partitions = open_all(id, &metrics, &config, &boot.data, &boot.topics).await?;
+    let partitions = shard::open_all(id, &metrics, &config, &boot.data, &boot.topics).await?;
+    let abandoned = || StartError::Shards("start-up was abandoned".into());
 
     let main_addr = if id == 0 {
         config.listen
     } else {
-        boot.main_addr
-            .recv()
-            .map_err(|_| "start-up was abandoned".to_string())?
+        boot.main_addr.recv().map_err(|_| abandoned())?
     };
-    let main =
-        TcpListener::bind(main_addr).map_err(|e| format!("cannot listen on {main_addr}: {e}"))?;
-    let main_addr = main.local_addr().map_err(|e| e.to_string())?;
+    let listen_error = |addr, what: String| {
+        move |e: glommio::GlommioError<()>| StartError::Listen {
+            addr,
+            what,
+            source: e.into(),
+        }
+    };
+    let main = TcpListener::bind(main_addr).map_err(listen_error(main_addr, String::new()))?;
+    let main_addr = main
+        .local_addr()
+        .map_err(listen_error(main_addr, String::new()))?;
     if id == 0 {
         let _ = boot.events.send(BootEvent::MainBound(main_addr));
     }
     let shard_addr = SocketAddr::new(config.listen.ip(), config.shard_port(id, main_addr.port()));
-    let own = TcpListener::bind(shard_addr)
-        .map_err(|e| format!("cannot listen on {shard_addr} (shard {id}'s port): {e}"))?;
-    let shard_addr = own.local_addr().map_err(|e| e.to_string())?;
+    let own_port = format!(" (shard {id}'s port)");
+    let own = TcpListener::bind(shard_addr).map_err(listen_error(shard_addr, own_port.clone()))?;
+    let shard_addr = own
+        .local_addr()
+        .map_err(listen_error(shard_addr, own_port))?;
     let _ = boot.events.send(BootEvent::ShardBound(id, shard_addr));
-    let endpoints = boot
-        .endpoints
-        .recv()
-        .map_err(|_| "start-up was abandoned".to_string())?;
+    let endpoints = boot.endpoints.recv().map_err(|_| abandoned())?;
 
-    let mesh = shards::join_mesh(mesh).await.map_err(|e| e.to_string())?;
-    let shard = Rc::new(ShardState {
+    let mesh = shards::join_mesh(mesh)
+        .await
+        .map_err(|e| StartError::Shards(e.to_string()))?;
+    let shard = Rc::new(Shard::new(ShardParts {
         id,
         shard_count: boot.shard_count,
         config: config.clone(),
         data: boot.data.clone(),
         endpoints,
-        topics: RefCell::new(boot.topics.clone()),
-        partitions: RefCell::new(partitions),
-        changing: RefCell::new(HashSet::new()),
+        topics: boot.topics.clone(),
+        partitions,
         peers: mesh.senders,
-        writer: RefCell::new(FrameWriter::new()),
-        groups: groups::Groups::default(),
-        in_flight: Cell::new(0),
-        drained: partition::Arrivals::default(),
-        stopping: Cell::new(false),
         metrics,
         open_connections: boot.open_connections.clone(),
-    });
-    let replayed = groups::replay(&shard).await?;
+    }));
+    let replayed = groups::replay(&shard).await.map_err(StartError::Replay)?;
     if replayed > 0 {
         tracing::info!(shard = id, offsets = replayed, "committed offsets replayed");
     }
@@ -369,7 +382,7 @@ async fn run_shard(
         let shard = shard.clone();
         glommio::spawn_local(async move {
             loop {
-                glommio::timer::sleep(shard.config.retention_check).await;
+                glommio::timer::sleep(shard.config().retention_check).await;
                 shard.enforce_retention().await;
             }
         })
@@ -395,12 +408,12 @@ async fn run_shard(
 }
 
 /// Accepts connections forever, each served by its own task.
-async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener, via: Via) {
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, via: Via) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                let open = &shard.open_connections;
-                if open.fetch_add(1, Ordering::AcqRel) >= shard.config.max_connections() {
+                let open = shard.open_connections();
+                if open.fetch_add(1, Ordering::AcqRel) >= shard.config().max_connections() {
                     open.fetch_sub(1, Ordering::AcqRel);
                     glommio::spawn_local(connection::refuse(shard.clone(), stream)).detach();
                     continue;
@@ -408,7 +421,7 @@ async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener, via: Via) {
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
                     connection::serve(shard.clone(), stream, via).await;
-                    shard.open_connections.fetch_sub(1, Ordering::AcqRel);
+                    shard.open_connections().fetch_sub(1, Ordering::AcqRel);
                 })
                 .detach();
                 // An accept that is ready at once does not yield: under a
@@ -420,30 +433,9 @@ async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener, via: Via) {
             }
             Err(e) => {
                 // Out of descriptors, most likely: back off rather than spin.
-                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                tracing::warn!(shard = shard.id(), error = %e, "accept failed");
                 glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
     }
-}
-
-type PartitionMap = HashMap<String, HashMap<u32, Rc<partition::Partition>>>;
-
-/// Opens every partition shard `id` owns, before it serves.
-async fn open_all(
-    id: ShardId,
-    metrics: &crate::metrics::ShardMetrics,
-    config: &ServerConfig,
-    data: &DataDir,
-    topics: &TopicTable,
-) -> Result<PartitionMap, String> {
-    let mut map: PartitionMap = HashMap::new();
-    for topic in topics.iter() {
-        for p in partition::open_owned(id, metrics, config, data, topic).await? {
-            map.entry(topic.name.clone())
-                .or_default()
-                .insert(p.partition, Rc::new(p));
-        }
-    }
-    Ok(map)
 }

@@ -1,119 +1,226 @@
-//! A partition as its owning shard serves it: the log, plus the signal that
-//! wakes long-polling fetches when new data is acknowledged.
+//! A partition as its owning shard serves it: the log, the high watermark
+//! (what readers may see), and the readers waiting for it to move.
+//!
+//! The log knows its local end (every offset assigned) and its durable end
+//! (what an acknowledgement promises under its fsync policy). The partition
+//! decides what readers see: today the durable end; with replication, the
+//! smallest durable offset over the in-sync replicas. Every append goes
+//! through [`Partition::append`] or [`Partition::append_batches`], whoever
+//! sends it (a producer, the group coordinator), and once the log
+//! acknowledges it the partition advances its high watermark and wakes its
+//! long polls itself.
+//!
+//! Room left for replication: a follower's appends keep the leader's offsets
+//! (`Log` would take them at given offsets) and a new leader's followers
+//! truncate (`Log::truncate_to`); both would end in [`Partition::advance`]
+//! with the high watermark the leader sent, never above the log's durable
+//! end.
+//!
+//! Invariants:
+//! - The high watermark only grows, and never passes the log's durable end:
+//!   no reader sees a batch that is not acknowledged.
+//! - Readers are woken whenever the high watermark moves, and when the
+//!   partition closes (so long polls answer at once).
 
-use std::{
-    cell::{Cell, RefCell},
-    future::poll_fn,
-    rc::Rc,
-    sync::Arc,
-    task::{Poll, Waker},
-    time::Duration,
-};
+use std::{cell::Cell, ops::Range, rc::Rc, sync::atomic::Ordering::Relaxed, sync::Arc};
 
-use futures_lite::FutureExt;
+use broker_log::{Appended, Log, LogError, LogRead};
 
+use crate::arrivals::Arrivals;
 use crate::config::ServerConfig;
+use crate::error::StartError;
 use crate::metadata::{DataDir, TopicMeta};
 use crate::metrics::{PartitionMetrics, ShardMetrics};
-use broker_log::Log;
 use broker_shard::ShardId;
 
 /// One partition owned by this shard.
 pub struct Partition {
-    /// The topic's name.
-    pub topic: Rc<str>,
-    /// The partition's number.
-    pub partition: u32,
-    /// Its log; only this shard touches it.
-    pub log: Log,
-    /// Signalled each time appended data becomes readable.
-    pub arrivals: Arrivals,
-    /// Its metrics series.
-    pub metrics: Arc<PartitionMetrics>,
+    topic: Rc<str>,
+    number: u32,
+    log: Log,
+    /// One past the last offset readers may see.
+    high_watermark: Cell<u64>,
+    /// Signalled each time the high watermark moves (or the partition
+    /// closes).
+    arrivals: Arrivals,
+    metrics: Arc<PartitionMetrics>,
 }
 
 impl Partition {
+    /// Serves `log` as partition `number` of `topic`: everything the log
+    /// acknowledged (recovered) is readable.
+    pub fn new(topic: Rc<str>, number: u32, log: Log, metrics: Arc<PartitionMetrics>) -> Partition {
+        let partition = Partition {
+            topic,
+            number,
+            high_watermark: Cell::new(log.durable_end()),
+            log,
+            arrivals: Arrivals::default(),
+            metrics,
+        };
+        partition.update_gauges();
+        partition
+    }
+
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition's number.
+    pub fn number(&self) -> u32 {
+        self.number
+    }
+
+    /// The log (for retention, closing, and tests); appends and reads go
+    /// through the partition.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// One past the last offset readers may see.
+    pub fn high_watermark(&self) -> u64 {
+        self.high_watermark.get()
+    }
+
+    /// The first offset still in the log.
+    pub fn log_start_offset(&self) -> u64 {
+        self.log.log_start_offset()
+    }
+
+    /// Its metrics series.
+    pub fn metrics(&self) -> &PartitionMetrics {
+        &self.metrics
+    }
+
+    /// The wake-up of readers waiting for the high watermark to move: take
+    /// its generation before reading, wait on it after an empty read.
+    pub fn arrivals(&self) -> &Arrivals {
+        &self.arrivals
+    }
+
+    /// Appends one record batch (validated by the log) and, once the log
+    /// acknowledged it, makes it readable.
+    pub async fn append(&self, batch: &[u8]) -> Result<Appended, LogError> {
+        let appended = self.log.append(batch).await?;
+        self.appended(appended.base_offset, appended.next_offset, batch.len());
+        Ok(appended)
+    }
+
+    /// Appends several batches of `payload` (`batches` delimit them; the
+    /// caller validated every one first, so that a bad batch appends
+    /// nothing): every append is placed in the log, in order, before any is
+    /// awaited, so they share write cycles and get consecutive offsets.
+    /// Returns the first base offset and the last next offset; the first
+    /// error fails the whole call.
+    pub async fn append_batches(
+        &self,
+        payload: &[u8],
+        batches: &[Range<usize>],
+    ) -> Result<(u64, u64), LogError> {
+        if let [only] = batches {
+            let a = self.append(&payload[only.clone()]).await?;
+            return Ok((a.base_offset, a.next_offset));
+        }
+        // Every append is polled once, in payload order, before any is
+        // awaited: the first poll places it in the log.
+        let mut pending = Vec::with_capacity(batches.len());
+        for r in batches {
+            let mut append = Box::pin(self.log.append(&payload[r.clone()]));
+            pending.push(match futures_lite::future::poll_once(&mut append).await {
+                Some(done) => PendingAppend::Done(done),
+                None => PendingAppend::Waiting(append),
+            });
+        }
+        let mut first = None;
+        let mut last = 0;
+        let mut failure = None;
+        for p in pending {
+            let r = match p {
+                PendingAppend::Done(r) => r,
+                PendingAppend::Waiting(a) => a.await,
+            };
+            match r {
+                Ok(a) => {
+                    first.get_or_insert(a.base_offset);
+                    last = a.next_offset;
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(first) = first {
+            // Whatever succeeded is acknowledged by the log: readable, even
+            // when a later batch of the request failed.
+            self.appended(first, last, payload.len());
+        }
+        match (failure, first) {
+            (Some(e), _) => Err(e),
+            (None, Some(first)) => Ok((first, last)),
+            (None, None) => Err(LogError::Closed),
+        }
+    }
+
+    /// Bookkeeping after the log acknowledged `[base, next)`.
+    fn appended(&self, base: u64, next: u64, bytes: usize) {
+        let m = &self.metrics;
+        m.records_in.fetch_add(next - base, Relaxed);
+        m.bytes_in.fetch_add(bytes as u64, Relaxed);
+        m.size_bytes.store(self.log.size_bytes(), Relaxed);
+        self.advance(self.log.durable_end());
+    }
+
+    /// Moves the high watermark up to `to` (never past the log's durable
+    /// end, never down) and wakes the readers if it moved.
+    pub fn advance(&self, to: u64) {
+        let durable = self.log.durable_end();
+        let to = to.min(durable);
+        assert!(
+            self.high_watermark.get() <= durable,
+            "partition {}/{}: high watermark {} above the log's durable end {durable}",
+            self.topic,
+            self.number,
+            self.high_watermark.get()
+        );
+        if to > self.high_watermark.get() {
+            self.high_watermark.set(to);
+            self.metrics.end_offset.store(to, Relaxed);
+            self.arrivals.notify();
+        }
+    }
+
+    /// Reads whole batches from `offset` up to `max_bytes` (at least one
+    /// batch), below the high watermark only. The read's `high_watermark`
+    /// is the partition's.
+    pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<LogRead, LogError> {
+        let high_watermark = self.high_watermark.get();
+        let mut read = self
+            .log
+            .read_below(offset, max_bytes, high_watermark)
+            .await?;
+        read.high_watermark = high_watermark;
+        Ok(read)
+    }
+
+    /// Wakes every reader (the partition is closing, or the shard stopping).
+    pub fn wake_readers(&self) {
+        self.arrivals.notify();
+    }
+
     /// Refreshes the gauges (offsets, size, segments) from the log.
     pub fn update_gauges(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
         let m = &self.metrics;
         m.start_offset.store(self.log.log_start_offset(), Relaxed);
-        m.end_offset.store(self.log.high_watermark(), Relaxed);
+        m.end_offset.store(self.high_watermark.get(), Relaxed);
         m.size_bytes.store(self.log.size_bytes(), Relaxed);
         m.segments.store(self.log.segment_count() as u64, Relaxed);
     }
 }
 
-/// A wake-up for long-polling readers: a generation counter bumped on every
-/// arrival, and the wakers of the tasks waiting for it to move. A reader
-/// takes the generation before it reads, so an arrival between its read and
-/// its wait is never missed. A waiter that gives up (timeout, dropped
-/// request) takes its waker out, so idle partitions collect no wakers.
-#[derive(Default)]
-pub struct Arrivals {
-    generation: Cell<u64>,
-    next_waiter: Cell<u64>,
-    waiters: RefCell<Vec<(u64, Waker)>>,
-}
-
-impl Arrivals {
-    /// The current generation.
-    pub fn generation(&self) -> u64 {
-        self.generation.get()
-    }
-
-    /// New data is readable: wake every waiter.
-    pub fn notify(&self) {
-        self.generation.set(self.generation.get().wrapping_add(1));
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for (_, waker) in waiters {
-            waker.wake();
-        }
-    }
-
-    /// The number of registered waiters.
-    pub fn waiting(&self) -> usize {
-        self.waiters.borrow().len()
-    }
-
-    /// Waits until the generation differs from `seen`, or `wait` elapsed.
-    /// Returns whether new data arrived.
-    pub async fn wait(&self, seen: u64, wait: Duration) -> bool {
-        let id = self.next_waiter.get();
-        self.next_waiter.set(id.wrapping_add(1));
-        let _registration = Registration { arrivals: self, id };
-        let arrived = poll_fn(|cx| {
-            if self.generation.get() != seen {
-                return Poll::Ready(true);
-            }
-            let mut waiters = self.waiters.borrow_mut();
-            match waiters.iter_mut().find(|(i, _)| *i == id) {
-                Some((_, w)) => w.clone_from(cx.waker()),
-                None => waiters.push((id, cx.waker().clone())),
-            }
-            Poll::Pending
-        });
-        let expired = async {
-            glommio::timer::sleep(wait).await;
-            false
-        };
-        arrived.or(expired).await
-    }
-}
-
-/// Removes a waiter's waker when its wait ends, however it ends.
-struct Registration<'a> {
-    arrivals: &'a Arrivals,
-    id: u64,
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        self.arrivals
-            .waiters
-            .borrow_mut()
-            .retain(|(i, _)| *i != self.id);
-    }
+enum PendingAppend<F> {
+    Done(Result<Appended, LogError>),
+    Waiting(F),
 }
 
 /// Opens (recovering) every partition of `topic` that shard `shard` owns,
@@ -124,7 +231,7 @@ pub async fn open_owned(
     config: &ServerConfig,
     data: &DataDir,
     topic: &TopicMeta,
-) -> Result<Vec<Partition>, String> {
+) -> Result<Vec<Partition>, StartError> {
     let cfg = config.log_config(&topic.config);
     let name: Rc<str> = Rc::from(topic.name.as_str());
     let mut opened = Vec::new();
@@ -134,9 +241,14 @@ pub async fn open_owned(
         }
         let p = p as u32;
         let dir = data.partition_dir(&topic.name, p);
-        let (log, report) = Log::open(&dir, cfg.clone())
-            .await
-            .map_err(|e| format!("partition {}/{p}: {e}", topic.name))?;
+        let (log, report) =
+            Log::open(&dir, cfg.clone())
+                .await
+                .map_err(|source| StartError::Partition {
+                    topic: topic.name.clone(),
+                    partition: p,
+                    source,
+                })?;
         if report.truncated_bytes > 0 {
             tracing::warn!(topic = %topic.name, partition = p,
                 truncated_bytes = report.truncated_bytes,
@@ -149,15 +261,7 @@ pub async fn open_owned(
         }
         let series = Arc::new(PartitionMetrics::new(&topic.name, p, log.io_stats()));
         metrics.add_partition(series.clone());
-        let partition = Partition {
-            topic: name.clone(),
-            partition: p,
-            log,
-            arrivals: Arrivals::default(),
-            metrics: series,
-        };
-        partition.update_gauges();
-        opened.push(partition);
+        opened.push(Partition::new(name.clone(), p, log, series));
     }
     Ok(opened)
 }

@@ -1,46 +1,97 @@
-//! One shard's server state: its partitions, its copy of the topic table,
-//! its links to the other shards, and the control plane it coordinates
-//! (creating and deleting the topics whose controller it is).
+//! One shard's server state: the partitions it owns, its copy of the topic
+//! table, its links to the other shards, and the groups it coordinates.
 //!
-//! Everything here lives on the shard's executor (`Rc`, `RefCell`): a
-//! `RefCell` borrow is never held across an `.await`.
+//! Everything here lives on the shard's executor (`Rc`, `RefCell`): the
+//! fields are private, and no `RefCell` borrow is held across an `.await`
+//! (every borrow is inside one method).
+//!
+//! Shards talk only through [`ShardMessage`]s: typed requests (append
+//! these batches to this partition, read from here, this group operation,
+//! open these partitions), each with a oneshot for its answer. Record bytes
+//! cross as `Bytes`, never re-encoded.
 
 use std::{
-    cell::{Cell, RefCell},
+    cell::{Cell, Ref, RefCell},
     collections::{HashMap, HashSet},
     net::SocketAddr,
     rc::Rc,
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::Senders;
 
+use crate::arrivals::Arrivals;
 use crate::config::ServerConfig;
-use crate::metadata::{DataDir, TopicMeta, TopicTable, TRASH_PREFIX};
+use crate::error::{ServiceError, ServiceResult, StartError};
+use crate::metadata::{DataDir, TopicMeta, TopicTable};
 use crate::partition::Partition;
-use broker_log::LogError;
-use broker_protocol::FrameWriter;
+use crate::service::groups::{GroupAnswer, GroupRequest, Groups};
+use crate::service::topics::CreateTopic;
+use crate::service::{self, Acks, FetchRequest, Produced, RemoteFetched};
 use broker_shard::ShardId;
 
 /// A message from one shard to another over the mesh.
 pub enum ShardMessage {
-    /// A request frame to handle here (a data-path request for a partition
-    /// this shard owns, or a topic change this shard controls). The reply
-    /// is the whole response frame.
-    Request {
-        /// The request frame, exactly as received.
-        frame: bytes::Bytes,
-        /// Where the response goes.
-        reply: oneshot::Sender<ForwardedReply>,
+    /// Append a produce request's batches to a partition this shard owns.
+    Produce {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The record batches, as received (a slice of the request frame).
+        batches: bytes::Bytes,
+        /// When the producer wants its answer.
+        acks: Acks,
+        /// The answer.
+        reply: oneshot::Sender<ServiceResult<Produced>>,
+    },
+    /// Read from a partition this shard owns (a long poll, if asked).
+    Fetch {
+        /// What to read.
+        request: FetchRequest,
+        /// The answer; its bytes are a copy (log buffers cannot cross shards).
+        reply: oneshot::Sender<ServiceResult<RemoteFetched>>,
+    },
+    /// Look up an offset of a partition this shard owns.
+    ListOffsets {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// What to look up.
+        query: service::OffsetQuery,
+        /// The answer.
+        reply: oneshot::Sender<ServiceResult<service::Offsets>>,
+    },
+    /// Create a topic this shard controls.
+    CreateTopic {
+        /// What to create.
+        request: CreateTopic,
+        /// The topic as created.
+        reply: oneshot::Sender<ServiceResult<Arc<TopicMeta>>>,
+    },
+    /// Delete a topic this shard controls.
+    DeleteTopic {
+        /// The topic's name.
+        name: String,
+        /// Answered once deleted.
+        reply: oneshot::Sender<ServiceResult<()>>,
+    },
+    /// A group operation for a group this shard coordinates.
+    Group {
+        /// The operation.
+        request: GroupRequest,
+        /// Its answer.
+        reply: oneshot::Sender<ServiceResult<GroupAnswer>>,
     },
     /// Open this shard's partitions of a new topic.
     OpenPartitions {
         /// The topic.
         topic: Arc<TopicMeta>,
         /// Ok once open; the error otherwise.
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<ServiceResult<()>>,
     },
     /// Close this shard's partitions of a deleted topic.
     ClosePartitions {
@@ -56,11 +107,6 @@ pub enum ShardMessage {
         /// Answered once routed.
         reply: oneshot::Sender<()>,
     },
-    /// List this shard's consumer groups.
-    ListGroups {
-        /// (group, state, members, generation) of each.
-        reply: oneshot::Sender<Vec<(String, String, u32, i32)>>,
-    },
     /// A topic is gone: remove it from the routing table.
     TopicRemoved {
         /// The topic's name.
@@ -68,20 +114,18 @@ pub enum ShardMessage {
         /// Answered once removed.
         reply: oneshot::Sender<()>,
     },
+    /// List this shard's consumer groups.
+    ListGroups {
+        /// A summary of each.
+        reply: oneshot::Sender<Vec<service::groups::GroupListing>>,
+    },
 }
 
-/// The answer to a forwarded request: the response frame's bytes (empty:
-/// nothing to send), and whether the connection must be closed after it.
-#[derive(Debug, Default)]
-pub struct ForwardedReply {
-    /// The whole response frame, or nothing.
-    pub frame: Vec<u8>,
-    /// Close the client's connection after sending `frame`.
-    pub close: bool,
-}
+/// The partitions a shard owns, by topic then partition number.
+pub type PartitionMap = HashMap<String, HashMap<u32, Rc<Partition>>>;
 
-/// The state of one shard.
-pub struct ShardState {
+/// What a shard is made of when it starts serving.
+pub struct ShardParts {
     /// This shard's index.
     pub id: ShardId,
     /// How many shards the broker runs.
@@ -92,38 +136,46 @@ pub struct ShardState {
     pub data: DataDir,
     /// Every shard's shard-aware address, as advertised.
     pub endpoints: Vec<SocketAddr>,
-    /// This shard's copy of the topic table.
-    pub topics: RefCell<TopicTable>,
-    /// The partitions this shard owns, by topic then partition number.
-    pub partitions: RefCell<HashMap<String, HashMap<u32, Rc<Partition>>>>,
-    /// Topics this shard is creating or deleting (as their controller):
-    /// a second change to the same topic waits its turn by failing fast.
-    pub changing: RefCell<HashSet<String>>,
+    /// The topic table at start.
+    pub topics: TopicTable,
+    /// The partitions this shard recovered.
+    pub partitions: PartitionMap,
     /// Links to the other shards.
     pub peers: Senders<ShardMessage>,
-    /// Frame builder, reused between responses.
-    pub writer: RefCell<FrameWriter>,
-    /// The consumer groups this shard coordinates.
-    pub groups: crate::groups::Groups,
-    /// Requests being handled on this shard.
-    pub in_flight: Cell<usize>,
-    /// Signalled when `in_flight` drops to 0.
-    pub drained: crate::partition::Arrivals,
-    /// Set once a graceful stop began: long polls answer at once.
-    pub stopping: Cell<bool>,
     /// This shard's metrics series.
     pub metrics: Arc<crate::metrics::ShardMetrics>,
-    /// Client connections open on every shard: the one counter shards
-    /// share, touched only when a connection opens or closes.
+    /// The connection counter every shard shares.
     pub open_connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// The state of one shard.
+pub struct Shard {
+    id: ShardId,
+    shard_count: u16,
+    config: Arc<ServerConfig>,
+    data: DataDir,
+    endpoints: Vec<SocketAddr>,
+    topics: RefCell<TopicTable>,
+    partitions: RefCell<PartitionMap>,
+    /// Topics this shard is creating or deleting (as their controller):
+    /// a second change to the same topic fails fast.
+    changing: RefCell<HashSet<String>>,
+    peers: Senders<ShardMessage>,
+    groups: Groups,
+    in_flight: Cell<usize>,
+    /// Signalled when `in_flight` drops to 0.
+    drained: Arrivals,
+    stopping: Cell<bool>,
+    metrics: Arc<crate::metrics::ShardMetrics>,
+    open_connections: Arc<std::sync::atomic::AtomicUsize>,
+}
+
 /// Counts a request in flight on its shard for as long as it lives.
-pub struct InFlight(Rc<ShardState>);
+pub struct InFlight(Rc<Shard>);
 
 impl InFlight {
     /// Counts one more request on `shard`.
-    pub fn new(shard: Rc<ShardState>) -> InFlight {
+    pub fn new(shard: Rc<Shard>) -> InFlight {
         shard.in_flight.set(shard.in_flight.get() + 1);
         InFlight(shard)
     }
@@ -139,7 +191,83 @@ impl Drop for InFlight {
     }
 }
 
-impl ShardState {
+impl Shard {
+    /// A shard serving `parts`.
+    pub fn new(parts: ShardParts) -> Shard {
+        Shard {
+            id: parts.id,
+            shard_count: parts.shard_count,
+            config: parts.config,
+            data: parts.data,
+            endpoints: parts.endpoints,
+            topics: RefCell::new(parts.topics),
+            partitions: RefCell::new(parts.partitions),
+            changing: RefCell::new(HashSet::new()),
+            peers: parts.peers,
+            groups: Groups::default(),
+            in_flight: Cell::new(0),
+            drained: Arrivals::default(),
+            stopping: Cell::new(false),
+            metrics: parts.metrics,
+            open_connections: parts.open_connections,
+        }
+    }
+
+    /// This shard's index.
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    /// How many shards the broker runs.
+    pub fn shard_count(&self) -> u16 {
+        self.shard_count
+    }
+
+    /// The server's settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The data directory.
+    pub fn data(&self) -> &DataDir {
+        &self.data
+    }
+
+    /// Every shard's shard-aware address, as advertised.
+    pub fn endpoints(&self) -> &[SocketAddr] {
+        &self.endpoints
+    }
+
+    /// This shard's copy of the topic table (never hold it across an await).
+    pub fn topics(&self) -> Ref<'_, TopicTable> {
+        self.topics.borrow()
+    }
+
+    /// The topic named `name`.
+    pub fn topic(&self, name: &str) -> Option<Arc<TopicMeta>> {
+        self.topics.borrow().get(name).cloned()
+    }
+
+    /// The consumer groups this shard coordinates.
+    pub fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
+    /// This shard's metrics series.
+    pub fn metrics(&self) -> &crate::metrics::ShardMetrics {
+        &self.metrics
+    }
+
+    /// The connection counter every shard shares.
+    pub fn open_connections(&self) -> &std::sync::atomic::AtomicUsize {
+        &self.open_connections
+    }
+
+    /// Whether a graceful stop began (long polls answer at once).
+    pub fn stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
     /// The partition `partition` of `topic`, if this shard owns it.
     pub fn partition(&self, topic: &str, partition: u32) -> Option<Rc<Partition>> {
         self.partitions
@@ -149,16 +277,55 @@ impl ShardState {
             .cloned()
     }
 
+    /// Every partition of `topic` this shard owns.
+    pub fn partitions_of(&self, topic: &str) -> Vec<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .get(topic)
+            .map(|t| t.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn all_partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .values()
+            .flat_map(|t| t.values().cloned())
+            .collect()
+    }
+
+    /// Marks `topic` as being created or deleted by this shard; false if it
+    /// already is.
+    pub fn begin_change(&self, topic: &str) -> bool {
+        self.changing.borrow_mut().insert(topic.to_owned())
+    }
+
+    /// Ends what [`Shard::begin_change`] began.
+    pub fn end_change(&self, topic: &str) {
+        self.changing.borrow_mut().remove(topic);
+    }
+
+    /// Adds a topic to this shard's routing table.
+    pub fn route_topic(&self, topic: Arc<TopicMeta>) {
+        self.topics.borrow_mut().insert(topic);
+    }
+
+    /// Removes a topic from this shard's routing table.
+    pub fn unroute_topic(&self, topic: &str) {
+        self.topics.borrow_mut().remove(topic);
+    }
+
     /// Opens this shard's partitions of `topic` (recovering them) and
     /// serves them from now on.
-    pub async fn open_partitions(&self, topic: &TopicMeta) -> Result<(), String> {
+    pub async fn open_partitions(&self, topic: &TopicMeta) -> ServiceResult<()> {
         let opened =
             crate::partition::open_owned(self.id, &self.metrics, &self.config, &self.data, topic)
-                .await?;
+                .await
+                .map_err(|e| ServiceError::storage(e.to_string()))?;
         let mut partitions = self.partitions.borrow_mut();
         let entry = partitions.entry(topic.name.clone()).or_default();
         for p in opened {
-            entry.insert(p.partition, Rc::new(p));
+            entry.insert(p.number(), Rc::new(p));
         }
         Ok(())
     }
@@ -168,9 +335,9 @@ impl ShardState {
         let removed = self.partitions.borrow_mut().remove(topic);
         self.metrics.remove_topic(topic);
         for (p, partition) in removed.into_iter().flatten() {
-            // Wake long polls so they answer now rather than at their deadline.
-            partition.arrivals.notify();
-            if let Err(e) = partition.log.close().await {
+            // Long polls answer now rather than at their deadline.
+            partition.wake_readers();
+            if let Err(e) = partition.log().close().await {
                 tracing::warn!(topic, partition = p, error = %e, "closing a deleted partition failed");
             }
         }
@@ -179,9 +346,39 @@ impl ShardState {
     /// Handles a message from another shard.
     pub async fn on_message(self: &Rc<Self>, msg: ShardMessage) {
         match msg {
-            ShardMessage::Request { frame, reply } => {
-                let answer = crate::handler::handle(self, frame, crate::handler::Via::Peer).await;
-                let _ = reply.send(answer.into_forwarded());
+            ShardMessage::Produce {
+                topic,
+                partition,
+                batches,
+                acks,
+                reply,
+            } => {
+                let answer = service::produce_here(self, &topic, partition, &batches, acks).await;
+                let _ = reply.send(answer);
+            }
+            ShardMessage::Fetch { request, reply } => {
+                let answer = service::fetch_here(self, &request)
+                    .await
+                    .map(service::Fetched::into_remote);
+                let _ = reply.send(answer);
+            }
+            ShardMessage::ListOffsets {
+                topic,
+                partition,
+                query,
+                reply,
+            } => {
+                let answer = service::list_offsets_here(self, &topic, partition, query).await;
+                let _ = reply.send(answer);
+            }
+            ShardMessage::CreateTopic { request, reply } => {
+                let _ = reply.send(service::topics::create_here(self, request).await);
+            }
+            ShardMessage::DeleteTopic { name, reply } => {
+                let _ = reply.send(service::topics::delete_here(self, &name).await);
+            }
+            ShardMessage::Group { request, reply } => {
+                let _ = reply.send(service::groups::serve_here(self, request).await);
             }
             ShardMessage::OpenPartitions { topic, reply } => {
                 let _ = reply.send(self.open_partitions(&topic).await);
@@ -191,43 +388,40 @@ impl ShardState {
                 let _ = reply.send(());
             }
             ShardMessage::TopicAdded { topic, reply } => {
-                self.topics.borrow_mut().insert(topic);
+                self.route_topic(topic);
+                let _ = reply.send(());
+            }
+            ShardMessage::TopicRemoved { topic, reply } => {
+                self.unroute_topic(&topic);
                 let _ = reply.send(());
             }
             ShardMessage::ListGroups { reply } => {
-                let _ = reply.send(self.groups.summaries());
-            }
-            ShardMessage::TopicRemoved { topic, reply } => {
-                self.topics.borrow_mut().remove(&topic);
-                let _ = reply.send(());
+                let _ = reply.send(self.groups.listings());
             }
         }
     }
 
-    /// Sends a request frame to shard `to` and waits for its reply; None
-    /// if that shard is gone (it stopped, or dropped the request).
-    pub async fn forward(&self, to: ShardId, frame: bytes::Bytes) -> Option<ForwardedReply> {
+    /// Sends a request to shard `to` and waits for its answer: `make` builds
+    /// the message around the reply channel. An error if that shard is gone
+    /// (stopping) or dropped the request.
+    pub async fn ask<T>(
+        &self,
+        to: ShardId,
+        make: impl FnOnce(oneshot::Sender<ServiceResult<T>>) -> ShardMessage,
+    ) -> ServiceResult<T> {
+        let gone = || ServiceError::internal(format!("shard {to} did not answer (shutting down?)"));
         let (tx, rx) = oneshot::channel();
-        let msg = ShardMessage::Request { frame, reply: tx };
-        self.peers.send_to(usize::from(to), msg).await.ok()?;
-        rx.await.ok()
-    }
-
-    /// Every shard's consumer groups.
-    pub async fn all_group_summaries(self: &Rc<Self>) -> Vec<(String, String, u32, i32)> {
-        self.on_all_shards(|reply| ShardMessage::ListGroups { reply }, async {
-            self.groups.summaries()
-        })
-        .await
-        .into_iter()
-        .flatten()
-        .flatten()
-        .collect()
+        self.peers
+            .send_to(usize::from(to), make(tx))
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 
     /// Runs `make(reply)` on every shard (this one included, through
-    /// `local`) and waits for every answer.
-    async fn on_all_shards<T, M, L>(self: &Rc<Self>, make: M, local: L) -> Vec<Option<T>>
+    /// `local`) and waits for every answer; None for a shard that did not
+    /// answer.
+    pub async fn on_all_shards<T, M, L>(self: &Rc<Self>, make: M, local: L) -> Vec<Option<T>>
     where
         T: Send + 'static,
         M: Fn(oneshot::Sender<T>) -> ShardMessage,
@@ -253,172 +447,14 @@ impl ShardState {
         answers
     }
 
-    /// Creates `topic` (this shard is its controller): commits its metadata
-    /// file, has every owner open its partitions, then routes it on every
-    /// shard. Once this returns Ok, every shard serves the topic.
-    pub async fn create_topic(self: &Rc<Self>, topic: TopicMeta) -> Result<(), CreateError> {
-        if self.topics.borrow().get(&topic.name).is_some() {
-            return Err(CreateError::Exists);
-        }
-        if !self.changing.borrow_mut().insert(topic.name.clone()) {
-            return Err(CreateError::Exists);
-        }
-        let result = self.create_topic_committed(topic.clone()).await;
-        self.changing.borrow_mut().remove(&topic.name);
-        if let Err(CreateError::Storage(e)) = &result {
-            tracing::error!(topic = %topic.name, error = %e, "creating the topic failed");
-            // Undo: nothing was routed yet, so the directory can go.
-            self.close_everywhere(&topic.name).await;
-            let _ = self.trash_topic_dir(&topic.name).await;
-        }
-        result
-    }
-
-    async fn create_topic_committed(self: &Rc<Self>, topic: TopicMeta) -> Result<(), CreateError> {
-        let storage = |e: String| CreateError::Storage(e);
-        let dir = self.data.topic_dir(&topic.name);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| storage(format!("cannot create {}: {e}", dir.display())))?;
-        let bytes = serde_json::to_vec_pretty(&topic).map_err(|e| storage(e.to_string()))?;
-        let file = self.data.topic_file(&topic.name);
-        broker_log::io::write_file_atomic(&file, bytes)
-            .await
-            .map_err(|e| storage(e.to_string()))?;
-        broker_log::io::sync_dir(&dir)
-            .await
-            .map_err(|e| storage(e.to_string()))?;
-        broker_log::io::sync_dir(&self.data.topics_dir())
-            .await
-            .map_err(|e| storage(e.to_string()))?;
-        let topic = Arc::new(topic);
-        let opened = self
-            .on_all_shards(
-                |reply| ShardMessage::OpenPartitions {
-                    topic: topic.clone(),
-                    reply,
-                },
-                self.open_partitions(&topic),
-            )
-            .await;
-        for answer in opened {
-            match answer {
-                Some(Ok(())) => {}
-                Some(Err(e)) => return Err(storage(e)),
-                None => return Err(storage("a shard did not answer".into())),
-            }
-        }
-        self.on_all_shards(
-            |reply| ShardMessage::TopicAdded {
-                topic: topic.clone(),
-                reply,
-            },
-            async {
-                self.topics.borrow_mut().insert(topic.clone());
-            },
-        )
-        .await;
-        tracing::info!(topic = %topic.name, partitions = topic.partition_count(), "topic created");
-        Ok(())
-    }
-
-    /// Deletes `name` (this shard is its controller): stops routing it on
-    /// every shard, closes its partitions, then moves its directory to the
-    /// trash in one rename and removes it.
-    pub async fn delete_topic(self: &Rc<Self>, name: &str) -> Result<(), DeleteError> {
-        if self.topics.borrow().get(name).is_none() {
-            return Err(DeleteError::Unknown);
-        }
-        if !self.changing.borrow_mut().insert(name.to_owned()) {
-            return Err(DeleteError::Busy);
-        }
-        let owned = name.to_owned();
-        self.on_all_shards(
-            |reply| ShardMessage::TopicRemoved {
-                topic: owned.clone(),
-                reply,
-            },
-            async {
-                self.topics.borrow_mut().remove(name);
-            },
-        )
-        .await;
-        self.close_everywhere(name).await;
-        let result = self.trash_topic_dir(name).await;
-        self.changing.borrow_mut().remove(name);
-        match result {
-            Ok(()) => {
-                tracing::info!(topic = name, "topic deleted");
-                Ok(())
-            }
-            Err(e) => {
-                tracing::error!(topic = name, error = %e, "deleting the topic's files failed");
-                Err(DeleteError::Storage(e))
-            }
-        }
-    }
-
-    async fn close_everywhere(self: &Rc<Self>, name: &str) {
-        let owned = name.to_owned();
-        self.on_all_shards(
-            |reply| ShardMessage::ClosePartitions {
-                topic: owned.clone(),
-                reply,
-            },
-            self.close_partitions(name),
-        )
-        .await;
-    }
-
-    /// Renames the topic's directory into the trash (the topic is gone from
-    /// disk at that instant), fsyncs `topics/`, and removes the trash in the
-    /// background (a restart removes what is left).
-    async fn trash_topic_dir(&self, name: &str) -> Result<(), String> {
-        let dir = self.data.topic_dir(name);
-        if !dir.exists() {
-            return Ok(());
-        }
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_nanos();
-        let trash = self
-            .data
-            .topics_dir()
-            .join(format!("{TRASH_PREFIX}{name}-{nanos}"));
-        glommio::io::rename(&dir, &trash).await.map_err(|e| {
-            format!(
-                "cannot rename {} to {}: {e}",
-                dir.display(),
-                trash.display()
-            )
-        })?;
-        broker_log::io::sync_dir(&self.data.topics_dir())
-            .await
-            .map_err(|e| e.to_string())?;
-        std::thread::Builder::new()
-            .name("trash".into())
-            .spawn(move || {
-                if let Err(e) = std::fs::remove_dir_all(&trash) {
-                    tracing::warn!(path = %trash.display(), error = %e, "removing a deleted topic's files failed; the next start retries");
-                }
-            })
-            .map(|_| ())
-            .map_err(|e| format!("cannot start the trash remover: {e}"))
-    }
-
     /// A graceful stop, once the listeners are closed: wake long polls, let
     /// in-flight requests finish (up to `drain`), then flush, fsync and close
     /// every partition, so the next start needs no recovery truncation.
     pub async fn shut_down(&self, drain: Duration) {
         self.stopping.set(true);
-        let partitions: Vec<Rc<Partition>> = self
-            .partitions
-            .borrow()
-            .values()
-            .flat_map(|t| t.values().cloned())
-            .collect();
+        let partitions = self.all_partitions();
         for p in &partitions {
-            p.arrivals.notify();
+            p.wake_readers();
         }
         let deadline = std::time::Instant::now() + drain;
         while self.in_flight.get() > 0 {
@@ -437,8 +473,8 @@ impl ShardState {
                 .await;
         }
         for p in partitions {
-            if let Err(e) = p.log.close().await {
-                tracing::error!(topic = %p.topic, partition = p.partition, error = %e,
+            if let Err(e) = p.log().close().await {
+                tracing::error!(topic = %p.topic(), partition = p.number(), error = %e,
                     "closing the partition failed");
             }
         }
@@ -447,49 +483,42 @@ impl ShardState {
 
     /// Applies retention to every partition of this shard.
     pub async fn enforce_retention(&self) {
-        let partitions: Vec<Rc<Partition>> = self
-            .partitions
-            .borrow()
-            .values()
-            .flat_map(|t| t.values().cloned())
-            .collect();
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_millis() as i64;
-        for p in partitions {
-            let result = p.log.enforce_retention(now_ms).await;
+        for p in self.all_partitions() {
+            let result = p.log().enforce_retention(now_ms).await;
             p.update_gauges();
             match result {
                 Ok(report) if !report.deleted.is_empty() => tracing::info!(
-                    topic = %p.topic, partition = p.partition,
+                    topic = %p.topic(), partition = p.number(),
                     segments = report.deleted.len(), bytes = report.deleted_bytes,
                     log_start_offset = report.log_start_offset, "retention deleted segments"
                 ),
-                Ok(_) | Err(LogError::Closed) => {}
-                Err(e) => tracing::warn!(topic = %p.topic, partition = p.partition,
+                Ok(_) | Err(broker_log::LogError::Closed) => {}
+                Err(e) => tracing::warn!(topic = %p.topic(), partition = p.number(),
                     error = %e, "retention failed"),
             }
         }
     }
 }
 
-/// Why a topic could not be created.
-#[derive(Debug)]
-pub enum CreateError {
-    /// It exists (or is being created or deleted).
-    Exists,
-    /// Its files could not be written or its partitions opened.
-    Storage(String),
-}
-
-/// Why a topic could not be deleted.
-#[derive(Debug)]
-pub enum DeleteError {
-    /// There is no such topic.
-    Unknown,
-    /// It is being created or deleted right now.
-    Busy,
-    /// Its files could not be removed.
-    Storage(String),
+/// Opens every partition shard `id` owns, before it serves.
+pub async fn open_all(
+    id: ShardId,
+    metrics: &crate::metrics::ShardMetrics,
+    config: &ServerConfig,
+    data: &DataDir,
+    topics: &TopicTable,
+) -> Result<PartitionMap, StartError> {
+    let mut map: PartitionMap = HashMap::new();
+    for topic in topics.iter() {
+        for p in crate::partition::open_owned(id, metrics, config, data, topic).await? {
+            map.entry(topic.name.clone())
+                .or_default()
+                .insert(p.number(), Rc::new(p));
+        }
+    }
+    Ok(map)
 }

@@ -22,8 +22,10 @@
 
 use std::{
     collections::BTreeMap,
+    io,
     path::{Path, PathBuf},
     sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
@@ -50,6 +52,45 @@ pub const TRASH_PREFIX: &str = ".trash-";
 /// Longest topic name, as in Kafka.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 
+/// What went wrong with topic metadata.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// A name or setting a client asked for is not allowed.
+    #[error("{0}")]
+    Invalid(String),
+    /// A file or directory of the data directory could not be used.
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("create", "fsync", ...).
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The log's file I/O (glommio) failed; it names the file.
+    #[error(transparent)]
+    Log(broker_log::LogError),
+    /// A file holds what this broker cannot use.
+    #[error("{}: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl MetadataError {
+    fn io(what: &'static str, path: &Path, source: io::Error) -> MetadataError {
+        MetadataError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
 /// The settings of a topic, broker defaults resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicConfig {
@@ -66,24 +107,28 @@ pub struct TopicConfig {
 impl TopicConfig {
     /// The settings a CreateTopic request asks for, with `defaults` for the
     /// ones it leaves to the broker. Errors name the setting.
-    pub fn resolve(asked: &TopicSettings, defaults: &TopicConfig) -> Result<TopicConfig, String> {
-        let limit = |name: &str, v: i64, default: Option<u64>| -> Result<Option<u64>, String> {
-            match v {
-                BROKER_DEFAULT => Ok(default),
-                NO_LIMIT => Ok(None),
-                v if v >= 1 => Ok(Some(v as u64)),
-                v => Err(format!(
-                    "{name} = {v}: must be at least 1, -1 (broker default) or -2 (no limit)"
-                )),
-            }
-        };
+    pub fn resolve(
+        asked: &TopicSettings,
+        defaults: &TopicConfig,
+    ) -> Result<TopicConfig, MetadataError> {
+        let limit =
+            |name: &str, v: i64, default: Option<u64>| -> Result<Option<u64>, MetadataError> {
+                match v {
+                    BROKER_DEFAULT => Ok(default),
+                    NO_LIMIT => Ok(None),
+                    v if v >= 1 => Ok(Some(v as u64)),
+                    v => Err(MetadataError::Invalid(format!(
+                        "{name} = {v}: must be at least 1, -1 (broker default) or -2 (no limit)"
+                    ))),
+                }
+            };
         let segment_bytes = match asked.segment_bytes {
             BROKER_DEFAULT => defaults.segment_bytes,
             v if (SEGMENT_BYTES_MIN as i64..=SEGMENT_BYTES_LIMIT as i64).contains(&v) => v as u64,
             v => {
-                return Err(format!(
+                return Err(MetadataError::Invalid(format!(
                     "segment_bytes = {v}: must be in {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_LIMIT} or -1 (broker default)"
-                ))
+                )))
             }
         };
         Ok(TopicConfig {
@@ -166,26 +211,30 @@ pub fn name_hash(name: &str) -> u32 {
 
 /// Checks a topic name: 1 to 249 bytes of `[a-zA-Z0-9._-]`, not starting
 /// with a dot (names starting with a dot are the broker's own, like trash).
-pub fn validate_topic_name(name: &str) -> Result<(), String> {
+pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
     if name.is_empty() {
-        return Err("a topic name must not be empty".into());
-    }
-    if name.len() > MAX_TOPIC_NAME_LEN {
-        return Err(format!(
-            "topic name of {} bytes is longer than {MAX_TOPIC_NAME_LEN}",
-            name.len()
+        return Err(MetadataError::Invalid(
+            "a topic name must not be empty".into(),
         ));
     }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return Err(MetadataError::Invalid(format!(
+            "topic name of {} bytes is longer than {MAX_TOPIC_NAME_LEN}",
+            name.len()
+        )));
+    }
     if name.starts_with('.') {
-        return Err(format!("topic name {name:?} must not start with '.'"));
+        return Err(MetadataError::Invalid(format!(
+            "topic name {name:?} must not start with '.'"
+        )));
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(format!(
+        return Err(MetadataError::Invalid(format!(
             "topic name {name:?} has {c:?}: only ASCII letters, digits, '.', '_' and '-' are allowed"
-        ));
+        )));
     }
     Ok(())
 }
@@ -271,44 +320,48 @@ impl DataDir {
 /// directory if needed, checks or writes its format version, removes trash
 /// left by an interrupted delete, and loads every topic. Errors say which
 /// file and why.
-pub fn open_data_dir(dir: &DataDir) -> Result<TopicTable, String> {
+pub fn open_data_dir(dir: &DataDir) -> Result<TopicTable, MetadataError> {
     let root = dir.root();
     std::fs::create_dir_all(dir.topics_dir())
-        .map_err(|e| format!("cannot create data directory {}: {e}", root.display()))?;
+        .map_err(|e| MetadataError::io("create data directory", root, e))?;
     let format_path = root.join(FORMAT_FILE);
     match std::fs::read(&format_path) {
         Ok(bytes) => {
-            let format: FormatFile = serde_json::from_slice(&bytes)
-                .map_err(|e| format!("{}: unreadable: {e}", format_path.display()))?;
+            let format: FormatFile =
+                serde_json::from_slice(&bytes).map_err(|e| MetadataError::Corrupt {
+                    path: format_path.clone(),
+                    reason: format!("unreadable: {e}"),
+                })?;
             if format.format_version != FORMAT_VERSION {
-                return Err(format!(
-                    "{}: data directory has format version {}, this broker reads version {FORMAT_VERSION}",
-                    format_path.display(),
-                    format.format_version
-                ));
+                return Err(MetadataError::Corrupt {
+                    path: format_path,
+                    reason: format!(
+                        "data directory has format version {}, this broker reads version {FORMAT_VERSION}",
+                        format.format_version
+                    ),
+                });
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let bytes = serde_json::to_vec(&FormatFile {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let bytes = to_json(&FormatFile {
                 format_version: FORMAT_VERSION,
-            })
-            .map_err(|e| e.to_string())?;
+            });
             write_atomic_blocking(&format_path, &bytes)?;
         }
-        Err(e) => return Err(format!("cannot read {}: {e}", format_path.display())),
+        Err(e) => return Err(MetadataError::io("read", &format_path, e)),
     }
     let mut table = TopicTable::default();
     let topics_dir = dir.topics_dir();
-    let entries = std::fs::read_dir(&topics_dir)
-        .map_err(|e| format!("cannot list {}: {e}", topics_dir.display()))?;
+    let entries =
+        std::fs::read_dir(&topics_dir).map_err(|e| MetadataError::io("list", &topics_dir, e))?;
     for entry in entries {
-        let entry = entry.map_err(|e| format!("cannot list {}: {e}", topics_dir.display()))?;
+        let entry = entry.map_err(|e| MetadataError::io("list", &topics_dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         let path = entry.path();
         if name.starts_with(TRASH_PREFIX) {
             std::fs::remove_dir_all(&path)
-                .map_err(|e| format!("cannot remove deleted topic {}: {e}", path.display()))?;
+                .map_err(|e| MetadataError::io("remove deleted topic", &path, e))?;
             continue;
         }
         if name.starts_with('.') || !path.is_dir() {
@@ -319,17 +372,22 @@ pub fn open_data_dir(dir: &DataDir) -> Result<TopicTable, String> {
             Ok(b) => b,
             // A directory without topic.json is a create that crashed
             // before its commit point: not a topic.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(MetadataError::io("read", &file, e)),
         };
-        let meta: TopicMeta = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{}: unreadable topic metadata: {e}", file.display()))?;
+        let meta: TopicMeta =
+            serde_json::from_slice(&bytes).map_err(|e| MetadataError::Corrupt {
+                path: file.clone(),
+                reason: format!("unreadable topic metadata: {e}"),
+            })?;
         if meta.name != name {
-            return Err(format!(
-                "{}: names topic {:?} but lives in directory {name:?}",
-                file.display(),
-                meta.name
-            ));
+            return Err(MetadataError::Corrupt {
+                path: file,
+                reason: format!(
+                    "names topic {:?} but lives in directory {name:?}",
+                    meta.name
+                ),
+            });
         }
         table.insert(Arc::new(meta));
     }
@@ -343,7 +401,7 @@ pub fn fit_to_shards(
     dir: &DataDir,
     table: &mut TopicTable,
     shard_count: u16,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, MetadataError> {
     let mut changed = Vec::new();
     let names: Vec<String> = table.iter().map(|t| t.name.clone()).collect();
     for name in names {
@@ -359,8 +417,7 @@ pub fn fit_to_shards(
                 *shard = place(&name, p as u32, shard_count);
             }
         }
-        let bytes = serde_json::to_vec_pretty(&meta).map_err(|e| e.to_string())?;
-        write_atomic_blocking(&dir.topic_file(&name), &bytes)?;
+        write_atomic_blocking(&dir.topic_file(&name), &to_json(&meta))?;
         table.insert(Arc::new(meta));
         changed.push(name);
     }
@@ -369,15 +426,70 @@ pub fn fit_to_shards(
 
 /// Creates a topic's directory and `topic.json` with blocking I/O (for
 /// start-up, before the shards run), durably.
-pub fn create_topic_blocking(dir: &DataDir, meta: &TopicMeta) -> Result<(), String> {
+pub fn create_topic_blocking(dir: &DataDir, meta: &TopicMeta) -> Result<(), MetadataError> {
     let topic_dir = dir.topic_dir(&meta.name);
-    std::fs::create_dir_all(&topic_dir)
-        .map_err(|e| format!("cannot create {}: {e}", topic_dir.display()))?;
-    let bytes = serde_json::to_vec_pretty(meta).map_err(|e| e.to_string())?;
-    write_atomic_blocking(&dir.topic_file(&meta.name), &bytes)?;
+    std::fs::create_dir_all(&topic_dir).map_err(|e| MetadataError::io("create", &topic_dir, e))?;
+    write_atomic_blocking(&dir.topic_file(&meta.name), &to_json(meta))?;
     std::fs::File::open(dir.topics_dir())
         .and_then(|d| d.sync_all())
-        .map_err(|e| format!("cannot fsync {}: {e}", dir.topics_dir().display()))
+        .map_err(|e| MetadataError::io("fsync", &dir.topics_dir(), e))
+}
+
+/// Commits a new topic from a shard (glommio I/O, nothing blocks the
+/// executor): creates its directory, writes `topic.json` atomically, and
+/// fsyncs the topic's directory and `topics/`. Once this returns Ok the
+/// topic exists, whatever crashes next.
+pub async fn commit_topic(dir: &DataDir, meta: &TopicMeta) -> Result<(), MetadataError> {
+    let topic_dir = dir.topic_dir(&meta.name);
+    broker_log::io::create_dir_all(&topic_dir)
+        .await
+        .map_err(|e| MetadataError::io("create", &topic_dir, e))?;
+    let file = dir.topic_file(&meta.name);
+    broker_log::io::write_file_atomic(&file, to_json(meta))
+        .await
+        .map_err(MetadataError::Log)?;
+    broker_log::io::sync_dir(&topic_dir)
+        .await
+        .map_err(MetadataError::Log)?;
+    let topics = dir.topics_dir();
+    broker_log::io::sync_dir(&topics)
+        .await
+        .map_err(MetadataError::Log)
+}
+
+/// Removes a topic from disk from a shard: renames its directory into the
+/// trash (the topic is gone from disk at that instant), fsyncs `topics/`,
+/// and removes the trash on a thread of its own (a restart removes what is
+/// left). A topic without a directory is already gone.
+pub async fn trash_topic(dir: &DataDir, name: &str) -> Result<(), MetadataError> {
+    let topic_dir = dir.topic_dir(name);
+    if !broker_log::io::exists(&topic_dir).await {
+        return Ok(());
+    }
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_nanos();
+    let trash = dir
+        .topics_dir()
+        .join(format!("{TRASH_PREFIX}{name}-{nanos}"));
+    broker_log::io::rename(&topic_dir, &trash)
+        .await
+        .map_err(|e| MetadataError::io("move to the trash", &topic_dir, e))?;
+    let topics = dir.topics_dir();
+    broker_log::io::sync_dir(&topics)
+        .await
+        .map_err(MetadataError::Log)?;
+    std::thread::Builder::new()
+        .name("trash".into())
+        .spawn(move || {
+            if let Err(e) = std::fs::remove_dir_all(&trash) {
+                tracing::warn!(path = %trash.display(), error = %e,
+                    "removing a deleted topic's files failed; the next start retries");
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| MetadataError::io("start the trash remover for", &topic_dir, e))
 }
 
 /// The content of `broker.json`.
@@ -386,12 +498,19 @@ struct FormatFile {
     format_version: u32,
 }
 
+/// The JSON of a metadata file. Serialising these plain structs cannot fail
+/// (no maps with non-string keys, no custom serialisers).
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    #[allow(clippy::expect_used)]
+    serde_json::to_vec_pretty(value).expect("metadata structs always serialise")
+}
+
 /// Writes `bytes` to `path` atomically and durably with blocking I/O (for
 /// start-up, before the shards run).
-fn write_atomic_blocking(path: &Path, bytes: &[u8]) -> Result<(), String> {
+fn write_atomic_blocking(path: &Path, bytes: &[u8]) -> Result<(), MetadataError> {
     use std::io::Write;
     let tmp = path.with_extension("json.tmp");
-    let fail = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", tmp.display());
+    let fail = |what: &'static str, e: io::Error| MetadataError::io(what, &tmp, e);
     let mut file = std::fs::File::create(&tmp).map_err(|e| fail("create", e))?;
     file.write_all(bytes).map_err(|e| fail("write", e))?;
     file.sync_data().map_err(|e| fail("fsync", e))?;
@@ -399,7 +518,7 @@ fn write_atomic_blocking(path: &Path, bytes: &[u8]) -> Result<(), String> {
     if let Some(parent) = path.parent() {
         std::fs::File::open(parent)
             .and_then(|d| d.sync_all())
-            .map_err(|e| format!("cannot fsync {}: {e}", parent.display()))?;
+            .map_err(|e| MetadataError::io("fsync", parent, e))?;
     }
     Ok(())
 }
@@ -502,7 +621,7 @@ mod tests {
         );
 
         std::fs::write(dir.root().join(FORMAT_FILE), br#"{"format_version": 99}"#).unwrap();
-        let err = open_data_dir(&dir).unwrap_err();
+        let err = open_data_dir(&dir).unwrap_err().to_string();
         assert!(err.contains("format version 99"), "{err}");
     }
 }

@@ -1,0 +1,457 @@
+//! The protocol-neutral service: every operation the broker serves, on
+//! domain types (topic and partition, batches as `Bytes`, offsets, typed
+//! errors), whatever protocol asked. A codec ([`crate::native`] today, the
+//! Kafka protocol next) decodes a request, calls one of these, and encodes
+//! the answer or the [`ServiceError`]; it holds no logic of its own.
+//!
+//! Routing lives here too: an operation on a partition (or a group, or a
+//! topic change) runs where its owner is. Called on another shard, it is
+//! sent there as a typed [`ShardMessage`] with [`Route::Forward`], or
+//! refused with [`ErrorKind::NotOwner`] with [`Route::OwnerOnly`] (a
+//! shard-aware port: the client learns to refresh its metadata).
+//! [`produce_many`] scatters a multi-partition request over the owning
+//! shards and gathers the answers in request order.
+//!
+//! What it never does: parse or build a wire frame, or see a socket.
+
+pub mod groups;
+pub mod topics;
+
+use std::{ops::Range, rc::Rc, sync::atomic::Ordering::Relaxed, time::Duration};
+
+use bytes::Bytes;
+
+use crate::error::{ErrorKind, ServiceError, ServiceResult};
+use crate::shard::{Shard, ShardMessage};
+use broker_log::ReadBytes;
+use broker_shard::ShardId;
+
+/// How a request for a partition another shard owns is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Send it to the owner and relay the answer (the main port).
+    Forward,
+    /// Refuse it with [`ErrorKind::NotOwner`] (a shard-aware port).
+    OwnerOnly,
+}
+
+/// When a producer wants its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// Never: fire and forget (a failure closes the connection instead).
+    None,
+    /// Once the partition's log acknowledged the append (written, and
+    /// fdatasynced under fsync policy `always`).
+    Leader,
+}
+
+/// A produce answer: the offsets the batches got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Produced {
+    /// The first record's offset.
+    pub base_offset: u64,
+    /// The last record's offset.
+    pub last_offset: u64,
+}
+
+/// One partition's part of a produce request.
+#[derive(Debug, Clone)]
+pub struct ProducePartition {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// Its record batches, back to back, as received.
+    pub batches: Bytes,
+}
+
+/// A fetch of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRequest {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The first offset wanted (negative is refused as out of range).
+    pub offset: i64,
+    /// The byte budget of the answer (at least one batch comes back).
+    pub max_bytes: usize,
+    /// How long to wait when nothing is readable at `offset`.
+    pub max_wait: Duration,
+}
+
+/// The record bytes of a fetch answer.
+pub enum Records {
+    /// Nothing.
+    Empty,
+    /// The owner's log buffer (a DMA read or the written tail): written to
+    /// the socket as it is, the zero-copy fetch.
+    Log(ReadBytes),
+    /// A copy made by the owner for another shard (log buffers are `!Send`).
+    Copied(Bytes),
+}
+
+impl Records {
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Records::Empty => &[],
+            Records::Log(r) => r.as_slice(),
+            Records::Copied(b) => b,
+        }
+    }
+}
+
+/// Where a fetch leaves the partition and the reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchPosition {
+    /// One past the last readable offset.
+    pub high_watermark: u64,
+    /// The first readable offset.
+    pub log_start_offset: u64,
+    /// Where the next fetch starts (past the answer's last record).
+    pub next_offset: u64,
+}
+
+/// A fetch answer.
+pub struct Fetched {
+    /// Whole batches, the first holding the offset asked for.
+    pub records: Records,
+    /// Where it leaves the reader.
+    pub position: FetchPosition,
+}
+
+/// A fetch answer that crosses shards.
+#[derive(Debug)]
+pub struct RemoteFetched {
+    /// The record bytes, copied once out of the owner's log buffer.
+    pub records: Bytes,
+    /// Where it leaves the reader.
+    pub position: FetchPosition,
+}
+
+impl Fetched {
+    /// The answer as it crosses to another shard: the one copy of a
+    /// forwarded fetch.
+    pub fn into_remote(self) -> RemoteFetched {
+        let bytes = self.records.as_slice();
+        crate::copy_stats::forwarded(bytes.len());
+        RemoteFetched {
+            records: Bytes::copy_from_slice(bytes),
+            position: self.position,
+        }
+    }
+
+    fn from_remote(r: RemoteFetched) -> Fetched {
+        Fetched {
+            records: if r.records.is_empty() {
+                Records::Empty
+            } else {
+                Records::Copied(r.records)
+            },
+            position: r.position,
+        }
+    }
+}
+
+/// What ListOffsets looks up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetQuery {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark.
+    Latest,
+    /// The first offset whose timestamp (ms since the epoch) is at or after this.
+    Timestamp(i64),
+}
+
+/// A ListOffsets answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offsets {
+    /// The offset found; None when no record has a timestamp that late.
+    pub offset: Option<u64>,
+    /// The log start offset.
+    pub log_start_offset: u64,
+    /// The high watermark.
+    pub high_watermark: u64,
+}
+
+/// Whether `name` is an internal topic (clients may read it, not write,
+/// create or delete it).
+pub fn is_internal(name: &str) -> bool {
+    name.starts_with("__")
+}
+
+/// The shard that owns `topic`/`partition`, or why there is none.
+pub fn owner(shard: &Shard, topic: &str, partition: u32) -> ServiceResult<ShardId> {
+    let topics = shard.topics();
+    let Some(meta) = topics.get(topic) else {
+        return Err(ServiceError::unknown_topic(topic));
+    };
+    meta.owner(partition).ok_or_else(|| {
+        ServiceError::new(
+            ErrorKind::UnknownPartition,
+            format!(
+                "topic {topic:?} has {} partitions; there is no partition {partition}",
+                meta.partition_count()
+            ),
+        )
+    })
+}
+
+/// Where a partition request runs: here, on another shard, or nowhere.
+fn route(shard: &Shard, topic: &str, partition: u32, route: Route) -> ServiceResult<ShardId> {
+    let owner = owner(shard, topic, partition)?;
+    if owner != shard.id() && route == Route::OwnerOnly {
+        return Err(ServiceError::new(
+            ErrorKind::NotOwner,
+            format!(
+                "partition {topic}/{partition} is owned by shard {owner}, not shard {}",
+                shard.id()
+            ),
+        ));
+    }
+    Ok(owner)
+}
+
+/// Appends a produce request's batches to `topic`/`partition`, where it
+/// lives. All are checked (framing, size, CRC) before any is appended; they
+/// get consecutive offsets in payload order.
+pub async fn produce(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: u32,
+    batches: Bytes,
+    acks: Acks,
+    via: Route,
+) -> ServiceResult<Produced> {
+    let owner = route(shard, topic, partition, via)?;
+    if owner == shard.id() {
+        return produce_here(shard, topic, partition, &batches, acks).await;
+    }
+    let topic = topic.to_owned();
+    shard
+        .ask(owner, move |reply| ShardMessage::Produce {
+            topic,
+            partition,
+            batches,
+            acks,
+            reply,
+        })
+        .await
+}
+
+/// Produces to several partitions at once: each part goes to its owner
+/// (every part is sent before any answer is awaited, so the shards work in
+/// parallel), and the answers come back in request order.
+pub async fn produce_many(
+    shard: &Rc<Shard>,
+    parts: Vec<ProducePartition>,
+    acks: Acks,
+    via: Route,
+) -> Vec<ServiceResult<Produced>> {
+    let mut pending = Vec::with_capacity(parts.len());
+    for p in parts {
+        let mut call =
+            Box::pin(
+                async move { produce(shard, &p.topic, p.partition, p.batches, acks, via).await },
+            );
+        // The first poll places a local append in its log or sends the
+        // message to the owner: the request's order is kept per partition.
+        pending.push(match futures_lite::future::poll_once(&mut call).await {
+            Some(done) => Err(done),
+            None => Ok(call),
+        });
+    }
+    let mut answers = Vec::with_capacity(pending.len());
+    for p in pending {
+        answers.push(match p {
+            Err(done) => done,
+            Ok(call) => call.await,
+        });
+    }
+    answers
+}
+
+/// [`produce`] on the owning shard.
+pub async fn produce_here(
+    shard: &Shard,
+    topic: &str,
+    partition: u32,
+    payload: &[u8],
+    _acks: Acks,
+) -> ServiceResult<Produced> {
+    if is_internal(topic) {
+        return Err(ServiceError::invalid(format!(
+            "{topic:?} is an internal topic: only the broker writes it"
+        )));
+    }
+    let Some(p) = shard.partition(topic, partition) else {
+        return Err(ServiceError::not_open(topic, partition));
+    };
+    let batches = split_batches(payload, shard.config().max_batch_bytes)?;
+    if batches.len() > 1 {
+        // The log validates a lone batch itself: no second CRC pass.
+        for range in &batches {
+            broker_format::validate(&payload[range.clone()]).map_err(|e| {
+                ServiceError::new(ErrorKind::CorruptBatch, format!("record batch: {e}"))
+            })?;
+        }
+    }
+    let (base, next) = p.append_batches(payload, &batches).await?;
+    Ok(Produced {
+        base_offset: base,
+        last_offset: next - 1,
+    })
+}
+
+/// Splits a produce payload into whole batches by their length fields,
+/// checking each against the batch size limit. Nothing is trusted beyond
+/// the framing: the CRC is checked by the caller or the log.
+fn split_batches(payload: &[u8], max_batch: usize) -> ServiceResult<Vec<Range<usize>>> {
+    if payload.is_empty() {
+        return Err(ServiceError::invalid(
+            "a produce request must carry at least one record batch",
+        ));
+    }
+    let corrupt = |m: String| ServiceError::new(ErrorKind::CorruptBatch, m);
+    let mut batches = Vec::with_capacity(1);
+    let mut pos = 0;
+    while pos < payload.len() {
+        let rest = &payload[pos..];
+        let Some(len) = broker_format::peek_total_len(rest) else {
+            return Err(corrupt(format!(
+                "the payload's last {} bytes are not a whole record batch",
+                rest.len()
+            )));
+        };
+        if len > max_batch {
+            return Err(ServiceError::new(
+                ErrorKind::BatchTooLarge,
+                format!("record batch of {len} bytes exceeds the limit of {max_batch} bytes"),
+            ));
+        }
+        if len < broker_format::HEADER_LEN || len > rest.len() {
+            return Err(corrupt(format!(
+                "record batch at payload byte {pos} claims {len} bytes; {} remain",
+                rest.len()
+            )));
+        }
+        batches.push(pos..pos + len);
+        pos += len;
+    }
+    Ok(batches)
+}
+
+/// Reads from a partition where it lives: whole batches from the offset up
+/// to the byte budget, or a long poll when there is nothing yet.
+pub async fn fetch(shard: &Rc<Shard>, request: FetchRequest, via: Route) -> ServiceResult<Fetched> {
+    let owner = route(shard, &request.topic, request.partition, via)?;
+    if owner == shard.id() {
+        return fetch_here(shard, &request).await;
+    }
+    shard
+        .ask(owner, move |reply| ShardMessage::Fetch { request, reply })
+        .await
+        .map(Fetched::from_remote)
+}
+
+/// [`fetch`] on the owning shard.
+pub async fn fetch_here(shard: &Shard, r: &FetchRequest) -> ServiceResult<Fetched> {
+    let Some(partition) = shard.partition(&r.topic, r.partition) else {
+        return Err(ServiceError::not_open(&r.topic, r.partition));
+    };
+    if r.offset < 0 {
+        return Err(ServiceError::offset_out_of_range(
+            format!("offset {} is negative", r.offset),
+            partition.log_start_offset(),
+            partition.high_watermark(),
+        ));
+    }
+    let offset = r.offset as u64;
+    // The answer must fit in a frame with room for its header.
+    let budget = r.max_bytes.min(shard.config().max_frame_bytes / 2);
+    let deadline = std::time::Instant::now() + r.max_wait;
+    loop {
+        let seen = partition.arrivals().generation();
+        let read = partition.read(offset, budget).await?;
+        let len = read.bytes.as_slice().len();
+        let now = std::time::Instant::now();
+        if len == 0
+            && now < deadline
+            && !shard.stopping()
+            && shard.partition(&r.topic, r.partition).is_some()
+        {
+            partition.arrivals().wait(seen, deadline - now).await;
+            continue;
+        }
+        let position = FetchPosition {
+            high_watermark: read.high_watermark,
+            log_start_offset: read.log_start_offset,
+            next_offset: if len == 0 { offset } else { read.next_offset },
+        };
+        if len == 0 {
+            return Ok(Fetched {
+                records: Records::Empty,
+                position,
+            });
+        }
+        let m = partition.metrics();
+        m.bytes_out.fetch_add(len as u64, Relaxed);
+        m.records_out
+            .fetch_add(read.next_offset.saturating_sub(offset), Relaxed);
+        return Ok(Fetched {
+            records: Records::Log(read.bytes),
+            position,
+        });
+    }
+}
+
+/// Looks up an offset of a partition where it lives.
+pub async fn list_offsets(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: u32,
+    query: OffsetQuery,
+    via: Route,
+) -> ServiceResult<Offsets> {
+    let owner = route(shard, topic, partition, via)?;
+    if owner == shard.id() {
+        return list_offsets_here(shard, topic, partition, query).await;
+    }
+    let topic = topic.to_owned();
+    shard
+        .ask(owner, move |reply| ShardMessage::ListOffsets {
+            topic,
+            partition,
+            query,
+            reply,
+        })
+        .await
+}
+
+/// [`list_offsets`] on the owning shard.
+pub async fn list_offsets_here(
+    shard: &Shard,
+    topic: &str,
+    partition: u32,
+    query: OffsetQuery,
+) -> ServiceResult<Offsets> {
+    let Some(p) = shard.partition(topic, partition) else {
+        return Err(ServiceError::not_open(topic, partition));
+    };
+    let offset = match query {
+        OffsetQuery::Earliest => Some(p.log_start_offset()),
+        OffsetQuery::Latest => Some(p.high_watermark()),
+        OffsetQuery::Timestamp(ts) => p
+            .log()
+            .offset_for_timestamp(ts)
+            .await?
+            .filter(|&o| o < p.high_watermark()),
+    };
+    Ok(Offsets {
+        offset,
+        log_start_offset: p.log_start_offset(),
+        high_watermark: p.high_watermark(),
+    })
+}

@@ -1,0 +1,229 @@
+//! Topic admin and metadata: list, describe, create and delete topics.
+//!
+//! A topic change runs on the topic's controller shard
+//! ([`crate::metadata::controller`]), which serialises changes to that
+//! topic. Create: commit `topic.json` (the commit point), every owner opens
+//! its partitions, every shard routes the topic, then the answer: a topic
+//! is fully usable once create answers. Delete: every shard stops routing
+//! it, owners close its logs, then one rename moves it to the trash. A
+//! failed create is undone before it answers.
+
+use std::{rc::Rc, sync::Arc};
+
+use crate::error::{ErrorKind, ServiceError, ServiceResult};
+use crate::metadata::{self, TopicConfig, TopicMeta};
+use crate::service::is_internal;
+use crate::shard::{Shard, ShardMessage};
+use broker_protocol::TopicSettings;
+
+/// A topic to create, as a client asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateTopic {
+    /// Its name.
+    pub name: String,
+    /// Its partition count; None for the broker's default.
+    pub partitions: Option<u32>,
+    /// The settings asked for (each may be left to the broker's default).
+    pub settings: TopicSettings,
+}
+
+/// A topic as described by metadata: None for an unknown name.
+pub struct TopicView {
+    /// The name asked for.
+    pub name: String,
+    /// The topic, if it exists.
+    pub topic: Option<Arc<TopicMeta>>,
+}
+
+/// The topics `names` (every client-visible topic when None or empty,
+/// internal ones only when named), from this shard's table.
+pub fn describe(shard: &Shard, names: Option<Vec<&str>>) -> Vec<TopicView> {
+    let topics = shard.topics();
+    match names {
+        Some(names) if !names.is_empty() => names
+            .into_iter()
+            .map(|name| TopicView {
+                name: name.to_owned(),
+                topic: topics.get(name).cloned(),
+            })
+            .collect(),
+        _ => topics
+            .iter()
+            .filter(|t| !is_internal(&t.name))
+            .map(|t| TopicView {
+                name: t.name.clone(),
+                topic: Some(t.clone()),
+            })
+            .collect(),
+    }
+}
+
+/// Every client-visible topic and its partition count, sorted by name.
+pub fn list(shard: &Shard) -> Vec<(String, u32)> {
+    shard
+        .topics()
+        .iter()
+        .filter(|t| !is_internal(&t.name))
+        .map(|t| (t.name.clone(), t.partition_count()))
+        .collect()
+}
+
+/// Creates a topic, on its controller shard.
+pub async fn create(shard: &Rc<Shard>, request: CreateTopic) -> ServiceResult<Arc<TopicMeta>> {
+    let controller = metadata::controller(&request.name, shard.shard_count());
+    if controller == shard.id() {
+        return create_here(shard, request).await;
+    }
+    shard
+        .ask(controller, move |reply| ShardMessage::CreateTopic {
+            request,
+            reply,
+        })
+        .await
+}
+
+/// Deletes a topic, on its controller shard.
+pub async fn delete(shard: &Rc<Shard>, name: &str) -> ServiceResult<()> {
+    let controller = metadata::controller(name, shard.shard_count());
+    if controller == shard.id() {
+        return delete_here(shard, name).await;
+    }
+    let name = name.to_owned();
+    shard
+        .ask(controller, move |reply| ShardMessage::DeleteTopic {
+            name,
+            reply,
+        })
+        .await
+}
+
+/// [`create`] on the controller shard: checks the request, commits the
+/// topic's metadata, has every owner open its partitions, then routes it on
+/// every shard.
+pub async fn create_here(shard: &Rc<Shard>, r: CreateTopic) -> ServiceResult<Arc<TopicMeta>> {
+    metadata::validate_topic_name(&r.name)?;
+    if is_internal(&r.name) {
+        return Err(ServiceError::invalid(format!(
+            "topic names starting with \"__\" are reserved for the broker: {:?}",
+            r.name
+        )));
+    }
+    let partitions = match r.partitions {
+        None => shard.config().default_partitions,
+        Some(0) => {
+            return Err(ServiceError::invalid(
+                "partitions = 0: must be at least 1, or -1 for the broker's default",
+            ))
+        }
+        Some(n) => n,
+    };
+    let config = TopicConfig::resolve(&r.settings, &shard.config().topic_defaults)?;
+    let topic = TopicMeta::new(&r.name, partitions, config, shard.shard_count());
+    let exists = || {
+        ServiceError::new(
+            ErrorKind::TopicExists,
+            format!("topic {:?} already exists", r.name),
+        )
+    };
+    if shard.topic(&topic.name).is_some() || !shard.begin_change(&topic.name) {
+        return Err(exists());
+    }
+    let result = commit_and_open(shard, topic).await;
+    shard.end_change(&r.name);
+    if let Err(e) = &result {
+        tracing::error!(topic = %r.name, error = %e, "creating the topic failed");
+        // Undo: nothing was routed yet, so the directory can go.
+        close_everywhere(shard, &r.name).await;
+        if let Err(e) = metadata::trash_topic(shard.data(), &r.name).await {
+            tracing::error!(topic = %r.name, error = %e, "removing the failed topic's files failed");
+        }
+    }
+    result
+}
+
+async fn commit_and_open(shard: &Rc<Shard>, topic: TopicMeta) -> ServiceResult<Arc<TopicMeta>> {
+    metadata::commit_topic(shard.data(), &topic).await?;
+    let topic = Arc::new(topic);
+    let opened = shard
+        .on_all_shards(
+            |reply| ShardMessage::OpenPartitions {
+                topic: topic.clone(),
+                reply,
+            },
+            shard.open_partitions(&topic),
+        )
+        .await;
+    for answer in opened {
+        match answer {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(e),
+            None => return Err(ServiceError::storage("a shard did not answer")),
+        }
+    }
+    shard
+        .on_all_shards(
+            |reply| ShardMessage::TopicAdded {
+                topic: topic.clone(),
+                reply,
+            },
+            async { shard.route_topic(topic.clone()) },
+        )
+        .await;
+    tracing::info!(topic = %topic.name, partitions = topic.partition_count(), "topic created");
+    Ok(topic)
+}
+
+/// [`delete`] on the controller shard: stops routing the topic on every
+/// shard, closes its partitions, then moves its directory to the trash in
+/// one rename and removes it.
+pub async fn delete_here(shard: &Rc<Shard>, name: &str) -> ServiceResult<()> {
+    if is_internal(name) {
+        return Err(ServiceError::invalid(format!(
+            "{name:?} is an internal topic and cannot be deleted"
+        )));
+    }
+    if shard.topic(name).is_none() {
+        return Err(ServiceError::unknown_topic(name));
+    }
+    if !shard.begin_change(name) {
+        return Err(ServiceError::invalid(format!(
+            "topic {name:?} is being created or deleted; retry"
+        )));
+    }
+    let owned = name.to_owned();
+    shard
+        .on_all_shards(
+            |reply| ShardMessage::TopicRemoved {
+                topic: owned.clone(),
+                reply,
+            },
+            async { shard.unroute_topic(name) },
+        )
+        .await;
+    close_everywhere(shard, name).await;
+    let result = metadata::trash_topic(shard.data(), name).await;
+    shard.end_change(name);
+    match result {
+        Ok(()) => {
+            tracing::info!(topic = name, "topic deleted");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(topic = name, error = %e, "deleting the topic's files failed");
+            Err(e.into())
+        }
+    }
+}
+
+async fn close_everywhere(shard: &Rc<Shard>, name: &str) {
+    let owned = name.to_owned();
+    shard
+        .on_all_shards(
+            |reply| ShardMessage::ClosePartitions {
+                topic: owned.clone(),
+                reply,
+            },
+            shard.close_partitions(name),
+        )
+        .await;
+}
