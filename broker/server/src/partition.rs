@@ -17,8 +17,10 @@
 //! end.
 //!
 //! Invariants:
-//! - The high watermark only grows, and never passes the log's durable end:
-//!   no reader sees a batch that is not acknowledged.
+//! - The high watermark never passes the log's durable end: no reader sees
+//!   a batch that is not acknowledged. It only grows, except when the log
+//!   gives back acknowledged but unsynced bytes after a failed fsync (fsync
+//!   policy `interval`), which the log's own contract allows.
 //! - Readers are woken whenever the high watermark moves, and when the
 //!   partition closes (so long polls answer at once).
 
@@ -78,9 +80,11 @@ impl Partition {
         &self.log
     }
 
-    /// One past the last offset readers may see.
+    /// One past the last offset readers may see: never past the log's
+    /// durable end, even in the moment after the log gave back an unsynced
+    /// tail and before [`Partition::advance`] noticed.
     pub fn high_watermark(&self) -> u64 {
-        self.high_watermark.get()
+        self.high_watermark.get().min(self.log.durable_end())
     }
 
     /// The first offset still in the log.
@@ -175,14 +179,17 @@ impl Partition {
     /// end, never down) and wakes the readers if it moved.
     pub fn advance(&self, to: u64) {
         let durable = self.log.durable_end();
+        let current = self.high_watermark.get();
+        if current > durable {
+            // The log gave back acknowledged but unsynced bytes after a
+            // failed fsync (fsync policy `interval`): readers must not see
+            // offsets it no longer holds.
+            tracing::warn!(topic = %self.topic, partition = self.number,
+                high_watermark = current, durable_end = durable,
+                "the log lost its unsynced tail; the high watermark moves back");
+            self.high_watermark.set(durable);
+        }
         let to = to.min(durable);
-        assert!(
-            self.high_watermark.get() <= durable,
-            "partition {}/{}: high watermark {} above the log's durable end {durable}",
-            self.topic,
-            self.number,
-            self.high_watermark.get()
-        );
         if to > self.high_watermark.get() {
             self.high_watermark.set(to);
             self.metrics.end_offset.store(to, Relaxed);
@@ -194,7 +201,7 @@ impl Partition {
     /// batch), below the high watermark only. The read's `high_watermark`
     /// is the partition's.
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<LogRead, LogError> {
-        let high_watermark = self.high_watermark.get();
+        let high_watermark = self.high_watermark();
         let mut read = self
             .log
             .read_below(offset, max_bytes, high_watermark)
@@ -212,7 +219,7 @@ impl Partition {
     pub fn update_gauges(&self) {
         let m = &self.metrics;
         m.start_offset.store(self.log.log_start_offset(), Relaxed);
-        m.end_offset.store(self.high_watermark.get(), Relaxed);
+        m.end_offset.store(self.high_watermark(), Relaxed);
         m.size_bytes.store(self.log.size_bytes(), Relaxed);
         m.segments.store(self.log.segment_count() as u64, Relaxed);
     }

@@ -259,18 +259,24 @@ pub async fn produce_many(
         // The first poll places a local append in its log or sends the
         // message to the owner: the request's order is kept per partition.
         pending.push(match futures_lite::future::poll_once(&mut call).await {
-            Some(done) => Err(done),
-            None => Ok(call),
+            Some(done) => Pending::Done(done),
+            None => Pending::Waiting(call),
         });
     }
     let mut answers = Vec::with_capacity(pending.len());
     for p in pending {
         answers.push(match p {
-            Err(done) => done,
-            Ok(call) => call.await,
+            Pending::Done(done) => done,
+            Pending::Waiting(call) => call.await,
         });
     }
     answers
+}
+
+/// A call of [`produce_many`] after its first poll.
+enum Pending<T, F> {
+    Done(T),
+    Waiting(F),
 }
 
 /// [`produce`] on the owning shard.
