@@ -1,7 +1,7 @@
 //! Consumer groups: the coordinator's state machine for one group, with no
 //! I/O. Members, generations, the range assignment, and the fencing rules
 //! that decide whether a heartbeat or an offset commit is accepted. The
-//! server (`server/groups.rs`) feeds it requests and the clock, persists
+//! server (`service/groups.rs`) feeds it requests and the clock, persists
 //! the commits it accepts, and wakes joins when a generation forms.
 //!
 //! The protocol (Kafka's "eager" rebalance, with the assignment computed by
