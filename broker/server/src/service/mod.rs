@@ -455,3 +455,6 @@ pub async fn list_offsets_here(
         high_watermark: p.high_watermark(),
     })
 }
+
+#[cfg(test)]
+mod tests;
