@@ -10,7 +10,15 @@
 //! test instead of hanging it.
 #![allow(clippy::unwrap_used)]
 
-use std::{future::Future, net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
+use std::{
+    cell::Cell,
+    future::Future,
+    net::SocketAddr,
+    rc::Rc,
+    sync::atomic::{AtomicBool, Ordering},
+    sync::Arc,
+    time::Duration,
+};
 
 use bytes::Bytes;
 use glommio::{
@@ -18,7 +26,10 @@ use glommio::{
     LocalExecutorBuilder, Placement,
 };
 
-use super::{fetch, produce_many, Acks, FetchRequest, ProducePartition, Produced, Route};
+use super::{
+    fetch, list_offsets, produce_many, Acks, FetchRequest, OffsetQuery, ProducePartition, Produced,
+    Route,
+};
 use crate::config::ServerConfig;
 use crate::error::{ErrorKind, ServiceResult};
 use crate::metadata::{self, DataDir, TopicMeta, TopicTable};
@@ -58,9 +69,36 @@ struct Boot {
     metrics: Arc<Metrics>,
 }
 
+/// Holds a shard's receiver loop back until opened from another shard (to
+/// let the mesh channel into it fill up).
+#[derive(Clone, Default)]
+struct Gate(Arc<AtomicBool>);
+
+impl Gate {
+    /// Lets the receiver loop run, [`Gate::DELAY`] from now at the earliest.
+    fn open(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// How long after it is opened the gate lets the loop run.
+    const DELAY: Duration = Duration::from_millis(2);
+
+    async fn wait(&self) {
+        while !self.0.load(Ordering::Acquire) {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        glommio::timer::sleep(Gate::DELAY).await;
+    }
+}
+
 /// Opens shard `id`'s partitions, joins the mesh and starts the receiver
-/// loop, as `run_shard` does.
-async fn start_shard(id: ShardId, mesh: MeshBuilder<ShardMessage, Full>, boot: Boot) -> Rc<Shard> {
+/// loop, as `run_shard` does (behind `gate` when there is one).
+async fn start_shard(
+    id: ShardId,
+    mesh: MeshBuilder<ShardMessage, Full>,
+    boot: Boot,
+    gate: Option<Gate>,
+) -> Rc<Shard> {
     let metrics = boot.metrics.shard(id);
     let partitions = within(
         STEP,
@@ -91,8 +129,11 @@ async fn start_shard(id: ShardId, mesh: MeshBuilder<ShardMessage, Full>, boot: B
     }));
     let mut receivers = mesh.receivers;
     for (_, receiver) in receivers.streams() {
-        let shard = shard.clone();
+        let (shard, gate) = (shard.clone(), gate.clone());
         glommio::spawn_local(async move {
+            if let Some(gate) = gate {
+                within(WHOLE_TEST, "waiting for the gate", gate.wait()).await;
+            }
             while let Some(msg) = receiver.recv().await {
                 let shard = shard.clone();
                 glommio::spawn_local(async move { shard.on_message(msg).await }).detach();
@@ -107,6 +148,15 @@ async fn start_shard(id: ShardId, mesh: MeshBuilder<ShardMessage, Full>, boot: B
 /// topic [`TOPIC`], while shard 1 serves what shard 0 sends it; then shuts
 /// both down.
 fn with_two_shards<F, Fut>(test: F)
+where
+    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    with_two_shards_gated(None, test);
+}
+
+/// [`with_two_shards`], shard 1's receiver loop behind `gate` if given.
+fn with_two_shards_gated<F, Fut>(gate: Option<Gate>, test: F)
 where
     F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + 'static,
@@ -153,6 +203,7 @@ where
     // grows with each executor made.
     for id in 0..SHARDS {
         let (mesh, boot, finished_tx) = (mesh.clone(), boot.clone(), finished_tx.clone());
+        let gate = if id == 1 { gate.clone() } else { None };
         let (test, done_tx, done_rx) = if id == 0 {
             (test.take(), done_tx.take(), None)
         } else {
@@ -164,7 +215,7 @@ where
             .io_memory(2 << 20)
             .spawn(move || async move {
                 broker_shard::spawn_park_guard();
-                let shard = start_shard(id, mesh, boot).await;
+                let shard = start_shard(id, mesh, boot, gate).await;
                 if let Some(test) = test {
                     test(shard.clone()).await;
                 }
@@ -500,6 +551,67 @@ fn produce_many_owner_only_refuses_the_parts_another_shard_owns() {
         .await;
         check_answers(&answers, &expected);
         // Shard 1's partitions are untouched; shard 0's hold their parts.
+        model.check(&shard).await;
+    });
+}
+
+#[test]
+fn produce_many_keeps_a_partitions_parts_in_order_when_the_owners_channel_is_full() {
+    let gate = Gate::default();
+    let opener = gate.clone();
+    with_two_shards_gated(Some(gate), |shard| async move {
+        let (here, there) = (owned_by(&shard, 0), owned_by(&shard, 1));
+        // Fill the channel to shard 1 (its receiver loop is held back): one
+        // ListOffsets per slot, each sent on its task's first poll.
+        let sent = Rc::new(Cell::new(0));
+        let filled = there[1];
+        let mut fillers = Vec::new();
+        for _ in 0..broker_shard::MESH_CHANNEL_CAPACITY {
+            let (shard, sent) = (shard.clone(), sent.clone());
+            fillers.push(glommio::spawn_local(async move {
+                sent.set(sent.get() + 1);
+                list_offsets(&shard, TOPIC, filled, OffsetQuery::Latest, Route::Forward)
+                    .await
+                    .unwrap();
+            }));
+        }
+        while sent.get() < broker_shard::MESH_CHANNEL_CAPACITY {
+            futures_lite::future::yield_now().await;
+        }
+        futures_lite::future::yield_now().await;
+
+        // Shard 1 starts draining a moment from now: the first part waits
+        // for room, and the middle part (a local one whose many batches take
+        // a while to check, the last one corrupt) gives shard 1 the time to
+        // make some before the last part is sent.
+        let slow: Vec<Vec<u8>> = (0..200)
+            .map(|i| batch(&format!("slow-{i}"), 1000))
+            .chain([corrupt(batch("slow-last", 1))])
+            .collect();
+        let mut model = Model::default();
+        let first = (there[0], vec![batch("first", 3)]);
+        let second = (there[0], vec![batch("second", 2)]);
+        let expected = vec![
+            Ok(model.append(first.0, &first.1)),
+            Err(ErrorKind::CorruptBatch),
+            Ok(model.append(second.0, &second.1)),
+        ];
+        let parts = vec![
+            part(first.0, &first.1),
+            part(here[0], &slow),
+            part(second.0, &second.1),
+        ];
+        opener.open();
+        let answers = within(
+            STEP,
+            "produce_many",
+            produce_many(&shard, parts, Acks::Leader, Route::Forward),
+        )
+        .await;
+        for f in fillers {
+            within(STEP, "a ListOffsets", f).await;
+        }
+        check_answers(&answers, &expected);
         model.check(&shard).await;
     });
 }
