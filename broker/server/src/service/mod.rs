@@ -17,7 +17,9 @@
 pub mod groups;
 pub mod topics;
 
-use std::{ops::Range, rc::Rc, sync::atomic::Ordering::Relaxed, time::Duration};
+use std::{
+    collections::HashMap, ops::Range, rc::Rc, sync::atomic::Ordering::Relaxed, time::Duration,
+};
 
 use bytes::Bytes;
 
@@ -243,7 +245,10 @@ pub async fn produce(
 
 /// Produces to several partitions at once: each part goes to its owner
 /// (every part is sent before any answer is awaited, so the shards work in
-/// parallel), and the answers come back in request order.
+/// parallel), and the answers come back in request order. A part for a
+/// partition another shard owns that an earlier part of the request already
+/// asked for waits for that part's answer first: the request's order is
+/// kept per partition.
 pub async fn produce_many(
     shard: &Rc<Shard>,
     parts: Vec<ProducePartition>,
@@ -251,13 +256,26 @@ pub async fn produce_many(
     via: Route,
 ) -> Vec<ServiceResult<Produced>> {
     let mut pending = Vec::with_capacity(parts.len());
+    // The last part sent to another shard, by partition.
+    let mut last_remote: HashMap<(String, u32), usize> = HashMap::new();
     for p in parts {
+        // The first poll places a local append in its log, or sends the
+        // message to the owner, unless the owner's channel is full: then the
+        // send waits for room, and a later part of the same partition, sent
+        // once room appeared, would overtake it. So that part is finished
+        // before another part of its partition is sent.
+        if owner(shard, &p.topic, p.partition).is_ok_and(|o| o != shard.id()) {
+            if let Some(i) = last_remote.insert((p.topic.clone(), p.partition), pending.len()) {
+                if let Ok(call) = &mut pending[i] {
+                    let done = call.await;
+                    pending[i] = Err(done);
+                }
+            }
+        }
         let mut call =
             Box::pin(
                 async move { produce(shard, &p.topic, p.partition, p.batches, acks, via).await },
             );
-        // The first poll places a local append in its log or sends the
-        // message to the owner: the request's order is kept per partition.
         pending.push(match futures_lite::future::poll_once(&mut call).await {
             Some(done) => Pending::Done(done),
             None => Pending::Waiting(call),
@@ -461,3 +479,6 @@ pub async fn list_offsets_here(
         high_watermark: p.high_watermark(),
     })
 }
+
+#[cfg(test)]
+mod tests;
