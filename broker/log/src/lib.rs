@@ -33,7 +33,6 @@ pub mod index;
 pub mod io;
 pub mod retention;
 pub mod segment;
-mod shim;
 pub mod tail;
 
 use std::{
