@@ -74,6 +74,9 @@ struct SyncInFlight {
     done: Option<Result<(), LogError>>,
     end_offset: u64,
     end_len: u64,
+    /// Base offset of the segment whose file it syncs (`end_len` is a
+    /// position in that file).
+    segment: u64,
     /// With `always`: the written buffers whose appends it acknowledges.
     buffers: Vec<(u64, Sealed)>,
 }
@@ -106,6 +109,20 @@ struct Pipeline {
 }
 
 impl Pipeline {
+    fn new() -> Pipeline {
+        Pipeline {
+            writes: VecDeque::new(),
+            unsynced: None,
+            unsynced_buffers: Vec::new(),
+            sync: None,
+            last_sync: Instant::now(),
+            timer: None,
+            write_time: Duration::ZERO,
+            last_write_done: Instant::now(),
+            refill_deadline: None,
+        }
+    }
+
     fn idle(&self) -> bool {
         self.writes.is_empty() && self.sync.is_none() && self.unsynced.is_none()
     }
@@ -129,17 +146,7 @@ enum Step {
 /// Holds only a weak handle so dropping the log ends it (once its I/O is
 /// in).
 pub(crate) async fn flusher(weak: Weak<Inner>) {
-    let mut pipe = Pipeline {
-        writes: VecDeque::new(),
-        unsynced: None,
-        unsynced_buffers: Vec::new(),
-        sync: None,
-        last_sync: Instant::now(),
-        timer: None,
-        write_time: Duration::ZERO,
-        last_write_done: Instant::now(),
-        refill_deadline: None,
-    };
+    let mut pipe = Pipeline::new();
     loop {
         let step = poll_fn(|cx| match weak.upgrade() {
             Some(inner) => pump(&inner, &mut pipe, cx),
@@ -233,31 +240,7 @@ fn pump(inner: &Inner, pipe: &mut Pipeline, cx: &mut Context<'_>) -> Poll<Step> 
                 let s = pipe.sync.take().expect("sync in flight");
                 progress = true;
                 acked = true;
-                match r {
-                    Ok(()) if st.reset_to_durable.is_none() => {
-                        st.durable_end = st.durable_end.max(s.end_offset);
-                        st.durable_len = st.durable_len.max(s.end_len);
-                        if inner.config.fsync == FsyncPolicy::Always {
-                            advance_acked(st, s.end_offset, s.end_len);
-                            let budget =
-                                inner.config.write_buffer_bytes * inner.config.read_cache_buffers;
-                            for (seg, sealed) in s.buffers {
-                                st.cache.push(seg, sealed, budget);
-                            }
-                        }
-                    }
-                    Ok(()) => {}
-                    Err(_) if st.reset_to_durable.is_some() => {
-                        // Already resetting after a failed write: the pages
-                        // this fsync covered are now in an unknown state too.
-                        st.reset_to_durable = Some(true);
-                    }
-                    Err(e) => {
-                        pipe.unsynced = None;
-                        pipe.unsynced_buffers.clear();
-                        fail(st, e, true);
-                    }
-                }
+                synced(inner, st, pipe, s, r);
             }
         }
         if acked {
@@ -335,6 +318,52 @@ fn pump(inner: &Inner, pipe: &mut Pipeline, cx: &mut Context<'_>) -> Poll<Step> 
     Poll::Pending
 }
 
+/// Takes in the result of the fdatasync `s`: advances the durable point
+/// (with `always`, the high watermark too), or fails what it covered.
+fn synced(
+    inner: &Inner,
+    st: &mut State,
+    pipe: &mut Pipeline,
+    s: SyncInFlight,
+    r: Result<(), LogError>,
+) {
+    match r {
+        Ok(()) if st.reset_to_durable.is_some() => {}
+        Ok(()) if s.segment != st.active().base_offset => {
+            // An `interval` fdatasync the timer issued while a roll was
+            // sealing the segment it covers (a roll waits for writes, not
+            // for this). The roll fsynced that segment itself and set the
+            // durable point of the new one: `end_len`, a position in the
+            // old file, must not be taken for one in the new.
+            assert!(
+                s.buffers.is_empty(),
+                "an fdatasync that acknowledges appends outlived a roll of its segment"
+            );
+        }
+        Ok(()) => {
+            st.durable_end = st.durable_end.max(s.end_offset);
+            st.durable_len = st.durable_len.max(s.end_len);
+            if inner.config.fsync == FsyncPolicy::Always {
+                advance_acked(st, s.end_offset, s.end_len);
+                let budget = inner.config.write_buffer_bytes * inner.config.read_cache_buffers;
+                for (seg, sealed) in s.buffers {
+                    st.cache.push(seg, sealed, budget);
+                }
+            }
+        }
+        Err(_) if st.reset_to_durable.is_some() => {
+            // Already resetting after a failed write: the pages
+            // this fsync covered are now in an unknown state too.
+            st.reset_to_durable = Some(true);
+        }
+        Err(e) => {
+            pipe.unsynced = None;
+            pipe.unsynced_buffers.clear();
+            fail(st, e, true);
+        }
+    }
+}
+
 /// Raises the high watermark to a completed write's (or fdatasync's)
 /// point. A buffer cut inside a batch may complete no new batch: its point
 /// is then at or below the mark, which does not move.
@@ -394,6 +423,7 @@ fn start_sync(inner: &Inner, st: &mut State, pipe: &mut Pipeline, cx: &mut Conte
         done,
         end_offset: target.0,
         end_len: target.1,
+        segment: st.active().base_offset,
         buffers: std::mem::take(&mut pipe.unsynced_buffers),
     });
     completed
@@ -541,5 +571,73 @@ async fn reset_tail(inner: &Inner, to_durable: bool) {
     };
     if failed {
         glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{future::ready, time::Duration};
+
+    use broker_format::BatchBuilder;
+
+    use super::*;
+    use crate::{Log, LogConfig};
+
+    fn batch(value_len: usize) -> Vec<u8> {
+        let mut b = BatchBuilder::new(0);
+        b.push(0, None, Some(&vec![7u8; value_len]), &[]);
+        b.finish()
+    }
+
+    /// Regression: with `interval`, the timer can issue an fdatasync of the
+    /// active segment while a roll is sealing it, and that sync can complete
+    /// after the roll. It used to raise the new segment's durable length to
+    /// the old segment's, so a later failed fsync "truncated back" the new
+    /// segment to bytes it never had (seen in about one roll in 40 with a
+    /// 5-10 ms interval). Driven here directly, since the window is one
+    /// directory fsync wide.
+    #[test]
+    fn interval_sync_that_outlives_a_roll_leaves_the_new_segment_alone() {
+        glommio::LocalExecutorBuilder::default()
+            .io_memory(2 << 20)
+            .make()
+            .expect("glommio executor")
+            .run(async {
+                broker_shard::spawn_park_guard();
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let cfg = LogConfig {
+                    segment_bytes_max: 4096,
+                    fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
+                    retention_ms: None,
+                    ..LogConfig::default()
+                };
+                let (log, _) = Log::open(dir.path(), cfg).await.expect("open");
+                let first = log.append(&batch(3000)).await.expect("append");
+                log.append(&batch(1500)).await.expect("append that rolls");
+                {
+                    let mut st = log.inner.state.borrow_mut();
+                    assert_eq!(st.segments.len(), 2, "the second append rolled");
+                    let old_len = st.segments[&0].len;
+                    assert!(old_len > st.active().len);
+                    assert_eq!((st.durable_end, st.durable_len), (first.next_offset, 0));
+                    // The fdatasync of segment 0 issued before the roll ended.
+                    let late = SyncInFlight {
+                        io: Box::pin(ready(Ok(()))),
+                        done: None,
+                        end_offset: first.next_offset,
+                        end_len: old_len,
+                        segment: 0,
+                        buffers: Vec::new(),
+                    };
+                    let mut pipe = Pipeline::new();
+                    synced(&log.inner, &mut st, &mut pipe, late, Ok(()));
+                    assert_eq!(
+                        (st.durable_end, st.durable_len),
+                        (first.next_offset, 0),
+                        "a sync of the rolled segment moved the new segment's durable point"
+                    );
+                }
+                log.close().await.expect("close");
+            });
     }
 }
