@@ -95,6 +95,8 @@ impl Log {
                 let mut st = self.inner.state.borrow_mut();
                 st.exclusive = false;
                 st.wake_waiters();
+                // An `interval` fdatasync may have fallen due meanwhile.
+                st.wake_flusher();
             }
             rolled?;
         }

@@ -330,11 +330,12 @@ fn synced(
     match r {
         Ok(()) if st.reset_to_durable.is_some() => {}
         Ok(()) if s.segment != st.active().base_offset => {
-            // An `interval` fdatasync the timer issued while a roll was
-            // sealing the segment it covers (a roll waits for writes, not
-            // for this). The roll fsynced that segment itself and set the
-            // durable point of the new one: `end_len`, a position in the
-            // old file, must not be taken for one in the new.
+            // An fdatasync of a segment rolled since it was issued. A roll
+            // drains the one in flight and none starts while it holds the
+            // log (`start_sync`), so this is the second line of defence:
+            // the roll fsynced that segment itself and set the durable point
+            // of the new one, and `end_len`, a position in the old file,
+            // must not be taken for one in the new.
             assert!(
                 s.buffers.is_empty(),
                 "an fdatasync that acknowledges appends outlived a roll of its segment"
@@ -393,6 +394,14 @@ fn start_sync(inner: &Inner, st: &mut State, pipe: &mut Pipeline, cx: &mut Conte
         FsyncPolicy::Interval(d) => {
             if st.durable_end >= st.acked_end {
                 pipe.timer = None;
+                return false;
+            }
+            if st.exclusive {
+                // A roll or close is sealing the active segment and fsyncs
+                // it itself. A sync of ours would race it: completing after
+                // the roll it would speak of the old file, and failing it
+                // would reset the segment under the roll. The roll leaves
+                // nothing to sync; whoever ends it wakes the flusher.
                 return false;
             }
             let since = pipe.last_sync.elapsed();
@@ -636,6 +645,61 @@ mod tests {
                         (first.next_offset, 0),
                         "a sync of the rolled segment moved the new segment's durable point"
                     );
+                }
+                log.close().await.expect("close");
+            });
+    }
+
+    /// Regression: with `interval`, the timer issued fdatasyncs while a
+    /// roll held the log; one that failed then reset the segment the roll
+    /// was sealing. None is issued while the log is held exclusively, and
+    /// the one that was due goes once it is released.
+    #[test]
+    fn interval_sync_waits_while_a_roll_holds_the_log() {
+        glommio::LocalExecutorBuilder::default()
+            .io_memory(2 << 20)
+            .make()
+            .expect("glommio executor")
+            .run(async {
+                broker_shard::spawn_park_guard();
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let cfg = LogConfig {
+                    fsync: FsyncPolicy::Interval(Duration::from_millis(20)),
+                    retention_ms: None,
+                    ..LogConfig::default()
+                };
+                let faults = std::rc::Rc::new(crate::Faults::default());
+                let (log, _) = Log::open_with_faults(dir.path(), cfg, Some(faults.clone()))
+                    .await
+                    .expect("open");
+                // Until an acknowledged append is not yet durable (on a slow
+                // disk the interval may pass before its write is in).
+                let mut a = log.append(&batch(100)).await.expect("append");
+                for _ in 0..100 {
+                    if log.durable_offset() < a.next_offset {
+                        break;
+                    }
+                    a = log.append(&batch(100)).await.expect("append");
+                }
+                // What a roll does first: take the log, then append nothing more.
+                log.inner.state.borrow_mut().exclusive = true;
+                let syncs = faults.syncs.get();
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                assert_eq!(
+                    faults.syncs.get(),
+                    syncs,
+                    "an fdatasync was issued during a roll"
+                );
+                assert!(log.durable_offset() < a.next_offset);
+                {
+                    let mut st = log.inner.state.borrow_mut();
+                    st.exclusive = false;
+                    st.wake_flusher();
+                }
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while log.durable_offset() < a.next_offset {
+                    assert!(Instant::now() < deadline, "the due fdatasync never came");
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
                 }
                 log.close().await.expect("close");
             });
