@@ -155,15 +155,20 @@ impl Log {
         st.refill_pending = st.refill_pending.saturating_sub(batch.len() as u64);
         let active_len = st.active().len;
         let tail = st.tail.as_mut().expect("tail present while open");
-        debug_assert_eq!(
+        // Per batch, and a violation would put the batch where no index or
+        // recovery expects it: checked in release builds too.
+        assert_eq!(
             tail.end_pos(),
             active_len,
-            "tail and segment disagree on the end"
+            "the tail and the active segment disagree on where the next batch goes"
         );
         tail.append(batch, base, next);
         let interval = inner.config.index_interval_bytes;
         let seg = st.active_mut();
-        debug_assert_eq!(seg.next_offset, base, "offsets must be contiguous");
+        assert_eq!(
+            seg.next_offset, base,
+            "offsets not contiguous: the active segment ends at one offset, the batch is given another"
+        );
         seg.on_append(header, batch.len(), interval);
         st.next_offset = next;
         st.wake_flusher();
@@ -224,6 +229,21 @@ impl Log {
         new_file.truncate(0).await?;
         io::sync_dir(&inner.dir).await?;
         let mut st = inner.state.borrow_mut();
+        // The log is held exclusively and drained: nothing moved since the
+        // checkpoint. A new segment anywhere but at the log end offset would
+        // leave a gap or an overlap that recovery refuses.
+        assert_eq!(
+            new_base, st.next_offset,
+            "a roll must start the new segment at exactly the log end offset"
+        );
+        assert_eq!(
+            st.acked_end, new_base,
+            "a roll sealed a segment holding appends not yet acknowledged"
+        );
+        assert!(
+            new_base > st.active().base_offset,
+            "a roll of an empty segment would reuse its base offset"
+        );
         st.durable_end = new_base;
         st.tail = Some(Tail::new(&new_file, 0, &[], new_base, TAIL_START_BYTES));
         st.segments.insert(

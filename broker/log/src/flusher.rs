@@ -210,8 +210,20 @@ fn pump(inner: &Inner, pipe: &mut Pipeline, cx: &mut Context<'_>) -> Poll<Step> 
                 // had to finish before the truncation.
                 continue;
             }
+            // A roll drains every write first: a write acknowledged here
+            // was made in the active segment, so its positions are in it.
+            assert_eq!(
+                w.segment,
+                st.active().base_offset,
+                "a write of a segment rolled since was still being acknowledged"
+            );
             match r {
                 Ok(()) if inner.config.fsync == FsyncPolicy::Always => {
+                    assert!(
+                        pipe.unsynced
+                            .is_none_or(|(end, _)| end <= w.sealed.end_offset),
+                        "writes awaiting an fdatasync completed out of file order"
+                    );
                     pipe.unsynced = Some((w.sealed.end_offset, w.sealed.end_pos));
                     pipe.unsynced_buffers.push((w.segment, w.sealed));
                 }
@@ -244,6 +256,10 @@ fn pump(inner: &Inner, pipe: &mut Pipeline, cx: &mut Context<'_>) -> Poll<Step> 
             }
         }
         if acked {
+            assert!(
+                st.acked_end >= acked_before.0,
+                "the high watermark went backwards in a write cycle"
+            );
             st.wake_waiters();
             if st.acked_end > acked_before.0 {
                 // What was just acknowledged tends to come back at once
@@ -278,10 +294,7 @@ fn pump(inner: &Inner, pipe: &mut Pipeline, cx: &mut Context<'_>) -> Poll<Step> 
             }
             while let Some(w) = next_write(inner, st, pipe, holding) {
                 let (file, buf, pos) = (w.file.clone(), w.sealed.buf.clone(), w.sealed.file_pos);
-                debug_assert!(
-                    pipe.writes.back().is_none_or(|p| p.sealed.file_pos < pos),
-                    "writes are issued in file order"
-                );
+                check_issue_order(pipe, &w);
                 let mut io: IoFuture = Box::pin(async move { file.write(buf, pos).await });
                 // The first poll issues the write.
                 let done = match io.as_mut().poll(cx) {
@@ -342,10 +355,18 @@ fn synced(
             );
         }
         Ok(()) => {
+            assert!(
+                s.end_offset <= st.next_offset && s.end_len <= st.active().len,
+                "an fdatasync made durable a point past the log end"
+            );
             st.durable_end = st.durable_end.max(s.end_offset);
             st.durable_len = st.durable_len.max(s.end_len);
             if inner.config.fsync == FsyncPolicy::Always {
                 advance_acked(st, s.end_offset, s.end_len);
+                assert!(
+                    st.acked_end <= st.durable_end,
+                    "with fsync=always, the high watermark passed the fdatasynced end"
+                );
                 let budget = inner.config.write_buffer_bytes * inner.config.read_cache_buffers;
                 for (seg, sealed) in s.buffers {
                     st.cache.push(seg, sealed, budget);
@@ -368,12 +389,32 @@ fn synced(
 /// Raises the high watermark to a completed write's (or fdatasync's)
 /// point. A buffer cut inside a batch may complete no new batch: its point
 /// is then at or below the mark, which does not move.
+///
+/// Checked in release builds (once per write or fdatasync): a point past
+/// the log end or the active segment would let readers and producers take
+/// bytes as acknowledged that were never written.
 fn advance_acked(st: &mut State, end_offset: u64, end_len: u64) {
+    assert!(
+        end_offset <= st.next_offset,
+        "acknowledging offset {end_offset}, past the log end offset {}",
+        st.next_offset
+    );
+    assert!(
+        end_len <= st.active().len,
+        "acknowledging position {end_len}, past the active segment's length {}",
+        st.active().len
+    );
+    // Both are the same batch boundary, one as an offset and one as a
+    // position in the segment: they compare alike with the high watermark,
+    // or the point is out of file order or from another segment.
+    assert_eq!(
+        end_offset.cmp(&st.acked_end),
+        end_len.cmp(&st.acked_len),
+        "acknowledgement point ({end_offset}, {end_len}) and high watermark ({}, {}) disagree",
+        st.acked_end,
+        st.acked_len
+    );
     if end_offset > st.acked_end {
-        debug_assert!(
-            end_len > st.acked_len,
-            "offsets and positions advance together"
-        );
         st.acked_end = end_offset;
         st.acked_len = end_len;
     }
@@ -498,6 +539,39 @@ fn next_write(
     st.queue.pop_front()
 }
 
+/// Asserts what must hold of a write about to be issued after those in
+/// `pipe`, once per write: it is block-aligned, in the same segment,
+/// continues the last write issued (from its end, or from its last block
+/// when it rewrites that partial block), and overlaps no write still in
+/// flight.
+fn check_issue_order(pipe: &Pipeline, w: &PendingWrite) {
+    let pos = w.sealed.file_pos;
+    assert_eq!(pos % BLOCK, 0, "a write must start at a block boundary");
+    if let Some(last) = pipe.writes.back() {
+        assert_eq!(
+            last.segment, w.segment,
+            "writes of two segments were in the pipeline at once"
+        );
+        let last_end = last.sealed.file_pos + last.sealed.buf.len() as u64;
+        let expected = if w.sealed.shares_first_block {
+            last_end.saturating_sub(BLOCK)
+        } else {
+            last_end
+        };
+        assert_eq!(
+            pos, expected,
+            "writes must be issued in file order, each continuing the last"
+        );
+    }
+    assert!(
+        pipe.writes
+            .iter()
+            .filter(|p| p.done.is_none())
+            .all(|p| p.sealed.file_pos + p.sealed.buf.len() as u64 <= pos),
+        "two writes in flight would cover the same block"
+    );
+}
+
 /// Records a failed write or fsync: every append not yet acknowledged
 /// fails, and the flusher resets the tail (once the I/O already issued is
 /// in) before new appends are taken. After a failed
@@ -528,9 +602,22 @@ async fn reset_tail(inner: &Inner, to_durable: bool) {
     let (file, target_len, target_offset) = {
         let mut st = inner.state.borrow_mut();
         if to_durable {
+            // With `always` nothing is acknowledged before it is durable,
+            // so this takes back no acknowledgement (with `interval` and
+            // `never` it may: those policies acknowledge before the fsync).
+            assert!(
+                inner.config.fsync != FsyncPolicy::Always || st.durable_end >= st.acked_end,
+                "with fsync=always an acknowledged append was not durable"
+            );
             st.acked_end = st.durable_end;
             st.acked_len = st.durable_len;
         }
+        // The truncation below must only cut back, at a point inside the
+        // active segment.
+        assert!(
+            st.acked_end <= st.next_offset && st.acked_len <= st.active().len,
+            "a reset would move the log end forward"
+        );
         (st.active().file.clone(), st.acked_len, st.acked_end)
     };
     let carry_pos = align_down(target_len);
