@@ -5,9 +5,12 @@
 //! its write buffer, group commit and fsync policy, reads by offset and by
 //! timestamp, recovery at open and retention.
 //!
-//! What it never does: see a socket, take a lock, or run on another thread.
-//! A [`Log`] is `!Send`: it lives on its shard's glommio executor, and every
-//! method must be called there.
+//! What it never does: see a socket, take a lock, run on another thread, or
+//! block its thread. A [`Log`] is `!Send`: it lives on its shard's glommio
+//! executor, and every method must be called there. File I/O goes through
+//! glommio's io_uring API; the few calls glommio 0.9 has only in blocking
+//! form (stat, create and list the directory, at open) go to glommio's
+//! blocking thread pool and touch no log state.
 //!
 //! Invariants (asserted where they must hold):
 //! - Offsets are consecutive from 0: each appended batch gets the log end

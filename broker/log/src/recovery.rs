@@ -16,8 +16,9 @@
 //!   (high watermark = durable end = log end offset), and the tail starts at
 //!   the last block boundary of the active segment holding a copy of the
 //!   bytes after it.
-//! - The directory listing and its creation are the only blocking calls, and
-//!   they run here, before the log serves anything.
+//! - Creating and listing the directory, which glommio 0.9 offers only as
+//!   blocking calls, run on glommio's blocking thread pool (`io.rs`), not on
+//!   the shard's thread.
 
 use std::{
     cell::RefCell,
@@ -132,13 +133,10 @@ async fn recover(
     faults: &Option<Rc<Faults>>,
     stats: &Arc<IoStats>,
 ) -> Result<(BTreeMap<u64, Segment>, RecoveryReport), LogError> {
-    std::fs::create_dir_all(dir).map_err(|e| LogError::io("creating directory", dir, e))?;
+    io::create_dir_all(dir).await?;
     io::probe_device(dir).await?;
     let mut bases = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| LogError::io("listing", dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| LogError::io("listing", dir, e))?;
-        let path = entry.path();
+    for path in io::list_dir(dir).await? {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
