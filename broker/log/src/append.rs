@@ -244,7 +244,7 @@ impl Log {
             new_base > st.active().base_offset,
             "a roll of an empty segment would reuse its base offset"
         );
-        st.durable_end = new_base;
+        st.synced_end = new_base;
         st.tail = Some(Tail::new(&new_file, 0, &[], new_base, TAIL_START_BYTES));
         st.segments.insert(
             new_base,
@@ -259,7 +259,7 @@ impl Log {
             },
         );
         st.acked_len = 0;
-        st.durable_len = 0;
+        st.synced_len = 0;
         Ok(())
     }
 
@@ -308,8 +308,8 @@ impl Log {
         let inner = &self.inner;
         io::sync_dir(&inner.dir).await?;
         let mut st = inner.state.borrow_mut();
-        st.durable_end = st.acked_end;
-        st.durable_len = st.acked_len;
+        st.synced_end = st.acked_end;
+        st.synced_len = st.acked_len;
         Ok(())
     }
 }

@@ -359,12 +359,12 @@ fn synced(
                 s.end_offset <= st.next_offset && s.end_len <= st.active().len,
                 "an fdatasync made durable a point past the log end"
             );
-            st.durable_end = st.durable_end.max(s.end_offset);
-            st.durable_len = st.durable_len.max(s.end_len);
+            st.synced_end = st.synced_end.max(s.end_offset);
+            st.synced_len = st.synced_len.max(s.end_len);
             if inner.config.fsync == FsyncPolicy::Always {
                 advance_acked(st, s.end_offset, s.end_len);
                 assert!(
-                    st.acked_end <= st.durable_end,
+                    st.acked_end <= st.synced_end,
                     "with fsync=always, the high watermark passed the fdatasynced end"
                 );
                 let budget = inner.config.write_buffer_bytes * inner.config.read_cache_buffers;
@@ -433,7 +433,7 @@ fn start_sync(inner: &Inner, st: &mut State, pipe: &mut Pipeline, cx: &mut Conte
             None => return false,
         },
         FsyncPolicy::Interval(d) => {
-            if st.durable_end >= st.acked_end {
+            if st.synced_end >= st.acked_end {
                 pipe.timer = None;
                 return false;
             }
@@ -578,7 +578,7 @@ fn check_issue_order(pipe: &Pipeline, w: &PendingWrite) {
 /// fsync nothing past the last durable point is trusted.
 fn fail(st: &mut State, error: LogError, sync_failed: bool) {
     let trusted_end = if sync_failed {
-        st.durable_end
+        st.synced_end
     } else {
         st.acked_end
     };
@@ -606,11 +606,11 @@ async fn reset_tail(inner: &Inner, to_durable: bool) {
             // so this takes back no acknowledgement (with `interval` and
             // `never` it may: those policies acknowledge before the fsync).
             assert!(
-                inner.config.fsync != FsyncPolicy::Always || st.durable_end >= st.acked_end,
+                inner.config.fsync != FsyncPolicy::Always || st.synced_end >= st.acked_end,
                 "with fsync=always an acknowledged append was not durable"
             );
-            st.acked_end = st.durable_end;
-            st.acked_len = st.durable_len;
+            st.acked_end = st.synced_end;
+            st.acked_len = st.synced_len;
         }
         // The truncation below must only cut back, at a point inside the
         // active segment.
@@ -715,7 +715,7 @@ mod tests {
                     assert_eq!(st.segments.len(), 2, "the second append rolled");
                     let old_len = st.segments[&0].len;
                     assert!(old_len > st.active().len);
-                    assert_eq!((st.durable_end, st.durable_len), (first.next_offset, 0));
+                    assert_eq!((st.synced_end, st.synced_len), (first.next_offset, 0));
                     // The fdatasync of segment 0 issued before the roll ended.
                     let late = SyncInFlight {
                         io: Box::pin(ready(Ok(()))),
@@ -728,7 +728,7 @@ mod tests {
                     let mut pipe = Pipeline::new();
                     synced(&log.inner, &mut st, &mut pipe, late, Ok(()));
                     assert_eq!(
-                        (st.durable_end, st.durable_len),
+                        (st.synced_end, st.synced_len),
                         (first.next_offset, 0),
                         "a sync of the rolled segment moved the new segment's durable point"
                     );

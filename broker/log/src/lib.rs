@@ -205,7 +205,7 @@ impl Log {
 
     /// The offset after the last fdatasynced record.
     pub fn durable_offset(&self) -> u64 {
-        self.inner.state.borrow().durable_end
+        self.inner.state.borrow().synced_end
     }
 
     /// What this log's files did on the disk (writes, fdatasyncs and their

@@ -7,13 +7,13 @@
 //! within one poll, by appends, reads and the flusher alike.
 //!
 //! Invariants:
-//! - `durable_end <= next_offset` and `acked_end <= next_offset`: nothing is
+//! - `synced_end <= next_offset` and `acked_end <= next_offset`: nothing is
 //!   acknowledged or durable that was not appended. With
 //!   [`FsyncPolicy::Always`](crate::FsyncPolicy::Always) also
-//!   `acked_end <= durable_end`.
-//! - `acked_len` and `durable_len` are byte positions in the active (last)
+//!   `acked_end <= synced_end`.
+//! - `acked_len` and `synced_len` are byte positions in the active (last)
 //!   segment, at batch boundaries, and at most its length; `acked_end` is the
-//!   offset that starts at `acked_len` (likewise for the durable pair).
+//!   offset that starts at `acked_len` (likewise for the synced pair).
 //! - The tail's end position is the active segment's length, and its end
 //!   offset the log end offset: appended bytes go nowhere else.
 //! - Appends of an epoch older than `epoch` are settled: acknowledged up to
@@ -61,10 +61,11 @@ pub(crate) struct State {
     pub(crate) acked_end: u64,
     /// Bytes of the active segment below the high watermark.
     pub(crate) acked_len: u64,
-    /// Everything below this offset is fdatasynced.
-    pub(crate) durable_end: u64,
-    /// Bytes of the active segment below `durable_end`.
-    pub(crate) durable_len: u64,
+    /// Everything below this offset is fdatasynced (what
+    /// [`Log::durable_offset`](crate::Log::durable_offset) returns).
+    pub(crate) synced_end: u64,
+    /// Bytes of the active segment below `synced_end`.
+    pub(crate) synced_len: u64,
     /// Bumped by every failure: appends of an older epoch not acknowledged
     /// by then have failed.
     pub(crate) epoch: u64,
