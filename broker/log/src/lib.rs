@@ -36,7 +36,8 @@
 //! - `flusher`: the per-log task that writes, fdatasyncs and acknowledges
 //!   (group commit, the write pipeline, the refill hold), and the reset
 //!   after a failed write or fsync.
-//! - `read`: [`Log::read`] and [`Log::offset_for_timestamp`].
+//! - `read`: [`Log::read`], [`Log::read_below`] and
+//!   [`Log::offset_for_timestamp`].
 //! - `recovery`: [`Log::open`]: recovering the directory at open.
 //! - [`retention`]: which segments to delete, and [`Log::enforce_retention`].
 //! - [`segment`], [`index`], [`tail`]: one segment and its scan, its sparse
@@ -198,12 +199,25 @@ impl Log {
         self.inner.state.borrow().next_offset
     }
 
+    /// The end of what an acknowledgement promises under the log's fsync
+    /// policy: every record below it is acknowledged, that is written, and
+    /// with [`FsyncPolicy::Always`] fdatasynced. Readers of the log see below
+    /// it; a replicated partition keeps its own high watermark at or below
+    /// it and reads with [`Log::read_below`].
+    pub fn durable_end(&self) -> u64 {
+        self.inner.state.borrow().acked_end
+    }
+
     /// The offset after the last acknowledged record: readers see below it.
+    /// The same value as [`Log::durable_end`], under its older name (the
+    /// log's own high watermark, not a replicated partition's).
     pub fn high_watermark(&self) -> u64 {
         self.inner.state.borrow().acked_end
     }
 
-    /// The offset after the last fdatasynced record.
+    /// The offset after the last fdatasynced record. With
+    /// [`FsyncPolicy::Always`] at or above [`Log::durable_end`]; with
+    /// `interval` and `never` it may lag it.
     pub fn durable_offset(&self) -> u64 {
         self.inner.state.borrow().synced_end
     }

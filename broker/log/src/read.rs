@@ -1,11 +1,12 @@
-//! The readers' side of the log: [`Log::read`] by offset and
+//! The readers' side of the log: [`Log::read`] and [`Log::read_below`] by
+//! offset (one path: `read` is `read_below` with no bound of its own),
 //! [`Log::offset_for_timestamp`], and `pick_batches`, which cuts whole
 //! batches out of a buffer.
 //!
 //! Invariants:
 //! - Readers see acknowledged data only: every byte returned lies below the
 //!   high watermark (`State::acked_end`, `State::acked_len` in the active
-//!   segment).
+//!   segment), and below the caller's bound when it gives one (asserted).
 //! - A read returns whole batches, the first one holding the requested
 //!   offset, and at least one batch however large, so a consumer always
 //!   progresses.
@@ -28,7 +29,31 @@ impl Log {
     /// progresses). Reading at the high watermark returns no bytes; outside
     /// [log start, high watermark] is [`LogError::OffsetOutOfRange`].
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<LogRead, LogError> {
-        let (file, start_pos, limit, hw, log_start, cached) = {
+        self.read_below(offset, max_bytes, u64::MAX).await
+    }
+
+    /// [`Log::read`], returning only whole batches that lie entirely below
+    /// `min(end, durable_end())`: a partition passes its high watermark,
+    /// which under replication is below the log's [`Log::durable_end`].
+    ///
+    /// - `offset` below the log start or above `durable_end()`:
+    ///   [`LogError::OffsetOutOfRange`], as for [`Log::read`].
+    /// - `offset` at or above the bound (up to `durable_end()`), or in a
+    ///   batch that runs past the bound: an empty read whose `next_offset`
+    ///   is `offset` (the consumer is ahead of what may be read: it waits, it
+    ///   is not out of range).
+    /// - Otherwise the batch holding `offset` and the whole batches after it
+    ///   that end at or below the bound, within `max_bytes` (at least one).
+    ///
+    /// The result's `high_watermark` is still the log's (`durable_end()`),
+    /// not `end`.
+    pub async fn read_below(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        end: u64,
+    ) -> Result<LogRead, LogError> {
+        let (file, start_pos, limit, hw, bound, log_start, cached) = {
             let st = self.inner.state.borrow();
             let log_start = *st
                 .segments
@@ -43,10 +68,11 @@ impl Log {
                     end: hw,
                 });
             }
-            if offset == hw {
+            let bound = end.min(hw);
+            if offset >= bound {
                 return Ok(LogRead {
                     bytes: ReadBytes::Empty,
-                    next_offset: hw,
+                    next_offset: offset,
                     high_watermark: hw,
                     log_start_offset: log_start,
                 });
@@ -61,23 +87,38 @@ impl Log {
             let entry = seg.index.lookup((offset - seg.base_offset) as u32);
             let start_pos = u64::from(entry.position);
             let cached = st.cache.find(seg.base_offset, offset);
-            (seg.file.clone(), start_pos, limit, hw, log_start, cached)
+            (
+                seg.file.clone(),
+                start_pos,
+                limit,
+                hw,
+                bound,
+                log_start,
+                cached,
+            )
         };
         // Find the first batch holding `offset` and take whole batches.
         // From memory when the buffer that received the batch holds the
-        // whole answer: the byte budget, or everything up to the high
-        // watermark. Otherwise one larger read from disk serves more.
+        // whole answer: picking stopped inside it (the byte budget or the
+        // bound), or it reaches the bound. Otherwise one larger read from
+        // disk serves more.
         if let Some(c) = cached {
             let avail = &c.buf.as_bytes()[c.start..c.end];
-            if let Some((skip, take, next)) = pick_batches(avail, offset, max_bytes) {
-                let budget_full = next < c.end_offset;
-                if budget_full || c.end_offset >= hw {
-                    return Ok(LogRead {
-                        bytes: ReadBytes::Memory {
+            if let Some((skip, take, next)) = pick_batches(avail, offset, max_bytes, bound) {
+                let stopped_inside = next < c.end_offset;
+                if stopped_inside || c.end_offset >= bound {
+                    check_below(next, bound);
+                    let bytes = if take == 0 {
+                        ReadBytes::Empty
+                    } else {
+                        ReadBytes::Memory {
                             buf: c.buf.clone(),
                             start: c.start + skip,
                             len: take,
-                        },
+                        }
+                    };
+                    return Ok(LogRead {
+                        bytes,
                         next_offset: next,
                         high_watermark: hw,
                         log_start_offset: log_start,
@@ -104,8 +145,18 @@ impl Log {
                     reason: format!("segment shorter than its index says (position {start_pos})"),
                 });
             }
-            match pick_batches(&data[at..valid], offset, max_bytes) {
+            match pick_batches(&data[at..valid], offset, max_bytes, bound) {
+                Some((_, 0, next)) => {
+                    check_below(next, bound);
+                    return Ok(LogRead {
+                        bytes: ReadBytes::Empty,
+                        next_offset: next,
+                        high_watermark: hw,
+                        log_start_offset: log_start,
+                    });
+                }
                 Some((skip, take, next)) => {
+                    check_below(next, bound);
                     let bytes = ReadResult::slice(&data, at + skip, take).ok_or_else(|| {
                         LogError::Corrupt {
                             path: file.path().to_path_buf(),
@@ -186,11 +237,27 @@ impl Log {
     }
 }
 
+/// Once per read: a read never returns a record at or past its bound (the
+/// high watermark, or the partition's), which would hand a consumer data
+/// not yet acknowledged.
+fn check_below(next: u64, bound: u64) {
+    assert!(
+        next <= bound,
+        "a read returned records up to {next}, past its bound {bound}"
+    );
+}
+
 /// In `bytes` (starting at a batch boundary), finds the batch holding
 /// `offset` and the whole batches after it within `max_bytes` (at least
-/// one). Returns (start, length, next offset), or None when the batch
-/// holding `offset` is not wholly inside `bytes`.
-fn pick_batches(bytes: &[u8], offset: u64, max_bytes: usize) -> Option<(usize, usize, u64)> {
+/// one) that end at or below `bound`. Returns (start, length, next offset):
+/// length 0 and next offset `offset` when the batch holding `offset` runs
+/// past `bound`; None when that batch is not wholly inside `bytes`.
+fn pick_batches(
+    bytes: &[u8],
+    offset: u64,
+    max_bytes: usize,
+    bound: u64,
+) -> Option<(usize, usize, u64)> {
     let mut pos = 0usize;
     let mut start = None;
     let mut end = 0usize;
@@ -200,7 +267,9 @@ fn pick_batches(bytes: &[u8], offset: u64, max_bytes: usize) -> Option<(usize, u
         let batch_next = header.next_offset() as u64;
         match start {
             None if batch_next <= offset => {}
+            None if batch_next > bound => return Some((pos, 0, offset)),
             None => start = Some(pos),
+            Some(_) if batch_next > bound => break,
             Some(s) if pos + b.len() - s > max_bytes => break,
             Some(_) => {}
         }

@@ -62,7 +62,8 @@ pub(crate) struct State {
     /// Bytes of the active segment below the high watermark.
     pub(crate) acked_len: u64,
     /// Everything below this offset is fdatasynced (what
-    /// [`Log::durable_offset`](crate::Log::durable_offset) returns).
+    /// [`Log::durable_offset`](crate::Log::durable_offset) returns; not
+    /// [`Log::durable_end`](crate::Log::durable_end), the acknowledged end).
     pub(crate) synced_end: u64,
     /// Bytes of the active segment below `synced_end`.
     pub(crate) synced_len: u64,
