@@ -3,8 +3,14 @@
 //! [`LogError`] naming the file, and passes through an optional
 //! [`Faults`] plan so tests can make the disk fail on demand.
 //!
-//! Invariant: every write is of a whole aligned buffer at an aligned position;
-//! a short write is an error (it is how a full device shows itself).
+//! Invariants:
+//! - Every write is of a whole aligned buffer at an aligned position; a short
+//!   write is an error (it is how a full device shows itself).
+//! - Nothing here blocks the shard's thread. File operations go through
+//!   glommio's io_uring file API; the few filesystem calls glommio 0.9 only
+//!   offers synchronously (stat of a directory, `create_dir_all`, listing a
+//!   directory) run on glommio's blocking thread pool (`off_thread`) and are
+//!   awaited.
 
 use std::{
     cell::Cell,
@@ -121,15 +127,21 @@ thread_local! {
 /// probe with a one-block scratch file.
 pub async fn probe_device(dir: &Path) -> Result<(), LogError> {
     use std::os::unix::fs::MetadataExt;
-    let dev = std::fs::metadata(dir)
-        .map_err(|e| LogError::io("inspecting", dir, e))?
-        .dev();
+    // glommio reports a file's device only on a DmaFile, and opening one is
+    // the probe this prepares: stat the directory off the thread instead.
+    let owned = dir.to_path_buf();
+    let dev = off_thread(move || std::fs::metadata(owned).map(|m| m.dev()))
+        .await
+        .map_err(|e| LogError::io("inspecting", dir, e))?;
     if PROBED_DEVICES.with(|d| d.borrow().contains(&dev)) {
         return Ok(());
     }
     let path = dir.join(".device-probe.tmp");
-    std::fs::write(&path, vec![0u8; BLOCK as usize])
-        .map_err(|e| LogError::io("writing", &path, e))?;
+    let scratch = create_with(&path, vec![0u8; BLOCK as usize]).await?;
+    scratch
+        .close()
+        .await
+        .map_err(|e| LogError::io("closing", &path, e.into()))?;
     let file = DmaFile::open(&path)
         .await
         .map_err(|e| LogError::io("opening", &path, e.into()))?;
@@ -199,8 +211,10 @@ impl SegmentFile {
 
     /// Writes the whole of `buf` at `pos`; both are block-aligned.
     pub async fn write(&self, buf: Rc<DmaBuffer>, pos: u64) -> Result<(), LogError> {
-        debug_assert_eq!(pos % BLOCK, 0, "unaligned write position");
-        debug_assert_eq!(buf.len() as u64 % BLOCK, 0, "unaligned write length");
+        // Once per write: cheap, and an unaligned O_DIRECT write is a bug
+        // in the tail, not a disk error.
+        assert_eq!(pos % BLOCK, 0, "unaligned write position");
+        assert_eq!(buf.len() as u64 % BLOCK, 0, "unaligned write length");
         let want = buf.len();
         let _in_flight = self.faults.as_deref().map(InFlightGuard::new);
         if let Some(f) = &self.faults {
@@ -292,21 +306,7 @@ pub async fn write_file_atomic(path: &Path, bytes: Vec<u8>) -> Result<(), LogErr
         "{}.tmp",
         path.extension().and_then(|e| e.to_str()).unwrap_or("")
     ));
-    let file = glommio::io::BufferedFile::create(&tmp)
-        .await
-        .map_err(|e| LogError::io("creating", &tmp, e.into()))?;
-    let len = bytes.len();
-    let written = file
-        .write_at(bytes, 0)
-        .await
-        .map_err(|e| LogError::io("writing", &tmp, e.into()))?;
-    if written != len {
-        return Err(LogError::io(
-            "writing",
-            &tmp,
-            io::Error::other(format!("short write of {written} of {len} bytes")),
-        ));
-    }
+    let file = create_with(&tmp, bytes).await?;
     file.fdatasync()
         .await
         .map_err(|e| LogError::io("fsyncing", &tmp, e.into()))?;
@@ -316,6 +316,27 @@ pub async fn write_file_atomic(path: &Path, bytes: Vec<u8>) -> Result<(), LogErr
     glommio::io::rename(&tmp, path)
         .await
         .map_err(|e| LogError::io("renaming", &tmp, e.into()))
+}
+
+/// Creates (or truncates) `path` as a buffered file holding `bytes`, and
+/// returns it open; a short write is an error.
+async fn create_with(path: &Path, bytes: Vec<u8>) -> Result<glommio::io::BufferedFile, LogError> {
+    let file = glommio::io::BufferedFile::create(path)
+        .await
+        .map_err(|e| LogError::io("creating", path, e.into()))?;
+    let len = bytes.len();
+    let written = file
+        .write_at(bytes, 0)
+        .await
+        .map_err(|e| LogError::io("writing", path, e.into()))?;
+    if written != len {
+        return Err(LogError::io(
+            "writing",
+            path,
+            io::Error::other(format!("short write of {written} of {len} bytes")),
+        ));
+    }
+    Ok(file)
 }
 
 /// Reads a whole small file; `Ok(None)` when it does not exist.
@@ -373,24 +394,44 @@ pub async fn sync_dir(dir: &Path) -> Result<(), LogError> {
         .map_err(|e| LogError::io("closing directory", dir, e.into()))
 }
 
-/// Creates `dir` and its missing parents on glommio's blocking thread pool,
-/// so the shard's executor never waits on the file system.
-pub async fn create_dir_all(dir: &Path) -> io::Result<()> {
+/// Runs a filesystem call that glommio 0.9 offers only synchronously on
+/// glommio's blocking thread pool (as glommio itself runs rename, remove
+/// and mkdir), so the shard's thread goes on serving while it runs.
+async fn off_thread<R: Send + 'static>(call: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(call).await
+}
+
+/// Creates `dir` and any missing parent (glommio 0.9 has no recursive
+/// mkdir; its `Directory::create` makes one level).
+pub async fn create_dir_all(dir: &Path) -> Result<(), LogError> {
     let owned = dir.to_path_buf();
-    glommio::executor()
-        .spawn_blocking(move || std::fs::create_dir_all(owned))
+    off_thread(move || std::fs::create_dir_all(owned))
         .await
+        .map_err(|e| LogError::io("creating directory", dir, e))
+}
+
+/// The paths of the entries of `dir` (glommio 0.9 lists a directory only
+/// with the blocking `Directory::sync_read_dir`).
+pub(crate) async fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, LogError> {
+    let owned = dir.to_path_buf();
+    off_thread(move || {
+        std::fs::read_dir(owned)?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<io::Result<Vec<PathBuf>>>()
+    })
+    .await
+    .map_err(|e| LogError::io("listing", dir, e))
 }
 
 /// Whether `path` exists, looked up on glommio's blocking thread pool.
 pub async fn exists(path: &Path) -> bool {
     let owned = path.to_path_buf();
-    glommio::executor()
-        .spawn_blocking(move || owned.exists())
-        .await
+    off_thread(move || owned.exists()).await
 }
 
 /// Renames `from` to `to` (io_uring's renameat).
-pub async fn rename(from: &Path, to: &Path) -> io::Result<()> {
-    glommio::io::rename(from, to).await.map_err(Into::into)
+pub async fn rename(from: &Path, to: &Path) -> Result<(), LogError> {
+    glommio::io::rename(from, to)
+        .await
+        .map_err(|e| LogError::io("renaming", from, e.into()))
 }

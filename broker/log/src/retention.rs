@@ -1,9 +1,17 @@
-//! Which segments retention deletes. Pure: the log applies the plan.
+//! Retention: which segments to delete (`segments_to_delete`, pure: no I/O,
+//! no state) and [`Log::enforce_retention`], which applies that plan to the
+//! log's files.
 //!
 //! Rules (Kafka's): only whole segments, oldest first, never the active one;
 //! by time, a segment goes when its newest record is older than
 //! `retention_ms`; by size, the oldest go while the log stays at or above
 //! `retention_bytes` without them.
+//!
+//! Invariant: the log start offset is the first remaining segment's base;
+//! a segment leaves the in-memory map (and the read cache) before its files
+//! are removed, its `.log` last.
+
+use crate::{io, segment, segment::Segment, Log, LogError, RetentionReport};
 
 /// What retention needs to know of one segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +50,57 @@ pub fn segments_to_delete(
         n += 1;
     }
     n
+}
+
+impl Log {
+    /// Deletes whole closed segments beyond the retention limits (by time:
+    /// the newest record older than `now_ms - retention_ms`; by size) and
+    /// advances the log start offset. Never deletes the active segment.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport, LogError> {
+        let inner = &self.inner;
+        let removed: Vec<Segment> = {
+            let mut st = inner.state.borrow_mut();
+            let infos: Vec<SegmentInfo> = st
+                .segments
+                .values()
+                .map(|s| SegmentInfo {
+                    base_offset: s.base_offset,
+                    len: s.len,
+                    max_timestamp: s.max_timestamp,
+                })
+                .collect();
+            let n = segments_to_delete(
+                &infos,
+                now_ms,
+                inner.config.retention_ms,
+                inner.config.retention_bytes,
+            );
+            let mut removed = Vec::with_capacity(n);
+            for info in &infos[..n] {
+                if let Some(seg) = st.segments.remove(&info.base_offset) {
+                    st.cache.forget_segment(info.base_offset);
+                    removed.push(seg);
+                }
+            }
+            removed
+        };
+        let mut report = RetentionReport::default();
+        for seg in removed {
+            let (log_path, idx_path, time_path) = segment::paths(&inner.dir, seg.base_offset);
+            // The .log goes last: a crash in between leaves an orphan index
+            // (ignored at open) rather than a log without one.
+            io::remove_file(&idx_path).await?;
+            io::remove_file(&time_path).await?;
+            io::remove_file(&log_path).await?;
+            report.deleted.push(seg.base_offset);
+            report.deleted_bytes += seg.len;
+        }
+        if !report.deleted.is_empty() {
+            io::sync_dir(&inner.dir).await?;
+        }
+        report.log_start_offset = self.log_start_offset();
+        Ok(report)
+    }
 }
 
 #[cfg(test)]

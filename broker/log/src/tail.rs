@@ -127,10 +127,21 @@ impl Tail {
         above: Boundary,
         capacity: usize,
     ) -> Tail {
-        debug_assert_eq!(file_pos % BLOCK, 0);
-        debug_assert!((carry.len() as u64) < BLOCK);
-        debug_assert!(below.pos <= file_pos + carry.len() as u64);
-        debug_assert!(file_pos <= above.pos && above.pos <= file_pos + carry.len() as u64);
+        // Once per write cycle; the buffer is written at `file_pos` with
+        // O_DIRECT, and its acknowledgement point comes from the boundaries.
+        assert_eq!(file_pos % BLOCK, 0, "a tail must start at a block boundary");
+        assert!(
+            (carry.len() as u64) < BLOCK,
+            "the carried partial block must be shorter than a block"
+        );
+        assert!(
+            below.pos <= file_pos + carry.len() as u64,
+            "the acknowledgement boundary lies past the carried bytes"
+        );
+        assert!(
+            file_pos <= above.pos && above.pos <= file_pos + carry.len() as u64,
+            "the first whole batch of a tail must start inside its carried block"
+        );
         let cap = align_up(capacity.max(TAIL_MIN_BYTES).max(carry.len() + 1) as u64) as usize;
         let mut buf = file.alloc(cap);
         buf.as_bytes_mut()[..carry.len()].copy_from_slice(carry);

@@ -121,6 +121,24 @@ pub enum ShardMessage {
     },
 }
 
+/// The answer to come of a request sent to another shard.
+pub struct Answer<T> {
+    to: ShardId,
+    rx: oneshot::Receiver<ServiceResult<T>>,
+}
+
+impl<T> Answer<T> {
+    /// Waits for it; an error if the shard dropped the request (stopping).
+    pub async fn wait(self) -> ServiceResult<T> {
+        let to = self.to;
+        self.rx.await.map_err(|_| Self::gone(to))?
+    }
+
+    fn gone(to: ShardId) -> ServiceError {
+        ServiceError::internal(format!("shard {to} did not answer (shutting down?)"))
+    }
+}
+
 /// The partitions a shard owns, by topic then partition number.
 pub type PartitionMap = HashMap<String, HashMap<u32, Rc<Partition>>>;
 
@@ -409,13 +427,23 @@ impl Shard {
         to: ShardId,
         make: impl FnOnce(oneshot::Sender<ServiceResult<T>>) -> ShardMessage,
     ) -> ServiceResult<T> {
-        let gone = || ServiceError::internal(format!("shard {to} did not answer (shutting down?)"));
+        self.send(to, make).await?.wait().await
+    }
+
+    /// Hands a request to shard `to`'s channel, waiting only for room in it
+    /// (backpressure), and returns the answer to come. Messages to one shard
+    /// are handled there in the order they were sent.
+    pub async fn send<T>(
+        &self,
+        to: ShardId,
+        make: impl FnOnce(oneshot::Sender<ServiceResult<T>>) -> ShardMessage,
+    ) -> ServiceResult<Answer<T>> {
         let (tx, rx) = oneshot::channel();
         self.peers
             .send_to(usize::from(to), make(tx))
             .await
-            .map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+            .map_err(|_| Answer::<T>::gone(to))?;
+        Ok(Answer { to, rx })
     }
 
     /// Runs `make(reply)` on every shard (this one included, through

@@ -443,7 +443,7 @@ pub async fn commit_topic(dir: &DataDir, meta: &TopicMeta) -> Result<(), Metadat
     let topic_dir = dir.topic_dir(&meta.name);
     broker_log::io::create_dir_all(&topic_dir)
         .await
-        .map_err(|e| MetadataError::io("create", &topic_dir, e))?;
+        .map_err(MetadataError::Log)?;
     let file = dir.topic_file(&meta.name);
     broker_log::io::write_file_atomic(&file, to_json(meta))
         .await
@@ -475,7 +475,7 @@ pub async fn trash_topic(dir: &DataDir, name: &str) -> Result<(), MetadataError>
         .join(format!("{TRASH_PREFIX}{name}-{nanos}"));
     broker_log::io::rename(&topic_dir, &trash)
         .await
-        .map_err(|e| MetadataError::io("move to the trash", &topic_dir, e))?;
+        .map_err(MetadataError::Log)?;
     let topics = dir.topics_dir();
     broker_log::io::sync_dir(&topics)
         .await

@@ -17,9 +17,7 @@
 pub mod groups;
 pub mod topics;
 
-use std::{
-    collections::HashMap, ops::Range, rc::Rc, sync::atomic::Ordering::Relaxed, time::Duration,
-};
+use std::{ops::Range, rc::Rc, sync::atomic::Ordering::Relaxed, time::Duration};
 
 use bytes::Bytes;
 
@@ -243,12 +241,13 @@ pub async fn produce(
         .await
 }
 
-/// Produces to several partitions at once: each part goes to its owner
-/// (every part is sent before any answer is awaited, so the shards work in
-/// parallel), and the answers come back in request order. A part for a
-/// partition another shard owns that an earlier part of the request already
-/// asked for waits for that part's answer first: the request's order is
-/// kept per partition.
+/// Produces to several partitions at once: each part goes to its owner,
+/// and the answers come back in request order. Parts are started strictly
+/// in request order before any answer is awaited, so the shards work in
+/// parallel and each partition gets its parts in the order sent: a local
+/// part is placed in its log by its first poll; a remote part's message is
+/// handed to the owner's channel (waiting only for room in it, never for an
+/// answer), and the owner handles its messages in order.
 pub async fn produce_many(
     shard: &Rc<Shard>,
     parts: Vec<ProducePartition>,
@@ -256,45 +255,57 @@ pub async fn produce_many(
     via: Route,
 ) -> Vec<ServiceResult<Produced>> {
     let mut pending = Vec::with_capacity(parts.len());
-    // The last part sent to another shard, by partition.
-    let mut last_remote: HashMap<(String, u32), usize> = HashMap::new();
     for p in parts {
-        // The first poll places a local append in its log, or sends the
-        // message to the owner, unless the owner's channel is full: then the
-        // send waits for room, and a later part of the same partition, sent
-        // once room appeared, would overtake it. So that part is finished
-        // before another part of its partition is sent.
-        if owner(shard, &p.topic, p.partition).is_ok_and(|o| o != shard.id()) {
-            if let Some(i) = last_remote.insert((p.topic.clone(), p.partition), pending.len()) {
-                if let Ok(call) = &mut pending[i] {
-                    let done = call.await;
-                    pending[i] = Err(done);
-                }
+        let owner = match route(shard, &p.topic, p.partition, via) {
+            Ok(owner) => owner,
+            Err(e) => {
+                pending.push(Part::Done(Err(e)));
+                continue;
             }
+        };
+        if owner == shard.id() {
+            let mut call = Box::pin(async move {
+                produce_here(shard, &p.topic, p.partition, &p.batches, acks).await
+            });
+            pending.push(match futures_lite::future::poll_once(&mut call).await {
+                Some(done) => Part::Done(done),
+                None => Part::Local(call),
+            });
+            continue;
         }
-        let mut call =
-            Box::pin(
-                async move { produce(shard, &p.topic, p.partition, p.batches, acks, via).await },
-            );
-        pending.push(match futures_lite::future::poll_once(&mut call).await {
-            Some(done) => Pending::Done(done),
-            None => Pending::Waiting(call),
+        let sent = shard
+            .send(owner, move |reply| ShardMessage::Produce {
+                topic: p.topic,
+                partition: p.partition,
+                batches: p.batches,
+                acks,
+                reply,
+            })
+            .await;
+        pending.push(match sent {
+            Ok(answer) => Part::Remote(answer),
+            Err(e) => Part::Done(Err(e)),
         });
     }
     let mut answers = Vec::with_capacity(pending.len());
     for p in pending {
         answers.push(match p {
-            Pending::Done(done) => done,
-            Pending::Waiting(call) => call.await,
+            Part::Done(done) => done,
+            Part::Local(call) => call.await,
+            Part::Remote(answer) => answer.wait().await,
         });
     }
     answers
 }
 
-/// A call of [`produce_many`] after its first poll.
-enum Pending<T, F> {
-    Done(T),
-    Waiting(F),
+/// A part of [`produce_many`] once started.
+enum Part<F> {
+    /// Answered at once.
+    Done(ServiceResult<Produced>),
+    /// Placed in this shard's log, awaiting its acknowledgement.
+    Local(F),
+    /// Sent to its owner, awaiting the answer.
+    Remote(crate::shard::Answer<Produced>),
 }
 
 /// [`produce`] on the owning shard.
