@@ -90,7 +90,11 @@ impl Log {
             if let Some(placed) = self.try_place(batch, header)? {
                 return Ok(placed);
             }
-            let rolled = self.roll().await;
+            // Boxed: a roll happens once a segment, and its future (the
+            // checkpoint, index writes, a new file) would otherwise make
+            // every append's future, and every future that awaits one, over
+            // a kilobyte larger, memcpy'd at every await of every produce.
+            let rolled = Box::pin(self.roll()).await;
             {
                 let mut st = self.inner.state.borrow_mut();
                 st.exclusive = false;
