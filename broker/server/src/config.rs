@@ -98,42 +98,50 @@ impl Default for ServerConfig {
     }
 }
 
+/// A setting that is out of range or inconsistent with another; the
+/// message names the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
 impl ServerConfig {
     /// Checks the settings; the error names the setting.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.shards == Some(0) {
-            return Err("shards must be at least 1".into());
+            return Err(ConfigError("shards must be at least 1".into()));
         }
         if self.group_min_session_timeout_ms == 0
             || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms
         {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "group_min_session_timeout_ms = {} and group_max_session_timeout_ms = {}: \
                  the minimum must be at least 1 and at most the maximum",
                 self.group_min_session_timeout_ms, self.group_max_session_timeout_ms
-            ));
+            )));
         }
         if self.default_partitions == 0 {
-            return Err("default partitions must be at least 1".into());
+            return Err(ConfigError("default partitions must be at least 1".into()));
         }
         if self.max_frame_bytes < 4096 {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "max frame bytes {} is below 4096",
                 self.max_frame_bytes
-            ));
+            )));
         }
         if self.connection_in_flight_bytes < self.max_frame_bytes {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "connection in-flight bytes {} is below the max frame bytes {}: a largest frame could never be read",
                 self.connection_in_flight_bytes, self.max_frame_bytes
-            ));
+            )));
         }
         if self.retention_check.is_zero() {
-            return Err("retention check interval must be above 0".into());
+            return Err(ConfigError(
+                "retention check interval must be above 0".into(),
+            ));
         }
         self.log_config(&self.topic_defaults)
             .validate()
-            .map_err(|e| e.to_string())
+            .map_err(|e| ConfigError(e.to_string()))
     }
 
     /// The log settings of a partition of a topic with `topic` settings.

@@ -171,9 +171,30 @@ impl From<MetadataError> for ServiceError {
 /// Why the broker could not start or stopped with a failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The configuration is not usable.
+    /// A setting is out of range or inconsistent.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The machine cannot run the shards asked for.
     #[error("{0}")]
-    Config(String),
+    Cpus(String),
+    /// The data directory or its lock file could not be used.
+    #[error("cannot {what} {}: {source}", path.display())]
+    DataDir {
+        /// What was being done ("create", "resolve", "open").
+        what: &'static str,
+        /// The path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another broker holds the data directory's lock.
+    #[error("data directory {} is in use by another broker (pid {pid})", path.display())]
+    InUse {
+        /// The data directory.
+        path: std::path::PathBuf,
+        /// What its lock file says of the holder.
+        pid: String,
+    },
     /// The data directory could not be opened or is not ours.
     #[error(transparent)]
     Metadata(#[from] MetadataError),

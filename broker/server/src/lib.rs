@@ -128,17 +128,20 @@ fn lock_data_dir(data: &DataDir) -> Result<std::fs::File, StartError> {
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|e| StartError::Config(format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|source| StartError::DataDir {
+            what: "open",
+            path: path.clone(),
+            source,
+        })?;
     // SAFETY: flock on a descriptor this File owns.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);
-        return Err(StartError::Config(format!(
-            "data directory {} is in use by another broker (pid {})",
-            data.root().display(),
-            holder.trim()
-        )));
+        return Err(StartError::InUse {
+            path: data.root().to_path_buf(),
+            pid: holder.trim().to_owned(),
+        });
     }
     let _ = file.set_len(0);
     let _ = file.rewind();
@@ -184,33 +187,31 @@ pub fn start_with_metrics(
     config: ServerConfig,
     metrics: Arc<Metrics>,
 ) -> Result<RunningServer, StartError> {
-    config.validate().map_err(StartError::Config)?;
+    config.validate()?;
     let cpus = shards::online_cpus()
-        .map_err(|e| StartError::Config(format!("cannot list the CPUs: {e}")))?;
+        .map_err(|e| StartError::Cpus(format!("cannot list the CPUs: {e}")))?;
     let shard_count = config.shards.unwrap_or(cpus.len());
     if shard_count > cpus.len() {
-        return Err(StartError::Config(format!(
+        return Err(StartError::Cpus(format!(
             "{shard_count} shards asked for, but only {} CPUs are available: a shard is pinned to its own core",
             cpus.len()
         )));
     }
     if shard_count > usize::from(u16::MAX) {
-        return Err(StartError::Config(format!(
+        return Err(StartError::Cpus(format!(
             "{shard_count} shards is too many"
         )));
     }
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        StartError::Config(format!(
-            "cannot create data directory {}: {e}",
-            config.data_dir.display()
-        ))
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        what: "create data directory",
+        path: config.data_dir.clone(),
+        source,
     })?;
     // Absolute: glommio's io_uring opens fail on relative paths (EBADF).
-    let root = std::fs::canonicalize(&config.data_dir).map_err(|e| {
-        StartError::Config(format!(
-            "cannot resolve data directory {}: {e}",
-            config.data_dir.display()
-        ))
+    let root = std::fs::canonicalize(&config.data_dir).map_err(|source| StartError::DataDir {
+        what: "resolve data directory",
+        path: config.data_dir.clone(),
+        source,
     })?;
     let data = DataDir::new(root);
     let lock = lock_data_dir(&data)?;

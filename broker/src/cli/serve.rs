@@ -260,7 +260,7 @@ impl ServeArgs {
         cfg.topic_defaults.retention_ms = limit("retention_ms", retention_ms)?;
         cfg.topic_defaults.retention_bytes = limit("retention_bytes", retention_bytes)?;
         cfg.connection_in_flight_bytes = cfg.connection_in_flight_bytes.max(cfg.max_frame_bytes);
-        cfg.validate()?;
+        cfg.validate().map_err(|e| e.to_string())?;
         let shards = match cfg.shards {
             Some(n) => n,
             None => broker_shard::online_cpus().map_or(1, |c| c.len()),

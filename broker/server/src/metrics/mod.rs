@@ -435,16 +435,40 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// Why the metrics endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The address could not be bound.
+    #[error("cannot serve metrics on {addr}: {reason}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the HTTP server said.
+        reason: String,
+    },
+    /// The bound address is not an IP address.
+    #[error("metrics address {addr} is not an IP address")]
+    NotIp {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// The serving thread could not be started.
+    #[error("cannot start the metrics thread: {0}")]
+    Thread(std::io::Error),
+}
+
 /// Serves `/metrics` (Prometheus text) and `/health` (200 "ready" once the
 /// broker serves, 503 before) on `addr`, on a thread of its own. Returns the
 /// address bound (port 0 picks one).
-pub fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, String> {
-    let server = tiny_http::Server::http(addr)
-        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+pub fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, MetricsError> {
+    let server = tiny_http::Server::http(addr).map_err(|e| MetricsError::Bind {
+        addr,
+        reason: e.to_string(),
+    })?;
     let bound = server
         .server_addr()
         .to_ip()
-        .ok_or_else(|| format!("metrics address {addr} is not an IP address"))?;
+        .ok_or(MetricsError::NotIp { addr })?;
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
@@ -466,7 +490,7 @@ pub fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr,
                 let _ = request.respond(response);
             }
         })
-        .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+        .map_err(MetricsError::Thread)?;
     Ok(bound)
 }
 
