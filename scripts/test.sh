@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 scripts/check-protocol.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The Kafka-protocol tests drive the broker with real Kafka clients (pinned).
+scripts/install-kafka-clients.sh
 cargo test --workspace --locked
 # The chaos checker's own test: a build that acknowledges appends before
 # writing them (the `fault-injection` feature, never in a normal build) must
