@@ -24,6 +24,12 @@ pub struct Broker {
     pub shards: Vec<SocketAddr>,
     /// The metrics endpoint, when started with `--metrics`.
     pub metrics: Option<SocketAddr>,
+    /// The Kafka-protocol bootstrap address every shard accepts on (`kafka=`
+    /// in the ready line); None from a broker without a Kafka listener.
+    pub kafka: Option<SocketAddr>,
+    /// Each shard's own Kafka port (`kafka_shards=`), which Metadata
+    /// advertises as that shard's node; empty without a Kafka listener.
+    pub kafka_shards: Vec<SocketAddr>,
     pub data_dir: PathBuf,
     pub stderr_path: PathBuf,
 }
@@ -31,6 +37,9 @@ pub struct Broker {
 impl Broker {
     /// Starts `broker serve` with `--shards shards` on free ports over
     /// `data_dir`, plus `extra` arguments, and waits for its ready line.
+    /// A build with a Kafka listener gets `--kafka-listen 127.0.0.1:0` too
+    /// (unless `extra` names it), so that no test takes the fixed default
+    /// port and tests can run side by side.
     pub fn start(data_dir: &Path, shards: usize, extra: &[&str]) -> Broker {
         let stderr_path = data_dir.with_extension(format!("stderr-{}", std::process::id()));
         let stderr = std::fs::OpenOptions::new()
@@ -43,6 +52,7 @@ impl Broker {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0", "--shards", &shards.to_string()])
+            .args(kafka_listen_default(extra))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -60,7 +70,14 @@ impl Broker {
         let mut listen = None;
         let mut shard_addrs = Vec::new();
         let mut metrics = None;
+        let mut kafka = None;
+        let mut kafka_shards = Vec::new();
         for field in rest.split(' ') {
+            if let Some(a) = field.strip_prefix("kafka=") {
+                kafka = Some(a.parse().unwrap());
+            } else if let Some(list) = field.strip_prefix("kafka_shards=") {
+                kafka_shards = list.split(',').map(|a| a.parse().unwrap()).collect();
+            }
             if let Some(a) = field.strip_prefix("metrics=") {
                 metrics = Some(a.parse().unwrap());
             }
@@ -75,6 +92,8 @@ impl Broker {
             listen: listen.expect("listen= in the ready line"),
             shards: shard_addrs,
             metrics,
+            kafka,
+            kafka_shards,
             data_dir: data_dir.to_owned(),
             stderr_path,
         }
@@ -108,6 +127,27 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `--kafka-listen 127.0.0.1:0` when this build's `broker serve` has that
+/// flag and `extra` does not set it; nothing otherwise.
+fn kafka_listen_default(extra: &[&str]) -> Vec<&'static str> {
+    static HAS_FLAG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let has_flag = *HAS_FLAG.get_or_init(|| {
+        let out = Command::new(env!("CARGO_BIN_EXE_broker"))
+            .args(["serve", "--help"])
+            .output()
+            .expect("broker serve --help");
+        String::from_utf8_lossy(&out.stdout).contains("--kafka-listen")
+    });
+    let named = extra
+        .iter()
+        .any(|a| *a == "--kafka-listen" || a.starts_with("--kafka-listen="));
+    if has_flag && !named {
+        vec!["--kafka-listen", "127.0.0.1:0"]
+    } else {
+        Vec::new()
     }
 }
 
