@@ -10,6 +10,11 @@
 //!
 //! The clients are installed by scripts/install-kafka-clients.sh; without
 //! them these tests fail, saying so.
+//!
+//! Switched off (`#[ignore]`) until the Kafka listener
+//! answers the group apis; `cargo test -p broker --test kafka_groups --
+//! --ignored` runs them meanwhile. Switching them on: delete the `ignore`
+//! lines.
 #![allow(clippy::unwrap_used)]
 
 mod server_support;
@@ -294,11 +299,13 @@ fn three_members_share_six_partitions_and_survive_a_sigkill(lib: Lib) {
 }
 
 #[test]
+#[ignore = "Kafka consumer groups are not on the Kafka listener yet: run with --ignored"]
 fn confluent_three_members_share_six_partitions_and_survive_a_sigkill() {
     three_members_share_six_partitions_and_survive_a_sigkill(Lib::Confluent);
 }
 
 #[test]
+#[ignore = "Kafka consumer groups are not on the Kafka listener yet: run with --ignored"]
 fn kafka_python_three_members_share_six_partitions_and_survive_a_sigkill() {
     three_members_share_six_partitions_and_survive_a_sigkill(Lib::KafkaPython);
 }
@@ -408,11 +415,13 @@ fn committed_offsets_are_shared_with_the_native_protocol(lib: Lib) {
 }
 
 #[test]
+#[ignore = "Kafka consumer groups are not on the Kafka listener yet: run with --ignored"]
 fn confluent_committed_offsets_are_shared_with_the_native_protocol() {
     committed_offsets_are_shared_with_the_native_protocol(Lib::Confluent);
 }
 
 #[test]
+#[ignore = "Kafka consumer groups are not on the Kafka listener yet: run with --ignored"]
 fn kafka_python_committed_offsets_are_shared_with_the_native_protocol() {
     committed_offsets_are_shared_with_the_native_protocol(Lib::KafkaPython);
 }
