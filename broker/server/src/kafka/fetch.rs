@@ -24,10 +24,10 @@
 use std::{future::Future, pin::Pin, rc::Rc, task::Poll, time::Duration};
 
 use super::errors;
-use super::wire::DecodeResult;
+use super::wire::{DecodeResult, Decoder};
 use super::{Reply, Request, Response};
 use crate::error::ErrorKind;
-use crate::service::{self, FetchRequest, Records, Route};
+use crate::service::{self, FetchRequest as PartitionFetch, Records, Route};
 use crate::shard::Shard;
 
 /// FETCH_SESSION_ID_NOT_FOUND.
@@ -38,26 +38,38 @@ const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
 /// Longest long poll honoured (a client asking for more waits this long).
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
-struct Part<'a> {
-    topic: &'a str,
-    partition: i32,
-    offset: i64,
-    max_bytes: i32,
+/// One partition of a Fetch request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchPart<'a> {
+    /// Its topic.
+    pub topic: &'a str,
+    /// The partition.
+    pub partition: i32,
+    /// The first offset wanted.
+    pub offset: i64,
+    /// Its byte limit.
+    pub max_bytes: i32,
 }
 
-struct Asked<'a> {
-    max_wait: Duration,
-    min_bytes: usize,
-    max_bytes: usize,
-    session_id: i32,
-    session_epoch: i32,
+/// A decoded Fetch request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRequest<'a> {
+    /// How long to wait for `min_bytes` (at most 30 s).
+    pub max_wait: Duration,
+    /// Bytes to wait for.
+    pub min_bytes: usize,
+    /// The byte limit of the whole answer (usize::MAX: none).
+    pub max_bytes: usize,
+    /// The fetch session asked for (sessions are declined).
+    pub session_id: i32,
+    /// Its epoch.
+    pub session_epoch: i32,
     /// Topics in request order, each with its parts.
-    topics: Vec<(&'a str, Vec<Part<'a>>)>,
+    pub topics: Vec<(&'a str, Vec<FetchPart<'a>>)>,
 }
 
-fn decode<'a>(r: &mut Request<'a>) -> DecodeResult<Asked<'a>> {
-    let (v, flex) = (r.version, r.flexible);
-    let d = &mut r.body;
+/// Decodes a Fetch request's body.
+pub fn decode<'a>(d: &mut Decoder<'a>, v: i16, flex: bool) -> DecodeResult<FetchRequest<'a>> {
     let _replica_id = d.i32()?;
     let max_wait_ms = d.i32()?;
     let min_bytes = d.i32()?;
@@ -88,7 +100,7 @@ fn decode<'a>(r: &mut Request<'a>) -> DecodeResult<Asked<'a>> {
             }
             let max_bytes = d.i32()?;
             d.tagged_fields(flex)?;
-            parts.push(Part {
+            parts.push(FetchPart {
                 topic,
                 partition,
                 offset,
@@ -112,7 +124,7 @@ fn decode<'a>(r: &mut Request<'a>) -> DecodeResult<Asked<'a>> {
         d.string(flex)?; // rack_id
     }
     d.tagged_fields(flex)?;
-    Ok(Asked {
+    Ok(FetchRequest {
         max_wait: Duration::from_millis(max_wait_ms.max(0) as u64).min(MAX_WAIT),
         min_bytes: min_bytes.max(0) as usize,
         max_bytes: if max_bytes <= 0 {
@@ -136,7 +148,7 @@ struct Answer {
 
 /// Answers a Fetch request.
 pub async fn handle(shard: &Rc<Shard>, mut r: Request<'_>, route: Route) -> DecodeResult<Reply> {
-    let asked = decode(&mut r)?;
+    let asked = decode(&mut r.body, r.version, r.flexible)?;
     if asked.session_id != 0 {
         return Ok(Reply::Send(encode(
             &r,
@@ -185,7 +197,7 @@ pub async fn handle(shard: &Rc<Shard>, mut r: Request<'_>, route: Route) -> Deco
                     }));
                 }
                 None if p.partition >= 0 => {
-                    let request = FetchRequest {
+                    let request = PartitionFetch {
                         topic: p.topic.to_owned(),
                         partition: p.partition as u32,
                         offset: p.offset,
@@ -211,12 +223,12 @@ pub async fn handle(shard: &Rc<Shard>, mut r: Request<'_>, route: Route) -> Deco
     }
 }
 
-fn parts<'x, 'a>(asked: &'x Asked<'a>) -> impl Iterator<Item = &'x Part<'a>> {
+fn parts<'x, 'a>(asked: &'x FetchRequest<'a>) -> impl Iterator<Item = &'x FetchPart<'a>> {
     asked.topics.iter().flat_map(|(_, parts)| parts.iter())
 }
 
 /// Reads every partition once, without waiting, within the byte limits.
-async fn read_all(shard: &Rc<Shard>, asked: &Asked<'_>, route: Route) -> Vec<Answer> {
+async fn read_all(shard: &Rc<Shard>, asked: &FetchRequest<'_>, route: Route) -> Vec<Answer> {
     let mut answers = Vec::new();
     let mut total = 0usize;
     for p in parts(asked) {
@@ -226,7 +238,7 @@ async fn read_all(shard: &Rc<Shard>, asked: &Asked<'_>, route: Route) -> Vec<Ans
         };
         let left = asked.max_bytes.saturating_sub(total);
         let budget = (p.max_bytes.max(1) as usize).min(left.max(1));
-        let request = FetchRequest {
+        let request = PartitionFetch {
             topic: p.topic.to_owned(),
             partition,
             offset: p.offset,
@@ -272,7 +284,7 @@ fn failed(code: i16, high_watermark: i64, log_start_offset: i64) -> Answer {
     }
 }
 
-fn encode(r: &Request<'_>, error: i16, asked: &Asked<'_>, answers: Vec<Answer>) -> Response {
+fn encode(r: &Request<'_>, error: i16, asked: &FetchRequest<'_>, answers: Vec<Answer>) -> Response {
     let (v, flex) = (r.version, r.flexible);
     let mut e = Response::start(r, if flex { 1 } else { 0 });
     e.i32(0); // throttle_time_ms
@@ -283,7 +295,7 @@ fn encode(r: &Request<'_>, error: i16, asked: &Asked<'_>, answers: Vec<Answer>) 
     // Records go between the encoded pieces: `cuts` says where.
     let mut cuts: Vec<(usize, Records)> = Vec::new();
     let mut answers = answers.into_iter();
-    let topics: &[(&str, Vec<Part<'_>>)] = if error == errors::NONE {
+    let topics: &[(&str, Vec<FetchPart<'_>>)] = if error == errors::NONE {
         &asked.topics
     } else {
         &[]

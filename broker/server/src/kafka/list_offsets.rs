@@ -11,15 +11,21 @@
 use std::rc::Rc;
 
 use super::errors;
-use super::wire::DecodeResult;
+use super::wire::{DecodeResult, Decoder};
 use super::{Reply, Request, Response};
 use crate::service::{self, OffsetQuery, Route};
 use crate::shard::Shard;
 
-/// Answers a ListOffsets request.
-pub async fn handle(shard: &Rc<Shard>, mut r: Request<'_>, route: Route) -> DecodeResult<Reply> {
-    let (v, flex) = (r.version, r.flexible);
-    let d = &mut r.body;
+/// A decoded ListOffsets request: topics, each with (partition,
+/// timestamp) pairs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOffsetsRequest<'a> {
+    /// The topics, in request order.
+    pub topics: Vec<(&'a str, Vec<(i32, i64)>)>,
+}
+
+/// Decodes a ListOffsets request's body.
+pub fn decode<'a>(d: &mut Decoder<'a>, v: i16, flex: bool) -> DecodeResult<ListOffsetsRequest<'a>> {
     let _replica_id = d.i32()?;
     if v >= 2 {
         let _isolation_level = d.i8()?;
@@ -43,7 +49,13 @@ pub async fn handle(shard: &Rc<Shard>, mut r: Request<'_>, route: Route) -> Deco
         topics.push((name, parts));
     }
     d.tagged_fields(flex)?;
+    Ok(ListOffsetsRequest { topics })
+}
 
+/// Answers a ListOffsets request.
+pub async fn handle(shard: &Rc<Shard>, mut r: Request<'_>, route: Route) -> DecodeResult<Reply> {
+    let (v, flex) = (r.version, r.flexible);
+    let ListOffsetsRequest { topics } = decode(&mut r.body, v, flex)?;
     let mut e = Response::start(&r, if flex { 1 } else { 0 });
     if v >= 2 {
         e.i32(0); // throttle_time_ms

@@ -24,7 +24,7 @@ use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::errors;
-use super::wire::DecodeResult;
+use super::wire::{DecodeResult, Decoder};
 use super::{encode_with, Reply, Request};
 use crate::config::KafkaAdvertise;
 use crate::error::{ErrorKind, ServiceError};
@@ -84,16 +84,17 @@ pub fn leader_of(shard: &Shard, owner: u16) -> i32 {
     }
 }
 
-/// What a Metadata request asks.
-struct Asked<'a> {
-    /// None: every topic.
-    topics: Option<Vec<&'a str>>,
-    allow_auto_create: bool,
+/// A decoded Metadata request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataRequest<'a> {
+    /// The topics asked for; None: every topic.
+    pub topics: Option<Vec<&'a str>>,
+    /// Whether a missing topic may be created (v4+; always before).
+    pub allow_auto_create: bool,
 }
 
-fn decode<'a>(r: &mut Request<'a>) -> DecodeResult<Asked<'a>> {
-    let (v, flex) = (r.version, r.flexible);
-    let d = &mut r.body;
+/// Decodes a Metadata request's body.
+pub fn decode<'a>(d: &mut Decoder<'a>, v: i16, flex: bool) -> DecodeResult<MetadataRequest<'a>> {
     // Each entry is at least a length (or a 16-byte topic id, v10+).
     let min = if v >= 10 { 17 } else { 1 };
     let topics = match d.array_len(flex, min)? {
@@ -122,7 +123,7 @@ fn decode<'a>(r: &mut Request<'a>) -> DecodeResult<Asked<'a>> {
         d.bool()?; // include_topic_authorized_operations
     }
     d.tagged_fields(flex)?;
-    Ok(Asked {
+    Ok(MetadataRequest {
         topics,
         allow_auto_create,
     })
@@ -130,7 +131,7 @@ fn decode<'a>(r: &mut Request<'a>) -> DecodeResult<Asked<'a>> {
 
 /// Answers a Metadata request.
 pub async fn handle(shard: &Rc<Shard>, mut request: Request<'_>) -> DecodeResult<Reply> {
-    let asked = decode(&mut request)?;
+    let asked = decode(&mut request.body, request.version, request.flexible)?;
     let v = request.version;
     let mut topics_out = Vec::new();
     let views = match asked.topics {

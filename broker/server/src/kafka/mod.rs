@@ -225,48 +225,127 @@ fn malformed(api_key: i16, version: i16, e: &DecodeError) -> Reply {
     Reply::Close
 }
 
+/// A request's header, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// The api key.
+    pub api_key: i16,
+    /// The api version.
+    pub version: i16,
+    /// Echoed in the answer.
+    pub correlation_id: i32,
+    /// The client's id.
+    pub client_id: Option<&'a str>,
+    /// Whether the version is flexible.
+    pub flexible: bool,
+}
+
+/// Why a request's header was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Too short or malformed.
+    Malformed(DecodeError),
+    /// An api this broker does not serve.
+    UnknownApi(i16),
+    /// A version of a served api outside its range.
+    UnsupportedVersion {
+        /// The api.
+        api_key: i16,
+        /// The version asked.
+        version: i16,
+        /// Echoed in an ApiVersions answer.
+        correlation_id: i32,
+    },
+}
+
+/// Decodes a request's header (checked against [`APIS`]), leaving `d` at
+/// its body.
+pub fn decode_header<'a>(d: &mut Decoder<'a>) -> Result<Header<'a>, HeaderError> {
+    let api_key = d.i16().map_err(HeaderError::Malformed)?;
+    let version = d.i16().map_err(HeaderError::Malformed)?;
+    let correlation_id = d.i32().map_err(HeaderError::Malformed)?;
+    let Some(range) = served(api_key) else {
+        return Err(HeaderError::UnknownApi(api_key));
+    };
+    if version < range.min || version > range.max {
+        return Err(HeaderError::UnsupportedVersion {
+            api_key,
+            version,
+            correlation_id,
+        });
+    }
+    let flexible = request_header_version(api_key, version) >= 2;
+    let client_id = d.nullable_string(false).map_err(HeaderError::Malformed)?;
+    d.tagged_fields(flexible).map_err(HeaderError::Malformed)?;
+    Ok(Header {
+        api_key,
+        version,
+        correlation_id,
+        client_id,
+        flexible,
+    })
+}
+
+/// Decodes a whole request (after its size prefix), header and body,
+/// without serving it: the fuzzers' and the differential tests' entry
+/// point. Every api's decoder is here.
+pub fn check_request(frame: &[u8]) -> Result<(), String> {
+    let mut d = Decoder::new(frame);
+    let h = decode_header(&mut d).map_err(|e| format!("{e:?}"))?;
+    let (v, f) = (h.version, h.flexible);
+    let body = match h.api_key {
+        api::API_VERSIONS => Ok(()),
+        api::METADATA => metadata::decode(&mut d, v, f).map(drop),
+        api::PRODUCE => produce::decode(&mut d, v, f).map(drop),
+        api::FETCH => fetch::decode(&mut d, v, f).map(drop),
+        api::LIST_OFFSETS => list_offsets::decode(&mut d, v, f).map(drop),
+        other => return Err(format!("api {other} has no decoder")),
+    };
+    body.map_err(|e| e.to_string())
+}
+
 /// Handles one request (the bytes after its size prefix) and says what to
 /// answer.
 pub async fn handle(shard: &Rc<Shard>, frame: Bytes, via: Via) -> Reply {
     let start = std::time::Instant::now();
     let mut d = Decoder::new(&frame);
-    let header =
-        (|| -> Result<(i16, i16, i32), DecodeError> { Ok((d.i16()?, d.i16()?, d.i32()?)) })();
-    let Ok((api_key, version, correlation_id)) = header else {
-        tracing::warn!("closing a Kafka connection: a request shorter than its header");
-        return Reply::Close;
-    };
-    let Some(range) = served(api_key) else {
-        tracing::warn!(
-            api = api_key,
-            version,
-            "closing a Kafka connection: api key not supported"
-        );
-        return Reply::Close;
-    };
-    if version < range.min || version > range.max {
-        if api_key == api::API_VERSIONS {
-            // KIP-511: an ApiVersions of a newer version than ours gets a
-            // v0 answer saying UNSUPPORTED_VERSION, with our ranges.
-            return Reply::Send(api_versions::unsupported(correlation_id));
+    let Header {
+        api_key,
+        version,
+        correlation_id,
+        client_id,
+        flexible,
+    } = match decode_header(&mut d) {
+        Ok(h) => h,
+        Err(HeaderError::Malformed(e)) => {
+            tracing::warn!(error = %e, "closing a Kafka connection: malformed request header");
+            return Reply::Close;
         }
-        tracing::warn!(
-            api = api_key,
+        Err(HeaderError::UnknownApi(api_key)) => {
+            tracing::warn!(
+                api = api_key,
+                "closing a Kafka connection: api key not supported"
+            );
+            return Reply::Close;
+        }
+        Err(HeaderError::UnsupportedVersion {
+            api_key,
             version,
-            min = range.min,
-            max = range.max,
-            "closing a Kafka connection: api version not supported"
-        );
-        return Reply::Close;
-    }
-    let flexible = request_header_version(api_key, version) >= 2;
-    let client_id = match d.nullable_string(false) {
-        Ok(c) => c,
-        Err(e) => return malformed(api_key, version, &e),
+            correlation_id,
+        }) => {
+            if api_key == api::API_VERSIONS {
+                // KIP-511: an ApiVersions of a newer version than ours gets
+                // a v0 answer saying UNSUPPORTED_VERSION, with our ranges.
+                return Reply::Send(api_versions::unsupported(correlation_id));
+            }
+            tracing::warn!(
+                api = api_key,
+                version,
+                "closing a Kafka connection: api version not supported"
+            );
+            return Reply::Close;
+        }
     };
-    if let Err(e) = d.tagged_fields(flexible) {
-        return malformed(api_key, version, &e);
-    }
     let request = Request {
         api_key,
         version,

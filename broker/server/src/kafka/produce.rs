@@ -17,26 +17,44 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::errors;
-use super::wire::{DecodeResult, Encoder};
+use super::wire::{DecodeResult, Decoder, Encoder};
 use super::{Reply, Request, Response};
 use crate::error::ServiceResult;
 use crate::service::{self, Acks, ProducePartition, Produced, Route};
 use crate::shard::Shard;
 
-/// One topic of a request: its name, and its partitions' indexes and
-/// records (a range of the frame; None: null).
-struct Topic<'a> {
-    name: &'a str,
-    partitions: Vec<(i32, Option<std::ops::Range<usize>>)>,
+/// One topic of a Produce request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceTopic<'a> {
+    /// The topic's name.
+    pub name: &'a str,
+    /// Its partitions' indexes and records (a range of the frame; None:
+    /// null).
+    pub partitions: Vec<(i32, Option<std::ops::Range<usize>>)>,
 }
 
-/// Answers a Produce request.
-pub async fn handle(shard: &Rc<Shard>, mut r: Request<'_>, route: Route) -> DecodeResult<Reply> {
-    let flex = r.flexible;
-    let d = &mut r.body;
-    let _transactional_id = d.nullable_string(flex)?;
+/// A decoded Produce request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceRequest<'a> {
+    /// Set by transactional producers (transactions are not supported).
+    pub transactional_id: Option<&'a str>,
+    /// 0, 1 or -1 (all).
+    pub acks: i16,
+    /// How long the client waits for the answer.
+    pub timeout_ms: i32,
+    /// The topics, in request order.
+    pub topics: Vec<ProduceTopic<'a>>,
+}
+
+/// Decodes a Produce request's body.
+pub fn decode<'a>(
+    d: &mut Decoder<'a>,
+    _version: i16,
+    flex: bool,
+) -> DecodeResult<ProduceRequest<'a>> {
+    let transactional_id = d.nullable_string(flex)?;
     let acks = d.i16()?;
-    let _timeout_ms = d.i32()?;
+    let timeout_ms = d.i32()?;
     let n = d.count(flex, 2)?;
     let mut topics = Vec::with_capacity(n);
     for _ in 0..n {
@@ -50,10 +68,20 @@ pub async fn handle(shard: &Rc<Shard>, mut r: Request<'_>, route: Route) -> Deco
             partitions.push((index, records));
         }
         d.tagged_fields(flex)?;
-        topics.push(Topic { name, partitions });
+        topics.push(ProduceTopic { name, partitions });
     }
     d.tagged_fields(flex)?;
+    Ok(ProduceRequest {
+        transactional_id,
+        acks,
+        timeout_ms,
+        topics,
+    })
+}
 
+/// Answers a Produce request.
+pub async fn handle(shard: &Rc<Shard>, mut r: Request<'_>, route: Route) -> DecodeResult<Reply> {
+    let ProduceRequest { acks, topics, .. } = decode(&mut r.body, r.version, r.flexible)?;
     let acks = match acks {
         0 => Acks::None,
         1 | -1 => Acks::Leader,
@@ -125,7 +153,7 @@ enum Answer {
     Code(i16, Option<String>),
 }
 
-fn encode(r: &Request<'_>, topics: &[Topic<'_>], answers: Vec<Vec<Answer>>) -> Response {
+fn encode(r: &Request<'_>, topics: &[ProduceTopic<'_>], answers: Vec<Vec<Answer>>) -> Response {
     let (v, flex) = (r.version, r.flexible);
     let mut e = Response::start(r, if flex { 1 } else { 0 });
     e.array_len(flex, topics.len());

@@ -675,4 +675,3 @@ mod tests {
         assert!(err.contains("format version 99"), "{err}");
     }
 }
-
