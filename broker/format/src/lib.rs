@@ -14,9 +14,13 @@
 //!   every length is checked against the bytes that remain before it is used,
 //!   and every loop consumes input or stops, so hostile input costs at most one
 //!   pass over its bytes.
-//! - A batch that [`validate`] accepts is uncompressed, has at least one
-//!   record, offset deltas `0..records_count`, record lengths that match their
-//!   fields, no trailing bytes, and a `max_timestamp` equal to its records'.
+//! - A batch that [`validate`] accepts has a valid CRC, at least one record,
+//!   `last_offset_delta == records_count - 1` and no trailing bytes, and is
+//!   uncompressed or compressed with one of Kafka's codecs (gzip, snappy,
+//!   lz4, zstd). An uncompressed one also has offset deltas
+//!   `0..records_count`, record lengths that match their fields, and a
+//!   `max_timestamp` equal to its records'; a compressed one is stored and
+//!   served as it came, its records never decompressed by the broker.
 //! - No batch exceeds [`MAX_BATCH_LEN`] bytes, so `usize` and `i64` length
 //!   arithmetic on header fields cannot overflow.
 
@@ -45,6 +49,10 @@ pub const MAX_BATCH_LEN: usize = 64 << 20;
 
 /// Mask of the compression codec in `attributes` (bits 0-2; 0 = none).
 pub const ATTR_COMPRESSION_MASK: i16 = 0x07;
+/// The highest compression codec of Kafka's (1 gzip, 2 snappy, 3 lz4,
+/// 4 zstd): batches compressed with one are accepted and stored as they
+/// came; 5-7 are refused.
+pub const MAX_CODEC: u8 = 4;
 /// `attributes` bit 3: timestamps are the broker's append time, not the
 /// producer's create time.
 pub const ATTR_LOG_APPEND_TIME: i16 = 0x08;
@@ -248,8 +256,9 @@ pub enum BatchError {
         /// CRC-32C of bytes 21 to the end.
         computed: u32,
     },
-    /// The batch is compressed; only uncompressed batches are supported.
-    #[error("Unsupported compression codec {0} (only 0, none, is supported)")]
+    /// The batch is compressed with a codec that is not Kafka's (5-7), or
+    /// (where records are read) compressed at all.
+    #[error("Unsupported compression codec {0} (the broker stores 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd, and reads records only of uncompressed batches)")]
     UnsupportedCompression(u8),
     /// `records_count` is below the minimum (1 for a produced batch).
     #[error("records count {count} is below the minimum of {min}")]
@@ -401,7 +410,7 @@ pub fn peek_total_len(bytes: &[u8]) -> Option<usize> {
 /// Bounded work; allocates nothing.
 pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = verify_crc(bytes)?;
-    if header.compression() != 0 {
+    if header.compression() > MAX_CODEC {
         return Err(BatchError::UnsupportedCompression(header.compression()));
     }
     let declared = u32::try_from(header.records_count)
@@ -416,6 +425,11 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
             last_offset_delta: header.last_offset_delta,
             records_count: header.records_count,
         });
+    }
+    if header.compression() != 0 {
+        // Stored and served as it came: its records are not decompressed
+        // (the CRC has proved them intact since the producer made them).
+        return Ok(header);
     }
     let mut max_timestamp = i64::MIN;
     for (index, record) in (0u32..).zip(RecordIter::new(records_area(bytes), declared)) {

@@ -419,12 +419,29 @@ fn crc_mismatch_names_both_values() {
 }
 
 #[test]
-fn compressed_batch_is_unsupported() {
+fn kafka_codecs_are_stored_as_they_came_and_others_refused() {
+    for codec in 1..=4 {
+        let mut b = built_batch();
+        edit_header(&mut b, |h| h.attributes = codec);
+        let h = validate(&b).unwrap();
+        assert_eq!(h.compression(), codec as u8);
+    }
+    for codec in 5..=7 {
+        let mut b = built_batch();
+        edit_header(&mut b, |h| h.attributes = codec);
+        let err = validate(&b).unwrap_err();
+        assert_eq!(err, BatchError::UnsupportedCompression(codec as u8));
+        assert!(err.to_string().starts_with("Unsupported compression"));
+    }
+    // A compressed batch's header is still checked.
+    let mut b = built_batch();
+    edit_header(&mut b, |h| {
+        h.attributes = 1;
+        h.last_offset_delta += 1;
+    });
+    assert!(validate(&b).is_err());
     let mut b = built_batch();
     edit_header(&mut b, |h| h.attributes = 1);
-    let err = validate(&b).unwrap_err();
-    assert_eq!(err, BatchError::UnsupportedCompression(1));
-    assert!(err.to_string().starts_with("Unsupported compression"));
     assert!(matches!(
         records(&b),
         Err(BatchError::UnsupportedCompression(1))

@@ -11,6 +11,11 @@ use broker_protocol::limits::DEFAULT_MAX_FRAME_BYTES;
 /// Default main listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9092";
 
+/// How far above the native main port the Kafka listener is by default:
+/// Kafka's customary 9092 is the native protocol's (it came first), so
+/// Kafka's is 9192.
+pub const KAFKA_PORT_OFFSET: u16 = 100;
+
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "./data";
 
@@ -61,11 +66,54 @@ pub struct ServerConfig {
     /// more is accepted, told TooManyConnections and closed. None: from
     /// the descriptor limit (RLIMIT_NOFILE minus a reserve for files).
     pub max_connections: Option<usize>,
+    /// The Kafka listener's main address (every shard accepts on it, like
+    /// the native main port). Port 0: free ports.
+    pub kafka_listen: KafkaListen,
+    /// Port of shard 0's own Kafka listener; shard `i` uses this + `i`.
+    /// None: the Kafka main port + 1 (free ports when it is 0). Some(0):
+    /// free ports.
+    pub kafka_shard_port_base: Option<u16>,
+    /// Which Kafka nodes Metadata advertises.
+    pub kafka_advertise: KafkaAdvertise,
+    /// Whether a Kafka Metadata or Produce request naming a missing topic
+    /// creates it (with `default_partitions`), as Kafka's
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// This broker's id: Kafka node ids are `broker_id * 1024 + shard`.
+    pub broker_id: u32,
     /// Shortest session timeout a consumer-group member may ask for.
     pub group_min_session_timeout_ms: u32,
     /// Longest session timeout a consumer-group member may ask for.
     pub group_max_session_timeout_ms: u32,
 }
+
+/// Where the Kafka listener is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaListen {
+    /// None.
+    Off,
+    /// The main address's IP, its port + [`KAFKA_PORT_OFFSET`] (a free port
+    /// when the main port is 0): 127.0.0.1:9192 by default.
+    BesideMain,
+    /// This address.
+    At(SocketAddr),
+}
+
+/// Which Kafka nodes Metadata advertises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaAdvertise {
+    /// Every shard as its own node on its own port: clients reach each
+    /// partition's owning core directly.
+    Shards,
+    /// One node per broker, the Kafka main port: requests for another
+    /// shard's partitions are forwarded inside the broker (for hosts where
+    /// many ports are a problem).
+    Broker,
+}
+
+/// Most shards a broker may run: Kafka node ids are `broker_id * 1024 +
+/// shard`, so a broker's ids never collide with another's.
+pub const MAX_SHARDS_PER_BROKER: u16 = 1024;
 
 /// Default of [`ServerConfig::group_min_session_timeout_ms`].
 pub const DEFAULT_GROUP_MIN_SESSION_TIMEOUT_MS: u32 = 100;
@@ -92,6 +140,11 @@ impl Default for ServerConfig {
             connection_in_flight_bytes: DEFAULT_CONNECTION_IN_FLIGHT_BYTES,
             retention_check: DEFAULT_RETENTION_CHECK,
             max_connections: None,
+            kafka_listen: KafkaListen::BesideMain,
+            kafka_shard_port_base: None,
+            kafka_advertise: KafkaAdvertise::Shards,
+            auto_create_topics: true,
+            broker_id: 0,
             group_min_session_timeout_ms: DEFAULT_GROUP_MIN_SESSION_TIMEOUT_MS,
             group_max_session_timeout_ms: DEFAULT_GROUP_MAX_SESSION_TIMEOUT_MS,
         }
@@ -118,6 +171,26 @@ impl ServerConfig {
                  the minimum must be at least 1 and at most the maximum",
                 self.group_min_session_timeout_ms, self.group_max_session_timeout_ms
             )));
+        }
+        if let Some(n) = self.shards {
+            if n > usize::from(MAX_SHARDS_PER_BROKER) {
+                return Err(ConfigError(format!(
+                    "shards = {n}: at most {MAX_SHARDS_PER_BROKER} (Kafka node ids are broker_id * {MAX_SHARDS_PER_BROKER} + shard)"
+                )));
+            }
+        }
+        if self.broker_id > (i32::MAX as u32) / u32::from(MAX_SHARDS_PER_BROKER) - 1 {
+            return Err(ConfigError(format!(
+                "broker id {} is too large: Kafka node ids (broker_id * {MAX_SHARDS_PER_BROKER} + shard) must fit an i32",
+                self.broker_id
+            )));
+        }
+        if let Some(k) = self.kafka_addr() {
+            if k == self.listen && k.port() != 0 {
+                return Err(ConfigError(format!(
+                    "the Kafka listener and the native listener are both {k}"
+                )));
+            }
         }
         if self.default_partitions == 0 {
             return Err(ConfigError("default partitions must be at least 1".into()));
@@ -178,6 +251,36 @@ impl ServerConfig {
             None if self.listen.ip().is_unspecified() => "127.0.0.1".into(),
             None => self.listen.ip().to_string(),
         }
+    }
+
+    /// The Kafka port of shard `shard` (0: any free port).
+    pub fn kafka_shard_port(&self, shard: u16, main_port: u16) -> u16 {
+        match self.kafka_shard_port_base {
+            Some(0) => 0,
+            Some(base) => base.saturating_add(shard),
+            None if self.kafka_addr().is_some_and(|a| a.port() == 0) => 0,
+            None => main_port.saturating_add(1).saturating_add(shard),
+        }
+    }
+
+    /// The Kafka main address asked for, if Kafka is on.
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        match self.kafka_listen {
+            KafkaListen::Off => None,
+            KafkaListen::At(a) => Some(a),
+            KafkaListen::BesideMain => Some(SocketAddr::new(
+                self.listen.ip(),
+                match self.listen.port() {
+                    0 => 0,
+                    p => p.checked_add(KAFKA_PORT_OFFSET)?,
+                },
+            )),
+        }
+    }
+
+    /// The Kafka node id of `shard` on this broker.
+    pub fn kafka_node_id(&self, shard: u16) -> i32 {
+        (self.broker_id * u32::from(MAX_SHARDS_PER_BROKER) + u32::from(shard)) as i32
     }
 
     /// The port shard `shard` listens on (0: any free port).

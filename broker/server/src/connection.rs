@@ -53,14 +53,19 @@ const MAX_REQUESTS_IN_FLIGHT: usize = 256;
 
 /// The stream, shared by the reader and the tasks that write answers. Each
 /// borrow lasts one poll, never across an await.
-struct Stream(RefCell<TcpStream>);
+pub(crate) struct Stream(RefCell<TcpStream>);
 
 impl Stream {
-    async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Wraps `stream`.
+    pub(crate) fn new(stream: TcpStream) -> Stream {
+        Stream(RefCell::new(stream))
+    }
+
+    pub(crate) async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)).await
     }
 
-    async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+    pub(crate) async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
             let n = poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)).await?;
             if n == 0 {
@@ -73,7 +78,7 @@ impl Stream {
 
     /// Shuts both directions down: the peer sees the end of the stream and
     /// the reader's pending read returns.
-    fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         use std::os::fd::AsRawFd;
         let fd = self.0.borrow().as_raw_fd();
         // SAFETY: shutdown(2) on a descriptor this stream owns and keeps open.

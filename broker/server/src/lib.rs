@@ -20,6 +20,7 @@ pub mod connection;
 pub mod copy_stats;
 pub mod error;
 pub mod group;
+pub mod kafka;
 pub mod metadata;
 pub mod metrics;
 pub mod native;
@@ -60,6 +61,10 @@ pub struct RunningServer {
     pub listen: SocketAddr,
     /// Each shard's shard-aware address.
     pub shard_addrs: Vec<SocketAddr>,
+    /// The Kafka main address (None: no Kafka listener).
+    pub kafka_listen: Option<SocketAddr>,
+    /// Each shard's own Kafka address (empty: no Kafka listener).
+    pub kafka_shard_addrs: Vec<SocketAddr>,
     handles: Vec<ExecutorJoinHandle<Result<(), StartError>>>,
     stop: Arc<AtomicBool>,
     /// Held (flock) while the broker runs: no second broker on this data dir.
@@ -102,10 +107,28 @@ impl RunningServer {
     }
 
     /// The line `broker serve` prints once ready:
-    /// `ready listen=ADDR shards=ADDR,ADDR,...`.
+    /// `ready listen=ADDR shards=ADDR,ADDR,...`, then, with the Kafka
+    /// listener, ` kafka=ADDR kafka_shards=ADDR,ADDR,...`.
     pub fn ready_line(&self) -> String {
-        let shards: Vec<String> = self.shard_addrs.iter().map(|a| a.to_string()).collect();
-        format!("ready listen={} shards={}", self.listen, shards.join(","))
+        let join = |addrs: &[SocketAddr]| {
+            addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut line = format!(
+            "ready listen={} shards={}",
+            self.listen,
+            join(&self.shard_addrs)
+        );
+        if let Some(kafka) = self.kafka_listen {
+            line.push_str(&format!(
+                " kafka={kafka} kafka_shards={}",
+                join(&self.kafka_shard_addrs)
+            ));
+        }
+        line
     }
 }
 
@@ -151,14 +174,28 @@ fn lock_data_dir(data: &DataDir) -> Result<std::fs::File, StartError> {
 
 /// What a shard tells the starting thread.
 enum BootEvent {
-    /// Shard 0 bound the main address.
-    MainBound(SocketAddr),
-    /// A shard bound its shard-aware port.
-    ShardBound(ShardId, SocketAddr),
+    /// Shard 0 bound the main addresses (native, Kafka).
+    MainBound(MainAddrs),
+    /// A shard bound its shard-aware port and its own Kafka port.
+    ShardBound(ShardId, SocketAddr, Option<SocketAddr>),
     /// A shard serves.
     Ready,
     /// A shard could not start.
     Failed(ShardId, String),
+}
+
+/// The main addresses every shard accepts on.
+#[derive(Debug, Clone, Copy)]
+struct MainAddrs {
+    native: SocketAddr,
+    kafka: Option<SocketAddr>,
+}
+
+/// Every shard's own addresses, by shard.
+#[derive(Debug, Clone)]
+struct Endpoints {
+    native: Vec<SocketAddr>,
+    kafka: Vec<SocketAddr>,
 }
 
 /// What the starting thread gives every shard.
@@ -169,8 +206,9 @@ struct Boot {
     topics: TopicTable,
     shard_count: u16,
     events: Sender<BootEvent>,
-    main_addr: Receiver<SocketAddr>,
-    endpoints: Receiver<Vec<SocketAddr>>,
+    main_addr: Receiver<MainAddrs>,
+    endpoints: Receiver<Endpoints>,
+    cluster_id: Arc<str>,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     open_connections: Arc<std::sync::atomic::AtomicUsize>,
@@ -215,6 +253,7 @@ pub fn start_with_metrics(
     })?;
     let data = DataDir::new(root);
     let lock = lock_data_dir(&data)?;
+    let cluster_id: Arc<str> = metadata::cluster_id(&data)?.into();
     let mut topics = metadata::open_data_dir(&data)?;
     for moved in metadata::fit_to_shards(&data, &mut topics, shard_count as u16)? {
         tracing::warn!(topic = %moved, shards = shard_count,
@@ -244,6 +283,7 @@ pub fn start_with_metrics(
         events: events_tx,
         main_addr,
         endpoints,
+        cluster_id,
         stop: stop.clone(),
         metrics: metrics.clone(),
         open_connections: Arc::default(),
@@ -264,8 +304,9 @@ pub fn start_with_metrics(
     )
     .map_err(|e| StartError::Shards(e.to_string()))?;
 
-    let mut listen = None;
+    let mut listen: Option<MainAddrs> = None;
     let mut shard_addrs = vec![None; shard_count];
+    let mut kafka_addrs = vec![None; shard_count];
     let mut ready = 0;
     while ready < shard_count {
         match events.recv() {
@@ -275,10 +316,14 @@ pub fn start_with_metrics(
                     let _ = main_addr_tx.send(addr);
                 }
             }
-            Ok(BootEvent::ShardBound(id, addr)) => {
+            Ok(BootEvent::ShardBound(id, addr, kafka)) => {
                 shard_addrs[usize::from(id)] = Some(addr);
+                kafka_addrs[usize::from(id)] = kafka;
                 if shard_addrs.iter().all(Option::is_some) {
-                    let all: Vec<SocketAddr> = shard_addrs.iter().flatten().copied().collect();
+                    let all = Endpoints {
+                        native: shard_addrs.iter().flatten().copied().collect(),
+                        kafka: kafka_addrs.iter().flatten().copied().collect(),
+                    };
                     for _ in 0..shard_count {
                         let _ = endpoints_tx.send(all.clone());
                     }
@@ -296,10 +341,13 @@ pub fn start_with_metrics(
         }
     }
     metrics.set_ready();
+    let listen =
+        listen.ok_or_else(|| StartError::Shards("shard 0 never bound the main address".into()))?;
     Ok(RunningServer {
-        listen: listen
-            .ok_or_else(|| StartError::Shards("shard 0 never bound the main address".into()))?,
+        listen: listen.native,
         shard_addrs: shard_addrs.into_iter().flatten().collect(),
+        kafka_listen: listen.kafka,
+        kafka_shard_addrs: kafka_addrs.into_iter().flatten().collect(),
         handles,
         stop,
         _lock: lock,
@@ -318,11 +366,15 @@ async fn run_shard(
     let partitions = shard::open_all(id, &metrics, &config, &boot.data, &boot.topics).await?;
     let abandoned = || StartError::Shards("start-up was abandoned".into());
 
-    let main_addr = if id == 0 {
-        config.listen
+    let asked = if id == 0 {
+        MainAddrs {
+            native: config.listen,
+            kafka: config.kafka_addr(),
+        }
     } else {
         boot.main_addr.recv().map_err(|_| abandoned())?
     };
+    let main_addr = asked.native;
     let listen_error = |addr, what: String| {
         move |e: glommio::GlommioError<()>| StartError::Listen {
             addr,
@@ -334,16 +386,42 @@ async fn run_shard(
     let main_addr = main
         .local_addr()
         .map_err(listen_error(main_addr, String::new()))?;
+    let kafka_main = match asked.kafka {
+        Some(addr) => {
+            let what = " (Kafka)".to_string();
+            let l = TcpListener::bind(addr).map_err(listen_error(addr, what.clone()))?;
+            let bound = l.local_addr().map_err(listen_error(addr, what))?;
+            Some((l, bound))
+        }
+        None => None,
+    };
     if id == 0 {
-        let _ = boot.events.send(BootEvent::MainBound(main_addr));
+        let _ = boot.events.send(BootEvent::MainBound(MainAddrs {
+            native: main_addr,
+            kafka: kafka_main.as_ref().map(|(_, a)| *a),
+        }));
     }
+    let kafka_own = match &kafka_main {
+        Some((_, main)) => {
+            let addr = SocketAddr::new(main.ip(), config.kafka_shard_port(id, main.port()));
+            let what = format!(" (shard {id}'s Kafka port)");
+            let l = TcpListener::bind(addr).map_err(listen_error(addr, what.clone()))?;
+            let bound = l.local_addr().map_err(listen_error(addr, what))?;
+            Some((l, bound))
+        }
+        None => None,
+    };
     let shard_addr = SocketAddr::new(config.listen.ip(), config.shard_port(id, main_addr.port()));
     let own_port = format!(" (shard {id}'s port)");
     let own = TcpListener::bind(shard_addr).map_err(listen_error(shard_addr, own_port.clone()))?;
     let shard_addr = own
         .local_addr()
         .map_err(listen_error(shard_addr, own_port))?;
-    let _ = boot.events.send(BootEvent::ShardBound(id, shard_addr));
+    let _ = boot.events.send(BootEvent::ShardBound(
+        id,
+        shard_addr,
+        kafka_own.as_ref().map(|(_, a)| *a),
+    ));
     let endpoints = boot.endpoints.recv().map_err(|_| abandoned())?;
 
     let mesh = shards::join_mesh(mesh)
@@ -354,7 +432,10 @@ async fn run_shard(
         shard_count: boot.shard_count,
         config: config.clone(),
         data: boot.data.clone(),
-        endpoints,
+        endpoints: endpoints.native,
+        kafka_endpoints: endpoints.kafka,
+        kafka_main: kafka_main.as_ref().map(|(_, a)| *a),
+        cluster_id: boot.cluster_id.clone(),
         topics: boot.topics.clone(),
         partitions,
         peers: mesh.senders,
@@ -396,32 +477,75 @@ async fn run_shard(
     // (Racing them against the stop poll in one task re-polled them every
     // 50 ms, and glommio kept every waker clone: its refcount overflowed
     // after about 15 minutes and the shard panicked.)
-    let main_loop = glommio::spawn_local(accept_loop(shard.clone(), main, Via::Main));
-    let own_loop = glommio::spawn_local(accept_loop(shard.clone(), own, Via::ShardPort));
+    let main_loop = glommio::spawn_local(accept_loop(
+        shard.clone(),
+        main,
+        Via::Main,
+        Protocol::Native,
+    ));
+    let own_loop = glommio::spawn_local(accept_loop(
+        shard.clone(),
+        own,
+        Via::ShardPort,
+        Protocol::Native,
+    ));
+    let mut kafka_loops = Vec::new();
+    for (listener, via) in [
+        (kafka_main.map(|(l, _)| l), Via::Main),
+        (kafka_own.map(|(l, _)| l), Via::ShardPort),
+    ] {
+        if let Some(listener) = listener {
+            kafka_loops.push(glommio::spawn_local(accept_loop(
+                shard.clone(),
+                listener,
+                via,
+                Protocol::Kafka,
+            )));
+        }
+    }
     while !boot.stop.load(Ordering::Acquire) {
         glommio::timer::sleep(STOP_POLL).await;
     }
     // Cancelling drops both listeners: no new connection from here on.
     main_loop.cancel().await;
     own_loop.cancel().await;
+    for l in kafka_loops {
+        l.cancel().await;
+    }
     shard.shut_down(DRAIN_TIMEOUT).await;
     Ok(())
 }
 
+/// Which protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Native,
+    Kafka,
+}
+
 /// Accepts connections forever, each served by its own task.
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, via: Via) {
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, via: Via, protocol: Protocol) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 let open = shard.open_connections();
                 if open.fetch_add(1, Ordering::AcqRel) >= shard.config().max_connections() {
                     open.fetch_sub(1, Ordering::AcqRel);
-                    glommio::spawn_local(connection::refuse(shard.clone(), stream)).detach();
+                    if protocol == Protocol::Native {
+                        glommio::spawn_local(connection::refuse(shard.clone(), stream)).detach();
+                    }
+                    // A Kafka peer has no frame for it: the connection is
+                    // closed (dropped) at once.
                     continue;
                 }
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
-                    connection::serve(shard.clone(), stream, via).await;
+                    match protocol {
+                        Protocol::Native => connection::serve(shard.clone(), stream, via).await,
+                        Protocol::Kafka => {
+                            kafka::connection::serve(shard.clone(), stream, via).await
+                        }
+                    }
                     shard.open_connections().fetch_sub(1, Ordering::AcqRel);
                 })
                 .detach();

@@ -158,6 +158,12 @@ pub struct ShardParts {
     pub topics: TopicTable,
     /// The partitions this shard recovered.
     pub partitions: PartitionMap,
+    /// Every shard's own Kafka address, by shard (empty: no Kafka listener).
+    pub kafka_endpoints: Vec<SocketAddr>,
+    /// The Kafka main address every shard accepts on.
+    pub kafka_main: Option<SocketAddr>,
+    /// The data directory's cluster id.
+    pub cluster_id: Arc<str>,
     /// Links to the other shards.
     pub peers: Senders<ShardMessage>,
     /// This shard's metrics series.
@@ -173,6 +179,9 @@ pub struct Shard {
     config: Arc<ServerConfig>,
     data: DataDir,
     endpoints: Vec<SocketAddr>,
+    kafka_endpoints: Vec<SocketAddr>,
+    kafka_main: Option<SocketAddr>,
+    cluster_id: Arc<str>,
     topics: RefCell<TopicTable>,
     partitions: RefCell<PartitionMap>,
     /// Topics this shard is creating or deleting (as their controller):
@@ -218,6 +227,9 @@ impl Shard {
             config: parts.config,
             data: parts.data,
             endpoints: parts.endpoints,
+            kafka_endpoints: parts.kafka_endpoints,
+            kafka_main: parts.kafka_main,
+            cluster_id: parts.cluster_id,
             topics: RefCell::new(parts.topics),
             partitions: RefCell::new(parts.partitions),
             changing: RefCell::new(HashSet::new()),
@@ -229,6 +241,21 @@ impl Shard {
             metrics: parts.metrics,
             open_connections: parts.open_connections,
         }
+    }
+
+    /// Every shard's own Kafka address, by shard.
+    pub fn kafka_endpoints(&self) -> &[SocketAddr] {
+        &self.kafka_endpoints
+    }
+
+    /// The Kafka main address.
+    pub fn kafka_main(&self) -> Option<SocketAddr> {
+        self.kafka_main
+    }
+
+    /// The data directory's cluster id.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
     }
 
     /// This shard's index.

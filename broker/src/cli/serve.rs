@@ -35,6 +35,17 @@ pub enum Fsync {
     Never,
 }
 
+/// Which Kafka nodes Metadata advertises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KafkaAdvertise {
+    /// Every shard as its own node on its own port: clients reach the
+    /// owning core directly.
+    Shards,
+    /// One node, the Kafka main port: the shards forward among themselves.
+    Broker,
+}
+
 /// The broker's settings, each optional: from flags or from the file.
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -100,6 +111,24 @@ pub struct Settings {
     /// line [default: off].
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+    /// The Apache Kafka protocol's listener: every shard accepts on it, and
+    /// each shard also listens on its own Kafka port (advertised as its own
+    /// Kafka node); `off` for none [default: the --listen IP, its port +
+    /// 100: 127.0.0.1:9192; free ports when --listen's port is 0].
+    #[arg(long, value_name = "HOST:PORT|off")]
+    pub kafka_listen: Option<String>,
+    /// Port of shard 0's own Kafka listener; shard i uses this + i.
+    /// Default: the Kafka port + 1 (free ports when it is 0). 0: free ports.
+    #[arg(long)]
+    pub kafka_shard_port_base: Option<u16>,
+    /// Which Kafka nodes Metadata advertises: every shard on its own port,
+    /// or one node per broker [default: shards].
+    #[arg(long, value_enum)]
+    pub kafka_advertise: Option<KafkaAdvertise>,
+    /// Whether a Kafka client's Metadata request creates a topic it names
+    /// that does not exist (with --default-partitions) [default: true].
+    #[arg(long, value_name = "true|false")]
+    pub auto_create_topics: Option<bool>,
     /// Shortest session timeout a consumer-group member may ask for, in
     /// milliseconds; a join asking for less is refused [default: 100].
     #[arg(long)]
@@ -118,7 +147,7 @@ pub struct Settings {
     broker serve --config broker.toml --fsync never # a flag overrides the file\n  \
     broker serve --listen 127.0.0.1:0               # free port, printed on stdout\n\n\
     Once every shard serves, one line goes to stdout:\n  \
-    ready listen=127.0.0.1:9092 shards=127.0.0.1:9093,127.0.0.1:9094\n\
+    ready listen=127.0.0.1:9092 shards=127.0.0.1:9093,127.0.0.1:9094 kafka=127.0.0.1:9192 kafka_shards=127.0.0.1:9193,127.0.0.1:9194\n\
     SIGTERM or SIGINT stops it gracefully (a second one exits at once).")]
 pub struct ServeArgs {
     /// TOML file with any of the settings below (keys: the flag names with
@@ -154,6 +183,11 @@ pub struct Effective {
     listen: SocketAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     shard_port_base: Option<u16>,
+    kafka_listen: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kafka_shard_port_base: Option<u16>,
+    kafka_advertise: KafkaAdvertise,
+    auto_create_topics: bool,
     advertised_host: String,
     shards: usize,
     fsync: Fsync,
@@ -205,7 +239,11 @@ impl ServeArgs {
             max_connections,
             metrics,
             group_min_session_timeout_ms,
-            group_max_session_timeout_ms
+            group_max_session_timeout_ms,
+            kafka_listen,
+            kafka_shard_port_base,
+            kafka_advertise,
+            auto_create_topics
         ))
     }
 
@@ -226,7 +264,24 @@ impl ServeArgs {
                 "{name} = {v}: must be at least 1, or -1 for no limit"
             )),
         };
+        use broker_server::config::KafkaListen;
+        let kafka_listen =
+            match s.kafka_listen.as_deref() {
+                None => d.kafka_listen,
+                Some("off") => KafkaListen::Off,
+                Some(addr) => KafkaListen::At(addr.parse::<SocketAddr>().map_err(|e| {
+                    format!("kafka_listen = {addr:?}: {e} (want HOST:PORT, or off)")
+                })?),
+            };
+        let kafka_advertise = s.kafka_advertise.unwrap_or(KafkaAdvertise::Shards);
         let mut cfg = ServerConfig {
+            kafka_listen,
+            kafka_shard_port_base: s.kafka_shard_port_base,
+            kafka_advertise: match kafka_advertise {
+                KafkaAdvertise::Shards => broker_server::config::KafkaAdvertise::Shards,
+                KafkaAdvertise::Broker => broker_server::config::KafkaAdvertise::Broker,
+            },
+            auto_create_topics: s.auto_create_topics.unwrap_or(d.auto_create_topics),
             data_dir: s.data_dir.clone().unwrap_or(d.data_dir),
             listen: s.listen.unwrap_or(d.listen),
             shard_port_base: s.shard_port_base,
@@ -269,6 +324,12 @@ impl ServeArgs {
             data_dir: cfg.data_dir.clone(),
             listen: cfg.listen,
             shard_port_base: cfg.shard_port_base,
+            kafka_listen: cfg
+                .kafka_addr()
+                .map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            kafka_shard_port_base: cfg.kafka_shard_port_base,
+            kafka_advertise,
+            auto_create_topics: cfg.auto_create_topics,
             advertised_host: cfg.advertised_host(),
             shards,
             fsync,

@@ -523,6 +523,56 @@ fn write_atomic_blocking(path: &Path, bytes: &[u8]) -> Result<(), MetadataError>
     Ok(())
 }
 
+/// The cluster id of this data directory (file `cluster.id`), created on
+/// first start: 16 random bytes as 22 characters of URL-safe base64, the
+/// form Kafka's cluster ids take. Kafka clients compare it between brokers
+/// and reconnects, so it never changes for the life of the data.
+pub fn cluster_id(dir: &DataDir) -> Result<String, MetadataError> {
+    let path = dir.root().join("cluster.id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim();
+            if id.is_empty() || id.len() > 64 || !id.bytes().all(is_cluster_id_byte) {
+                return Err(MetadataError::Corrupt {
+                    path,
+                    reason: format!("{id:?} is not a cluster id (1-64 of A-Z a-z 0-9 - _)"),
+                });
+            }
+            Ok(id.to_owned())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut raw = [0u8; 16];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut raw))
+                .map_err(|e| MetadataError::io("read", Path::new("/dev/urandom"), e))?;
+            let id = base64_url(&raw);
+            write_atomic_blocking(&path, id.as_bytes())?;
+            Ok(id)
+        }
+        Err(e) => Err(MetadataError::io("read", &path, e)),
+    }
+}
+
+fn is_cluster_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// URL-safe base64 without padding.
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

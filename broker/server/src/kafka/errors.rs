@@ -1,0 +1,63 @@
+//! Kafka's error codes, and the one mapping from the service's
+//! [`ErrorKind`] to them. Codes a client retries on (NOT_LEADER_OR_FOLLOWER,
+//! UNKNOWN_TOPIC_OR_PARTITION, COORDINATOR_NOT_AVAILABLE, ...) are used
+//! wherever the condition is one a retry or a metadata refresh can cure.
+
+use crate::error::{ErrorKind, ServiceError};
+
+/// No error.
+pub const NONE: i16 = 0;
+/// UNKNOWN_SERVER_ERROR.
+pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+/// OFFSET_OUT_OF_RANGE.
+pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+/// CORRUPT_MESSAGE.
+pub const CORRUPT_MESSAGE: i16 = 2;
+/// UNKNOWN_TOPIC_OR_PARTITION (retriable).
+pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+/// NOT_LEADER_OR_FOLLOWER (retriable: refresh metadata).
+pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+/// MESSAGE_TOO_LARGE.
+pub const MESSAGE_TOO_LARGE: i16 = 10;
+/// COORDINATOR_NOT_AVAILABLE (retriable).
+pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+/// NOT_COORDINATOR (retriable: find the coordinator again).
+pub const NOT_COORDINATOR: i16 = 16;
+/// INVALID_TOPIC_EXCEPTION.
+pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+/// INVALID_REQUIRED_ACKS.
+pub const INVALID_REQUIRED_ACKS: i16 = 21;
+/// ILLEGAL_GENERATION.
+pub const ILLEGAL_GENERATION: i16 = 22;
+/// UNKNOWN_MEMBER_ID.
+pub const UNKNOWN_MEMBER_ID: i16 = 25;
+/// REBALANCE_IN_PROGRESS.
+pub const REBALANCE_IN_PROGRESS: i16 = 27;
+/// UNSUPPORTED_VERSION.
+pub const UNSUPPORTED_VERSION: i16 = 35;
+/// TOPIC_ALREADY_EXISTS.
+pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+/// INVALID_PARTITIONS.
+pub const INVALID_PARTITIONS: i16 = 37;
+/// INVALID_REQUEST.
+pub const INVALID_REQUEST: i16 = 42;
+/// KAFKA_STORAGE_ERROR (retriable).
+pub const KAFKA_STORAGE_ERROR: i16 = 56;
+
+/// The Kafka error code of a service error.
+pub fn code(e: &ServiceError) -> i16 {
+    match e.kind {
+        ErrorKind::UnknownTopic | ErrorKind::UnknownPartition => UNKNOWN_TOPIC_OR_PARTITION,
+        ErrorKind::OffsetOutOfRange => OFFSET_OUT_OF_RANGE,
+        ErrorKind::NotOwner => NOT_LEADER_OR_FOLLOWER,
+        ErrorKind::CorruptBatch => CORRUPT_MESSAGE,
+        ErrorKind::BatchTooLarge => MESSAGE_TOO_LARGE,
+        ErrorKind::NoSpace | ErrorKind::Storage => KAFKA_STORAGE_ERROR,
+        ErrorKind::InvalidRequest => INVALID_REQUEST,
+        ErrorKind::TopicExists => TOPIC_ALREADY_EXISTS,
+        ErrorKind::UnknownMember => UNKNOWN_MEMBER_ID,
+        ErrorKind::IllegalGeneration | ErrorKind::NotAssigned => ILLEGAL_GENERATION,
+        ErrorKind::RebalanceInProgress => REBALANCE_IN_PROGRESS,
+        ErrorKind::Internal => UNKNOWN_SERVER_ERROR,
+    }
+}

@@ -1,0 +1,240 @@
+//! Metadata (key 3), versions 1-12: the nodes, the cluster id, the
+//! controller, and each topic's partitions with their leader.
+//!
+//! Nodes: with `--kafka-advertise shards` (the default) every shard is a
+//! node on its own Kafka port, and a partition's leader is the node of the
+//! shard that owns it, so a client sends each partition's requests straight
+//! to its core; with `broker`, one node (the Kafka main port) leads
+//! everything and the shards forward among themselves. The controller is
+//! shard 0's node. A single copy of each partition means replicas and ISR
+//! are the leader alone; leader epochs are not tracked yet (-1, so clients
+//! skip their epoch validation).
+//!
+//! Topic auto-creation: a name that does not exist is created with the
+//! broker's default partition count when `--auto-create-topics` is on and
+//! the request allows it (v4+: `allow_auto_topic_creation`; always before
+//! v4), as Kafka's `auto.create.topics.enable`.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::errors;
+use super::wire::{DecodeResult, Decoder};
+use super::{encode_with, Reply, Request};
+use crate::config::KafkaAdvertise;
+use crate::error::{ErrorKind, ServiceError};
+use crate::metadata::{validate_topic_name, TopicMeta};
+use crate::service::{is_internal, topics};
+use crate::shard::Shard;
+
+/// One Kafka node this broker advertises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Its node id.
+    pub id: i32,
+    /// The host clients connect to.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+/// The nodes Metadata advertises.
+pub fn nodes(shard: &Shard) -> Vec<Node> {
+    let config = shard.config();
+    let Some(main) = shard.kafka_main() else {
+        return Vec::new();
+    };
+    let host = config
+        .advertised_host
+        .clone()
+        .unwrap_or_else(|| match main.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".into(),
+            ip => ip.to_string(),
+        });
+    match config.kafka_advertise {
+        KafkaAdvertise::Shards => shard
+            .kafka_endpoints()
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| Node {
+                id: config.kafka_node_id(i as u16),
+                host: host.clone(),
+                port: addr.port(),
+            })
+            .collect(),
+        KafkaAdvertise::Broker => vec![Node {
+            id: config.kafka_node_id(0),
+            host,
+            port: main.port(),
+        }],
+    }
+}
+
+/// The node that leads a partition owned by `owner`.
+pub fn leader_of(shard: &Shard, owner: u16) -> i32 {
+    let config = shard.config();
+    match config.kafka_advertise {
+        KafkaAdvertise::Shards => config.kafka_node_id(owner),
+        KafkaAdvertise::Broker => config.kafka_node_id(0),
+    }
+}
+
+/// A decoded Metadata request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataRequest<'a> {
+    /// The topics asked for; None: every topic.
+    pub topics: Option<Vec<&'a str>>,
+    /// Whether a missing topic may be created (v4+; always before).
+    pub allow_auto_create: bool,
+}
+
+/// Decodes a Metadata request's body.
+pub fn decode<'a>(d: &mut Decoder<'a>, v: i16, flex: bool) -> DecodeResult<MetadataRequest<'a>> {
+    // Each entry is at least a length (or a 16-byte topic id, v10+).
+    let min = if v >= 10 { 17 } else { 1 };
+    let topics = match d.array_len(flex, min)? {
+        None => None,
+        Some(n) => {
+            let mut names = Vec::with_capacity(n);
+            for _ in 0..n {
+                if v >= 10 {
+                    d.uuid()?;
+                }
+                // v10+: a null name asks by topic id, which this broker does
+                // not have (topic ids are not supported): no such topic.
+                if let Some(name) = d.nullable_string(flex)? {
+                    names.push(name);
+                }
+                d.tagged_fields(flex)?;
+            }
+            Some(names)
+        }
+    };
+    let allow_auto_create = if v >= 4 { d.bool()? } else { true };
+    if (8..=10).contains(&v) {
+        d.bool()?; // include_cluster_authorized_operations
+    }
+    if v >= 8 {
+        d.bool()?; // include_topic_authorized_operations
+    }
+    d.tagged_fields(flex)?;
+    Ok(MetadataRequest {
+        topics,
+        allow_auto_create,
+    })
+}
+
+/// Answers a Metadata request.
+pub async fn handle(shard: &Rc<Shard>, mut request: Request<'_>) -> DecodeResult<Reply> {
+    let asked = decode(&mut request.body, request.version, request.flexible)?;
+    let v = request.version;
+    let mut topics_out = Vec::new();
+    let views = match asked.topics {
+        Some(names) if names.is_empty() => Vec::new(),
+        names => topics::describe(shard, names),
+    };
+    for view in views {
+        let (error, meta) = match view.topic {
+            Some(meta) => (errors::NONE, Some(meta)),
+            None => match auto_create(shard, &view.name, asked.allow_auto_create).await {
+                Ok(Some(meta)) => (errors::NONE, Some(meta)),
+                Ok(None) => (errors::UNKNOWN_TOPIC_OR_PARTITION, None),
+                Err(e) => (create_error(&e), None),
+            },
+        };
+        topics_out.push(topic_entry(shard, &view.name, error, meta.as_deref()));
+    }
+    let config = shard.config();
+    let brokers = nodes(shard)
+        .into_iter()
+        .map(|n| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(n.id))
+                .with_host(StrBytes::from_string(n.host))
+                .with_port(i32::from(n.port))
+        })
+        .collect();
+    let mut response = MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_controller_id(BrokerId(config.kafka_node_id(0)))
+        .with_topics(topics_out);
+    if v >= 2 {
+        response =
+            response.with_cluster_id(Some(StrBytes::from_string(shard.cluster_id().to_owned())));
+    }
+    Ok(encode_with(&request, &response))
+}
+
+/// Creates `name` if auto-creation is on and allowed; Ok(None) when it is
+/// not (the topic stays unknown).
+async fn auto_create(
+    shard: &Rc<Shard>,
+    name: &str,
+    allowed: bool,
+) -> Result<Option<std::sync::Arc<TopicMeta>>, ServiceError> {
+    if !allowed || !shard.config().auto_create_topics || is_internal(name) {
+        return Ok(None);
+    }
+    validate_topic_name(name)?;
+    let created = topics::create(
+        shard,
+        topics::CreateTopic {
+            name: name.to_owned(),
+            partitions: None,
+            settings: Default::default(),
+        },
+    )
+    .await;
+    match created {
+        Ok(meta) => {
+            tracing::info!(
+                topic = name,
+                partitions = meta.partition_count(),
+                "topic auto-created"
+            );
+            Ok(Some(meta))
+        }
+        // Created meanwhile by someone else: describe it.
+        Err(e) if e.kind == ErrorKind::TopicExists => Ok(shard.topic(name)),
+        Err(e) => Err(e),
+    }
+}
+
+fn create_error(e: &ServiceError) -> i16 {
+    match e.kind {
+        ErrorKind::InvalidRequest => errors::INVALID_TOPIC_EXCEPTION,
+        _ => errors::code(e),
+    }
+}
+
+fn topic_entry(
+    shard: &Shard,
+    name: &str,
+    error: i16,
+    meta: Option<&TopicMeta>,
+) -> MetadataResponseTopic {
+    let partitions = meta
+        .map(|m| {
+            (0..m.partition_count())
+                .map(|p| {
+                    let leader = BrokerId(leader_of(shard, m.owner(p).unwrap_or(0)));
+                    MetadataResponsePartition::default()
+                        .with_partition_index(p as i32)
+                        .with_leader_id(leader)
+                        .with_replica_nodes(vec![leader])
+                        .with_isr_nodes(vec![leader])
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    MetadataResponseTopic::default()
+        .with_error_code(error)
+        .with_name(Some(TopicName(StrBytes::from_string(name.to_owned()))))
+        .with_is_internal(is_internal(name))
+        .with_partitions(partitions)
+}
