@@ -50,6 +50,15 @@ def main():
     }
     p = ck.Producer(conf)
 
+    def serve(call, *args):
+        """p.poll: confluent-kafka raises a fatal error (an idempotent
+        producer the broker cannot serve, say) from it."""
+        try:
+            return call(*args)
+        except ck.KafkaException as e:
+            err = e.args[0]
+            common.fail(f"{'fatal ' if err.fatal() else ''}client error: {err}")
+
     sent = 0
     for index, key, value, partition in common.records(a):
         d = common.digest(key, value)
@@ -81,18 +90,22 @@ def main():
                 p.produce(a.topic, **kwargs)
                 break
             except BufferError:
-                p.poll(0.05)
+                serve(p.poll, 0.05)
                 check()
             except ck.KafkaException as e:
                 common.fail(f"produce of record {index}: {e}")
             if deadline.passed():
                 common.fail(f"the producer's queue stayed full until the {deadline.seconds}s deadline", 4)
         sent += 1
-        p.poll(0)
+        serve(p.poll, 0)
         check()
 
-    left = p.flush(deadline.left())
-    check()
+    # Not flush(): after a fatal error it raises SystemError and the error
+    # is lost, where poll() raises it.
+    while len(p) > 0 and not deadline.passed():
+        serve(p.poll, 0.1)
+        check()
+    left = len(p)
     if left:
         common.fail(f"{left} of {sent} records not acknowledged before the {deadline.seconds}s deadline", 4)
     common.emit({"event": "done", "sent": sent, "acked": state["acked"], "failed": state["failed"]})

@@ -357,8 +357,10 @@ pub fn run_kcat(args: &[&str], stdin: &[u8], timeout: Duration) -> Output {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start kcat ({e}): {INSTALL_HINT}"));
     let mut input = child.stdin.take().unwrap();
-    let (stdout, a) = collect_lines(child.stdout.take().unwrap());
-    let (stderr, b) = collect_lines(child.stderr.take().unwrap());
+    // kcat -L -J ends its document without a newline: keep a last line
+    // that has none (collect_lines drops it).
+    let (stdout, a) = collect_all_lines(child.stdout.take().unwrap());
+    let (stderr, b) = collect_all_lines(child.stderr.take().unwrap());
     // A kcat that failed early closed its stdin: its stderr says why.
     let _ = input.write_all(stdin);
     drop(input);
@@ -370,6 +372,22 @@ pub fn run_kcat(args: &[&str], stdin: &[u8], timeout: Duration) -> Output {
         readers: vec![a, b],
     }
     .wait(timeout)
+}
+
+/// Like `collect_lines`, but a last line without its newline counts too.
+fn collect_all_lines(
+    pipe: impl std::io::Read + Send + 'static,
+) -> (Arc<Mutex<Vec<String>>>, thread::JoinHandle<()>) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    let handle = thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut pipe = pipe;
+        let _ = pipe.read_to_end(&mut all);
+        let text = String::from_utf8_lossy(&all);
+        sink.lock().unwrap().extend(text.lines().map(str::to_owned));
+    });
+    (lines, handle)
 }
 
 /// Strings for a script's argument list.

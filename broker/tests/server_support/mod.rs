@@ -37,9 +37,6 @@ pub struct Broker {
 impl Broker {
     /// Starts `broker serve` with `--shards shards` on free ports over
     /// `data_dir`, plus `extra` arguments, and waits for its ready line.
-    /// A build with a Kafka listener gets `--kafka-listen 127.0.0.1:0` too
-    /// (unless `extra` names it), so that no test takes the fixed default
-    /// port and tests can run side by side.
     pub fn start(data_dir: &Path, shards: usize, extra: &[&str]) -> Broker {
         let stderr_path = data_dir.with_extension(format!("stderr-{}", std::process::id()));
         let stderr = std::fs::OpenOptions::new()
@@ -52,7 +49,6 @@ impl Broker {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0", "--shards", &shards.to_string()])
-            .args(kafka_listen_default(extra))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -127,27 +123,6 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// `--kafka-listen 127.0.0.1:0` when this build's `broker serve` has that
-/// flag and `extra` does not set it; nothing otherwise.
-fn kafka_listen_default(extra: &[&str]) -> Vec<&'static str> {
-    static HAS_FLAG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let has_flag = *HAS_FLAG.get_or_init(|| {
-        let out = Command::new(env!("CARGO_BIN_EXE_broker"))
-            .args(["serve", "--help"])
-            .output()
-            .expect("broker serve --help");
-        String::from_utf8_lossy(&out.stdout).contains("--kafka-listen")
-    });
-    let named = extra
-        .iter()
-        .any(|a| *a == "--kafka-listen" || a.starts_with("--kafka-listen="));
-    if has_flag && !named {
-        vec!["--kafka-listen", "127.0.0.1:0"]
-    } else {
-        Vec::new()
     }
 }
 
