@@ -38,8 +38,9 @@ use support::{
 /// How long a condition that depends on the group settling may take.
 const SETTLE: Duration = Duration::from_secs(40);
 const SCRIPT_LIMIT: Duration = Duration::from_secs(90);
-const SESSION_MS: &str = "2000";
-const HEARTBEAT_MS: &str = "300";
+/// Kafka's own lower bound (group.min.session.timeout.ms) by default.
+const SESSION_MS: &str = "6000";
+const HEARTBEAT_MS: &str = "500";
 
 /// Produces `count` keyed records of 100 bytes (from `seed`) with
 /// confluent-kafka, acks=all; returns the acknowledgements.
@@ -72,12 +73,14 @@ struct Member {
 }
 
 impl Member {
+    /// A member that runs until SIGTERM or `timeout_s` seconds.
     fn spawn(
         lib: Lib,
         name: &str,
         kafka: &str,
         topic: &str,
         group: &str,
+        timeout_s: u32,
         extra: &[&str],
     ) -> Member {
         let mut a = args(&[
@@ -92,7 +95,7 @@ impl Member {
             "--heartbeat-interval-ms",
             HEARTBEAT_MS,
             "--timeout",
-            "80",
+            &timeout_s.to_string(),
         ]);
         a.extend(args(extra));
         Member {
@@ -259,7 +262,7 @@ fn three_members_share_six_partitions_and_survive_a_sigkill(lib: Lib) {
     let mut acks = produce(&kafka, topic, 600, 1);
 
     let mut members: Vec<Member> = (0..3)
-        .map(|i| Member::spawn(lib, &format!("m{i}"), &kafka, topic, &group, &[]))
+        .map(|i| Member::spawn(lib, &format!("m{i}"), &kafka, topic, &group, 100, &[]))
         .collect();
     wait_for_split(
         &mut members,
@@ -366,7 +369,7 @@ fn committed_offsets_are_shared_with_the_native_protocol(lib: Lib) {
     // A Kafka member reads 30 and commits them: the native describe shows
     // those offsets, and a native member of the group reads the other 50.
     let group = format!("kafka-first-{}", lib.name());
-    let member = Member::spawn(lib, "k", &kafka, topic, &group, &["--stop-after", "30"]);
+    let member = Member::spawn(lib, "k", &kafka, topic, &group, 40, &["--stop-after", "30"]);
     let out = member.proc.wait(SCRIPT_LIMIT).ok();
     let read: Vec<(u32, i64)> = consumed(&out.json()).into_iter().collect();
     assert_eq!(read.len(), 30, "{}", out.stderr);
@@ -397,7 +400,7 @@ fn committed_offsets_are_shared_with_the_native_protocol(lib: Lib) {
     assert_eq!(first.len(), 25);
     let committed = next_offsets(&first);
     wait_committed(&broker, &group, topic, &committed);
-    let member = Member::spawn(lib, "k", &kafka, topic, &group, &["--stop-after", "55"]);
+    let member = Member::spawn(lib, "k", &kafka, topic, &group, 40, &["--stop-after", "55"]);
     let out = member.proc.wait(SCRIPT_LIMIT).ok();
     let rest: Vec<(u32, i64)> = consumed(&out.json()).into_iter().collect();
     for (p, o) in &rest {

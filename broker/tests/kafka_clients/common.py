@@ -215,6 +215,13 @@ def add_group_args(p):
     p.add_argument("--session-timeout-ms", type=int, default=6000)
     p.add_argument("--heartbeat-interval-ms", type=int, default=500)
     p.add_argument(
+        "--max-poll-interval-ms",
+        type=int,
+        default=20000,
+        help="also the rebalance timeout the member sends with JoinGroup: how "
+        "long a rebalance waits for members to rejoin [default: 20000]",
+    )
+    p.add_argument(
         "--stop-after",
         type=int,
         help="commit, leave the group and exit 0 once this many records were "

@@ -40,6 +40,7 @@ def main():
             "partition.assignment.strategy": "range",
             "session.timeout.ms": a.session_timeout_ms,
             "heartbeat.interval.ms": a.heartbeat_interval_ms,
+            "max.poll.interval.ms": a.max_poll_interval_ms,
             "enable.auto.commit": False,
             # Only what was printed is stored, so only that is committed.
             "enable.auto.offset.store": False,

@@ -48,6 +48,7 @@ def main():
             partition_assignment_strategy=[kafka_range.RangePartitionAssignor],
             session_timeout_ms=a.session_timeout_ms,
             heartbeat_interval_ms=a.heartbeat_interval_ms,
+            max_poll_interval_ms=a.max_poll_interval_ms,
             enable_auto_commit=False,
             auto_offset_reset=a.offset_reset,
             check_crcs=True,
