@@ -553,6 +553,32 @@ pub fn cluster_id(dir: &DataDir) -> Result<String, MetadataError> {
     }
 }
 
+/// Producer ids one start of the broker reserves: its shards hand them out
+/// (InitProducerId) and none is ever given twice, across restarts too.
+pub const PRODUCER_ID_BLOCK: i64 = 1 << 32;
+
+/// Reserves this start's block of producer ids: reads the next free one
+/// from `producer-ids` (0 when absent), writes it back one block further
+/// (atomically, fsynced) and returns the block's first id.
+pub fn reserve_producer_ids(dir: &DataDir) -> Result<i64, MetadataError> {
+    let path = dir.root().join("producer-ids");
+    let start = match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|&n| (0..i64::MAX - PRODUCER_ID_BLOCK).contains(&n))
+            .ok_or_else(|| MetadataError::Corrupt {
+                path: path.clone(),
+                reason: format!("{:?} is not a producer id", text.trim()),
+            })?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(MetadataError::io("read", &path, e)),
+    };
+    write_atomic_blocking(&path, (start + PRODUCER_ID_BLOCK).to_string().as_bytes())?;
+    Ok(start)
+}
+
 fn is_cluster_id_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }

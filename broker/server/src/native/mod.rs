@@ -378,6 +378,11 @@ pub fn error_code(kind: ErrorKind) -> ErrorCode {
         ErrorKind::RebalanceInProgress => ErrorCode::RebalanceInProgress,
         ErrorKind::NotAssigned => ErrorCode::NotAssigned,
         ErrorKind::Internal => ErrorCode::Internal,
+        // Native producers are not idempotent: only a hand-made batch with
+        // a producer id gets these.
+        ErrorKind::OutOfOrderSequence | ErrorKind::ProducerFenced | ErrorKind::UnknownProducer => {
+            ErrorCode::InvalidRequest
+        }
     }
 }
 

@@ -22,6 +22,7 @@ use std::{ops::Range, rc::Rc, sync::atomic::Ordering::Relaxed, time::Duration};
 use bytes::Bytes;
 
 use crate::error::{ErrorKind, ServiceError, ServiceResult};
+use crate::partition::Partition;
 use crate::shard::{Shard, ShardMessage};
 use broker_log::ReadBytes;
 use broker_shard::ShardId;
@@ -325,6 +326,9 @@ pub async fn produce_here(
         return Err(ServiceError::not_open(topic, partition));
     };
     let batches = split_batches(payload, shard.config().max_batch_bytes)?;
+    if batches.iter().any(|r| is_idempotent(&payload[r.clone()])) {
+        return produce_idempotent(&p, payload, &batches).await;
+    }
     if batches.len() > 1 {
         // The log validates a lone batch itself: no second CRC pass.
         for range in &batches {
@@ -338,6 +342,149 @@ pub async fn produce_here(
         base_offset: base,
         last_offset: next - 1,
     })
+}
+
+/// Whether a batch carries a producer id (Kafka's idempotent producers).
+fn is_idempotent(batch: &[u8]) -> bool {
+    // producer_id: bytes 43..51 of the header (schemas/record-batch.md).
+    batch
+        .get(43..51)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .is_some_and(|b| i64::from_be_bytes(b) >= 0)
+}
+
+/// How long a retried batch waits for its original, still in flight, to be
+/// acknowledged before the retry is told to try again.
+const DUPLICATE_WAIT: Duration = Duration::from_secs(30);
+
+/// Appends batches of which some carry a producer id, one at a time in
+/// payload order, each checked against its producer's sequence first
+/// ([`crate::producers`]): a retry of a batch already in the log is not
+/// appended again and gets the original's offsets; a gap, a reordering or
+/// a fenced epoch is refused. Transactions are not supported.
+async fn produce_idempotent(
+    p: &Partition,
+    payload: &[u8],
+    batches: &[Range<usize>],
+) -> ServiceResult<Produced> {
+    use crate::producers::{BatchIds, Check, Refusal};
+    let mut first = None;
+    let mut last = 0;
+    for range in batches {
+        let batch = &payload[range.clone()];
+        let header = broker_format::validate(batch).map_err(|e| {
+            ServiceError::new(ErrorKind::CorruptBatch, format!("record batch: {e}"))
+        })?;
+        if header.is_transactional() || header.is_control() {
+            return Err(ServiceError::invalid(
+                "transactional batches are not supported (transactions are not implemented)",
+            ));
+        }
+        let (base, next) = match BatchIds::of(&header) {
+            None => {
+                let a = p.append(batch).await?;
+                (a.base_offset, a.next_offset)
+            }
+            Some(ids) => {
+                let check = p.producers().borrow().check(&ids);
+                match check {
+                    Check::Append => {
+                        // Recorded before the append is first polled (which
+                        // places it): a pipelined next batch checks against it.
+                        p.producers().borrow_mut().placed(&ids);
+                        match p.append(batch).await {
+                            Ok(a) => {
+                                p.producers().borrow_mut().acked(
+                                    &ids,
+                                    a.base_offset,
+                                    a.next_offset,
+                                );
+                                if p.arrivals().waiting() > 0 {
+                                    // A retry may be waiting for these offsets.
+                                    p.wake_readers();
+                                }
+                                (a.base_offset, a.next_offset)
+                            }
+                            Err(e) => {
+                                p.producers().borrow_mut().failed(&ids);
+                                p.wake_readers();
+                                return Err(e.into());
+                            }
+                        }
+                    }
+                    Check::Duplicate(Some(offsets)) => offsets,
+                    Check::Duplicate(None) => wait_for_original(p, &ids).await?,
+                    Check::Refuse(Refusal::Fenced { current }) => {
+                        return Err(ServiceError::new(
+                            ErrorKind::ProducerFenced,
+                            format!(
+                                "producer {} epoch {} is fenced: the current epoch is {current}",
+                                ids.producer_id, ids.epoch
+                            ),
+                        ))
+                    }
+                    Check::Refuse(Refusal::OutOfOrder { expected }) => {
+                        return Err(ServiceError::new(
+                            ErrorKind::OutOfOrderSequence,
+                            format!(
+                                "producer {} sent sequence {}, expected {expected}",
+                                ids.producer_id, ids.first_sequence
+                            ),
+                        ))
+                    }
+                    Check::Refuse(Refusal::UnknownProducer) => {
+                        return Err(ServiceError::new(
+                            ErrorKind::UnknownProducer,
+                            format!(
+                                "producer {} is not known to this partition and sent sequence {}",
+                                ids.producer_id, ids.first_sequence
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
+        first.get_or_insert(base);
+        last = next;
+    }
+    let first = first.ok_or_else(|| ServiceError::invalid("no record batch"))?;
+    Ok(Produced {
+        base_offset: first,
+        last_offset: last - 1,
+    })
+}
+
+/// A retry of a batch still in flight: its offsets once the original is
+/// acknowledged (never before: acknowledging the retry first would promise
+/// what the log has not).
+async fn wait_for_original(
+    p: &Partition,
+    ids: &crate::producers::BatchIds,
+) -> ServiceResult<(u64, u64)> {
+    use crate::producers::Check;
+    let deadline = std::time::Instant::now() + DUPLICATE_WAIT;
+    loop {
+        let seen = p.arrivals().generation();
+        match p.producers().borrow().check(ids) {
+            Check::Duplicate(Some(offsets)) if offsets.1 <= p.high_watermark() => {
+                return Ok(offsets)
+            }
+            Check::Duplicate(_) => {}
+            // The original failed and was taken back: the retry retries.
+            _ => {
+                return Err(ServiceError::storage(
+                    "the original of this retried batch failed; retry it",
+                ))
+            }
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Err(ServiceError::storage(
+                "the original of this retried batch is not acknowledged yet; retry it",
+            ));
+        }
+        p.arrivals().wait(seen, deadline - now).await;
+    }
 }
 
 /// Splits a produce payload into whole batches by their length fields,
