@@ -102,6 +102,11 @@ pub struct TopicConfig {
     pub retention_bytes: Option<u64>,
     /// Roll the active segment before it would exceed this many bytes.
     pub segment_bytes: u64,
+    /// Kafka's `message.timestamp.type=LogAppendTime`: each batch's
+    /// timestamp is the broker's time of append (its max timestamp is
+    /// rewritten and its attributes say so), not the producer's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log_append_time: bool,
 }
 
 impl TopicConfig {
@@ -139,6 +144,7 @@ impl TopicConfig {
                 defaults.retention_bytes,
             )?,
             segment_bytes,
+            log_append_time: defaults.log_append_time,
         })
     }
 
@@ -631,6 +637,7 @@ mod tests {
             retention_ms: Some(1000),
             retention_bytes: None,
             segment_bytes: 1 << 30,
+            log_append_time: false,
         };
         let all_default = TopicConfig::resolve(&TopicSettings::default(), &defaults).unwrap();
         assert_eq!(all_default, defaults);
@@ -674,6 +681,7 @@ mod tests {
                 retention_ms: None,
                 retention_bytes: Some(10),
                 segment_bytes: 4096,
+                log_append_time: false,
             },
             2,
         );

@@ -323,6 +323,7 @@ impl Model {
         Produced {
             base_offset: base,
             last_offset: next - 1,
+            log_append_time: None,
         }
     }
 
