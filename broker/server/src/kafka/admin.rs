@@ -375,3 +375,75 @@ pub async fn delete_topics(shard: &Rc<Shard>, mut request: Request<'_>) -> Decod
     e.tagged_fields(flex);
     Ok(Reply::Send(Response::finish(e, Vec::new())))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str) -> CreatableTopic<'_> {
+        CreatableTopic {
+            name,
+            num_partitions: 3,
+            replication_factor: 1,
+            assignments: vec![],
+            configs: vec![("retention.ms", Some("60000"))],
+        }
+    }
+
+    #[test]
+    fn a_good_topic_becomes_the_services_request() {
+        let r = check_topic(&topic("orders")).unwrap();
+        assert_eq!(r.name, "orders");
+        assert_eq!(r.partitions, Some(3));
+        assert_eq!(r.settings.retention_ms, 60_000);
+        let defaults = CreatableTopic {
+            num_partitions: -1,
+            replication_factor: -1,
+            ..topic("orders")
+        };
+        assert_eq!(check_topic(&defaults).unwrap().partitions, None);
+    }
+
+    #[test]
+    fn each_bad_field_gets_its_kafka_error() {
+        let code = |t: CreatableTopic<'_>| check_topic(&t).unwrap_err().0;
+        assert_eq!(
+            code(CreatableTopic {
+                replication_factor: 3,
+                ..topic("a")
+            }),
+            errors::INVALID_REPLICATION_FACTOR
+        );
+        assert_eq!(
+            code(CreatableTopic {
+                assignments: vec![(0, vec![0])],
+                ..topic("a")
+            }),
+            errors::INVALID_REQUEST
+        );
+        for n in [0, -2, MAX_PARTITIONS_PER_TOPIC as i32 + 1] {
+            assert_eq!(
+                code(CreatableTopic {
+                    num_partitions: n,
+                    ..topic("a")
+                }),
+                errors::INVALID_PARTITIONS
+            );
+        }
+        for name in ["", "a b", "__internal", ".hidden"] {
+            assert_eq!(
+                code(topic(name)),
+                errors::INVALID_TOPIC_EXCEPTION,
+                "{name:?}"
+            );
+        }
+        assert_eq!(
+            code(CreatableTopic {
+                configs: vec![("flush.ms", Some("1"))],
+                ..topic("a")
+            }),
+            errors::INVALID_CONFIG
+        );
+    }
+}

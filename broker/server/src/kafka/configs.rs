@@ -524,3 +524,109 @@ fn config_result(e: ConfigEntry, v: i16, synonyms: bool) -> DescribeConfigsResou
     }
     out
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use broker_protocol::BROKER_DEFAULT;
+
+    #[test]
+    fn kafka_topic_configs_map_onto_our_settings_with_minus_one_as_no_limit() {
+        let s = topic_settings(&[
+            ("retention.ms", Some("60000")),
+            ("retention.bytes", Some("-1")),
+            ("segment.bytes", Some("1048576")),
+            ("cleanup.policy", Some("delete")),
+        ])
+        .unwrap();
+        assert_eq!(
+            s,
+            TopicSettings {
+                retention_ms: 60_000,
+                retention_bytes: NO_LIMIT,
+                segment_bytes: 1_048_576,
+            }
+        );
+        assert_eq!(topic_settings(&[]).unwrap().retention_ms, BROKER_DEFAULT);
+    }
+
+    #[test]
+    fn unsupported_or_bad_topic_configs_are_refused_naming_the_key() {
+        for (configs, named) in [
+            (vec![("cleanup.policy", Some("compact"))], "compaction"),
+            (
+                vec![("cleanup.policy", Some("compact,delete"))],
+                "compaction",
+            ),
+            (vec![("cleanup.policy", Some("nope"))], "cleanup.policy"),
+            (
+                vec![("min.cleanable.dirty.ratio", Some("0.5"))],
+                "min.cleanable.dirty.ratio",
+            ),
+            (vec![("retention.ms", Some("0"))], "retention.ms"),
+            (vec![("retention.ms", Some("soon"))], "retention.ms"),
+            (vec![("retention.bytes", None)], "retention.bytes"),
+            (vec![("segment.bytes", Some("100"))], "segment.bytes"),
+            (
+                vec![("retention.ms", Some("1")), ("retention.ms", Some("2"))],
+                "twice",
+            ),
+        ] {
+            let ConfigRefused(m) = topic_settings(&configs).unwrap_err();
+            assert!(m.contains(named), "{configs:?}: {m}");
+        }
+    }
+
+    #[test]
+    fn a_topic_value_other_than_the_brokers_is_a_topic_config_with_the_broker_as_synonym() {
+        let server = ServerConfig::default();
+        let topic = TopicConfig {
+            retention_ms: Some(60_000),
+            ..server.topic_defaults
+        };
+        let entries = topic_entries(&topic, &server);
+        let mut names: Vec<_> = entries.iter().map(|e| e.name).collect();
+        names.sort_unstable();
+        assert_eq!(names, entries.iter().map(|e| e.name).collect::<Vec<_>>());
+        let get = |n: &str| entries.iter().find(|e| e.name == n).unwrap();
+        let ms = get("retention.ms");
+        assert_eq!(
+            (ms.value.as_str(), ms.source, ms.read_only),
+            ("60000", source::TOPIC_CONFIG, false)
+        );
+        assert_eq!(ms.synonyms[0].source, source::TOPIC_CONFIG);
+        assert_eq!(ms.synonyms[1].name, "log.retention.ms");
+        assert_eq!(ms.synonyms[1].source, source::DEFAULT_CONFIG);
+        assert_eq!(get("retention.bytes").value, "-1");
+        assert_eq!(get("retention.bytes").source, source::DEFAULT_CONFIG);
+        assert_eq!(get("cleanup.policy").value, "delete");
+        assert!(get("cleanup.policy").read_only);
+        assert_eq!(get("message.timestamp.type").value, "CreateTime");
+        assert_eq!(
+            get("max.message.bytes").value,
+            server.max_batch_bytes.to_string()
+        );
+    }
+
+    #[test]
+    fn a_broker_value_set_by_its_configuration_is_a_static_broker_config() {
+        let server = ServerConfig {
+            default_partitions: 3,
+            ..ServerConfig::default()
+        };
+        let entries = broker_entries(&server);
+        let get = |n: &str| entries.iter().find(|e| e.name == n).unwrap();
+        assert_eq!(get("num.partitions").value, "3");
+        assert_eq!(get("num.partitions").source, source::STATIC_BROKER_CONFIG);
+        assert_eq!(get("default.replication.factor").value, "1");
+        assert_eq!(
+            get("default.replication.factor").source,
+            source::DEFAULT_CONFIG
+        );
+        assert!(entries.iter().all(|e| e.read_only));
+        // The topic's view of the same default names the broker's source.
+        let topic = topic_entries(&server.topic_defaults, &server);
+        assert!(topic.iter().all(|e| e.source != source::TOPIC_CONFIG));
+    }
+}

@@ -162,3 +162,16 @@ pub async fn handle(shard: &Rc<Shard>, mut request: Request<'_>) -> DecodeResult
         &OffsetForLeaderEpochResponse::default().with_topics(topics),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_known_epoch_ends_at_the_high_watermark_and_an_unknown_one_is_undefined() {
+        assert_eq!(end_of_epoch(0, 1_000), (0, 1_000));
+        assert_eq!(end_of_epoch(7, 0), (7, 0));
+        assert_eq!(end_of_epoch(-1, 1_000), (-1, -1));
+        assert_eq!(end_of_epoch(3, u64::MAX), (3, i64::MAX));
+    }
+}
