@@ -390,3 +390,73 @@ print('{}')
         "{text}"
     );
 }
+
+/// DeleteTopics v6 by hand (no client sends topic ids to a broker whose
+/// Metadata has none): an entry by id only is UNKNOWN_TOPIC_ID with its id
+/// echoed, an entry by name is deleted.
+const DELETE_BY_ID: &str = r#"
+import json, os, socket, struct
+from confluent_kafka.admin import AdminClient, NewTopic
+b = os.environ['BOOTSTRAP']
+admin = AdminClient({'bootstrap.servers': b})
+admin.create_topics([NewTopic('by-name', 1, 1)])['by-name'].result()
+host, port = b.rsplit(':', 1)
+s = socket.create_connection((host, int(port)))
+topic_id = bytes(range(1, 17))
+body = bytes([3])                                  # 2 entries (compact)
+body += bytes([0]) + topic_id + bytes([0])         # name null, id, tags
+body += bytes([8]) + b'by-name' + bytes(16) + bytes([0])
+body += struct.pack('>i', 5000) + bytes([0])       # timeout_ms, tags
+header = struct.pack('>hhih', 20, 6, 42, 4) + b'test' + bytes([0])
+req = header + body
+s.sendall(struct.pack('>i', len(req)) + req)
+def read(n):
+    out = b''
+    while len(out) < n:
+        chunk = s.recv(n - len(out))
+        assert chunk
+        out += chunk
+    return out
+resp = read(struct.unpack('>i', read(4))[0])
+pos = 0
+corr, = struct.unpack_from('>i', resp, pos); pos += 4
+pos += 1                                           # header tags
+pos += 4                                           # throttle_time_ms
+n = resp[pos] - 1; pos += 1
+entries = []
+for _ in range(n):
+    ln = resp[pos] - 1; pos += 1
+    name = None if ln < 0 else resp[pos:pos + ln].decode(); pos += max(ln, 0)
+    tid = resp[pos:pos + 16]; pos += 16
+    code, = struct.unpack_from('>h', resp, pos); pos += 2
+    ln = resp[pos] - 1; pos += 1
+    msg = None if ln < 0 else resp[pos:pos + ln].decode(); pos += max(ln, 0)
+    pos += 1
+    entries.append([name, tid == topic_id, code, msg])
+print(json.dumps({'corr': corr, 'entries': entries, 'left': sorted(admin.list_topics(timeout=10).topics)}))
+"#;
+
+#[test]
+fn delete_topics_v6_refuses_an_id_only_entry_and_deletes_by_name() {
+    if !have_python_clients() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, kafka) = start(&dir);
+    let out = python(&broker, kafka, DELETE_BY_ID);
+    assert_eq!(out["corr"], 42, "{out}");
+    let entries = out["entries"].as_array().unwrap();
+    assert_eq!(entries[0][0], Value::Null, "{out}");
+    assert_eq!(entries[0][1], true, "the id is echoed: {out}");
+    assert_eq!(entries[0][2], 100, "UNKNOWN_TOPIC_ID: {out}");
+    assert!(
+        entries[0][3].as_str().unwrap().contains("topic ids"),
+        "{out}"
+    );
+    assert_eq!(
+        entries[1],
+        serde_json::json!(["by-name", false, 0, null]),
+        "{out}"
+    );
+    assert_eq!(out["left"], serde_json::json!([]), "{out}");
+}

@@ -7,6 +7,9 @@
 //! is fully usable once create answers. Delete: every shard stops routing
 //! it, owners close its logs, then one rename moves it to the trash. A
 //! failed create is undone before it answers.
+//!
+//! [`validate_create`] runs a create's checks without making it (Kafka's
+//! `validate_only`); [`create_here`] runs the same checks first.
 
 use std::{rc::Rc, sync::Arc};
 
