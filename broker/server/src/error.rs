@@ -47,6 +47,8 @@ pub enum ErrorKind {
     RebalanceInProgress,
     /// A committed partition is not assigned to the member.
     NotAssigned,
+    /// A member's protocol type or protocols do not fit its group's.
+    InconsistentGroupProtocol,
     /// A failure the other kinds do not describe (a bug, a shard stopping).
     Internal,
 }
@@ -152,6 +154,7 @@ impl From<GroupError> for ServiceError {
             GroupError::IllegalGeneration { .. } => ErrorKind::IllegalGeneration,
             GroupError::RebalanceInProgress => ErrorKind::RebalanceInProgress,
             GroupError::NotAssigned(_) => ErrorKind::NotAssigned,
+            GroupError::InconsistentProtocol => ErrorKind::InconsistentGroupProtocol,
         };
         ServiceError::new(kind, e.to_string())
     }
