@@ -37,6 +37,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_fetch;
 pub mod produce;
+pub mod producer_id;
 pub mod sync_group;
 pub mod wire;
 
@@ -80,6 +81,8 @@ pub mod api {
     pub const DESCRIBE_GROUPS: i16 = 15;
     /// ListGroups.
     pub const LIST_GROUPS: i16 = 16;
+    /// InitProducerId.
+    pub const INIT_PRODUCER_ID: i16 = 22;
 }
 
 /// One api and the versions of it this broker serves.
@@ -167,6 +170,11 @@ pub const APIS: &[ApiRange] = &[
         min: 0,
         max: 4,
     },
+    ApiRange {
+        key: api::INIT_PRODUCER_ID,
+        min: 0,
+        max: 4,
+    },
 ];
 
 /// The versions served of `key`, if it is served at all.
@@ -194,6 +202,7 @@ fn request_header_version(key: i16, version: i16) -> i16 {
         api::SYNC_GROUP => SyncGroupRequest::header_version(version),
         api::DESCRIBE_GROUPS => DescribeGroupsRequest::header_version(version),
         api::LIST_GROUPS => ListGroupsRequest::header_version(version),
+        api::INIT_PRODUCER_ID => InitProducerIdRequest::header_version(version),
         _ => 1,
     }
 }
@@ -390,6 +399,7 @@ pub fn check_request(frame: &[u8]) -> Result<(), String> {
         api::SYNC_GROUP => sync_group::decode(&mut d, v, f).map(drop),
         api::DESCRIBE_GROUPS => describe_groups::decode(&mut d, v, f).map(drop),
         api::LIST_GROUPS => list_groups::decode(&mut d, v, f).map(drop),
+        api::INIT_PRODUCER_ID => producer_id::decode(&mut d, v, f).map(drop),
         other => return Err(format!("api {other} has no decoder")),
     };
     body.map_err(|e| e.to_string())
@@ -480,6 +490,7 @@ async fn dispatch(shard: &Rc<Shard>, request: Request<'_>, via: Via) -> Reply {
         api::OFFSET_FETCH => Box::pin(offset_fetch::handle(shard, request)).await,
         api::DESCRIBE_GROUPS => Box::pin(describe_groups::handle(shard, request)).await,
         api::LIST_GROUPS => Box::pin(list_groups::handle(shard, request)).await,
+        api::INIT_PRODUCER_ID => producer_id::handle(shard, request),
         _ => return Reply::Close,
     };
     match result {
