@@ -130,6 +130,10 @@ pub struct Member {
 /// A partition of a topic.
 pub type TopicPartition = (String, u32);
 
+/// A classic member's protocols: assignor name and opaque metadata, in
+/// order of preference.
+pub type Protocols = Vec<(String, Vec<u8>)>;
+
 /// Why a group request is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupError {
@@ -406,7 +410,7 @@ impl Group {
     fn check_protocols(
         &self,
         id: &str,
-        classic: Option<&(String, Vec<(String, Vec<u8>)>)>,
+        classic: Option<&(String, Protocols)>,
     ) -> Result<(), GroupError> {
         let others = || self.members.values().filter(|m| m.id != id);
         if let Some((t, protocols)) = classic {
@@ -636,7 +640,7 @@ impl Group {
         let mut expired: Vec<String> = self
             .members
             .values()
-            .filter(|m| !(rebalancing && m.rejoined) && !(awaiting_sync && m.synced))
+            .filter(|m| !(rebalancing && m.rejoined || awaiting_sync && m.synced))
             .filter(|m| now.saturating_duration_since(m.last_seen) > m.session_timeout)
             .map(|m| m.id.clone())
             .collect();
@@ -801,7 +805,7 @@ pub struct JoinAnswer {
 /// What a joining member brings, native or classic.
 struct Joining {
     topics: Vec<String>,
-    classic: Option<(String, Vec<(String, Vec<u8>)>)>,
+    classic: Option<(String, Protocols)>,
     session_timeout: Duration,
     rebalance_timeout: Duration,
     client: (String, String),
