@@ -352,6 +352,9 @@ pub fn broker_entries(server: &ServerConfig) -> Vec<ConfigEntry> {
             s.auto_create_topics.to_string()
         }),
         entry("default.replication.factor", kind::INT, &|_| "1".into()),
+        entry("group.initial.rebalance.delay.ms", kind::INT, &|s| {
+            s.group_initial_rebalance_delay_ms.to_string()
+        }),
         entry("group.max.session.timeout.ms", kind::INT, &|s| {
             s.group_max_session_timeout_ms.to_string()
         }),
