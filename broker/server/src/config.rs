@@ -85,6 +85,10 @@ pub struct ServerConfig {
     pub group_min_session_timeout_ms: u32,
     /// Longest session timeout a consumer-group member may ask for.
     pub group_max_session_timeout_ms: u32,
+    /// How long the first generation of a group with no members waits for
+    /// more members (extended per new member, up to the rebalance
+    /// timeout), as Kafka's `group.initial.rebalance.delay.ms`; 0: none.
+    pub group_initial_rebalance_delay_ms: u32,
 }
 
 /// Where the Kafka listener is.
@@ -119,6 +123,8 @@ pub const MAX_SHARDS_PER_BROKER: u16 = 1024;
 pub const DEFAULT_GROUP_MIN_SESSION_TIMEOUT_MS: u32 = 100;
 /// Default of [`ServerConfig::group_max_session_timeout_ms`] (5 minutes).
 pub const DEFAULT_GROUP_MAX_SESSION_TIMEOUT_MS: u32 = 300_000;
+/// Default of [`ServerConfig::group_initial_rebalance_delay_ms`] (Kafka's).
+pub const DEFAULT_GROUP_INITIAL_REBALANCE_DELAY_MS: u32 = 3_000;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -148,6 +154,7 @@ impl Default for ServerConfig {
             broker_id: 0,
             group_min_session_timeout_ms: DEFAULT_GROUP_MIN_SESSION_TIMEOUT_MS,
             group_max_session_timeout_ms: DEFAULT_GROUP_MAX_SESSION_TIMEOUT_MS,
+            group_initial_rebalance_delay_ms: DEFAULT_GROUP_INITIAL_REBALANCE_DELAY_MS,
         }
     }
 }

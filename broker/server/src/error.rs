@@ -47,6 +47,8 @@ pub enum ErrorKind {
     RebalanceInProgress,
     /// A committed partition is not assigned to the member.
     NotAssigned,
+    /// A member's protocol type or protocols do not fit its group's.
+    InconsistentGroupProtocol,
     /// An idempotent producer's batch does not follow its last one (a gap
     /// or a reordering).
     OutOfOrderSequence,
@@ -161,6 +163,7 @@ impl From<GroupError> for ServiceError {
             GroupError::IllegalGeneration { .. } => ErrorKind::IllegalGeneration,
             GroupError::RebalanceInProgress => ErrorKind::RebalanceInProgress,
             GroupError::NotAssigned(_) => ErrorKind::NotAssigned,
+            GroupError::InconsistentProtocol => ErrorKind::InconsistentGroupProtocol,
         };
         ServiceError::new(kind, e.to_string())
     }

@@ -137,6 +137,12 @@ pub struct Settings {
     /// milliseconds [default: 300000].
     #[arg(long)]
     pub group_max_session_timeout_ms: Option<u32>,
+    /// How long a group with no members waits for more before its first
+    /// generation forms, in milliseconds, extended per new member up to the
+    /// rebalance timeout (Kafka's group.initial.rebalance.delay.ms); 0: no
+    /// wait [default: 3000].
+    #[arg(long)]
+    pub group_initial_rebalance_delay_ms: Option<u32>,
 }
 
 /// Arguments of `broker serve`.
@@ -203,6 +209,7 @@ pub struct Effective {
     max_connections: usize,
     group_min_session_timeout_ms: u32,
     group_max_session_timeout_ms: u32,
+    group_initial_rebalance_delay_ms: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics: Option<SocketAddr>,
 }
@@ -240,6 +247,7 @@ impl ServeArgs {
             metrics,
             group_min_session_timeout_ms,
             group_max_session_timeout_ms,
+            group_initial_rebalance_delay_ms,
             kafka_listen,
             kafka_shard_port_base,
             kafka_advertise,
@@ -308,6 +316,9 @@ impl ServeArgs {
             group_max_session_timeout_ms: s
                 .group_max_session_timeout_ms
                 .unwrap_or(d.group_max_session_timeout_ms),
+            group_initial_rebalance_delay_ms: s
+                .group_initial_rebalance_delay_ms
+                .unwrap_or(d.group_initial_rebalance_delay_ms),
             ..ServerConfig::default()
         };
         cfg.topic_defaults.segment_bytes =
@@ -346,6 +357,7 @@ impl ServeArgs {
             max_connections: cfg.max_connections(),
             group_min_session_timeout_ms: cfg.group_min_session_timeout_ms,
             group_max_session_timeout_ms: cfg.group_max_session_timeout_ms,
+            group_initial_rebalance_delay_ms: cfg.group_initial_rebalance_delay_ms,
         };
         Ok((effective, cfg))
     }

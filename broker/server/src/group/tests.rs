@@ -188,6 +188,11 @@ fn range_assignment_covers_the_lecture_scenarios() {
         id: id.into(),
         topics: topics.iter().map(|t| t.to_string()).collect(),
         session_timeout: SESSION,
+        rebalance_timeout: SESSION,
+        protocols: Vec::new(),
+        client: (String::new(), String::new()),
+        synced: false,
+        sync: None,
         last_seen: now,
         rejoined: true,
         answer: None,
@@ -267,4 +272,214 @@ fn a_formed_generation_answers_its_joins_even_if_the_next_rebalance_started() {
     all.push(d);
     let sizes: Vec<usize> = all.iter().map(|id| owned(&g, id).len()).collect();
     assert_eq!(sizes, vec![2, 2, 1, 1]);
+}
+
+// The classic (Kafka) protocol: the leader assigns, bytes pass through.
+
+fn classic(protocols: &[&str]) -> ClassicJoin {
+    ClassicJoin {
+        protocol_type: "consumer".into(),
+        protocols: protocols
+            .iter()
+            .map(|p| (p.to_string(), format!("meta-{p}").into_bytes()))
+            .collect(),
+        session_timeout: SESSION,
+        rebalance_timeout: SESSION,
+        client: ("client".into(), String::new()),
+    }
+}
+
+/// Joins `n` classic members together (each rejoining until the
+/// generation forms); returns their ids.
+fn form_classic(g: &mut Group, n: usize, now: Instant) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let id = g
+            .join_classic(None, classic(&["range", "roundrobin"]), now, &six)
+            .unwrap();
+        ids.push(id);
+    }
+    for id in &ids {
+        if !g.members[id].rejoined {
+            g.join_classic(Some(id), classic(&["range", "roundrobin"]), now, &six)
+                .unwrap();
+        }
+    }
+    ids
+}
+
+#[test]
+fn a_classic_generation_waits_for_the_leaders_sync_and_passes_its_bytes_through() {
+    let now = Instant::now();
+    let mut g = Group::new("g");
+    let ids = form_classic(&mut g, 3, now);
+    assert!(matches!(g.phase, Phase::AwaitingSync { .. }));
+    let leader = g.leader.clone().unwrap();
+    let answers: Vec<JoinAnswer> = ids
+        .iter()
+        .map(|id| g.join_answer(id).unwrap().unwrap())
+        .collect();
+    for (id, a) in ids.iter().zip(&answers) {
+        assert_eq!(a.leader, leader);
+        assert_eq!(a.protocol.as_deref(), Some("range"));
+        assert!(a.partitions.is_empty(), "the coordinator assigns nothing");
+        // Only the leader learns every member's metadata.
+        let expect = if *id == leader { 3 } else { 0 };
+        assert_eq!(a.metadata.len(), expect);
+    }
+    let generation = g.generation;
+    // A follower's sync waits for the leader's; heartbeats are answered.
+    let follower = ids.iter().find(|id| **id != leader).unwrap();
+    g.sync(follower, generation, &[], now).unwrap();
+    assert_eq!(g.sync_answer(follower, generation), Ok(None));
+    assert_eq!(g.heartbeat(follower, generation, now), Ok(()));
+    let assignments: Vec<(String, Vec<u8>)> = ids
+        .iter()
+        .map(|id| (id.clone(), format!("for-{id}").into_bytes()))
+        .collect();
+    g.sync(&leader, generation, &assignments, now).unwrap();
+    assert_eq!(g.phase, Phase::Stable);
+    for id in &ids {
+        let bytes = g.sync_answer(id, generation).unwrap().unwrap();
+        assert_eq!(bytes, format!("for-{id}").into_bytes());
+    }
+}
+
+#[test]
+fn the_protocol_chosen_is_one_every_member_supports() {
+    let now = Instant::now();
+    let mut g = Group::new("g");
+    let a = g
+        .join_classic(None, classic(&["cooperative-sticky", "range"]), now, &six)
+        .unwrap();
+    let b = g
+        .join_classic(None, classic(&["roundrobin", "range"]), now, &six)
+        .unwrap();
+    g.join_classic(
+        Some(&a),
+        classic(&["cooperative-sticky", "range"]),
+        now,
+        &six,
+    )
+    .unwrap();
+    assert_eq!(g.protocol.as_deref(), Some("range"));
+    assert!(g.join_answer(&b).unwrap().is_some());
+    // One that shares none is refused, as is a native member.
+    assert_eq!(
+        g.join_classic(None, classic(&["sticky"]), now, &six),
+        Err(GroupError::InconsistentProtocol)
+    );
+    assert_eq!(
+        g.join(None, &["orders"], SESSION, now, &six),
+        Err(GroupError::InconsistentProtocol)
+    );
+}
+
+#[test]
+fn a_leader_that_never_syncs_is_removed_at_the_rebalance_timeout() {
+    let now = Instant::now();
+    let mut g = Group::new("g");
+    let ids = form_classic(&mut g, 2, now);
+    let generation = g.generation;
+    let leader = g.leader.clone().unwrap();
+    let follower = ids.iter().find(|id| **id != leader).unwrap().clone();
+    g.sync(&follower, generation, &[], now).unwrap();
+    assert!(g.tick(now + SESSION + Duration::from_millis(1), &six));
+    assert!(!g.members.contains_key(&leader));
+    assert_eq!(
+        g.sync_answer(&follower, generation),
+        Err(GroupError::RebalanceInProgress)
+    );
+}
+
+#[test]
+fn a_fenced_member_gets_rebalance_illegal_generation_and_unknown_member() {
+    let now = Instant::now();
+    let mut g = Group::new("g");
+    let ids = form_classic(&mut g, 1, now);
+    let generation = g.generation;
+    g.sync(&ids[0], generation, &[(ids[0].clone(), vec![1])], now)
+        .unwrap();
+    // A second member starts a rebalance: the first must rejoin.
+    let b = g
+        .join_classic(None, classic(&["range"]), now, &six)
+        .unwrap();
+    assert_eq!(
+        g.heartbeat(&ids[0], generation, now),
+        Err(GroupError::RebalanceInProgress)
+    );
+    // Commits of the generation ending are still accepted meanwhile.
+    assert_eq!(g.check_classic_commit(&ids[0], generation, now), Ok(()));
+    g.join_classic(Some(&ids[0]), classic(&["range"]), now, &six)
+        .unwrap();
+    assert_eq!(
+        g.check_classic_commit(&ids[0], generation, now),
+        Err(GroupError::RebalanceInProgress),
+        "not while the leader computes the assignment"
+    );
+    assert!(matches!(
+        g.sync(&b, generation, &[], now),
+        Err(GroupError::IllegalGeneration { .. })
+    ));
+    assert_eq!(
+        g.heartbeat("nobody", g.generation, now),
+        Err(GroupError::UnknownMember)
+    );
+}
+
+#[test]
+fn simple_commits_are_accepted_only_while_the_group_has_no_members() {
+    let now = Instant::now();
+    let mut g = Group::new("g");
+    assert_eq!(g.check_classic_commit("", -1, now), Ok(()));
+    form_classic(&mut g, 1, now);
+    assert_eq!(
+        g.check_classic_commit("", -1, now),
+        Err(GroupError::UnknownMember)
+    );
+}
+
+#[test]
+fn a_member_id_handed_out_first_is_accepted_then_lapses() {
+    let now = Instant::now();
+    let mut g = Group::new("g");
+    let id = g.pending_member(SESSION, now);
+    assert_eq!(
+        g.join_classic(Some(&id), classic(&["range"]), now, &six),
+        Ok(id.clone())
+    );
+    let late = g.pending_member(SESSION, now);
+    g.tick(now + SESSION + Duration::from_millis(1), &six);
+    assert_eq!(
+        g.join_classic(Some(&late), classic(&["range"]), now, &six),
+        Err(GroupError::UnknownMember)
+    );
+}
+
+#[test]
+fn the_initial_delay_lets_members_started_together_share_the_first_generation() {
+    let now = Instant::now();
+    let delay = Duration::from_secs(3);
+    let mut g = Group::new("g").with_initial_delay(delay);
+    let a = g.join(None, &["orders"], SESSION, now, &six).unwrap();
+    assert_eq!(g.join_answer(&a).unwrap(), None, "the first join waits");
+    let later = now + Duration::from_secs(2);
+    let b = g.join(None, &["orders"], SESSION, later, &six).unwrap();
+    let c = g.join(None, &["orders"], SESSION, later, &six).unwrap();
+    // Extended by the new members: not done at the first delay's end.
+    g.tick(now + delay, &six);
+    assert_eq!(g.join_answer(&a).unwrap(), None);
+    g.tick(later + delay, &six);
+    assert_eq!(g.generation, 1);
+    let sizes: Vec<usize> = [&a, &b, &c].iter().map(|id| owned(&g, id).len()).collect();
+    assert_eq!(sizes, vec![2, 2, 2]);
+}
+
+#[test]
+fn the_initial_delay_never_outlasts_the_rebalance_timeout() {
+    let now = Instant::now();
+    let mut g = Group::new("g").with_initial_delay(Duration::from_secs(60));
+    let a = g.join(None, &["orders"], SESSION, now, &six).unwrap();
+    g.tick(now + SESSION, &six);
+    assert_eq!(g.join_answer(&a).unwrap().unwrap().generation, 1);
 }

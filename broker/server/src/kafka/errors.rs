@@ -27,10 +27,14 @@ pub const NOT_COORDINATOR: i16 = 16;
 pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
 /// INVALID_REQUIRED_ACKS.
 pub const INVALID_REQUIRED_ACKS: i16 = 21;
+/// INCONSISTENT_GROUP_PROTOCOL.
+pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
 /// ILLEGAL_GENERATION.
 pub const ILLEGAL_GENERATION: i16 = 22;
 /// UNKNOWN_MEMBER_ID.
 pub const UNKNOWN_MEMBER_ID: i16 = 25;
+/// INVALID_SESSION_TIMEOUT.
+pub const INVALID_SESSION_TIMEOUT: i16 = 26;
 /// REBALANCE_IN_PROGRESS.
 pub const REBALANCE_IN_PROGRESS: i16 = 27;
 /// UNSUPPORTED_VERSION.
@@ -39,6 +43,10 @@ pub const UNSUPPORTED_VERSION: i16 = 35;
 pub const TOPIC_ALREADY_EXISTS: i16 = 36;
 /// INVALID_PARTITIONS.
 pub const INVALID_PARTITIONS: i16 = 37;
+/// INVALID_REPLICATION_FACTOR.
+pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+/// INVALID_CONFIG.
+pub const INVALID_CONFIG: i16 = 40;
 /// INVALID_REQUEST.
 pub const INVALID_REQUEST: i16 = 42;
 /// OUT_OF_ORDER_SEQUENCE_NUMBER.
@@ -49,6 +57,14 @@ pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 pub const UNKNOWN_PRODUCER_ID: i16 = 59;
 /// KAFKA_STORAGE_ERROR (retriable).
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
+/// UNKNOWN_TOPIC_ID (topic ids are not supported: every id is unknown).
+pub const UNKNOWN_TOPIC_ID: i16 = 100;
+/// GROUP_ID_NOT_FOUND.
+pub const GROUP_ID_NOT_FOUND: i16 = 69;
+/// MEMBER_ID_REQUIRED: join again with the member id in the answer.
+pub const MEMBER_ID_REQUIRED: i16 = 79;
+/// INVALID_GROUP_ID.
+pub const INVALID_GROUP_ID: i16 = 24;
 
 /// The Kafka error code of a service error.
 pub fn code(e: &ServiceError) -> i16 {
@@ -64,9 +80,21 @@ pub fn code(e: &ServiceError) -> i16 {
         ErrorKind::UnknownMember => UNKNOWN_MEMBER_ID,
         ErrorKind::IllegalGeneration | ErrorKind::NotAssigned => ILLEGAL_GENERATION,
         ErrorKind::RebalanceInProgress => REBALANCE_IN_PROGRESS,
+        ErrorKind::InconsistentGroupProtocol => INCONSISTENT_GROUP_PROTOCOL,
         ErrorKind::Internal => UNKNOWN_SERVER_ERROR,
         ErrorKind::OutOfOrderSequence => OUT_OF_ORDER_SEQUENCE_NUMBER,
         ErrorKind::ProducerFenced => INVALID_PRODUCER_EPOCH,
         ErrorKind::UnknownProducer => UNKNOWN_PRODUCER_ID,
+    }
+}
+
+/// The Kafka error code of a group operation's error: as [`code`], but a
+/// failure of the coordinator itself (the offsets topic missing, a shard
+/// stopping) is COORDINATOR_NOT_AVAILABLE, which clients retry after
+/// finding the coordinator again.
+pub fn group_code(e: &ServiceError) -> i16 {
+    match e.kind {
+        ErrorKind::Internal => COORDINATOR_NOT_AVAILABLE,
+        _ => code(e),
     }
 }

@@ -22,14 +22,26 @@
 //! [`crate::config::ServerConfig::kafka_node_id`]), stable for a broker and
 //! shard and unique across the brokers of a cluster.
 
+pub mod admin;
 pub mod api_versions;
+pub mod configs;
 pub mod connection;
+pub mod describe_groups;
 pub mod errors;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
+pub mod join_group;
+pub mod leader_epoch;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_fetch;
 pub mod produce;
 pub mod producer_id;
+pub mod sync_group;
 pub mod wire;
 
 use std::rc::Rc;
@@ -54,8 +66,34 @@ pub mod api {
     pub const METADATA: i16 = 3;
     /// ApiVersions.
     pub const API_VERSIONS: i16 = 18;
+    /// OffsetCommit.
+    pub const OFFSET_COMMIT: i16 = 8;
+    /// OffsetFetch.
+    pub const OFFSET_FETCH: i16 = 9;
+    /// FindCoordinator.
+    pub const FIND_COORDINATOR: i16 = 10;
+    /// JoinGroup.
+    pub const JOIN_GROUP: i16 = 11;
+    /// Heartbeat.
+    pub const HEARTBEAT: i16 = 12;
+    /// LeaveGroup.
+    pub const LEAVE_GROUP: i16 = 13;
+    /// SyncGroup.
+    pub const SYNC_GROUP: i16 = 14;
+    /// DescribeGroups.
+    pub const DESCRIBE_GROUPS: i16 = 15;
+    /// ListGroups.
+    pub const LIST_GROUPS: i16 = 16;
     /// InitProducerId.
     pub const INIT_PRODUCER_ID: i16 = 22;
+    /// CreateTopics.
+    pub const CREATE_TOPICS: i16 = 19;
+    /// DeleteTopics.
+    pub const DELETE_TOPICS: i16 = 20;
+    /// OffsetForLeaderEpoch.
+    pub const OFFSET_FOR_LEADER_EPOCH: i16 = 23;
+    /// DescribeConfigs.
+    pub const DESCRIBE_CONFIGS: i16 = 32;
 }
 
 /// One api and the versions of it this broker serves.
@@ -97,9 +135,75 @@ pub const APIS: &[ApiRange] = &[
         min: 0,
         max: 4,
     },
+    // The classic consumer-group protocol.
+    ApiRange {
+        key: api::OFFSET_COMMIT,
+        min: 2,
+        max: 8,
+    },
+    ApiRange {
+        key: api::OFFSET_FETCH,
+        min: 1,
+        max: 7,
+    },
+    ApiRange {
+        key: api::FIND_COORDINATOR,
+        min: 0,
+        max: 4,
+    },
+    ApiRange {
+        key: api::JOIN_GROUP,
+        min: 0,
+        max: 9,
+    },
+    ApiRange {
+        key: api::HEARTBEAT,
+        min: 0,
+        max: 4,
+    },
+    ApiRange {
+        key: api::LEAVE_GROUP,
+        min: 0,
+        max: 5,
+    },
+    ApiRange {
+        key: api::SYNC_GROUP,
+        min: 0,
+        max: 5,
+    },
+    ApiRange {
+        key: api::DESCRIBE_GROUPS,
+        min: 0,
+        max: 5,
+    },
+    ApiRange {
+        key: api::LIST_GROUPS,
+        min: 0,
+        max: 4,
+    },
     ApiRange {
         key: api::INIT_PRODUCER_ID,
         min: 0,
+        max: 4,
+    },
+    ApiRange {
+        key: api::CREATE_TOPICS,
+        min: 2,
+        max: 7,
+    },
+    ApiRange {
+        key: api::DELETE_TOPICS,
+        min: 1,
+        max: 6,
+    },
+    ApiRange {
+        key: api::OFFSET_FOR_LEADER_EPOCH,
+        min: 2,
+        max: 4,
+    },
+    ApiRange {
+        key: api::DESCRIBE_CONFIGS,
+        min: 1,
         max: 4,
     },
 ];
@@ -120,7 +224,20 @@ fn request_header_version(key: i16, version: i16) -> i16 {
         api::LIST_OFFSETS => ListOffsetsRequest::header_version(version),
         api::METADATA => MetadataRequest::header_version(version),
         api::API_VERSIONS => ApiVersionsRequest::header_version(version),
+        api::OFFSET_COMMIT => OffsetCommitRequest::header_version(version),
+        api::OFFSET_FETCH => OffsetFetchRequest::header_version(version),
+        api::FIND_COORDINATOR => FindCoordinatorRequest::header_version(version),
+        api::JOIN_GROUP => JoinGroupRequest::header_version(version),
+        api::HEARTBEAT => HeartbeatRequest::header_version(version),
+        api::LEAVE_GROUP => LeaveGroupRequest::header_version(version),
+        api::SYNC_GROUP => SyncGroupRequest::header_version(version),
+        api::DESCRIBE_GROUPS => DescribeGroupsRequest::header_version(version),
+        api::LIST_GROUPS => ListGroupsRequest::header_version(version),
         api::INIT_PRODUCER_ID => InitProducerIdRequest::header_version(version),
+        api::CREATE_TOPICS => CreateTopicsRequest::header_version(version),
+        api::DELETE_TOPICS => DeleteTopicsRequest::header_version(version),
+        api::OFFSET_FOR_LEADER_EPOCH => OffsetForLeaderEpochRequest::header_version(version),
+        api::DESCRIBE_CONFIGS => DescribeConfigsRequest::header_version(version),
         _ => 1,
     }
 }
@@ -308,7 +425,20 @@ pub fn check_request(frame: &[u8]) -> Result<(), String> {
         api::PRODUCE => produce::decode(&mut d, v, f).map(drop),
         api::FETCH => fetch::decode(&mut d, v, f).map(drop),
         api::LIST_OFFSETS => list_offsets::decode(&mut d, v, f).map(drop),
+        api::OFFSET_COMMIT => offset_commit::decode(&mut d, v, f).map(drop),
+        api::OFFSET_FETCH => offset_fetch::decode(&mut d, v, f).map(drop),
+        api::FIND_COORDINATOR => find_coordinator::decode(&mut d, v, f).map(drop),
+        api::JOIN_GROUP => join_group::decode(&mut d, v, f).map(drop),
+        api::HEARTBEAT => heartbeat::decode(&mut d, v, f).map(drop),
+        api::LEAVE_GROUP => leave_group::decode(&mut d, v, f).map(drop),
+        api::SYNC_GROUP => sync_group::decode(&mut d, v, f).map(drop),
+        api::DESCRIBE_GROUPS => describe_groups::decode(&mut d, v, f).map(drop),
+        api::LIST_GROUPS => list_groups::decode(&mut d, v, f).map(drop),
         api::INIT_PRODUCER_ID => producer_id::decode(&mut d, v, f).map(drop),
+        api::CREATE_TOPICS => admin::decode(&mut d, v, f).map(drop),
+        api::DELETE_TOPICS => admin::decode_delete(&mut d, v, f).map(drop),
+        api::OFFSET_FOR_LEADER_EPOCH => leader_epoch::decode(&mut d, v, f).map(drop),
+        api::DESCRIBE_CONFIGS => configs::decode(&mut d, v, f).map(drop),
         other => return Err(format!("api {other} has no decoder")),
     };
     body.map_err(|e| e.to_string())
@@ -388,7 +518,22 @@ async fn dispatch(shard: &Rc<Shard>, request: Request<'_>, via: Via) -> Reply {
         api::PRODUCE => produce::handle(shard, request, route).await,
         api::FETCH => fetch::handle(shard, request, route).await,
         api::LIST_OFFSETS => Box::pin(list_offsets::handle(shard, request, route)).await,
+        // Group requests go to the group's coordinator shard, forwarded by
+        // the service from whichever shard they reached.
+        api::FIND_COORDINATOR => find_coordinator::handle(shard, request),
+        api::JOIN_GROUP => Box::pin(join_group::handle(shard, request)).await,
+        api::SYNC_GROUP => Box::pin(sync_group::handle(shard, request)).await,
+        api::HEARTBEAT => Box::pin(heartbeat::handle(shard, request)).await,
+        api::LEAVE_GROUP => Box::pin(leave_group::handle(shard, request)).await,
+        api::OFFSET_COMMIT => Box::pin(offset_commit::handle(shard, request)).await,
+        api::OFFSET_FETCH => Box::pin(offset_fetch::handle(shard, request)).await,
+        api::DESCRIBE_GROUPS => Box::pin(describe_groups::handle(shard, request)).await,
+        api::LIST_GROUPS => Box::pin(list_groups::handle(shard, request)).await,
         api::INIT_PRODUCER_ID => producer_id::handle(shard, request),
+        api::CREATE_TOPICS => Box::pin(admin::create_topics(shard, request)).await,
+        api::DELETE_TOPICS => Box::pin(admin::delete_topics(shard, request)).await,
+        api::OFFSET_FOR_LEADER_EPOCH => Box::pin(leader_epoch::handle(shard, request)).await,
+        api::DESCRIBE_CONFIGS => configs::handle(shard, request),
         _ => return Reply::Close,
     };
     match result {

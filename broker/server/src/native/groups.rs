@@ -149,6 +149,14 @@ pub async fn handle(shard: &Rc<Shard>, api: ApiKey, id: u64, body: Body<'_>) -> 
                 w.describe_group_response(out, id, d.state, d.generation, &members, &offsets)
             })
         }
+        // Answers of the Kafka codec's requests only.
+        GroupAnswer::KafkaJoined(_) | GroupAnswer::MemberIdRequired(_) | GroupAnswer::Synced(_) => {
+            error_response(
+                api,
+                id,
+                &ServiceError::internal("a Kafka protocol answer to a native request"),
+            )
+        }
     }
 }
 

@@ -378,6 +378,8 @@ pub fn error_code(kind: ErrorKind) -> ErrorCode {
         ErrorKind::IllegalGeneration => ErrorCode::IllegalGeneration,
         ErrorKind::RebalanceInProgress => ErrorCode::RebalanceInProgress,
         ErrorKind::NotAssigned => ErrorCode::NotAssigned,
+        // The native protocol has no code of its own for it.
+        ErrorKind::InconsistentGroupProtocol => ErrorCode::InvalidRequest,
         ErrorKind::Internal => ErrorCode::Internal,
         // Native producers are not idempotent: only a hand-made batch with
         // a producer id gets these.

@@ -14,6 +14,12 @@
 //!
 //! Membership is in memory only: after a restart members rejoin (their
 //! heartbeats get UnknownMember) and resume from the committed offsets.
+//!
+//! Both codecs land here: the native one (the coordinator assigns ranges)
+//! and the Kafka one (the classic protocol: [`GroupRequest::KafkaJoin`] and
+//! [`GroupRequest::Sync`], the group's leader assigns). Their offsets are
+//! the same records in the same topic, so each sees what the other
+//! committed.
 
 use std::{
     cell::RefCell,
@@ -26,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::arrivals::Arrivals;
 use crate::error::{ServiceError, ServiceResult};
-use crate::group::{Group, GroupError, TopicPartition};
+use crate::group::{ClassicJoin, Group, GroupError, TopicPartition};
 use crate::metadata::{self, TopicConfig, TopicMeta};
 use crate::metrics::GroupSnapshot;
 use crate::shard::{Shard, ShardMessage};
@@ -121,6 +127,49 @@ pub enum GroupRequest {
         /// The group.
         group: String,
     },
+    /// Kafka's JoinGroup (the classic protocol); answered once the
+    /// generation forms.
+    KafkaJoin(KafkaJoin),
+    /// Kafka's SyncGroup: the leader's carries every member's assignment;
+    /// answered with the member's own once the leader's arrived.
+    Sync {
+        /// The group.
+        group: String,
+        /// The member.
+        member_id: String,
+        /// The generation it joined.
+        generation: i32,
+        /// The leader's assignments (member id, opaque bytes); empty from
+        /// the others.
+        assignments: Vec<(String, Vec<u8>)>,
+    },
+    /// Kafka's OffsetCommit: checked against member and generation only
+    /// (generation -1 and no member: a simple commit, for a group with no
+    /// members).
+    KafkaCommit {
+        /// The group.
+        group: String,
+        /// The member ("" for a simple commit).
+        member_id: String,
+        /// Its generation (-1 for a simple commit).
+        generation: i32,
+        /// Next offsets to consume, per partition.
+        offsets: Vec<(TopicPartition, i64)>,
+    },
+}
+
+/// A Kafka JoinGroup, as it crosses to the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaJoin {
+    /// The group.
+    pub group: String,
+    /// The member's id; empty for a new member.
+    pub member_id: String,
+    /// A new member must first get an id (JoinGroup v4+: the answer is
+    /// MEMBER_ID_REQUIRED with a fresh id).
+    pub require_member_id: bool,
+    /// The member's protocol type, protocols, timeouts and client.
+    pub join: ClassicJoin,
 }
 
 impl GroupRequest {
@@ -132,7 +181,10 @@ impl GroupRequest {
             | GroupRequest::Leave { group, .. }
             | GroupRequest::Commit { group, .. }
             | GroupRequest::FetchOffsets { group, .. }
-            | GroupRequest::Describe { group } => group,
+            | GroupRequest::Describe { group }
+            | GroupRequest::KafkaJoin(KafkaJoin { group, .. })
+            | GroupRequest::Sync { group, .. }
+            | GroupRequest::KafkaCommit { group, .. } => group,
         }
     }
 }
@@ -148,6 +200,42 @@ pub enum GroupAnswer {
     Offsets(Vec<(TopicPartition, i64)>),
     /// Describe.
     Described(GroupDescription),
+    /// Kafka JoinGroup: the generation formed.
+    KafkaJoined(KafkaJoined),
+    /// Kafka JoinGroup v4+ of a new member: join again with this id.
+    MemberIdRequired(String),
+    /// Kafka SyncGroup: the member's assignment, opaque.
+    Synced(Vec<u8>),
+}
+
+/// A classic member's place in a generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaJoined {
+    /// The member's id.
+    pub member_id: String,
+    /// The generation formed.
+    pub generation: i32,
+    /// The group's protocol type.
+    pub protocol_type: String,
+    /// The protocol chosen.
+    pub protocol: String,
+    /// The leader's id.
+    pub leader: String,
+    /// For the leader, every member's metadata for the chosen protocol.
+    pub members: Vec<(String, Vec<u8>)>,
+}
+
+/// A classic member as DescribeGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassicMember {
+    /// Its id.
+    pub member_id: String,
+    /// The client's id and host.
+    pub client: (String, String),
+    /// Its metadata for the chosen protocol.
+    pub metadata: Vec<u8>,
+    /// Its assignment in the current generation (empty if none yet).
+    pub assignment: Vec<u8>,
 }
 
 /// A member's place in a generation.
@@ -174,6 +262,12 @@ pub struct GroupDescription {
     pub members: Vec<(String, Vec<String>, Vec<TopicPartition>)>,
     /// Every committed offset.
     pub committed: Vec<(TopicPartition, i64)>,
+    /// The protocol type ("" for a native group).
+    pub protocol_type: String,
+    /// The protocol chosen ("" for a native group).
+    pub protocol: String,
+    /// The members of a classic group, with their opaque bytes.
+    pub classic_members: Vec<ClassicMember>,
 }
 
 /// One group of ListGroups.
@@ -187,6 +281,8 @@ pub struct GroupListing {
     pub members: u32,
     /// Current generation.
     pub generation: i32,
+    /// The protocol type ("" for a native group).
+    pub protocol_type: String,
 }
 
 /// Where a group's coordinator listens.
@@ -219,6 +315,7 @@ impl Groups {
                 state: g.phase.name().to_string(),
                 members: g.members.len() as u32,
                 generation: g.generation,
+                protocol_type: g.protocol_type.clone().unwrap_or_default(),
             })
             .collect()
     }
@@ -320,7 +417,138 @@ pub async fn serve_here(shard: &Shard, request: GroupRequest) -> ServiceResult<G
             fetch_offsets(shard, &group, partitions),
         )),
         GroupRequest::Describe { group } => Ok(GroupAnswer::Described(describe(shard, &group))),
+        GroupRequest::KafkaJoin(join) => kafka_join(shard, join).await,
+        GroupRequest::Sync {
+            group,
+            member_id,
+            generation,
+            assignments,
+        } => sync(shard, &group, &member_id, generation, &assignments)
+            .await
+            .map(GroupAnswer::Synced),
+        GroupRequest::KafkaCommit {
+            group,
+            member_id,
+            generation,
+            offsets,
+        } => Box::pin(kafka_commit(shard, &group, &member_id, generation, offsets))
+            .await
+            .map(|()| GroupAnswer::Done),
     }
+}
+
+/// A new group as this broker creates them.
+fn new_group(shard: &Shard, name: &str) -> Group {
+    let delay = u64::from(shard.config().group_initial_rebalance_delay_ms);
+    Group::new(name).with_initial_delay(Duration::from_millis(delay))
+}
+
+/// Kafka's JoinGroup: MEMBER_ID_REQUIRED for a new member of v4+, else
+/// answered once the generation forms.
+async fn kafka_join(shard: &Shard, request: KafkaJoin) -> ServiceResult<GroupAnswer> {
+    let KafkaJoin {
+        group,
+        member_id,
+        require_member_id,
+        join,
+    } = request;
+    let session = join.session_timeout;
+    let counts = |t: &str| partition_count(shard, t);
+    let groups = shard.groups();
+    let member = {
+        let mut all = groups.groups.borrow_mut();
+        let g = all
+            .entry(group.clone())
+            .or_insert_with(|| new_group(shard, &group));
+        if member_id.is_empty() && require_member_id {
+            return Ok(GroupAnswer::MemberIdRequired(
+                g.pending_member(session, Instant::now()),
+            ));
+        }
+        g.join_classic(Some(&member_id), join, Instant::now(), &counts)?
+    };
+    groups.changed.notify();
+    loop {
+        let seen = groups.changed.generation();
+        let found = match groups.groups.borrow().get(&group) {
+            Some(g) => g
+                .join_answer(&member)
+                .map(|a| a.map(|a| (a, g.protocol_type.clone().unwrap_or_default()))),
+            None => Err(GroupError::UnknownMember),
+        }?;
+        match found {
+            Some((a, protocol_type)) => {
+                return Ok(GroupAnswer::KafkaJoined(KafkaJoined {
+                    member_id: member,
+                    generation: a.generation,
+                    protocol_type,
+                    protocol: a.protocol.unwrap_or_default(),
+                    leader: a.leader,
+                    members: a.metadata,
+                }))
+            }
+            None => {
+                groups.changed.wait(seen, session).await;
+            }
+        }
+    }
+}
+
+/// Kafka's SyncGroup: answered with the member's assignment once the
+/// leader's SyncGroup brought it.
+async fn sync(
+    shard: &Shard,
+    group: &str,
+    member_id: &str,
+    generation: i32,
+    assignments: &[(String, Vec<u8>)],
+) -> ServiceResult<Vec<u8>> {
+    let groups = shard.groups();
+    groups.with_group(group, |g| {
+        g.sync(member_id, generation, assignments, Instant::now())
+    })?;
+    groups.changed.notify();
+    loop {
+        let seen = groups.changed.generation();
+        let answer = groups.with_group(group, |g| g.sync_answer(member_id, generation))?;
+        match answer {
+            Some(bytes) => return Ok(bytes),
+            // Woken by the leader's sync, or the tick's deadline check.
+            None => {
+                groups.changed.wait(seen, TICK * 10).await;
+            }
+        }
+    }
+}
+
+/// Kafka's OffsetCommit: checked by Kafka's rules, made durable, applied.
+async fn kafka_commit(
+    shard: &Shard,
+    group: &str,
+    member_id: &str,
+    generation: i32,
+    offsets: Vec<(TopicPartition, i64)>,
+) -> ServiceResult<()> {
+    if offsets.iter().any(|(_, o)| *o < 0) {
+        return Err(ServiceError::invalid(
+            "a committed offset must not be negative",
+        ));
+    }
+    shard
+        .groups()
+        .groups
+        .borrow_mut()
+        .entry(group.to_string())
+        .or_insert_with(|| new_group(shard, group))
+        .check_classic_commit(member_id, generation, Instant::now())?;
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    persist(shard, group, &offsets).await?;
+    if let Some(g) = shard.groups().groups.borrow_mut().get_mut(group) {
+        g.apply_commit(offsets);
+    }
+    Ok(())
 }
 
 /// Rebuilds committed offsets from this shard's offsets partitions.
@@ -355,7 +583,7 @@ pub async fn replay(shard: &Shard) -> ServiceResult<usize> {
                         .groups
                         .borrow_mut()
                         .entry(group.to_string())
-                        .or_insert_with(|| Group::new(group))
+                        .or_insert_with(|| new_group(shard, group))
                         .apply_commit([((o.topic.to_string(), o.partition), o.offset)]);
                     records += 1;
                 }
@@ -447,7 +675,7 @@ async fn join(
         .groups
         .borrow_mut()
         .entry(group.to_string())
-        .or_insert_with(|| Group::new(group))
+        .or_insert_with(|| new_group(shard, group))
         .join(
             Some(member_id),
             &topic_names,
@@ -589,6 +817,32 @@ fn describe(shard: &Shard, group: &str) -> GroupDescription {
             })
             .collect(),
         committed: g.committed.iter().map(|(tp, o)| (tp.clone(), *o)).collect(),
+        protocol_type: g.protocol_type.clone().unwrap_or_default(),
+        protocol: g.protocol.clone().unwrap_or_default(),
+        classic_members: if g.is_classic() {
+            let chosen = g.protocol.as_deref().unwrap_or_default();
+            g.members
+                .values()
+                .map(|m| ClassicMember {
+                    member_id: m.id.clone(),
+                    client: m.client.clone(),
+                    metadata: m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| n == chosen)
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default(),
+                    assignment: m
+                        .sync
+                        .as_ref()
+                        .filter(|(gen, _)| *gen == g.generation)
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 
