@@ -62,6 +62,8 @@ fn start(dir: &tempfile::TempDir) -> (Broker, SocketAddr) {
         listen: listen.parse().unwrap(),
         shards: Vec::new(),
         metrics: None,
+        kafka: kafka.parse().ok(),
+        kafka_shards: Vec::new(),
         data_dir,
         stderr_path,
     };

@@ -125,6 +125,11 @@ def add_produce_args(p):
     )
     p.add_argument("--value-size", type=int, default=100, help="bytes per generated value")
     p.add_argument("--keys", action="store_true", help="give generated records keys")
+    p.add_argument(
+        "--text",
+        action="store_true",
+        help="generated values are printable text (hex digits), not random bytes",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
         "--duration",
@@ -166,7 +171,8 @@ def records(a):
         key = f"key-{a.seed}-{i}".encode() if a.keys else None
         value = f"{a.seed}:{i}:".encode()
         if len(value) < a.value_size:
-            value += rng.randbytes(a.value_size - len(value))
+            pad = a.value_size - len(value)
+            value += rng.randbytes((pad + 1) // 2).hex().encode()[:pad] if a.text else rng.randbytes(pad)
         yield i, key, value, None
         i += 1
 

@@ -74,20 +74,24 @@ pub fn kafka_addr(broker: &Broker) -> String {
     broker.kafka.unwrap().to_string()
 }
 
+/// How long a native CLI call may take.
+pub const NATIVE_CLI_LIMIT: Duration = Duration::from_secs(60);
+
+/// `broker ARGS --bootstrap <native listen address>`: its stdout lines,
+/// after checking it succeeded within `limit`.
+pub fn native_cli_lines(broker: &Broker, args: &[&str], limit: Duration) -> Vec<String> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_broker"));
+    cmd.args(args)
+        .args(["--bootstrap", &broker.listen.to_string()]);
+    Proc::spawn(cmd).wait(limit).ok().stdout
+}
+
 /// `broker ARGS --bootstrap <native listen address>`: its stdout, after
 /// checking it succeeded.
 pub fn native_cli(broker: &Broker, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_broker"))
-        .args(args)
-        .args(["--bootstrap", &broker.listen.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "broker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let mut text = native_cli_lines(broker, args, NATIVE_CLI_LIMIT).join("\n");
+    text.push('\n');
+    text
 }
 
 /// Creates `topic` with `partitions` partitions through the native CLI.

@@ -17,6 +17,9 @@ use broker_protocol::{decode_as, decode_frame, Body, FrameWriter, Message};
 
 pub mod hostile;
 
+/// How long `Broker::start` waits for the ready line.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A `broker serve` child process.
 pub struct Broker {
     pub child: Child,
@@ -55,9 +58,26 @@ impl Broker {
             .stderr(stderr)
             .spawn()
             .expect("start broker");
+        // The ready line, read on a thread so that a broker that never
+        // gets ready fails the test instead of hanging it.
         let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                panic!(
+                    "broker printed no ready line in {READY_TIMEOUT:?} (killed); stderr:\n{log}"
+                );
+            }
+        };
         let Some(rest) = line.trim().strip_prefix("ready ") else {
             let _ = child.kill();
             let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
