@@ -449,7 +449,9 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         })?;
         max_timestamp = max_timestamp.max(timestamp);
     }
-    if header.max_timestamp != max_timestamp {
+    // Under LogAppendTime the broker wrote its own time as the max
+    // timestamp: the records' own no longer have to add up to it.
+    if header.max_timestamp != max_timestamp && header.attributes & ATTR_LOG_APPEND_TIME == 0 {
         return Err(BatchError::MaxTimestampMismatch {
             stored: header.max_timestamp,
             computed: max_timestamp,

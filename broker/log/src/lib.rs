@@ -193,6 +193,15 @@ impl Log {
             .expect("a log always has a segment")
     }
 
+    /// The base offset of the active segment (the one appends go to).
+    pub fn active_segment_base(&self) -> u64 {
+        let st = self.inner.state.borrow();
+        *st.segments
+            .keys()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+
     /// The next offset an append will be assigned (includes appends not yet
     /// acknowledged).
     pub fn log_end_offset(&self) -> u64 {

@@ -134,6 +134,7 @@ impl Default for ServerConfig {
                 retention_ms: Some(log_config::DEFAULT_RETENTION_MS),
                 retention_bytes: None,
                 segment_bytes: log_config::DEFAULT_SEGMENT_BYTES,
+                log_append_time: false,
             },
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_batch_bytes: log_config::DEFAULT_BATCH_BYTES_MAX,

@@ -47,6 +47,15 @@ pub enum ErrorKind {
     RebalanceInProgress,
     /// A committed partition is not assigned to the member.
     NotAssigned,
+    /// An idempotent producer's batch does not follow its last one (a gap
+    /// or a reordering).
+    OutOfOrderSequence,
+    /// An idempotent producer's batch carries an epoch older than its
+    /// current one: a newer instance of the producer exists.
+    ProducerFenced,
+    /// An idempotent producer this partition does not know sent a batch
+    /// that does not start its sequence.
+    UnknownProducer,
     /// A failure the other kinds do not describe (a bug, a shard stopping).
     Internal,
 }

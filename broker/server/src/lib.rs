@@ -25,6 +25,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod native;
 pub mod partition;
+pub mod producers;
 pub mod service;
 pub mod shard;
 
@@ -209,6 +210,7 @@ struct Boot {
     main_addr: Receiver<MainAddrs>,
     endpoints: Receiver<Endpoints>,
     cluster_id: Arc<str>,
+    producer_ids: i64,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     open_connections: Arc<std::sync::atomic::AtomicUsize>,
@@ -254,6 +256,7 @@ pub fn start_with_metrics(
     let data = DataDir::new(root);
     let lock = lock_data_dir(&data)?;
     let cluster_id: Arc<str> = metadata::cluster_id(&data)?.into();
+    let producer_ids = metadata::reserve_producer_ids(&data)?;
     let mut topics = metadata::open_data_dir(&data)?;
     for moved in metadata::fit_to_shards(&data, &mut topics, shard_count as u16)? {
         tracing::warn!(topic = %moved, shards = shard_count,
@@ -284,6 +287,7 @@ pub fn start_with_metrics(
         main_addr,
         endpoints,
         cluster_id,
+        producer_ids,
         stop: stop.clone(),
         metrics: metrics.clone(),
         open_connections: Arc::default(),
@@ -436,6 +440,7 @@ async fn run_shard(
         kafka_endpoints: endpoints.kafka,
         kafka_main: kafka_main.as_ref().map(|(_, a)| *a),
         cluster_id: boot.cluster_id.clone(),
+        producer_ids: boot.producer_ids,
         topics: boot.topics.clone(),
         partitions,
         peers: mesh.senders,

@@ -24,7 +24,13 @@
 //! - Readers are woken whenever the high watermark moves, and when the
 //!   partition closes (so long polls answer at once).
 
-use std::{cell::Cell, ops::Range, rc::Rc, sync::atomic::Ordering::Relaxed, sync::Arc};
+use std::{
+    cell::{Cell, RefCell},
+    ops::Range,
+    rc::Rc,
+    sync::atomic::Ordering::Relaxed,
+    sync::Arc,
+};
 
 use broker_log::{Appended, Log, LogError, LogRead};
 
@@ -33,6 +39,7 @@ use crate::config::ServerConfig;
 use crate::error::StartError;
 use crate::metadata::{DataDir, TopicMeta};
 use crate::metrics::{PartitionMetrics, ShardMetrics};
+use crate::producers::{BatchIds, Producers};
 use broker_shard::ShardId;
 
 /// One partition owned by this shard.
@@ -46,6 +53,8 @@ pub struct Partition {
     /// closes).
     arrivals: Arrivals,
     metrics: Arc<PartitionMetrics>,
+    /// Idempotent producers' sequences (Kafka's producer state).
+    producers: RefCell<Producers>,
 }
 
 impl Partition {
@@ -59,6 +68,7 @@ impl Partition {
             log,
             arrivals: Arrivals::default(),
             metrics,
+            producers: RefCell::new(Producers::default()),
         };
         partition.update_gauges();
         partition
@@ -95,6 +105,38 @@ impl Partition {
     /// Its metrics series.
     pub fn metrics(&self) -> &PartitionMetrics {
         &self.metrics
+    }
+
+    /// The idempotent producers' state (borrow it only between awaits).
+    pub fn producers(&self) -> &RefCell<Producers> {
+        &self.producers
+    }
+
+    /// Rebuilds the idempotent producers' state from the batches of the
+    /// log's active segment (a producer retries only its latest batches).
+    pub async fn recover_producers(&self) -> Result<usize, LogError> {
+        let mut offset = self
+            .log
+            .active_segment_base()
+            .max(self.log.log_start_offset());
+        let end = self.log.durable_end();
+        let mut producers = Producers::default();
+        while offset < end {
+            let read = self.log.read_below(offset, 1 << 20, end).await?;
+            if read.next_offset <= offset {
+                break;
+            }
+            for (header, _) in broker_format::batches(read.bytes.as_slice()).flatten() {
+                if let Some(ids) = BatchIds::of(&header) {
+                    let base = header.base_offset as u64;
+                    producers.recovered(&ids, base, base + header.records_count.max(0) as u64);
+                }
+            }
+            offset = read.next_offset;
+        }
+        let n = producers.len();
+        *self.producers.borrow_mut() = producers;
+        Ok(n)
     }
 
     /// The wake-up of readers waiting for the high watermark to move: take
@@ -268,7 +310,21 @@ pub async fn open_owned(
         }
         let series = Arc::new(PartitionMetrics::new(&topic.name, p, log.io_stats()));
         metrics.add_partition(series.clone());
-        opened.push(Partition::new(name.clone(), p, log, series));
+        let partition = Partition::new(name.clone(), p, log, series);
+        let producers =
+            partition
+                .recover_producers()
+                .await
+                .map_err(|source| StartError::Partition {
+                    topic: topic.name.clone(),
+                    partition: p,
+                    source,
+                })?;
+        if producers > 0 {
+            tracing::info!(topic = %topic.name, partition = p, producers,
+                "idempotent producers' state rebuilt");
+        }
+        opened.push(partition);
     }
     Ok(opened)
 }

@@ -164,6 +164,9 @@ pub struct ShardParts {
     pub kafka_main: Option<SocketAddr>,
     /// The data directory's cluster id.
     pub cluster_id: Arc<str>,
+    /// The first producer id of this start's block
+    /// ([`crate::metadata::reserve_producer_ids`]).
+    pub producer_ids: i64,
     /// Links to the other shards.
     pub peers: Senders<ShardMessage>,
     /// This shard's metrics series.
@@ -182,6 +185,10 @@ pub struct Shard {
     kafka_endpoints: Vec<SocketAddr>,
     kafka_main: Option<SocketAddr>,
     cluster_id: Arc<str>,
+    /// The next producer id this shard gives out: the block's ids
+    /// `start + shard + k * shard_count`.
+    next_producer_id: Cell<i64>,
+    producer_ids_end: i64,
     topics: RefCell<TopicTable>,
     partitions: RefCell<PartitionMap>,
     /// Topics this shard is creating or deleting (as their controller):
@@ -230,6 +237,8 @@ impl Shard {
             kafka_endpoints: parts.kafka_endpoints,
             kafka_main: parts.kafka_main,
             cluster_id: parts.cluster_id,
+            next_producer_id: Cell::new(parts.producer_ids + i64::from(parts.id)),
+            producer_ids_end: parts.producer_ids + crate::metadata::PRODUCER_ID_BLOCK,
             topics: RefCell::new(parts.topics),
             partitions: RefCell::new(parts.partitions),
             changing: RefCell::new(HashSet::new()),
@@ -251,6 +260,18 @@ impl Shard {
     /// The Kafka main address.
     pub fn kafka_main(&self) -> Option<SocketAddr> {
         self.kafka_main
+    }
+
+    /// A producer id never given before (None once this start's block is
+    /// used up: 2^32 ids over the shards).
+    pub fn new_producer_id(&self) -> Option<i64> {
+        let id = self.next_producer_id.get();
+        if id >= self.producer_ids_end {
+            return None;
+        }
+        self.next_producer_id
+            .set(id + i64::from(self.shard_count.max(1)));
+        Some(id)
     }
 
     /// The data directory's cluster id.

@@ -41,6 +41,12 @@ pub const TOPIC_ALREADY_EXISTS: i16 = 36;
 pub const INVALID_PARTITIONS: i16 = 37;
 /// INVALID_REQUEST.
 pub const INVALID_REQUEST: i16 = 42;
+/// OUT_OF_ORDER_SEQUENCE_NUMBER.
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+/// INVALID_PRODUCER_EPOCH.
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+/// UNKNOWN_PRODUCER_ID (the producer bumps its epoch, KIP-360).
+pub const UNKNOWN_PRODUCER_ID: i16 = 59;
 /// KAFKA_STORAGE_ERROR (retriable).
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
 
@@ -59,5 +65,8 @@ pub fn code(e: &ServiceError) -> i16 {
         ErrorKind::IllegalGeneration | ErrorKind::NotAssigned => ILLEGAL_GENERATION,
         ErrorKind::RebalanceInProgress => REBALANCE_IN_PROGRESS,
         ErrorKind::Internal => UNKNOWN_SERVER_ERROR,
+        ErrorKind::OutOfOrderSequence => OUT_OF_ORDER_SEQUENCE_NUMBER,
+        ErrorKind::ProducerFenced => INVALID_PRODUCER_EPOCH,
+        ErrorKind::UnknownProducer => UNKNOWN_PRODUCER_ID,
     }
 }

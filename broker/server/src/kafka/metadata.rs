@@ -187,6 +187,7 @@ async fn auto_create(
             name: name.to_owned(),
             partitions: None,
             settings: Default::default(),
+            log_append_time: None,
         },
     )
     .await;

@@ -29,6 +29,7 @@ pub mod fetch;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod producer_id;
 pub mod wire;
 
 use std::rc::Rc;
@@ -53,6 +54,8 @@ pub mod api {
     pub const METADATA: i16 = 3;
     /// ApiVersions.
     pub const API_VERSIONS: i16 = 18;
+    /// InitProducerId.
+    pub const INIT_PRODUCER_ID: i16 = 22;
 }
 
 /// One api and the versions of it this broker serves.
@@ -94,6 +97,11 @@ pub const APIS: &[ApiRange] = &[
         min: 0,
         max: 4,
     },
+    ApiRange {
+        key: api::INIT_PRODUCER_ID,
+        min: 0,
+        max: 4,
+    },
 ];
 
 /// The versions served of `key`, if it is served at all.
@@ -112,6 +120,7 @@ fn request_header_version(key: i16, version: i16) -> i16 {
         api::LIST_OFFSETS => ListOffsetsRequest::header_version(version),
         api::METADATA => MetadataRequest::header_version(version),
         api::API_VERSIONS => ApiVersionsRequest::header_version(version),
+        api::INIT_PRODUCER_ID => InitProducerIdRequest::header_version(version),
         _ => 1,
     }
 }
@@ -299,6 +308,7 @@ pub fn check_request(frame: &[u8]) -> Result<(), String> {
         api::PRODUCE => produce::decode(&mut d, v, f).map(drop),
         api::FETCH => fetch::decode(&mut d, v, f).map(drop),
         api::LIST_OFFSETS => list_offsets::decode(&mut d, v, f).map(drop),
+        api::INIT_PRODUCER_ID => producer_id::decode(&mut d, v, f).map(drop),
         other => return Err(format!("api {other} has no decoder")),
     };
     body.map_err(|e| e.to_string())
@@ -378,6 +388,7 @@ async fn dispatch(shard: &Rc<Shard>, request: Request<'_>, via: Via) -> Reply {
         api::PRODUCE => produce::handle(shard, request, route).await,
         api::FETCH => fetch::handle(shard, request, route).await,
         api::LIST_OFFSETS => Box::pin(list_offsets::handle(shard, request, route)).await,
+        api::INIT_PRODUCER_ID => producer_id::handle(shard, request),
         _ => return Reply::Close,
     };
     match result {

@@ -161,12 +161,25 @@ fn encode(r: &Request<'_>, topics: &[ProduceTopic<'_>], answers: Vec<Vec<Answer>
         e.string(flex, t.name);
         e.array_len(flex, t.partitions.len());
         for ((index, _), answer) in t.partitions.iter().zip(answers) {
-            let (code, base, message) = match answer {
-                Answer::Done(Ok(p)) => (errors::NONE, p.base_offset as i64, None),
-                Answer::Done(Err(e)) => (errors::code(&e), -1, Some(e.message)),
-                Answer::Code(code, message) => (code, -1, message),
+            let (code, base, time, message) = match answer {
+                Answer::Done(Ok(p)) => (
+                    errors::NONE,
+                    p.base_offset as i64,
+                    p.log_append_time.unwrap_or(-1),
+                    None,
+                ),
+                Answer::Done(Err(e)) => (errors::code(&e), -1, -1, Some(e.message)),
+                Answer::Code(code, message) => (code, -1, -1, message),
             };
-            partition(&mut e, v, flex, *index, code, base, message.as_deref());
+            partition(
+                &mut e,
+                v,
+                flex,
+                *index,
+                code,
+                (base, time),
+                message.as_deref(),
+            );
         }
         e.tagged_fields(flex);
     }
@@ -181,13 +194,13 @@ fn partition(
     flex: bool,
     index: i32,
     code: i16,
-    base_offset: i64,
+    (base_offset, log_append_time): (i64, i64),
     message: Option<&str>,
 ) {
     e.i32(index);
     e.i16(code);
     e.i64(base_offset);
-    e.i64(-1); // log_append_time_ms: -1, the topic uses CreateTime
+    e.i64(log_append_time); // -1 unless the topic uses LogAppendTime
     if v >= 5 {
         e.i64(-1); // log_start_offset: unknown to the append path
     }

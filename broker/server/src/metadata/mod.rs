@@ -102,6 +102,11 @@ pub struct TopicConfig {
     pub retention_bytes: Option<u64>,
     /// Roll the active segment before it would exceed this many bytes.
     pub segment_bytes: u64,
+    /// Kafka's `message.timestamp.type=LogAppendTime`: each batch's
+    /// timestamp is the broker's time of append (its max timestamp is
+    /// rewritten and its attributes say so), not the producer's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log_append_time: bool,
 }
 
 impl TopicConfig {
@@ -139,6 +144,7 @@ impl TopicConfig {
                 defaults.retention_bytes,
             )?,
             segment_bytes,
+            log_append_time: defaults.log_append_time,
         })
     }
 
@@ -553,6 +559,32 @@ pub fn cluster_id(dir: &DataDir) -> Result<String, MetadataError> {
     }
 }
 
+/// Producer ids one start of the broker reserves: its shards hand them out
+/// (InitProducerId) and none is ever given twice, across restarts too.
+pub const PRODUCER_ID_BLOCK: i64 = 1 << 32;
+
+/// Reserves this start's block of producer ids: reads the next free one
+/// from `producer-ids` (0 when absent), writes it back one block further
+/// (atomically, fsynced) and returns the block's first id.
+pub fn reserve_producer_ids(dir: &DataDir) -> Result<i64, MetadataError> {
+    let path = dir.root().join("producer-ids");
+    let start = match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|&n| (0..i64::MAX - PRODUCER_ID_BLOCK).contains(&n))
+            .ok_or_else(|| MetadataError::Corrupt {
+                path: path.clone(),
+                reason: format!("{:?} is not a producer id", text.trim()),
+            })?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(MetadataError::io("read", &path, e)),
+    };
+    write_atomic_blocking(&path, (start + PRODUCER_ID_BLOCK).to_string().as_bytes())?;
+    Ok(start)
+}
+
 fn is_cluster_id_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
@@ -605,6 +637,7 @@ mod tests {
             retention_ms: Some(1000),
             retention_bytes: None,
             segment_bytes: 1 << 30,
+            log_append_time: false,
         };
         let all_default = TopicConfig::resolve(&TopicSettings::default(), &defaults).unwrap();
         assert_eq!(all_default, defaults);
@@ -648,6 +681,7 @@ mod tests {
                 retention_ms: None,
                 retention_bytes: Some(10),
                 segment_bytes: 4096,
+                log_append_time: false,
             },
             2,
         );

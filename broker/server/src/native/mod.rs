@@ -300,6 +300,7 @@ async fn create_topic(shard: &Rc<Shard>, id: u64, r: CreateTopicRequest<'_>) -> 
         name: r.name().to_owned(),
         partitions,
         settings: TopicSettings::from_table(r.config()),
+        log_append_time: None,
     };
     match topics::create(shard, request).await {
         Ok(t) => encode(api, id, 128, |w, out| {
@@ -378,6 +379,11 @@ pub fn error_code(kind: ErrorKind) -> ErrorCode {
         ErrorKind::RebalanceInProgress => ErrorCode::RebalanceInProgress,
         ErrorKind::NotAssigned => ErrorCode::NotAssigned,
         ErrorKind::Internal => ErrorCode::Internal,
+        // Native producers are not idempotent: only a hand-made batch with
+        // a producer id gets these.
+        ErrorKind::OutOfOrderSequence | ErrorKind::ProducerFenced | ErrorKind::UnknownProducer => {
+            ErrorCode::InvalidRequest
+        }
     }
 }
 

@@ -54,6 +54,7 @@ pub fn offsets_topic(shard_count: u16) -> TopicMeta {
             retention_ms: None,
             retention_bytes: None,
             segment_bytes: OFFSETS_SEGMENT_BYTES,
+            log_append_time: false,
         },
         shard_count,
     )

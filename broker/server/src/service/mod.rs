@@ -22,6 +22,7 @@ use std::{ops::Range, rc::Rc, sync::atomic::Ordering::Relaxed, time::Duration};
 use bytes::Bytes;
 
 use crate::error::{ErrorKind, ServiceError, ServiceResult};
+use crate::partition::Partition;
 use crate::shard::{Shard, ShardMessage};
 use broker_log::ReadBytes;
 use broker_shard::ShardId;
@@ -52,6 +53,9 @@ pub struct Produced {
     pub base_offset: u64,
     /// The last record's offset.
     pub last_offset: u64,
+    /// The broker's time of append (ms since the epoch), written into the
+    /// batches, on a topic with `log_append_time`; None otherwise.
+    pub log_append_time: Option<i64>,
 }
 
 /// One partition's part of a produce request.
@@ -325,6 +329,12 @@ pub async fn produce_here(
         return Err(ServiceError::not_open(topic, partition));
     };
     let batches = split_batches(payload, shard.config().max_batch_bytes)?;
+    if shard.topic(topic).is_some_and(|t| t.config.log_append_time) {
+        return produce_log_append_time(&p, payload, &batches).await;
+    }
+    if batches.iter().any(|r| is_idempotent(&payload[r.clone()])) {
+        return produce_idempotent(&p, payload, &batches).await;
+    }
     if batches.len() > 1 {
         // The log validates a lone batch itself: no second CRC pass.
         for range in &batches {
@@ -337,7 +347,201 @@ pub async fn produce_here(
     Ok(Produced {
         base_offset: base,
         last_offset: next - 1,
+        log_append_time: None,
     })
+}
+
+/// Appends to a topic with `log_append_time`: each batch is checked (CRC
+/// and records) as it came, then gets the broker's clock as its max
+/// timestamp and the LogAppendTime attribute, and a new CRC, as Kafka's
+/// `LogValidator` does. (A copy of the payload: the request's bytes are
+/// shared and immutable.)
+async fn produce_log_append_time(
+    p: &Partition,
+    payload: &[u8],
+    batches: &[Range<usize>],
+) -> ServiceResult<Produced> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut owned = payload.to_vec();
+    for range in batches {
+        let batch = &mut owned[range.clone()];
+        broker_format::validate(batch).map_err(|e| {
+            ServiceError::new(ErrorKind::CorruptBatch, format!("record batch: {e}"))
+        })?;
+        stamp_log_append_time(batch, now);
+    }
+    let mut produced = if batches.iter().any(|r| is_idempotent(&owned[r.clone()])) {
+        produce_idempotent(p, &owned, batches).await?
+    } else {
+        let (base, next) = p.append_batches(&owned, batches).await?;
+        Produced {
+            base_offset: base,
+            last_offset: next - 1,
+            log_append_time: None,
+        }
+    };
+    produced.log_append_time = Some(now);
+    Ok(produced)
+}
+
+/// Sets a validated batch's max timestamp to `now` and its LogAppendTime
+/// attribute, and recomputes its CRC (bytes: schemas/record-batch.md).
+fn stamp_log_append_time(batch: &mut [u8], now: i64) {
+    const CRC: std::ops::Range<usize> = 17..21;
+    const ATTRIBUTES: std::ops::Range<usize> = 21..23;
+    const MAX_TIMESTAMP: std::ops::Range<usize> = 35..43;
+    let attributes = i16::from_be_bytes([batch[ATTRIBUTES.start], batch[ATTRIBUTES.start + 1]])
+        | broker_format::ATTR_LOG_APPEND_TIME;
+    batch[ATTRIBUTES].copy_from_slice(&attributes.to_be_bytes());
+    batch[MAX_TIMESTAMP].copy_from_slice(&now.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES.start..]);
+    batch[CRC].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Whether a batch carries a producer id (Kafka's idempotent producers).
+fn is_idempotent(batch: &[u8]) -> bool {
+    // producer_id: bytes 43..51 of the header (schemas/record-batch.md).
+    batch
+        .get(43..51)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .is_some_and(|b| i64::from_be_bytes(b) >= 0)
+}
+
+/// How long a retried batch waits for its original, still in flight, to be
+/// acknowledged before the retry is told to try again.
+const DUPLICATE_WAIT: Duration = Duration::from_secs(30);
+
+/// Appends batches of which some carry a producer id, one at a time in
+/// payload order, each checked against its producer's sequence first
+/// ([`crate::producers`]): a retry of a batch already in the log is not
+/// appended again and gets the original's offsets; a gap, a reordering or
+/// a fenced epoch is refused. Transactions are not supported.
+async fn produce_idempotent(
+    p: &Partition,
+    payload: &[u8],
+    batches: &[Range<usize>],
+) -> ServiceResult<Produced> {
+    use crate::producers::{BatchIds, Check, Refusal};
+    let mut first = None;
+    let mut last = 0;
+    for range in batches {
+        let batch = &payload[range.clone()];
+        let header = broker_format::validate(batch).map_err(|e| {
+            ServiceError::new(ErrorKind::CorruptBatch, format!("record batch: {e}"))
+        })?;
+        if header.is_transactional() || header.is_control() {
+            return Err(ServiceError::invalid(
+                "transactional batches are not supported (transactions are not implemented)",
+            ));
+        }
+        let (base, next) = match BatchIds::of(&header) {
+            None => {
+                let a = p.append(batch).await?;
+                (a.base_offset, a.next_offset)
+            }
+            Some(ids) => {
+                let check = p.producers().borrow().check(&ids);
+                match check {
+                    Check::Append => {
+                        // Recorded before the append is first polled (which
+                        // places it): a pipelined next batch checks against it.
+                        p.producers().borrow_mut().placed(&ids);
+                        match p.append(batch).await {
+                            Ok(a) => {
+                                p.producers().borrow_mut().acked(
+                                    &ids,
+                                    a.base_offset,
+                                    a.next_offset,
+                                );
+                                if p.arrivals().waiting() > 0 {
+                                    // A retry may be waiting for these offsets.
+                                    p.wake_readers();
+                                }
+                                (a.base_offset, a.next_offset)
+                            }
+                            Err(e) => {
+                                p.producers().borrow_mut().failed(&ids);
+                                p.wake_readers();
+                                return Err(e.into());
+                            }
+                        }
+                    }
+                    Check::Duplicate(Some(offsets)) => offsets,
+                    Check::Duplicate(None) => wait_for_original(p, &ids).await?,
+                    Check::Refuse(Refusal::Fenced { current }) => {
+                        return Err(ServiceError::new(
+                            ErrorKind::ProducerFenced,
+                            format!(
+                                "producer {} epoch {} is fenced: the current epoch is {current}",
+                                ids.producer_id, ids.epoch
+                            ),
+                        ))
+                    }
+                    Check::Refuse(Refusal::OutOfOrder { expected }) => {
+                        return Err(ServiceError::new(
+                            ErrorKind::OutOfOrderSequence,
+                            format!(
+                                "producer {} sent sequence {}, expected {expected}",
+                                ids.producer_id, ids.first_sequence
+                            ),
+                        ))
+                    }
+                    Check::Refuse(Refusal::UnknownProducer) => {
+                        return Err(ServiceError::new(
+                            ErrorKind::UnknownProducer,
+                            format!(
+                                "producer {} is not known to this partition and sent sequence {}",
+                                ids.producer_id, ids.first_sequence
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
+        first.get_or_insert(base);
+        last = next;
+    }
+    let first = first.ok_or_else(|| ServiceError::invalid("no record batch"))?;
+    Ok(Produced {
+        base_offset: first,
+        last_offset: last - 1,
+        log_append_time: None,
+    })
+}
+
+/// A retry of a batch still in flight: its offsets once the original is
+/// acknowledged (never before: acknowledging the retry first would promise
+/// what the log has not).
+async fn wait_for_original(
+    p: &Partition,
+    ids: &crate::producers::BatchIds,
+) -> ServiceResult<(u64, u64)> {
+    use crate::producers::Check;
+    let deadline = std::time::Instant::now() + DUPLICATE_WAIT;
+    loop {
+        let seen = p.arrivals().generation();
+        match p.producers().borrow().check(ids) {
+            Check::Duplicate(Some(offsets)) if offsets.1 <= p.high_watermark() => {
+                return Ok(offsets)
+            }
+            Check::Duplicate(_) => {}
+            // The original failed and was taken back: the retry retries.
+            _ => {
+                return Err(ServiceError::storage(
+                    "the original of this retried batch failed; retry it",
+                ))
+            }
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Err(ServiceError::storage(
+                "the original of this retried batch is not acknowledged yet; retry it",
+            ));
+        }
+        p.arrivals().wait(seen, deadline - now).await;
+    }
 }
 
 /// Splits a produce payload into whole batches by their length fields,

@@ -124,6 +124,7 @@ async fn start_shard(
         kafka_endpoints: Vec::new(),
         kafka_main: None,
         cluster_id: "test-cluster".into(),
+        producer_ids: 0,
         topics: boot.topics.clone(),
         partitions,
         peers: mesh.senders,
@@ -322,6 +323,7 @@ impl Model {
         Produced {
             base_offset: base,
             last_offset: next - 1,
+            log_append_time: None,
         }
     }
 

@@ -25,6 +25,9 @@ pub struct CreateTopic {
     pub partitions: Option<u32>,
     /// The settings asked for (each may be left to the broker's default).
     pub settings: TopicSettings,
+    /// Kafka's `message.timestamp.type`: Some(true) for LogAppendTime,
+    /// None for the broker's default.
+    pub log_append_time: Option<bool>,
 }
 
 /// A topic as described by metadata: None for an unknown name.
@@ -117,7 +120,10 @@ pub async fn create_here(shard: &Rc<Shard>, r: CreateTopic) -> ServiceResult<Arc
         }
         Some(n) => n,
     };
-    let config = TopicConfig::resolve(&r.settings, &shard.config().topic_defaults)?;
+    let mut config = TopicConfig::resolve(&r.settings, &shard.config().topic_defaults)?;
+    if let Some(l) = r.log_append_time {
+        config.log_append_time = l;
+    }
     let topic = TopicMeta::new(&r.name, partitions, config, shard.shard_count());
     let exists = || {
         ServiceError::new(
