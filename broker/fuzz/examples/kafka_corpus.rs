@@ -15,7 +15,10 @@ use std::path::Path;
 use broker_server::kafka::{api, check_request, APIS};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic, ForgottenTopic};
+use kafka_protocol::messages::fetch_request::{
+    FetchPartition, FetchRequest, FetchTopic, ForgottenTopic,
+};
+use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use kafka_protocol::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
 };
@@ -23,7 +26,7 @@ use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataReques
 use kafka_protocol::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
-use kafka_protocol::messages::{RequestHeader, TopicName};
+use kafka_protocol::messages::{ProducerId, RequestHeader, TopicName};
 use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 
 fn main() {
@@ -52,6 +55,7 @@ fn api_name(key: i16) -> String {
         api::LIST_OFFSETS => "list_offsets".into(),
         api::METADATA => "metadata".into(),
         api::API_VERSIONS => "api_versions".into(),
+        api::INIT_PRODUCER_ID => "init_producer_id".into(),
         other => format!("api{other}"),
     }
 }
@@ -65,7 +69,12 @@ fn topic(v: &str) -> TopicName {
 }
 
 /// Header then body, as the codec sees a request after its size prefix.
-fn frame<R: Encodable + HeaderVersion>(key: i16, version: i16, body: &R, flexible_tags: bool) -> Vec<u8> {
+fn frame<R: Encodable + HeaderVersion>(
+    key: i16,
+    version: i16,
+    body: &R,
+    flexible_tags: bool,
+) -> Vec<u8> {
     let header_version = R::header_version(version);
     let mut header = RequestHeader::default()
         .with_request_api_key(key)
@@ -73,26 +82,26 @@ fn frame<R: Encodable + HeaderVersion>(key: i16, version: i16, body: &R, flexibl
         .with_correlation_id(0x0102_0304)
         .with_client_id(Some(s("corpus")));
     if flexible_tags && header_version >= 2 {
-        header = header.with_unknown_tagged_field(7, Bytes::from_static(b"hdr"));
+        header = header.with_unknown_tagged_field(700, Bytes::from_static(b"hdr"));
     }
     let mut buf = BytesMut::new();
     header
         .encode(&mut buf, header_version)
         .expect("encode a request header");
-    body.encode(&mut buf, version).expect("encode a request body");
+    body.encode(&mut buf, version)
+        .expect("encode a request body");
     buf.to_vec()
 }
 
 /// A few requests of `key` at `version`; the second of each is the rich one.
 fn requests(key: i16, v: i16) -> Vec<Vec<u8>> {
-    let tagged = |flex: bool| flex;
     match key {
         api::METADATA => {
             let flex = v >= 9;
             let named = |n: &str| {
                 let t = MetadataRequestTopic::default().with_name(Some(topic(n)));
-                if tagged(flex) {
-                    t.with_unknown_tagged_field(3, Bytes::from_static(b"t"))
+                if flex {
+                    t.with_unknown_tagged_field(300, Bytes::from_static(b"t"))
                 } else {
                     t
                 }
@@ -111,14 +120,27 @@ fn requests(key: i16, v: i16) -> Vec<Vec<u8>> {
             vec![
                 frame(key, v, &MetadataRequest::default().with_topics(None), false),
                 frame(key, v, &rich, true),
-                frame(key, v, &MetadataRequest::default().with_topics(Some(vec![])), false),
+                frame(
+                    key,
+                    v,
+                    &MetadataRequest::default().with_topics(Some(vec![])),
+                    false,
+                ),
             ]
         }
         api::PRODUCE => {
             let batch = broker_format_batch();
-            let part = |i: i32, r: Option<Bytes>| PartitionProduceData::default().with_index(i).with_records(r);
+            let part = |i: i32, r: Option<Bytes>| {
+                PartitionProduceData::default()
+                    .with_index(i)
+                    .with_records(r)
+            };
             let rich = ProduceRequest::default()
-                .with_transactional_id(if v >= 3 { Some(s("txn-1").into()) } else { None })
+                .with_transactional_id(if v >= 3 {
+                    Some(s("txn-1").into())
+                } else {
+                    None
+                })
                 .with_acks(-1)
                 .with_timeout_ms(30_000)
                 .with_topic_data(vec![
@@ -167,7 +189,11 @@ fn requests(key: i16, v: i16) -> Vec<Vec<u8>> {
             ]
         }
         api::LIST_OFFSETS => {
-            let part = |i: i32, ts: i64| ListOffsetsPartition::default().with_partition_index(i).with_timestamp(ts);
+            let part = |i: i32, ts: i64| {
+                ListOffsetsPartition::default()
+                    .with_partition_index(i)
+                    .with_timestamp(ts)
+            };
             let rich = ListOffsetsRequest::default().with_topics(vec![
                 ListOffsetsTopic::default()
                     .with_name(topic("orders"))
@@ -190,8 +216,19 @@ fn requests(key: i16, v: i16) -> Vec<Vec<u8>> {
             }
             vec![frame(key, v, &rich, true)]
         }
-        // An api added to APIS after this generator: a header alone.
-        other => vec![[other.to_be_bytes(), v.to_be_bytes(), [0, 0], [0, 1], [0xff, 0xff]].concat()],
+        api::INIT_PRODUCER_ID => {
+            let mut rich = InitProducerIdRequest::default().with_transaction_timeout_ms(60_000);
+            if v >= 3 {
+                rich = rich
+                    .with_producer_id(ProducerId(1 << 33))
+                    .with_producer_epoch(4);
+            }
+            vec![
+                frame(key, v, &InitProducerIdRequest::default(), false),
+                frame(key, v, &rich, true),
+            ]
+        }
+        other => panic!("api {other} has no requests here: add them"),
     }
 }
 
