@@ -109,10 +109,14 @@ fn encode<R: Encodable + HeaderVersion>(key: i16, v: i16, case: usize, body: &R)
     buf.to_vec()
 }
 
+/// Checks a decoded body: given the whole request, the decoder at its body
+/// and its header.
+type Check = Box<dyn Fn(&[u8], &mut Decoder<'_>, &Header<'_>)>;
+
 /// One encoded request and the checks of its decoded body.
 struct Case {
     frame: Vec<u8>,
-    check: Box<dyn Fn(&[u8], &mut Decoder<'_>, &Header<'_>)>,
+    check: Check,
 }
 
 fn case(key: i16, v: i16, n: usize) -> Case {
