@@ -16,6 +16,8 @@ pub type FinalLog = BTreeMap<(u32, i64), String>;
 #[derive(Serialize, Default)]
 pub struct Counts {
     pub acknowledged: usize,
+    /// Of them, acknowledged to the Kafka-protocol producers.
+    pub acknowledged_over_kafka: usize,
     /// Acknowledged records missing from the log or replaced (must be 0).
     pub lost: usize,
     /// Offsets seen with one record during the run and another after it.
@@ -57,6 +59,7 @@ pub fn check(
         delivered_to_group: d.records.len(),
         duplicates_delivered: d.records.values().map(|(_, n)| u64::from(n - 1)).sum(),
         unacknowledged_sent: h.unacked.len(),
+        acknowledged_over_kafka: h.acked.values().filter(|v| v.starts_with('k')).count(),
         group_memberships_joined: d.joins,
         group_member_exits: d.exits.len(),
         ..Counts::default()

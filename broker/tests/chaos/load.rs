@@ -107,6 +107,93 @@ pub fn producer(w: u32, t: Target) -> thread::JoinHandle<()> {
     })
 }
 
+/// Kafka producer `w`: a confluent-kafka (librdkafka) process over the
+/// Kafka listener, acks=all with idempotence on (kafka_producer.py), values
+/// "k{w}-{seq}", restarted after it ends (a broker kill makes librdkafka
+/// fail its in-flight records after its message timeout, and the process
+/// goes on by itself; one killed with the run's end leaves its unanswered
+/// sends unacknowledged).
+pub fn kafka_producer(w: u32, t: Target, kafka: String) -> thread::JoinHandle<()> {
+    use std::io::BufRead;
+    thread::spawn(move || {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/chaos/kafka_producer.py");
+        let mut next = 1u64;
+        while !t.stop.load(Ordering::Relaxed) {
+            let child = std::process::Command::new("python3")
+                .arg(script)
+                .args(["--bootstrap", &kafka, "--topic", t.topic])
+                .args(["--partitions", &t.partitions.to_string()])
+                .args(["--writer", &format!("k{w}"), "--start", &next.to_string()])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            let Ok(mut child) = child else {
+                panic!("cannot run python3 {script}: run scripts/install-kafka-clients.sh");
+            };
+            let stdout = child.stdout.take().expect("piped stdout");
+            let stdin = child.stdin.take();
+            let child = Arc::new(Mutex::new(child));
+            let done = Arc::new(AtomicBool::new(false));
+            let stopper = {
+                let (stop, done, child) = (t.stop.clone(), done.clone(), child.clone());
+                thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) && !done.load(Ordering::Relaxed) {
+                        thread::sleep(Duration::from_millis(50));
+                    }
+                    // The run is over: close its stdin (it flushes and
+                    // ends), and kill it if it has not within 12 s.
+                    drop(stdin);
+                    for _ in 0..240 {
+                        if done.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        thread::sleep(Duration::from_millis(50));
+                    }
+                    let _ = child.lock().unwrap().kill();
+                })
+            };
+            let mut pending = std::collections::HashSet::new();
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let mut f = line.split(' ');
+                let mut h = t.history.lock().unwrap();
+                match (f.next(), f.next(), f.next(), f.next()) {
+                    (Some("send"), Some(value), _, _) => {
+                        if let Some(seq) = value
+                            .rsplit_once('-')
+                            .and_then(|(_, s)| s.parse::<u64>().ok())
+                        {
+                            next = next.max(seq + 1);
+                        }
+                        pending.insert(value.to_owned());
+                    }
+                    (Some("ack"), Some(p), Some(o), Some(value)) => {
+                        pending.remove(value);
+                        let at = (p.parse().unwrap_or(u32::MAX), o.parse().unwrap_or(-1));
+                        if let Some(old) = h.acked.insert(at, value.to_owned()) {
+                            h.acked_twice
+                                .push(format!("offset {at:?} acknowledged for {old} and {value}"));
+                        }
+                    }
+                    (Some("fail"), Some(value), _, _) => {
+                        pending.remove(value);
+                        h.unacked.push(value.to_owned());
+                    }
+                    _ => {}
+                }
+            }
+            done.store(true, Ordering::Relaxed);
+            let _ = stopper.join();
+            let _ = child.lock().unwrap().wait();
+            t.history.lock().unwrap().unacked.extend(pending);
+            if !t.stop.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    })
+}
+
 /// A reader of every partition by offset (no group), resuming where it
 /// was after each fault.
 pub fn reader(t: Target) -> thread::JoinHandle<()> {

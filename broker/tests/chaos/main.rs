@@ -1,5 +1,6 @@
 //! The chaos run: producers write uniquely numbered records (acks after
-//! fsync), a reader follows every partition by offset and a consumer group
+//! fsync), over the native protocol and over the Kafka protocol
+//! (confluent-kafka processes, acks=all, idempotent), a reader follows every partition by offset and a consumer group
 //! of real `broker consume --group` processes reads along, while hostile
 //! clients attack the broker and a fault scheduler injects, at random
 //! (seeded) moments:
@@ -210,6 +211,8 @@ fn run(secs: u64, seed: u64, kinds: &[Fault], broken: bool) -> Vec<String> {
         stop: stop.clone(),
     };
     let mut workers: Vec<_> = (0..2).map(|w| load::producer(w, target.clone())).collect();
+    let kafka = node.kafka().to_string();
+    workers.extend((0..2).map(|w| load::kafka_producer(w, target.clone(), kafka.clone())));
     workers.push(load::reader(target));
     let hostile_stop = Arc::new(AtomicBool::new(false));
     let hostile = attack(

@@ -25,6 +25,8 @@ pub struct Node {
     data: PathBuf,
     pub listen: SocketAddr,
     shard_base: u16,
+    /// The Kafka main port; the shards' own Kafka ports follow it.
+    kafka_base: u16,
     log: PathBuf,
     /// Run the deliberately broken build's fault (acks before writes).
     broken: bool,
@@ -39,7 +41,14 @@ impl Node {
         while TcpListener::bind(("127.0.0.1", shard_base + 1)).is_err() {
             shard_base = free_port();
         }
+        // Three consecutive free ports for Kafka: the main one, then the
+        // shards'.
+        let mut kafka_base = free_port();
+        while (1..3).any(|i| TcpListener::bind(("127.0.0.1", kafka_base + i)).is_err()) {
+            kafka_base = free_port();
+        }
         Node {
+            kafka_base,
             child: None,
             bin,
             data,
@@ -49,6 +58,11 @@ impl Node {
             broken,
             paused: false,
         }
+    }
+
+    /// The Kafka bootstrap address.
+    pub fn kafka(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.kafka_base))
     }
 
     /// The shards' own addresses.
@@ -68,6 +82,7 @@ impl Node {
             .arg(&self.data)
             .args(["--listen", &self.listen.to_string()])
             .args(["--shard-port-base", &self.shard_base.to_string()])
+            .args(["--kafka-listen", &self.kafka().to_string()])
             .args(["--shards", "2", "--fsync", "always"])
             .args(["--segment-bytes", "1048576"])
             .args(["--group-min-session-timeout-ms", "500"])

@@ -39,6 +39,10 @@ pub const UNSUPPORTED_VERSION: i16 = 35;
 pub const TOPIC_ALREADY_EXISTS: i16 = 36;
 /// INVALID_PARTITIONS.
 pub const INVALID_PARTITIONS: i16 = 37;
+/// INVALID_REPLICATION_FACTOR.
+pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+/// INVALID_CONFIG.
+pub const INVALID_CONFIG: i16 = 40;
 /// INVALID_REQUEST.
 pub const INVALID_REQUEST: i16 = 42;
 /// OUT_OF_ORDER_SEQUENCE_NUMBER.
@@ -49,6 +53,8 @@ pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 pub const UNKNOWN_PRODUCER_ID: i16 = 59;
 /// KAFKA_STORAGE_ERROR (retriable).
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
+/// UNKNOWN_TOPIC_ID (topic ids are not supported: every id is unknown).
+pub const UNKNOWN_TOPIC_ID: i16 = 100;
 
 /// The Kafka error code of a service error.
 pub fn code(e: &ServiceError) -> i16 {

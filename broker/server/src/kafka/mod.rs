@@ -22,10 +22,13 @@
 //! [`crate::config::ServerConfig::kafka_node_id`]), stable for a broker and
 //! shard and unique across the brokers of a cluster.
 
+pub mod admin;
 pub mod api_versions;
+pub mod configs;
 pub mod connection;
 pub mod errors;
 pub mod fetch;
+pub mod leader_epoch;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -56,6 +59,14 @@ pub mod api {
     pub const API_VERSIONS: i16 = 18;
     /// InitProducerId.
     pub const INIT_PRODUCER_ID: i16 = 22;
+    /// CreateTopics.
+    pub const CREATE_TOPICS: i16 = 19;
+    /// DeleteTopics.
+    pub const DELETE_TOPICS: i16 = 20;
+    /// OffsetForLeaderEpoch.
+    pub const OFFSET_FOR_LEADER_EPOCH: i16 = 23;
+    /// DescribeConfigs.
+    pub const DESCRIBE_CONFIGS: i16 = 32;
 }
 
 /// One api and the versions of it this broker serves.
@@ -102,6 +113,26 @@ pub const APIS: &[ApiRange] = &[
         min: 0,
         max: 4,
     },
+    ApiRange {
+        key: api::CREATE_TOPICS,
+        min: 2,
+        max: 7,
+    },
+    ApiRange {
+        key: api::DELETE_TOPICS,
+        min: 1,
+        max: 6,
+    },
+    ApiRange {
+        key: api::OFFSET_FOR_LEADER_EPOCH,
+        min: 2,
+        max: 4,
+    },
+    ApiRange {
+        key: api::DESCRIBE_CONFIGS,
+        min: 1,
+        max: 4,
+    },
 ];
 
 /// The versions served of `key`, if it is served at all.
@@ -121,6 +152,10 @@ fn request_header_version(key: i16, version: i16) -> i16 {
         api::METADATA => MetadataRequest::header_version(version),
         api::API_VERSIONS => ApiVersionsRequest::header_version(version),
         api::INIT_PRODUCER_ID => InitProducerIdRequest::header_version(version),
+        api::CREATE_TOPICS => CreateTopicsRequest::header_version(version),
+        api::DELETE_TOPICS => DeleteTopicsRequest::header_version(version),
+        api::OFFSET_FOR_LEADER_EPOCH => OffsetForLeaderEpochRequest::header_version(version),
+        api::DESCRIBE_CONFIGS => DescribeConfigsRequest::header_version(version),
         _ => 1,
     }
 }
@@ -309,6 +344,10 @@ pub fn check_request(frame: &[u8]) -> Result<(), String> {
         api::FETCH => fetch::decode(&mut d, v, f).map(drop),
         api::LIST_OFFSETS => list_offsets::decode(&mut d, v, f).map(drop),
         api::INIT_PRODUCER_ID => producer_id::decode(&mut d, v, f).map(drop),
+        api::CREATE_TOPICS => admin::decode(&mut d, v, f).map(drop),
+        api::DELETE_TOPICS => admin::decode_delete(&mut d, v, f).map(drop),
+        api::OFFSET_FOR_LEADER_EPOCH => leader_epoch::decode(&mut d, v, f).map(drop),
+        api::DESCRIBE_CONFIGS => configs::decode(&mut d, v, f).map(drop),
         other => return Err(format!("api {other} has no decoder")),
     };
     body.map_err(|e| e.to_string())
@@ -389,6 +428,10 @@ async fn dispatch(shard: &Rc<Shard>, request: Request<'_>, via: Via) -> Reply {
         api::FETCH => fetch::handle(shard, request, route).await,
         api::LIST_OFFSETS => Box::pin(list_offsets::handle(shard, request, route)).await,
         api::INIT_PRODUCER_ID => producer_id::handle(shard, request),
+        api::CREATE_TOPICS => Box::pin(admin::create_topics(shard, request)).await,
+        api::DELETE_TOPICS => Box::pin(admin::delete_topics(shard, request)).await,
+        api::OFFSET_FOR_LEADER_EPOCH => Box::pin(leader_epoch::handle(shard, request)).await,
+        api::DESCRIBE_CONFIGS => configs::handle(shard, request),
         _ => return Reply::Close,
     };
     match result {

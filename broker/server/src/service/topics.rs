@@ -7,6 +7,9 @@
 //! is fully usable once create answers. Delete: every shard stops routing
 //! it, owners close its logs, then one rename moves it to the trash. A
 //! failed create is undone before it answers.
+//!
+//! [`validate_create`] runs a create's checks without making it (Kafka's
+//! `validate_only`); [`create_here`] runs the same checks first.
 
 use std::{rc::Rc, sync::Arc};
 
@@ -100,10 +103,21 @@ pub async fn delete(shard: &Rc<Shard>, name: &str) -> ServiceResult<()> {
         .await
 }
 
-/// [`create`] on the controller shard: checks the request, commits the
-/// topic's metadata, has every owner open its partitions, then routes it on
-/// every shard.
-pub async fn create_here(shard: &Rc<Shard>, r: CreateTopic) -> ServiceResult<Arc<TopicMeta>> {
+/// Checks a create without making it: what [`create`] would make of
+/// `request` (the topic with its placement and resolved settings), or the
+/// error it would answer (Kafka's `validate_only`). Nothing is committed or
+/// opened; a topic that another request creates meanwhile is not seen.
+pub fn validate_create(shard: &Shard, request: &CreateTopic) -> ServiceResult<TopicMeta> {
+    let topic = plan(shard, request)?;
+    if shard.topic(&topic.name).is_some() {
+        return Err(exists(&topic.name));
+    }
+    Ok(topic)
+}
+
+/// The topic `r` asks for, checked: its name, partition count and
+/// settings (broker defaults resolved), placed over this broker's shards.
+fn plan(shard: &Shard, r: &CreateTopic) -> ServiceResult<TopicMeta> {
     metadata::validate_topic_name(&r.name)?;
     if is_internal(&r.name) {
         return Err(ServiceError::invalid(format!(
@@ -124,15 +138,28 @@ pub async fn create_here(shard: &Rc<Shard>, r: CreateTopic) -> ServiceResult<Arc
     if let Some(l) = r.log_append_time {
         config.log_append_time = l;
     }
-    let topic = TopicMeta::new(&r.name, partitions, config, shard.shard_count());
-    let exists = || {
-        ServiceError::new(
-            ErrorKind::TopicExists,
-            format!("topic {:?} already exists", r.name),
-        )
-    };
+    Ok(TopicMeta::new(
+        &r.name,
+        partitions,
+        config,
+        shard.shard_count(),
+    ))
+}
+
+fn exists(name: &str) -> ServiceError {
+    ServiceError::new(
+        ErrorKind::TopicExists,
+        format!("topic {name:?} already exists"),
+    )
+}
+
+/// [`create`] on the controller shard: checks the request, commits the
+/// topic's metadata, has every owner open its partitions, then routes it on
+/// every shard.
+pub async fn create_here(shard: &Rc<Shard>, r: CreateTopic) -> ServiceResult<Arc<TopicMeta>> {
+    let topic = plan(shard, &r)?;
     if shard.topic(&topic.name).is_some() || !shard.begin_change(&topic.name) {
-        return Err(exists());
+        return Err(exists(&r.name));
     }
     let result = commit_and_open(shard, topic).await;
     shard.end_change(&r.name);
