@@ -26,7 +26,10 @@ use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataReques
 use kafka_protocol::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
-use kafka_protocol::messages::{ProducerId, RequestHeader, TopicName};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, OffsetForLeaderEpochRequest,
+    ProducerId, RequestHeader, TopicName,
+};
 use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 
 fn main() {
@@ -56,6 +59,10 @@ fn api_name(key: i16) -> String {
         api::METADATA => "metadata".into(),
         api::API_VERSIONS => "api_versions".into(),
         api::INIT_PRODUCER_ID => "init_producer_id".into(),
+        api::CREATE_TOPICS => "create_topics".into(),
+        api::DELETE_TOPICS => "delete_topics".into(),
+        api::DESCRIBE_CONFIGS => "describe_configs".into(),
+        api::OFFSET_FOR_LEADER_EPOCH => "offset_for_leader_epoch".into(),
         other => format!("api{other}"),
     }
 }
@@ -227,6 +234,13 @@ fn requests(key: i16, v: i16) -> Vec<Vec<u8>> {
                 frame(key, v, &InitProducerIdRequest::default(), false),
                 frame(key, v, &rich, true),
             ]
+        }
+        // The admin apis: their default (empty) requests.
+        api::CREATE_TOPICS => vec![frame(key, v, &CreateTopicsRequest::default(), true)],
+        api::DELETE_TOPICS => vec![frame(key, v, &DeleteTopicsRequest::default(), true)],
+        api::DESCRIBE_CONFIGS => vec![frame(key, v, &DescribeConfigsRequest::default(), true)],
+        api::OFFSET_FOR_LEADER_EPOCH => {
+            vec![frame(key, v, &OffsetForLeaderEpochRequest::default(), true)]
         }
         other => panic!("api {other} has no requests here: add them"),
     }

@@ -11,8 +11,11 @@
 //! body is refused; any four bytes of the body overwritten with i32::MAX
 //! decode without a panic.
 //!
-//! An api added to `APIS` without a case here fails
-//! `every_served_api_has_a_differential_case`: add one.
+//! The admin apis (CreateTopics, DeleteTopics, DescribeConfigs,
+//! OffsetForLeaderEpoch) have theirs in tests/kafka_admin_decode.rs; the
+//! truncation and count checks here run over the apis of this file. An api
+//! added to `APIS` in neither fails
+//! `every_served_api_has_a_differential_case`: add a case.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -37,6 +40,14 @@ use kafka_protocol::messages::produce_request::{
 };
 use kafka_protocol::messages::{ProducerId, RequestHeader, TopicName, TransactionalId};
 use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
+
+/// Apis whose differential cases are in tests/kafka_admin_decode.rs.
+const ELSEWHERE: [i16; 4] = [
+    api::CREATE_TOPICS,
+    api::DELETE_TOPICS,
+    api::DESCRIBE_CONFIGS,
+    api::OFFSET_FOR_LEADER_EPOCH,
+];
 
 /// Cases per api and version.
 const CASES: usize = 4;
@@ -433,7 +444,7 @@ fn init_producer_id_case(v: i16, n: usize) -> Case {
 /// Every (api, version, case) served, with its encoded request.
 fn all_cases() -> Vec<(i16, i16, usize, Case)> {
     let mut out = Vec::new();
-    for range in APIS {
+    for range in APIS.iter().filter(|a| COVERED.contains(&a.key)) {
         for v in range.min..=range.max {
             for n in 0..CASES {
                 out.push((range.key, v, n, case(range.key, v, n)));
@@ -471,8 +482,8 @@ fn header_version(key: i16, v: i16) -> i16 {
 fn every_served_api_has_a_differential_case() {
     for range in APIS {
         assert!(
-            COVERED.contains(&range.key),
-            "api {} ({}-{}) is served but has no case in tests/kafka_decode.rs",
+            COVERED.contains(&range.key) || ELSEWHERE.contains(&range.key),
+            "api {} ({}-{}) is served but has no differential case",
             range.key,
             range.min,
             range.max
@@ -489,7 +500,8 @@ fn every_field_read_equals_what_kafka_protocol_encoded() {
         assert_eq!(check_request(&c.frame), Ok(()), "api {key} v{v} #{n}");
         checked += 1;
     }
-    let versions: usize = APIS.iter().map(|a| (a.max - a.min + 1) as usize).sum();
+    let covered = APIS.iter().filter(|a| COVERED.contains(&a.key));
+    let versions: usize = covered.map(|a| (a.max - a.min + 1) as usize).sum();
     assert_eq!(checked, versions * CASES);
 }
 
@@ -548,7 +560,7 @@ fn empty_request(key: i16, v: i16) -> Vec<u8> {
 #[test]
 fn a_count_of_i32_max_over_a_short_body_is_refused() {
     let mut checked = 0;
-    for range in APIS {
+    for range in APIS.iter().filter(|a| COVERED.contains(&a.key)) {
         for v in range.min..=range.max {
             let flex = header_version(range.key, v) >= 2;
             let Some(at) = first_count_at(range.key, v, flex) else {
