@@ -41,12 +41,23 @@ use kafka_protocol::messages::produce_request::{
 use kafka_protocol::messages::{ProducerId, RequestHeader, TopicName, TransactionalId};
 use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 
-/// Apis whose differential cases are in tests/kafka_admin_decode.rs.
-const ELSEWHERE: [i16; 4] = [
+/// Apis whose differential cases are in other files.
+const ELSEWHERE: [i16; 13] = [
+    // tests/kafka_admin_decode.rs
     api::CREATE_TOPICS,
     api::DELETE_TOPICS,
     api::DESCRIBE_CONFIGS,
     api::OFFSET_FOR_LEADER_EPOCH,
+    // tests/kafka_group_decode.rs (the consumer-group apis)
+    api::OFFSET_COMMIT,
+    api::OFFSET_FETCH,
+    api::FIND_COORDINATOR,
+    api::JOIN_GROUP,
+    api::HEARTBEAT,
+    api::LEAVE_GROUP,
+    api::SYNC_GROUP,
+    api::DESCRIBE_GROUPS,
+    api::LIST_GROUPS,
 ];
 
 /// Cases per api and version.
