@@ -7,6 +7,13 @@
 #   FUZZ_SANITIZER=address  cargo-fuzz sanitizer (address, none, ...)
 #   FUZZ_TARGETS="a b"      subset of targets; all of them if unset
 #
+# The targets (`cargo fuzz list`): batch_decode (record batches),
+# frame_decode (native frames), kafka_decode (Kafka requests: header and
+# every api's body decoder). kafka_decode's seed corpus is real requests of
+# every api and version served, written by
+# `cargo run --example kafka_corpus` (in broker/fuzz): rerun it when an api
+# or a version is added to broker_server::kafka::APIS.
+#
 # Only the stable toolchain is installed: RUSTC_BOOTSTRAP=1 lets it accept the
 # nightly-only flags cargo-fuzz passes. New inputs go to a scratch corpus, so
 # the committed seed corpus (broker/fuzz/corpus/<target>/) only changes by

@@ -44,7 +44,7 @@ const READ_CHUNK: usize = 64 << 10;
 
 /// The first read's size: an idle connection holds this much. Reads grow
 /// (doubling up to [`READ_CHUNK`]) while they come back full.
-const FIRST_READ: usize = 4 << 10;
+pub(crate) const FIRST_READ: usize = 4 << 10;
 
 /// Most requests one connection may have in flight: each request is
 /// charged at least this fraction of the in-flight byte budget, so a flood
@@ -63,6 +63,27 @@ impl Stream {
 
     pub(crate) async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)).await
+    }
+
+    /// Reads what the socket has into the end of `buf`, at most `chunk`
+    /// bytes, and grows `chunk` (doubling up to [`READ_CHUNK`]) when the
+    /// read came back full; 0 at the end of the stream or on an error
+    /// (which ends a connection like an end of stream). The read area is
+    /// zeroed before use (no uninitialised memory is handed out), so it is
+    /// kept to one chunk per read.
+    pub(crate) async fn read_more(&self, buf: &mut BytesMut, chunk: &mut usize) -> usize {
+        if buf.capacity() - buf.len() < *chunk {
+            buf.reserve(*chunk);
+        }
+        let start = buf.len();
+        let want = (buf.capacity() - start).min(*chunk);
+        buf.resize(start + want, 0);
+        let n: usize = self.read(&mut buf[start..]).await.unwrap_or_default();
+        buf.truncate(start + n);
+        if n == want {
+            *chunk = (*chunk * 2).min(READ_CHUNK);
+        }
+        n
     }
 
     pub(crate) async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
@@ -279,22 +300,8 @@ async fn serve_frames(shard: &Rc<Shard>, stream: TcpStream, via: Via) {
             }
             Ok(None) => {}
         }
-        if buf.capacity() - buf.len() < chunk {
-            buf.reserve(chunk);
-        }
-        let start = buf.len();
-        // The read area is zeroed before use (no uninitialised memory is
-        // handed out), so it is kept to one chunk per read.
-        let want = (buf.capacity() - start).min(chunk);
-        buf.resize(start + want, 0);
-        // A read error ends the connection like an end of stream.
-        let n: usize = stream.read(&mut buf[start..]).await.unwrap_or_default();
-        buf.truncate(start + n);
-        if n == 0 || writer.broken.get() {
+        if stream.read_more(&mut buf, &mut chunk).await == 0 || writer.broken.get() {
             break;
-        }
-        if n == want {
-            chunk = (chunk * 2).min(READ_CHUNK);
         }
     }
     // In-flight requests finish and answer on their own; the stream closes

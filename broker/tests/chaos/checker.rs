@@ -36,6 +36,42 @@ pub struct Counts {
     pub unacknowledged_present: usize,
     pub group_memberships_joined: u64,
     pub group_member_exits: usize,
+    /// Distinct (partition, offset) the Kafka clients' group delivered.
+    pub delivered_to_kafka_group: usize,
+    pub kafka_group_memberships_joined: u64,
+}
+
+/// The checks of a second group (the Kafka clients'), as for the first:
+/// every acknowledged record delivered, no offset delivered with another
+/// record than the log holds, no member violation. Its violations, and the
+/// distinct records it delivered.
+pub fn check_group(
+    name: &str,
+    h: &History,
+    d: &Delivered,
+    final_log: &FinalLog,
+) -> (Vec<String>, usize) {
+    let mut violations = Violations::default();
+    for v in &d.violations {
+        violations.push("group delivery", format!("{name}: {v}"));
+    }
+    for (at, value) in &h.acked {
+        if !d.records.contains_key(at) {
+            violations.push(
+                "not delivered",
+                format!("acknowledged {value} at {at:?} was never delivered to {name}"),
+            );
+        }
+    }
+    for ((p, o), (value, _)) in &d.records {
+        if let Some(now) = final_log.get(&(*p, *o)).filter(|now| *now != value) {
+            violations.push(
+                "inconsistent",
+                format!("offset {p}/{o} was delivered to {name} as {value}, the log has {now}"),
+            );
+        }
+    }
+    (violations.finish(), d.records.len())
 }
 
 /// Every violation (empty when all is well) and the counts.

@@ -61,6 +61,8 @@ use server_support::hostile;
 
 const TOPIC: &str = "chaos";
 const GROUP: &str = "chaos-group";
+/// The Kafka clients' group (confluent-kafka members).
+const KAFKA_GROUP: &str = "chaos-kafka-group";
 const PARTITIONS: u32 = 4;
 /// Member processes in the group (restarted after crashes).
 const MEMBERS: usize = 3;
@@ -221,8 +223,16 @@ fn run(secs: u64, seed: u64, kinds: &[Fault], broken: bool) -> Vec<String> {
         hostile_stop.clone(),
     );
     let mut members = Members::new(&bin, &bootstrap, TOPIC, GROUP);
+    let mut kafka_members = Members::of(
+        members::Client::Kafka(kafka.clone()),
+        &bin,
+        &bootstrap,
+        TOPIC,
+        KAFKA_GROUP,
+    );
     for _ in 0..MEMBERS {
         members.spawn();
+        kafka_members.spawn();
     }
 
     // The fault scheduler.
@@ -238,6 +248,9 @@ fn run(secs: u64, seed: u64, kinds: &[Fault], broken: bool) -> Vec<String> {
         max_rss_kib = max_rss_kib.max(node.rss_kib());
         for _ in 0..members.restart_ended() {
             count("member ended by itself, restarted");
+        }
+        for _ in 0..kafka_members.restart_ended() {
+            count("Kafka member ended by itself, restarted");
         }
         if schedule.is_empty() {
             schedule = rng.permutation(kinds.len());
@@ -268,25 +281,29 @@ fn run(secs: u64, seed: u64, kinds: &[Fault], broken: bool) -> Vec<String> {
                     count("disk full, then freed");
                 }
             }
+            // Member faults hit the native group or the Kafka one.
             Fault::MemberCrash => {
-                members.crash(rng.next() as usize);
+                let (group, kind) = pick(&mut rng, &mut members, &mut kafka_members);
+                group.crash(rng.next() as usize);
                 thread::sleep(rng.ms(0, 1000));
-                members.spawn();
-                count("member crashed (SIGKILL), restarted");
+                group.spawn();
+                count(kind.crashed);
             }
             Fault::MemberPause => {
+                let (group, kind) = pick(&mut rng, &mut members, &mut kafka_members);
                 let i = rng.next() as usize;
-                members.pause(i);
+                group.pause(i);
                 thread::sleep(rng.ms(SESSION_TIMEOUT_MS, 2 * SESSION_TIMEOUT_MS + 1000));
-                members.resume_all();
-                count("member paused past the session timeout");
+                group.resume_all();
+                count(kind.paused);
             }
             Fault::MemberSlow => {
+                let (group, kind) = pick(&mut rng, &mut members, &mut kafka_members);
                 let i = rng.next() as usize;
-                members.slow(i, 1 + rng.next() % 5);
+                group.slow(i, 1 + rng.next() % 5);
                 thread::sleep(rng.ms(1000, 5000));
-                members.resume_all();
-                count("member slowed down");
+                group.resume_all();
+                count(kind.slowed);
             }
         }
     }
@@ -300,11 +317,18 @@ fn run(secs: u64, seed: u64, kinds: &[Fault], broken: bool) -> Vec<String> {
     // Every fault lifted: the group must now deliver every acknowledged
     // record.
     members.resume_all();
+    kafka_members.resume_all();
     for _ in 0..members.restart_ended() {
         count("member ended by itself, restarted");
     }
+    for _ in 0..kafka_members.restart_ended() {
+        count("Kafka member ended by itself, restarted");
+    }
     while members.len() < MEMBERS {
         members.spawn();
+    }
+    while kafka_members.len() < MEMBERS {
+        kafka_members.spawn();
     }
     // Until the group has delivered every acknowledged record, or has
     // delivered nothing new for a while (what is missing is then reported
@@ -315,12 +339,13 @@ fn run(secs: u64, seed: u64, kinds: &[Fault], broken: bool) -> Vec<String> {
         let (undelivered, now_delivered) = {
             let h = history.lock().unwrap();
             let d = members.delivered.lock().unwrap();
+            let k = kafka_members.delivered.lock().unwrap();
             let undelivered = h
                 .acked
                 .keys()
-                .filter(|at| !d.records.contains_key(at))
+                .filter(|at| !d.records.contains_key(at) || !k.records.contains_key(at))
                 .count();
-            (undelivered, d.records.len())
+            (undelivered, d.records.len() + k.records.len())
         };
         if now_delivered != delivered {
             (delivered, progress) = (now_delivered, Instant::now());
@@ -329,9 +354,11 @@ fn run(secs: u64, seed: u64, kinds: &[Fault], broken: bool) -> Vec<String> {
             break;
         }
         members.restart_ended();
+        kafka_members.restart_ended();
         thread::sleep(Duration::from_millis(200));
     }
     members.stop_all();
+    kafka_members.stop_all();
 
     // Everything that is in the log now, read by a fresh consumer.
     node.kill();
@@ -340,7 +367,13 @@ fn run(secs: u64, seed: u64, kinds: &[Fault], broken: bool) -> Vec<String> {
 
     let h = history.lock().unwrap();
     let d = members.delivered.lock().unwrap();
-    let (violations, counts) = checker::check(&h, &d, &final_log, PARTITIONS);
+    let (mut violations, mut counts) = checker::check(&h, &d, &final_log, PARTITIONS);
+    let k = kafka_members.delivered.lock().unwrap();
+    let (kafka_violations, kafka_delivered) =
+        checker::check_group("the Kafka group", &h, &k, &final_log);
+    violations.extend(kafka_violations);
+    counts.delivered_to_kafka_group = kafka_delivered;
+    counts.kafka_group_memberships_joined = k.joins;
     let summary = Summary {
         seed,
         seconds: secs,
@@ -443,4 +476,38 @@ fn revision() -> String {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// Fault counter names for one group's member faults.
+struct MemberFaults {
+    crashed: &'static str,
+    paused: &'static str,
+    slowed: &'static str,
+}
+
+/// The native group or the Kafka one, at random, with its fault names.
+fn pick<'a>(
+    rng: &mut Rng,
+    native: &'a mut Members,
+    kafka: &'a mut Members,
+) -> (&'a mut Members, MemberFaults) {
+    if rng.next() % 2 == 0 {
+        (
+            native,
+            MemberFaults {
+                crashed: "member crashed (SIGKILL), restarted",
+                paused: "member paused past the session timeout",
+                slowed: "member slowed down",
+            },
+        )
+    } else {
+        (
+            kafka,
+            MemberFaults {
+                crashed: "Kafka member crashed (SIGKILL), restarted",
+                paused: "Kafka member paused past the session timeout",
+                slowed: "Kafka member slowed down",
+            },
+        )
+    }
 }

@@ -60,8 +60,19 @@ impl Member {
     }
 }
 
+/// Which client the members are.
+#[derive(Clone)]
+pub enum Client {
+    /// `broker consume --group` over the native protocol.
+    Native,
+    /// confluent-kafka (kafka_member.py) over the Kafka listener at this
+    /// address.
+    Kafka(String),
+}
+
 /// The member processes.
 pub struct Members {
+    client: Client,
     /// The broker binary (a copy taken at the start of the run).
     bin: std::path::PathBuf,
     bootstrap: String,
@@ -74,7 +85,19 @@ pub struct Members {
 
 impl Members {
     pub fn new(bin: &std::path::Path, bootstrap: &str, topic: &str, group: &str) -> Members {
+        Members::of(Client::Native, bin, bootstrap, topic, group)
+    }
+
+    /// Members that are `client`s.
+    pub fn of(
+        client: Client,
+        bin: &std::path::Path,
+        bootstrap: &str,
+        topic: &str,
+        group: &str,
+    ) -> Members {
         Members {
+            client,
             bin: bin.to_owned(),
             bootstrap: bootstrap.to_owned(),
             topic: topic.to_owned(),
@@ -95,12 +118,29 @@ impl Members {
         self.started += 1;
         // One stream for both (a socket pair: ordered like a pipe).
         let (read, write) = UnixStream::pair().unwrap();
-        let child = Command::new(&self.bin)
-            .args(["consume", &self.topic, "--group", &self.group])
-            .arg("--print-offsets")
-            .args(["--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string()])
-            .args(["--auto-commit-interval-ms", "500"])
-            .args(["--bootstrap", &self.bootstrap])
+        let mut command = match &self.client {
+            Client::Native => {
+                let mut c = Command::new(&self.bin);
+                c.args(["consume", &self.topic, "--group", &self.group])
+                    .arg("--print-offsets")
+                    .args(["--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string()])
+                    .args(["--auto-commit-interval-ms", "500"])
+                    .args(["--bootstrap", &self.bootstrap]);
+                c
+            }
+            Client::Kafka(kafka) => {
+                let mut c = Command::new("python3");
+                c.arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/chaos/kafka_member.py"
+                ))
+                .args(["--bootstrap", kafka, "--topic", &self.topic])
+                .args(["--group", &self.group])
+                .args(["--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string()]);
+                c
+            }
+        };
+        let child = command
             .stdin(Stdio::null())
             .stdout(OwnedFd::from(write.try_clone().unwrap()))
             .stderr(OwnedFd::from(write))

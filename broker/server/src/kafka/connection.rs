@@ -30,16 +30,12 @@ use bytes::BytesMut;
 use glommio::{net::TcpStream, sync::Semaphore};
 
 use super::{handle, Reply};
-use crate::connection::Stream;
+use crate::connection::{Stream, FIRST_READ};
 use crate::copy_stats;
 use crate::native::Via;
 use crate::service::Records;
 use crate::shard::{InFlight, Shard};
 
-/// How much is read from the socket at a time, at most.
-const READ_CHUNK: usize = 64 << 10;
-/// The first read's size.
-const FIRST_READ: usize = 4 << 10;
 /// Most requests one connection may have in flight (see the native
 /// connection's bound).
 const MAX_REQUESTS_IN_FLIGHT: usize = 256;
@@ -168,19 +164,8 @@ async fn read_requests(shard: &Rc<Shard>, stream: &Rc<Stream>, outbox: &Rc<Outbo
             }
             buf.reserve(4 + size - buf.len());
         }
-        if buf.capacity() - buf.len() < chunk {
-            buf.reserve(chunk);
-        }
-        let start = buf.len();
-        let want = (buf.capacity() - start).min(chunk);
-        buf.resize(start + want, 0);
-        let n: usize = stream.read(&mut buf[start..]).await.unwrap_or_default();
-        buf.truncate(start + n);
-        if n == 0 || outbox.broken.get() {
+        if stream.read_more(&mut buf, &mut chunk).await == 0 || outbox.broken.get() {
             break;
-        }
-        if n == want {
-            chunk = (chunk * 2).min(READ_CHUNK);
         }
     }
     outbox.end.set(Some(seq));

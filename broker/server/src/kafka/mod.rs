@@ -49,6 +49,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use kafka_protocol::protocol::{Encodable, HeaderVersion};
 
+use crate::metrics::KafkaOutcome;
 use crate::native::Via;
 use crate::service::{Records, Route};
 use crate::shard::Shard;
@@ -459,9 +460,11 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes, via: Via) -> Reply {
         Ok(h) => h,
         Err(HeaderError::Malformed(e)) => {
             tracing::warn!(error = %e, "closing a Kafka connection: malformed request header");
+            shard.metrics().kafka_request(-1, KafkaOutcome::Closed);
             return Reply::Close;
         }
         Err(HeaderError::UnknownApi(api_key)) => {
+            shard.metrics().kafka_request(api_key, KafkaOutcome::Closed);
             tracing::warn!(
                 api = api_key,
                 "closing a Kafka connection: api key not supported"
@@ -473,6 +476,12 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes, via: Via) -> Reply {
             version,
             correlation_id,
         }) => {
+            let outcome = if api_key == api::API_VERSIONS {
+                KafkaOutcome::Answered
+            } else {
+                KafkaOutcome::Closed
+            };
+            shard.metrics().kafka_request(api_key, outcome);
             if api_key == api::API_VERSIONS {
                 // KIP-511: an ApiVersions of a newer version than ours gets
                 // a v0 answer saying UNSUPPORTED_VERSION, with our ranges.
@@ -497,6 +506,14 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes, via: Via) -> Reply {
     };
     let reply = dispatch(shard, request, via).await;
     let m = shard.metrics();
+    m.kafka_request(
+        api_key,
+        match &reply {
+            Reply::Send(_) => KafkaOutcome::Answered,
+            Reply::Nothing => KafkaOutcome::NoAnswer,
+            Reply::Close => KafkaOutcome::Closed,
+        },
+    );
     match api_key {
         api::PRODUCE => m.produce_latency.observe(start.elapsed()),
         api::FETCH => m.fetch_latency.observe(start.elapsed()),

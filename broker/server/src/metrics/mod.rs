@@ -84,11 +84,45 @@ pub struct GroupSnapshot {
     pub committed: BTreeMap<(String, u32), i64>,
 }
 
+/// Kafka api keys counted one by one (higher ones are counted together
+/// under the last).
+const KAFKA_APIS: usize = 80;
+
+/// How a Kafka-protocol request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaOutcome {
+    /// Answered (its errors, if any, are per topic or partition inside).
+    Answered,
+    /// Not answered, as asked (a produce with acks=0).
+    NoAnswer,
+    /// The connection was closed (a malformed request, an unsupported api
+    /// or version, a failed acks=0 produce).
+    Closed,
+}
+
+impl KafkaOutcome {
+    const ALL: [KafkaOutcome; 3] = [
+        KafkaOutcome::Answered,
+        KafkaOutcome::NoAnswer,
+        KafkaOutcome::Closed,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            KafkaOutcome::Answered => "answered",
+            KafkaOutcome::NoAnswer => "no_answer",
+            KafkaOutcome::Closed => "closed",
+        }
+    }
+}
+
 /// One shard's series.
 pub struct ShardMetrics {
     /// The shard.
     pub shard: u16,
     requests: Box<[AtomicU64]>,
+    /// Kafka-protocol requests by api key and [`KafkaOutcome`].
+    kafka_requests: Box<[AtomicU64]>,
     /// Produce requests, arrival to answer.
     pub produce_latency: Histogram,
     /// Fetch requests, arrival to answer (long-poll waits included).
@@ -106,6 +140,9 @@ impl ShardMetrics {
         ShardMetrics {
             shard,
             requests: (0..APIS * CODES).map(|_| AtomicU64::new(0)).collect(),
+            kafka_requests: (0..KAFKA_APIS * KafkaOutcome::ALL.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             produce_latency: Histogram::default(),
             fetch_latency: Histogram::default(),
             busy_ns: AtomicU64::new(0),
@@ -121,6 +158,15 @@ impl ShardMetrics {
         let a = usize::from(api.0).min(APIS - 1);
         let c = usize::from(code.0).min(CODES - 1);
         self.requests[a * CODES + c].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a Kafka-protocol request of api `key` and how it ended.
+    #[inline]
+    pub fn kafka_request(&self, key: i16, outcome: KafkaOutcome) {
+        let k = usize::try_from(key)
+            .unwrap_or(KAFKA_APIS - 1)
+            .min(KAFKA_APIS - 1);
+        self.kafka_requests[k * KafkaOutcome::ALL.len() + outcome as usize].fetch_add(1, Relaxed);
     }
 
     /// Registers a partition's series (when it opens).
@@ -218,6 +264,28 @@ impl Metrics {
                     s.shard,
                     api.variant_name().unwrap_or("Unknown"),
                     code.variant_name().unwrap_or("Unknown")
+                );
+            }
+        }
+        family(
+            &mut out,
+            "broker_kafka_requests_total",
+            "counter",
+            "Kafka-protocol requests handled, by shard, api key and outcome.",
+        );
+        for s in &shards {
+            for (i, n) in s.kafka_requests.iter().enumerate() {
+                let n = n.load(Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                let outcome = KafkaOutcome::ALL[i % KafkaOutcome::ALL.len()];
+                let _ = writeln!(
+                    out,
+                    "broker_kafka_requests_total{{shard=\"{}\",api_key=\"{}\",outcome=\"{}\"}} {n}",
+                    s.shard,
+                    i / KafkaOutcome::ALL.len(),
+                    outcome.name()
                 );
             }
         }
@@ -506,6 +574,9 @@ mod tests {
         let m = Metrics::new();
         let s = m.shard(0);
         s.request(ApiKey::Produce, ErrorCode::None);
+        s.kafka_request(0, KafkaOutcome::NoAnswer);
+        s.kafka_request(3, KafkaOutcome::Answered);
+        s.kafka_request(3, KafkaOutcome::Answered);
         s.request(ApiKey::Produce, ErrorCode::None);
         s.request(ApiKey::Fetch, ErrorCode::OffsetOutOfRange);
         s.produce_latency.observe(Duration::from_micros(700));
@@ -529,6 +600,12 @@ mod tests {
         );
         let text = m.render();
         assert!(text.contains("broker_requests_total{shard=\"0\",api=\"Produce\",code=\"None\"} 2"));
+        assert!(text.contains(
+            "broker_kafka_requests_total{shard=\"0\",api_key=\"3\",outcome=\"answered\"} 2"
+        ));
+        assert!(text.contains(
+            "broker_kafka_requests_total{shard=\"0\",api_key=\"0\",outcome=\"no_answer\"} 1"
+        ));
         assert!(text.contains(
             "broker_requests_total{shard=\"0\",api=\"Fetch\",code=\"OffsetOutOfRange\"} 1"
         ));
