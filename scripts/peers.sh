@@ -67,8 +67,8 @@ start_tansu() {
     : > .env
     export RUST_LOG=${RUST_LOG:-warn}
     exec "$bin" broker \
-        --kafka-listener-url "tcp://127.0.0.1:$port" \
-        --kafka-advertised-listener-url "tcp://127.0.0.1:$port" \
+        --listener-url "tcp://127.0.0.1:$port" \
+        --advertised-listener-url "tcp://127.0.0.1:$port" \
         --storage-engine memory://nisshi/
 }
 

@@ -80,6 +80,9 @@ pub struct PaperArgs {
     /// Leave out the Kafka-protocol rows (our Kafka listener and Tansu).
     #[arg(long)]
     pub no_kafka: bool,
+    /// The peers to run, of rabbitmq, activemq and tansu.
+    #[arg(long, value_delimiter = ',', default_value = "rabbitmq,activemq,tansu")]
+    pub peers: Vec<String>,
 }
 
 /// The workloads, in the summary's order.
@@ -188,7 +191,7 @@ pub fn run(args: &PaperArgs) -> anyhow::Result<()> {
         }
         broker.stop();
     }
-    if !args.no_kafka && !args.no_peers {
+    if !args.no_kafka && !args.no_peers && args.peers.iter().any(|p| p == "tansu") {
         if let Err(e) = run_tansu(args, &mut all) {
             let msg = format!("tansu (paper): {e:#}");
             eprintln!("loadgen paper: {msg}");
@@ -201,6 +204,7 @@ pub fn run(args: &PaperArgs) -> anyhow::Result<()> {
         for (peer, mode) in SYSTEMS
             .iter()
             .filter(|(s, _)| matches!(*s, "rabbitmq" | "activemq"))
+            .filter(|(s, _)| args.peers.iter().any(|p| p == s))
         {
             match run_peer(args, peer, mode, &mut all) {
                 Ok(()) => {}

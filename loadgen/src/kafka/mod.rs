@@ -22,7 +22,8 @@
 //!
 //! Consume: K pinned threads, partition p read by thread p mod K from the
 //! earliest offset, `fetch_bytes` per Fetch (per partition and in all), no
-//! fetch session. The next fetch is sent as soon as an answer is in, before
+//! fetch session, read_committed and a 500 ms long poll (librdkafka's
+//! defaults). The next fetch is sent as soon as an answer is in, before
 //! its records are walked (fetch-ahead, as the native consumer does), from
 //! the offsets that follow the answer's last whole batch. Every record is
 //! walked (its offset checked, its value's bytes counted).
@@ -609,9 +610,14 @@ struct Fetcher {
 
 impl Fetcher {
     fn send(&mut self, topic: &TopicName, fetch_bytes: i32) -> anyhow::Result<()> {
+        // librdkafka's defaults: read_committed (without transactions the
+        // same records; Tansu serves read_uncommitted through a path 10x
+        // slower, 53 k against 700 k msgs/s with rdkafka_performance here)
+        // and a 500 ms long poll (Tansu sizes its storage reads by it).
         let req = FetchRequest::default()
-            .with_max_wait_ms(100)
+            .with_max_wait_ms(500)
             .with_min_bytes(1)
+            .with_isolation_level(1)
             .with_max_bytes(fetch_bytes)
             .with_topics(vec![FetchTopic::default()
                 .with_topic(topic.clone())
