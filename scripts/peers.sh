@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# The Kafka paper's peers, run locally for `loadgen paper`: RabbitMQ and
-# ActiveMQ from Debian's packages.
+# The peers, run locally for `loadgen paper` and scripts/bench-kafka.sh:
+# the Kafka paper's RabbitMQ and ActiveMQ from Debian's packages, and Tansu
+# (its current release is the crate nisshi) as a Kafka-compatible peer,
+# built from crates.io.
 #
-#   scripts/peers.sh install
+#   scripts/peers.sh install [rabbitmq|activemq|tansu]
 #       apt-get installs rabbitmq-server and activemq if missing (their
-#       system services are not started: RUNLEVEL=1).
-#   scripts/peers.sh start rabbitmq|activemq DIR PORT paper|durable
+#       system services are not started: RUNLEVEL=1); with `tansu`, only
+#       builds Tansu instead (below). Prints nothing on stdout but, for
+#       tansu, the binary's path.
+#   scripts/peers.sh start rabbitmq|activemq|tansu DIR PORT paper|durable
 #       runs the peer in the foreground (exec: the caller's child is the
 #       server), listening on 127.0.0.1:PORT (AMQP 0-9-1 for RabbitMQ, STOMP
 #       for ActiveMQ), every file under DIR. `paper`: the store flushes
@@ -13,10 +17,60 @@
 #       fsynced on every store (RabbitMQ needs no setting: durability is
 #       asked per message, by publisher confirms).
 #
+#
+# Tansu: nisshi $NISSHI_VERSION with only its memory:// engine (the
+# `dynostore` feature), `cargo +nightly install --locked` into
+# ~/.cache/broker/nisshi-VERSION (BROKER_PEERS_CACHE overrides
+# ~/.cache/broker): it needs rustc 1.96 or later, so a nightly toolchain of
+# rustup's when stable is older (NISSHI_TOOLCHAIN overrides the choice).
+# Started with memory://, it keeps every message in memory and is not
+# durable, in both modes; the mode only labels the run.
+#
 # The caller stops the peer with SIGTERM (loadgen does, then SIGKILL).
 set -euo pipefail
 
 die() { echo "peers.sh: $*" >&2; exit 1; }
+
+NISSHI_VERSION=${NISSHI_VERSION:-0.8.1}
+cache=${BROKER_PEERS_CACHE:-$HOME/.cache/broker}
+nisshi_root=$cache/nisshi-$NISSHI_VERSION
+nisshi_bin=$nisshi_root/bin/nisshi
+
+install_tansu() {
+    if [ -x "$nisshi_bin" ]; then
+        echo "$nisshi_bin"
+        return 0
+    fi
+    command -v cargo >/dev/null || die "cargo not found (Tansu builds from crates.io)"
+    local toolchain=${NISSHI_TOOLCHAIN:-}
+    if [ -z "$toolchain" ]; then
+        # rustc 1.96 or later: stable if it is new enough, else nightly.
+        local minor
+        minor=$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')
+        if [ "$minor" -ge 96 ] 2>/dev/null; then toolchain=stable; else toolchain=nightly; fi
+    fi
+    echo "peers.sh: building nisshi $NISSHI_VERSION (Tansu) with +$toolchain; this takes a while" >&2
+    # Its own target directory, kept, so a rebuild is incremental.
+    CARGO_TARGET_DIR=$cache/nisshi-build cargo "+$toolchain" install nisshi \
+        --version "$NISSHI_VERSION" --locked --no-default-features --features dynostore \
+        --root "$nisshi_root" >&2
+    [ -x "$nisshi_bin" ] || die "cargo install did not leave $nisshi_bin"
+    echo "$nisshi_bin"
+}
+
+start_tansu() {
+    local dir=$1 port=$2
+    local bin
+    bin=$(install_tansu)
+    # nisshi reads a .env from its working directory: an empty one of ours.
+    cd "$dir"
+    : > .env
+    export RUST_LOG=${RUST_LOG:-warn}
+    exec "$bin" broker \
+        --listener-url "tcp://127.0.0.1:$port" \
+        --advertised-listener-url "tcp://127.0.0.1:$port" \
+        --storage-engine memory://nisshi/
+}
 
 install() {
     local missing=()
@@ -103,16 +157,23 @@ EOF
 }
 
 case ${1:-} in
-    install) install ;;
-    start)
-        [ $# -eq 5 ] || die "usage: peers.sh start rabbitmq|activemq DIR PORT paper|durable"
-        case $5 in paper|durable) ;; *) die "mode must be paper or durable, not $5" ;; esac
-        install
-        case $2 in
-            rabbitmq) start_rabbitmq "$3" "$4" ;;
-            activemq) start_activemq "$3" "$4" "$5" ;;
-            *) die "unknown peer $2 (rabbitmq or activemq)" ;;
+    install)
+        case ${2:-} in
+            tansu) install_tansu ;;
+            ""|rabbitmq|activemq) install ;;
+            *) die "unknown peer $2 (rabbitmq, activemq or tansu)" ;;
         esac
         ;;
-    *) die "usage: peers.sh install | start rabbitmq|activemq DIR PORT paper|durable" ;;
+    start)
+        [ $# -eq 5 ] || die "usage: peers.sh start rabbitmq|activemq|tansu DIR PORT paper|durable"
+        case $5 in paper|durable) ;; *) die "mode must be paper or durable, not $5" ;; esac
+        [ "$2" = tansu ] || install
+        case $2 in
+            tansu) start_tansu "$3" "$4" ;;
+            rabbitmq) start_rabbitmq "$3" "$4" ;;
+            activemq) start_activemq "$3" "$4" "$5" ;;
+            *) die "unknown peer $2 (rabbitmq, activemq or tansu)" ;;
+        esac
+        ;;
+    *) die "usage: peers.sh install [rabbitmq|activemq|tansu] | start rabbitmq|activemq|tansu DIR PORT paper|durable" ;;
 esac

@@ -24,6 +24,9 @@ pub struct BrokerProcess {
     child: Child,
     /// The main address from the ready line.
     pub addr: String,
+    /// The Kafka listener's main address (`kafka=` of the ready line), when
+    /// the broker has one.
+    pub kafka_addr: Option<String>,
     _data: tempfile::TempDir,
 }
 
@@ -92,6 +95,7 @@ impl BrokerProcess {
         Ok(BrokerProcess {
             child,
             addr,
+            kafka_addr: parse_ready_field(&line, "kafka"),
             _data: data,
         })
     }
@@ -135,10 +139,17 @@ impl Drop for BrokerProcess {
 
 /// The main address of a `ready listen=ADDR shards=...` line.
 pub fn parse_ready(line: &str) -> Option<String> {
+    parse_ready_field(line, "listen")
+}
+
+/// Field `key` of a `ready listen=A shards=A,B kafka=K kafka_shards=K0,K1`
+/// line.
+pub fn parse_ready_field(line: &str, key: &str) -> Option<String> {
     let rest = line.strip_prefix("ready ")?;
     rest.split_whitespace()
-        .find_map(|kv| kv.strip_prefix("listen="))
-        .map(str::to_owned)
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_owned())
 }
 
 /// How to run the broker.
@@ -178,5 +189,17 @@ mod tests {
             Some("127.0.0.1:4000")
         );
         assert_eq!(parse_ready("starting"), None);
+        let line = "ready listen=127.0.0.1:4000 shards=127.0.0.1:4001 kafka=127.0.0.1:4100 \
+                    kafka_shards=127.0.0.1:4101";
+        assert_eq!(parse_ready(line).as_deref(), Some("127.0.0.1:4000"));
+        assert_eq!(
+            parse_ready_field(line, "kafka").as_deref(),
+            Some("127.0.0.1:4100")
+        );
+        assert_eq!(
+            parse_ready_field(line, "kafka_shards").as_deref(),
+            Some("127.0.0.1:4101")
+        );
+        assert_eq!(parse_ready_field("ready listen=a", "kafka"), None);
     }
 }

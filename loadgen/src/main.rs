@@ -1,11 +1,13 @@
 //! loadgen: the benchmark harness. It drives our broker through the
-//! project's client (`produce`, `consume`), reproduces the Kafka paper's
+//! project's client (`produce`, `consume`), or any Kafka-compatible broker
+//! over the Kafka protocol (`--protocol kafka`), reproduces the Kafka paper's
 //! experiments against our broker and the paper's own peers (`paper`), and
 //! turns two result files into a regression verdict (`compare`).
 
 mod broker_proc;
 mod chart;
 mod compare;
+mod kafka;
 mod ours;
 mod paper;
 mod peers;
@@ -73,6 +75,16 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ProduceArgs {
+    /// The wire protocol: native (our broker's, through broker-client) or
+    /// kafka (Apache Kafka's, loadgen's own client: any Kafka-compatible
+    /// broker; --bootstrap is then a Kafka listener, ours on the native
+    /// port + 100).
+    #[arg(long, default_value = "native", value_parser = ["native", "kafka"])]
+    protocol: String,
+    /// The system named in the result (default: broker for native, kafka
+    /// for the Kafka protocol).
+    #[arg(long)]
+    system: Option<String>,
     /// Broker address.
     #[arg(long, default_value = broker_client::DEFAULT_BOOTSTRAP)]
     bootstrap: String,
@@ -95,8 +107,9 @@ struct ProduceArgs {
     #[arg(long, default_value_t = 1)]
     partitions: u32,
     /// Acknowledgements: none (fire and forget, as the paper's producer) or
-    /// leader (the broker answers after its fsync policy is met).
-    #[arg(long, default_value = "leader", value_parser = ["none", "leader"])]
+    /// leader (the broker answers after its fsync policy is met); over Kafka
+    /// none, leader and all are acks 0, 1 and -1.
+    #[arg(long, default_value = "leader", value_parser = ["none", "leader", "all"])]
     acks: String,
     /// Messages per second in all (fixed-rate mode, for latency at a given
     /// load); without it: open loop, as fast as possible.
@@ -121,6 +134,16 @@ struct ProduceArgs {
 
 #[derive(Debug, clap::Args)]
 struct ConsumeArgs {
+    /// The wire protocol: native (our broker's, through broker-client) or
+    /// kafka (Apache Kafka's, loadgen's own client: any Kafka-compatible
+    /// broker; --bootstrap is then a Kafka listener, ours on the native
+    /// port + 100).
+    #[arg(long, default_value = "native", value_parser = ["native", "kafka"])]
+    protocol: String,
+    /// The system named in the result (default: broker for native, kafka
+    /// for the Kafka protocol).
+    #[arg(long)]
+    system: Option<String>,
     /// Broker address.
     #[arg(long, default_value = broker_client::DEFAULT_BOOTSTRAP)]
     bootstrap: String,
@@ -203,7 +226,21 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 linger_ms: a.linger_ms,
                 max_in_flight: a.max_in_flight,
             };
-            let result = ours::produce(&spec, &a.scenario, a.broker_pid)?;
+            let result = match a.protocol.as_str() {
+                "kafka" => kafka::produce(
+                    &spec,
+                    &a.scenario,
+                    a.system.as_deref().unwrap_or("kafka"),
+                    a.broker_pid,
+                )?,
+                _ => {
+                    let mut r = ours::produce(&spec, &a.scenario, a.broker_pid)?;
+                    if let Some(system) = a.system {
+                        r.system = system;
+                    }
+                    r
+                }
+            };
             emit(&result, a.out.as_ref())?;
         }
         Command::Consume(a) => {
@@ -216,7 +253,21 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 e2e: a.e2e,
                 group: a.group,
             };
-            let result = ours::consume(&spec, &a.scenario, a.broker_pid)?;
+            let result = match a.protocol.as_str() {
+                "kafka" => kafka::consume(
+                    &spec,
+                    &a.scenario,
+                    a.system.as_deref().unwrap_or("kafka"),
+                    a.broker_pid,
+                )?,
+                _ => {
+                    let mut r = ours::consume(&spec, &a.scenario, a.broker_pid)?;
+                    if let Some(system) = a.system {
+                        r.system = system;
+                    }
+                    r
+                }
+            };
             emit(&result, a.out.as_ref())?;
         }
         Command::Compare {

@@ -151,7 +151,7 @@ pub fn produce(
     let acks = match spec.acks.as_str() {
         "none" => Acks::None,
         "leader" => Acks::Leader,
-        other => bail!("--acks {other}: expected none or leader"),
+        other => bail!("--acks {other}: expected none or leader (all is for --protocol kafka)"),
     };
     ensure_topic(&spec.bootstrap, &spec.topic, spec.partitions)?;
     let admin = Client::connect(&spec.bootstrap)?;

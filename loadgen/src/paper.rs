@@ -14,6 +14,14 @@
 //! (about 1000 messages) per fetch. Each is repeated `--runs` times; the
 //! summary quotes medians. The system under test runs on core 0, loadgen on
 //! core 1 (see `pin`).
+//!
+//! Over the Kafka protocol (loadgen's Kafka target, [`crate::kafka`]), the
+//! same workloads against our broker's Kafka listener (`broker-kafka`, the
+//! same broker process as the native rows, each mode; acks 0 in `paper`
+//! mode, -1 in `durable`) and against Tansu (`tansu`, nisshi built and
+//! started by scripts/peers.sh on its memory:// engine: not durable, so
+//! only a `paper` row, produced with acks 1). Tansu is a peer: skipped with
+//! `--no-peers`, and a failure to build or start it is reported, not fatal.
 
 use std::{
     fmt::Write as _,
@@ -24,7 +32,7 @@ use anyhow::Context;
 
 use crate::{
     broker_proc::{find_broker_binary, BrokerProcess},
-    chart, ours,
+    chart, kafka, ours,
     peers::{self, PeerProcess, PeerRun},
     pin,
     results::RunResult,
@@ -62,22 +70,40 @@ pub struct PaperArgs {
     /// The peers' start script.
     #[arg(long, default_value = "scripts/peers.sh")]
     pub peers_script: PathBuf,
+    /// Messages per run against Tansu (it keeps them in memory; it is
+    /// restarted, so emptied, before every run).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub tansu_messages: u64,
     /// Run only our broker (the summary says the peers were not run).
     #[arg(long)]
     pub no_peers: bool,
+    /// Leave out the Kafka-protocol rows (our Kafka listener and Tansu).
+    #[arg(long)]
+    pub no_kafka: bool,
+    /// The peers to run, of rabbitmq, activemq and tansu.
+    #[arg(long, value_delimiter = ',', default_value = "rabbitmq,activemq,tansu")]
+    pub peers: Vec<String>,
 }
 
 /// The workloads, in the summary's order.
 pub const WORKLOADS: [&str; 3] = ["produce-batch1", "produce-batch50", "consume"];
 /// The systems and modes, in the summary's order.
-pub const SYSTEMS: [(&str, &str); 6] = [
+pub const SYSTEMS: [(&str, &str); 9] = [
     ("broker", "paper"),
     ("broker", "durable"),
+    ("broker-kafka", "paper"),
+    ("broker-kafka", "durable"),
+    ("tansu", "paper"),
     ("rabbitmq", "paper"),
     ("rabbitmq", "durable"),
     ("activemq", "paper"),
     ("activemq", "durable"),
 ];
+
+/// Systems that batch (the others have no batch-50 figure of their own).
+fn batches(system: &str) -> bool {
+    matches!(system, "broker" | "broker-kafka" | "tansu")
+}
 
 /// The paper's published figures for Kafka (2011), msgs/s, per workload.
 pub const PAPER_KAFKA: [f64; 3] = [50_000.0, 400_000.0, 22_000.0];
@@ -135,13 +161,51 @@ pub fn run(args: &PaperArgs) -> anyhow::Result<()> {
             annotate(&mut res, mode, &format!("fsync={fsync}"));
             save(&args.out_dir, &res, r)?;
             all.push(res);
+            if !args.no_kafka {
+                let kafka_addr = broker
+                    .kafka_addr
+                    .clone()
+                    .context("the broker's ready line names no Kafka listener")?;
+                let kafka_acks = if mode == "paper" { "none" } else { "all" };
+                let durability = format!("fsync={fsync}, Kafka acks={kafka_acks}");
+                let topics = KafkaTopics {
+                    native: Some(&broker.addr),
+                    prefix: format!("paper-kafka-r{r}"),
+                };
+                kafka_runs(
+                    &KafkaTarget {
+                        system: "broker-kafka",
+                        addr: &kafka_addr,
+                        mode,
+                        acks: kafka_acks,
+                        durability: &durability,
+                        messages,
+                        pid: Some(broker.pid()),
+                    },
+                    &topics,
+                    args,
+                    r,
+                    &mut all,
+                )?;
+            }
         }
         broker.stop();
+    }
+    if !args.no_kafka && !args.no_peers && args.peers.iter().any(|p| p == "tansu") {
+        if let Err(e) = run_tansu(args, &mut all) {
+            let msg = format!("tansu (paper): {e:#}");
+            eprintln!("loadgen paper: {msg}");
+            failures.push(msg);
+        }
     }
     if args.no_peers {
         failures.push("peers not run (--no-peers)".into());
     } else {
-        for (peer, mode) in SYSTEMS.iter().filter(|(s, _)| *s != "broker") {
+        for (peer, mode) in SYSTEMS
+            .iter()
+            .filter(|(s, _)| matches!(*s, "rabbitmq" | "activemq"))
+            .filter(|(s, _)| args.peers.iter().any(|p| p == s))
+        {
             match run_peer(args, peer, mode, &mut all) {
                 Ok(()) => {}
                 Err(e) => {
@@ -156,6 +220,109 @@ pub fn run(args: &PaperArgs) -> anyhow::Result<()> {
     std::fs::write(args.out_dir.join("summary.md"), &summary)?;
     chart::draw(&args.out_dir.join("chart.svg"), &medians(&all))?;
     print!("{summary}");
+    Ok(())
+}
+
+/// A system measured through loadgen's Kafka target.
+struct KafkaTarget<'a> {
+    system: &'a str,
+    addr: &'a str,
+    mode: &'a str,
+    acks: &'a str,
+    durability: &'a str,
+    messages: u64,
+    pid: Option<u32>,
+}
+
+/// Where the Kafka runs' topics come from: created over our native
+/// protocol (one partition, as the native rows) when `native` is given,
+/// else by the Kafka target itself (CreateTopics, one partition).
+struct KafkaTopics<'a> {
+    native: Option<&'a str>,
+    prefix: String,
+}
+
+/// Produce batch 1 and 50, then consume what batch 50 wrote, over Kafka.
+fn kafka_runs(
+    t: &KafkaTarget<'_>,
+    topics: &KafkaTopics<'_>,
+    args: &PaperArgs,
+    r: usize,
+    all: &mut Vec<RunResult>,
+) -> anyhow::Result<()> {
+    for batch in [1usize, 50] {
+        let topic = format!("{}-b{batch}", topics.prefix);
+        if let Some(native) = topics.native {
+            ours::ensure_topic(native, &topic, 1)?;
+        }
+        let spec = ours::ProduceSpec {
+            bootstrap: t.addr.to_owned(),
+            topic,
+            messages: t.messages,
+            size: PAPER_SIZE,
+            batch,
+            producers: 1,
+            partitions: 1,
+            acks: t.acks.into(),
+            rate: None,
+            linger_ms: 5,
+            max_in_flight: 256,
+        };
+        let scenario = format!("produce-batch{batch}-{}", t.mode);
+        let mut res = kafka::produce(&spec, &scenario, t.system, t.pid)?;
+        annotate(&mut res, t.mode, t.durability);
+        save(&args.out_dir, &res, r)?;
+        eprintln!(
+            "{} {}: {:.0} msgs/s",
+            t.system, res.scenario, res.msgs_per_s
+        );
+        all.push(res);
+    }
+    let spec = ours::ConsumeSpec {
+        bootstrap: t.addr.to_owned(),
+        topic: format!("{}-b50", topics.prefix),
+        messages: t.messages,
+        fetch_bytes: PAPER_FETCH_BYTES,
+        consumers: 1,
+        e2e: false,
+        group: None,
+    };
+    let mut res = kafka::consume(&spec, &format!("consume-{}", t.mode), t.system, t.pid)?;
+    annotate(&mut res, t.mode, t.durability);
+    save(&args.out_dir, &res, r)?;
+    eprintln!(
+        "{} {}: {:.0} msgs/s",
+        t.system, res.scenario, res.msgs_per_s
+    );
+    all.push(res);
+    Ok(())
+}
+
+/// Tansu on its memory:// engine, restarted (so emptied) before every run.
+fn run_tansu(args: &PaperArgs, all: &mut Vec<RunResult>) -> anyhow::Result<()> {
+    for r in 1..=args.runs {
+        let process = PeerProcess::start(&args.peers_script, "tansu", "paper")
+            .context("tansu could not be started")?;
+        kafka_runs(
+            &KafkaTarget {
+                system: "tansu",
+                addr: &process.addr,
+                mode: "paper",
+                acks: "leader",
+                durability: "memory:// engine, not durable; Kafka acks=1",
+                messages: args.tansu_messages,
+                pid: Some(process.pgid()),
+            },
+            &KafkaTopics {
+                native: None,
+                prefix: format!("paper-tansu-r{r}"),
+            },
+            args,
+            r,
+            all,
+        )?;
+        process.stop();
+    }
     Ok(())
 }
 
@@ -295,12 +462,15 @@ pub fn summary_markdown(all: &[RunResult], failures: &[String], args: &PaperArgs
     let _ = writeln!(
         s,
         "200-byte messages; {} messages per run against our broker in paper mode, {} in \
-         durable mode, {} against each peer; median msgs/s of {} runs. `paper` mode: as the paper ran (no fsync before the ack, \
+         durable mode, {} against each of the paper's peers, {} against Tansu; median msgs/s of {} runs. \
+         `broker-kafka`: the same broker through its Kafka listener (loadgen's Kafka target; \
+         Kafka acks 0 in paper mode, -1 in durable mode); `tansu`: nisshi on its memory:// \
+         engine (not durable), acks 1. `paper` mode: as the paper ran (no fsync before the ack, \
          no per-message ack); `durable`: fsync before every ack (ours: fsync=always, \
          acks=leader; RabbitMQ: publisher confirms; ActiveMQ: receipts, journal fsync). \
          Peers have no batching: their batch-50 column is their batch-1 figure's workload, \
          not run separately.\n",
-        args.messages, args.durable_messages, args.peer_messages, args.runs
+        args.messages, args.durable_messages, args.peer_messages, args.tansu_messages, args.runs
     );
     let _ = writeln!(
         s,
@@ -314,7 +484,7 @@ pub fn summary_markdown(all: &[RunResult], failures: &[String], args: &PaperArgs
     );
     for (i, (system, mode)) in SYSTEMS.iter().enumerate() {
         let row = med[i];
-        let b50 = if *system == "broker" {
+        let b50 = if batches(system) {
             fmt_rate(row[1])
         } else {
             "(no batching)".into()
@@ -330,10 +500,16 @@ pub fn summary_markdown(all: &[RunResult], failures: &[String], args: &PaperArgs
         s,
         "\nRatios, same run (ours / better peer in the same mode):\n"
     );
-    for (m, mode) in ["paper", "durable"].iter().enumerate() {
-        let ours = med[m];
-        let rabbit = med[2 + m];
-        let amq = med[4 + m];
+    let at = |system: &str, mode: &str| -> [Option<f64>; 3] {
+        SYSTEMS
+            .iter()
+            .position(|&(s, m)| s == system && m == mode)
+            .map_or([None; 3], |i| med[i])
+    };
+    for mode in ["paper", "durable"] {
+        let ours = at("broker", mode);
+        let rabbit = at("rabbitmq", mode);
+        let amq = at("activemq", mode);
         for (w, workload) in WORKLOADS.iter().enumerate() {
             // The peers' batch-50 workload is their batch-1 run.
             let pw = if w == 1 { 0 } else { w };
@@ -354,6 +530,32 @@ pub fn summary_markdown(all: &[RunResult], failures: &[String], args: &PaperArgs
             "- produce-batch1 ({mode}) vs the paper's Kafka: {}",
             ratio.map_or("-".into(), |r| format!("{r:.1}x"))
         );
+    }
+    let _ = writeln!(
+        s,
+        "\nOver the Kafka protocol (loadgen's Kafka target), same run: our Kafka listener / \
+         our native protocol, and our Kafka listener / Tansu (memory://, not durable):\n"
+    );
+    for mode in ["paper", "durable"] {
+        let kafka = at("broker-kafka", mode);
+        let native = at("broker", mode);
+        let tansu = at("tansu", "paper");
+        for (w, workload) in WORKLOADS.iter().enumerate() {
+            let ratio = |a: Option<f64>, b: Option<f64>| {
+                a.zip(b)
+                    .map_or("-".to_owned(), |(a, b)| format!("{:.2}", a / b))
+            };
+            let vs_tansu = if mode == "paper" {
+                format!(", / tansu {}", ratio(kafka[w], tansu[w]))
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                s,
+                "- {workload} ({mode}): / native {}{vs_tansu}",
+                ratio(kafka[w], native[w])
+            );
+        }
     }
     if !failures.is_empty() {
         let _ = writeln!(s, "\nNot measured:\n");

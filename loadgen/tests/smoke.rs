@@ -26,6 +26,20 @@ impl Drop for Broker {
 }
 
 fn start_broker(data: &Path) -> (Broker, String) {
+    let (broker, line) = start_broker_line(data);
+    let addr = ready_field(&line, "listen");
+    (broker, addr)
+}
+
+/// Field `key` of the broker's ready line.
+fn ready_field(line: &str, key: &str) -> String {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in the ready line {line:?}"))
+        .to_owned()
+}
+
+fn start_broker_line(data: &Path) -> (Broker, String) {
     let mut child = Command::new(LOADGEN)
         .args([
             "broker",
@@ -44,12 +58,8 @@ fn start_broker(data: &Path) -> (Broker, String) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line
-        .strip_prefix("ready listen=")
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected ready line {line:?}"))
-        .to_owned();
-    (Broker(child), addr)
+    assert!(line.starts_with("ready "), "unexpected ready line {line:?}");
+    (Broker(child), line)
 }
 
 fn loadgen(args: &[&str]) -> (i32, String) {
@@ -190,5 +200,137 @@ fn produce_consume_compare_against_the_real_broker() {
         "{out}"
     );
     assert!(out.contains("REGRESSED (rose)"), "{out}");
+    drop(broker);
+}
+
+/// The Kafka target against our broker's Kafka listener: produce over two
+/// partitions from two threads with acks, consume it all back, and compare
+/// the Kafka consume with a native one of the same records (systems
+/// differ: a warning, not a failure).
+#[test]
+fn kafka_target_produces_and_consumes_through_the_kafka_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, line) = start_broker_line(&dir.path().join("data"));
+    let native = ready_field(&line, "listen");
+    let kafka = ready_field(&line, "kafka");
+    let pid = broker.0.id().to_string();
+    let n = MESSAGES.to_string();
+    // Two partitions, made over the native protocol (the listener's
+    // auto-creation would make one).
+    let (code, out) = loadgen(&[
+        "broker",
+        "topic",
+        "create",
+        "ksmoke",
+        "--partitions",
+        "2",
+        "--bootstrap",
+        &native,
+    ]);
+    assert_eq!(code, 0, "{out}");
+
+    let produced = dir.path().join("kafka-produce.json");
+    let (code, out) = loadgen(&[
+        "produce",
+        "--protocol",
+        "kafka",
+        "--bootstrap",
+        &kafka,
+        "--topic",
+        "ksmoke",
+        "--messages",
+        &n,
+        "--size",
+        "100",
+        "--batch",
+        "50",
+        "--producers",
+        "2",
+        "--acks",
+        "all",
+        "--broker-pid",
+        &pid,
+        "--out",
+        produced.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let p = read_json(&produced);
+    assert_eq!(p["system"], "kafka");
+    assert_eq!(p["parameters"]["protocol"], "kafka");
+    assert_eq!(p["parameters"]["kafka_acks"], -1);
+    assert_eq!(p["parameters"]["partitions"], 2);
+    assert_eq!(p["messages"], MESSAGES);
+    assert_eq!(p["bytes"], MESSAGES * 100);
+    assert_eq!(
+        p["latency"]["samples"], MESSAGES,
+        "every record's ack timed"
+    );
+    assert!(p["broker_cpu_s"].as_f64().unwrap() > 0.0);
+
+    let kafka_consumed = dir.path().join("kafka-consume.json");
+    let (code, out) = loadgen(&[
+        "consume",
+        "--protocol",
+        "kafka",
+        "--bootstrap",
+        &kafka,
+        "--topic",
+        "ksmoke",
+        "--messages",
+        &n,
+        "--consumers",
+        "2",
+        "--fetch-bytes",
+        "65536",
+        "--out",
+        kafka_consumed.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let c = read_json(&kafka_consumed);
+    assert_eq!(c["messages"], MESSAGES, "every record read back once");
+    assert_eq!(c["bytes"], MESSAGES * 100);
+
+    let native_consumed = dir.path().join("native-consume.json");
+    let (code, out) = loadgen(&[
+        "consume",
+        "--bootstrap",
+        &native,
+        "--topic",
+        "ksmoke",
+        "--messages",
+        &n,
+        "--out",
+        native_consumed.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(read_json(&native_consumed)["messages"], MESSAGES);
+    let (code, out) = loadgen(&[
+        "compare",
+        native_consumed.to_str().unwrap(),
+        kafka_consumed.to_str().unwrap(),
+        "--max-regression",
+        "100000",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("systems differ"), "{out}");
+
+    // acks none: the run ends on the end offsets, not on answers.
+    let (code, out) = loadgen(&[
+        "produce",
+        "--protocol",
+        "kafka",
+        "--bootstrap",
+        &kafka,
+        "--topic",
+        "ksmoke-auto",
+        "--messages",
+        "5000",
+        "--batch",
+        "1",
+        "--acks",
+        "none",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"messages\": 5000"), "{out}");
     drop(broker);
 }
