@@ -161,25 +161,20 @@ fn encode(r: &Request<'_>, topics: &[ProduceTopic<'_>], answers: Vec<Vec<Answer>
         e.string(flex, t.name);
         e.array_len(flex, t.partitions.len());
         for ((index, _), answer) in t.partitions.iter().zip(answers) {
-            let (code, base, time, message) = match answer {
+            let (code, offsets, message) = match answer {
                 Answer::Done(Ok(p)) => (
                     errors::NONE,
-                    p.base_offset as i64,
-                    p.log_append_time.unwrap_or(-1),
+                    [
+                        p.base_offset as i64,
+                        p.log_append_time.unwrap_or(-1),
+                        p.log_start_offset as i64,
+                    ],
                     None,
                 ),
-                Answer::Done(Err(e)) => (errors::code(&e), -1, -1, Some(e.message)),
-                Answer::Code(code, message) => (code, -1, -1, message),
+                Answer::Done(Err(e)) => (errors::code(&e), [-1; 3], Some(e.message)),
+                Answer::Code(code, message) => (code, [-1; 3], message),
             };
-            partition(
-                &mut e,
-                v,
-                flex,
-                *index,
-                code,
-                (base, time),
-                message.as_deref(),
-            );
+            partition(&mut e, v, flex, *index, code, offsets, message.as_deref());
         }
         e.tagged_fields(flex);
     }
@@ -194,7 +189,7 @@ fn partition(
     flex: bool,
     index: i32,
     code: i16,
-    (base_offset, log_append_time): (i64, i64),
+    [base_offset, log_append_time, log_start_offset]: [i64; 3],
     message: Option<&str>,
 ) {
     e.i32(index);
@@ -202,7 +197,7 @@ fn partition(
     e.i64(base_offset);
     e.i64(log_append_time); // -1 unless the topic uses LogAppendTime
     if v >= 5 {
-        e.i64(-1); // log_start_offset: unknown to the append path
+        e.i64(log_start_offset);
     }
     if v >= 8 {
         e.array_len(flex, 0); // record_errors

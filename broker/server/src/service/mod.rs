@@ -56,6 +56,8 @@ pub struct Produced {
     /// The broker's time of append (ms since the epoch), written into the
     /// batches, on a topic with `log_append_time`; None otherwise.
     pub log_append_time: Option<i64>,
+    /// The partition's log start offset once the batches were appended.
+    pub log_start_offset: u64,
 }
 
 /// One partition's part of a produce request.
@@ -329,11 +331,18 @@ pub async fn produce_here(
         return Err(ServiceError::not_open(topic, partition));
     };
     let batches = split_batches(payload, shard.config().max_batch_bytes)?;
-    if shard.topic(topic).is_some_and(|t| t.config.log_append_time) {
-        return produce_log_append_time(&p, payload, &batches).await;
-    }
-    if batches.iter().any(|r| is_idempotent(&payload[r.clone()])) {
-        return produce_idempotent(&p, payload, &batches).await;
+    let special = if shard.topic(topic).is_some_and(|t| t.config.log_append_time) {
+        Some(produce_log_append_time(&p, payload, &batches).await)
+    } else if batches.iter().any(|r| is_idempotent(&payload[r.clone()])) {
+        Some(produce_idempotent(&p, payload, &batches).await)
+    } else {
+        None
+    };
+    if let Some(produced) = special {
+        return produced.map(|done| Produced {
+            log_start_offset: p.log_start_offset(),
+            ..done
+        });
     }
     if batches.len() > 1 {
         // The log validates a lone batch itself: no second CRC pass.
@@ -348,6 +357,7 @@ pub async fn produce_here(
         base_offset: base,
         last_offset: next - 1,
         log_append_time: None,
+        log_start_offset: p.log_start_offset(),
     })
 }
 
@@ -380,6 +390,7 @@ async fn produce_log_append_time(
             base_offset: base,
             last_offset: next - 1,
             log_append_time: None,
+            log_start_offset: 0,
         }
     };
     produced.log_append_time = Some(now);
@@ -508,6 +519,7 @@ async fn produce_idempotent(
         base_offset: first,
         last_offset: last - 1,
         log_append_time: None,
+        log_start_offset: 0,
     })
 }
 

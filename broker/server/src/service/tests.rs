@@ -324,6 +324,7 @@ impl Model {
             base_offset: base,
             last_offset: next - 1,
             log_append_time: None,
+            log_start_offset: 0,
         }
     }
 
