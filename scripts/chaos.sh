@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# A chaos run of the given length (seconds, default 1800) and seed: producers,
-# a reader and a consumer group of `broker consume --group` processes against
+# A chaos run of the given length (seconds, default 1800) and seed: producers
+# (native, and confluent-kafka over the Kafka listener), a reader and two
+# consumer groups (`broker consume --group` processes, and confluent-kafka
+# members: the Kafka clients come from scripts/install-kafka-clients.sh) against
 # a broker that is killed, paused and run out of disk (a tmpfs the run mounts:
 # needs root), while members crash, pause and slow down and hostile clients
 # attack. Prints the faults injected and the checker's counts, writes them as

@@ -210,7 +210,7 @@ struct Boot {
     main_addr: Receiver<MainAddrs>,
     endpoints: Receiver<Endpoints>,
     cluster_id: Arc<str>,
-    producer_ids: i64,
+    producer_ids: Option<i64>,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     open_connections: Arc<std::sync::atomic::AtomicUsize>,

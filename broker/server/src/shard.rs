@@ -165,8 +165,8 @@ pub struct ShardParts {
     /// The data directory's cluster id.
     pub cluster_id: Arc<str>,
     /// The first producer id of this start's block
-    /// ([`crate::metadata::reserve_producer_ids`]).
-    pub producer_ids: i64,
+    /// ([`crate::metadata::reserve_producer_ids`]); None: none this start.
+    pub producer_ids: Option<i64>,
     /// Links to the other shards.
     pub peers: Senders<ShardMessage>,
     /// This shard's metrics series.
@@ -237,8 +237,10 @@ impl Shard {
             kafka_endpoints: parts.kafka_endpoints,
             kafka_main: parts.kafka_main,
             cluster_id: parts.cluster_id,
-            next_producer_id: Cell::new(parts.producer_ids + i64::from(parts.id)),
-            producer_ids_end: parts.producer_ids + crate::metadata::PRODUCER_ID_BLOCK,
+            next_producer_id: Cell::new(parts.producer_ids.map_or(0, |s| s + i64::from(parts.id))),
+            producer_ids_end: parts
+                .producer_ids
+                .map_or(0, |s| s + crate::metadata::PRODUCER_ID_BLOCK),
             topics: RefCell::new(parts.topics),
             partitions: RefCell::new(parts.partitions),
             changing: RefCell::new(HashSet::new()),
@@ -263,7 +265,7 @@ impl Shard {
     }
 
     /// A producer id never given before (None once this start's block is
-    /// used up: 2^32 ids over the shards).
+    /// used up: 2^32 ids over the shards; or when this start has none).
     pub fn new_producer_id(&self) -> Option<i64> {
         let id = self.next_producer_id.get();
         if id >= self.producer_ids_end {

@@ -181,9 +181,11 @@ fn run(secs: u64, seed: u64, kinds: &[Fault], broken: bool) -> Vec<String> {
     let bin = tmp.path().join("broker");
     std::fs::copy(env!("CARGO_BIN_EXE_broker"), &bin).unwrap();
     let mount_dir = tmp.path().join("disk");
-    // Room for what the run writes (about 8 MiB a minute here) and the
-    // offsets topic, with a margin: the disk is full only when filled.
-    let tmpfs = Tmpfs::mount(&mount_dir, 48 + secs as u32 / 4);
+    // Room for what the run writes (about 8 MiB a minute from the native
+    // producers and as much from the Kafka ones, at most ~1,000 records a
+    // second each) and the offsets topic, with a margin: the disk is full
+    // only when filled.
+    let tmpfs = Tmpfs::mount(&mount_dir, 48 + secs as u32 / 2);
     let mut node = Node::new(
         bin.clone(),
         mount_dir.join("data"),

@@ -62,7 +62,9 @@ pub fn handle(shard: &Rc<Shard>, mut r: Request<'_>) -> DecodeResult<Reply> {
     } else {
         match shard.new_producer_id() {
             Some(id) => (errors::NONE, id, 0),
-            None => (errors::UNKNOWN_SERVER_ERROR, -1, -1),
+            // No block this start (its file could not be written) or the
+            // block is used up: retriable, a restart reserves a new one.
+            None => (errors::COORDINATOR_NOT_AVAILABLE, -1, -1),
         }
     };
     let mut e = Response::start(&r, if r.flexible { 1 } else { 0 });

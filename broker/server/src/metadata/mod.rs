@@ -565,8 +565,11 @@ pub const PRODUCER_ID_BLOCK: i64 = 1 << 32;
 
 /// Reserves this start's block of producer ids: reads the next free one
 /// from `producer-ids` (0 when absent), writes it back one block further
-/// (atomically, fsynced) and returns the block's first id.
-pub fn reserve_producer_ids(dir: &DataDir) -> Result<i64, MetadataError> {
+/// (atomically, fsynced) and returns the block's first id. A file that
+/// cannot be written (a full disk) gives None, with a warning: the broker
+/// still starts, and hands out no producer id until a start that can write
+/// it. A corrupt file is an error.
+pub fn reserve_producer_ids(dir: &DataDir) -> Result<Option<i64>, MetadataError> {
     let path = dir.root().join("producer-ids");
     let start = match std::fs::read_to_string(&path) {
         Ok(text) => text
@@ -581,8 +584,14 @@ pub fn reserve_producer_ids(dir: &DataDir) -> Result<i64, MetadataError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
         Err(e) => return Err(MetadataError::io("read", &path, e)),
     };
-    write_atomic_blocking(&path, (start + PRODUCER_ID_BLOCK).to_string().as_bytes())?;
-    Ok(start)
+    match write_atomic_blocking(&path, (start + PRODUCER_ID_BLOCK).to_string().as_bytes()) {
+        Ok(()) => Ok(Some(start)),
+        Err(e) => {
+            tracing::warn!(error = %e,
+                "no producer ids this start (idempotent producers are refused until a restart can write them)");
+            Ok(None)
+        }
+    }
 }
 
 fn is_cluster_id_byte(b: u8) -> bool {

@@ -124,7 +124,7 @@ async fn start_shard(
         kafka_endpoints: Vec::new(),
         kafka_main: None,
         cluster_id: "test-cluster".into(),
-        producer_ids: 0,
+        producer_ids: Some(0),
         topics: boot.topics.clone(),
         partitions,
         peers: mesh.senders,
