@@ -13,7 +13,6 @@ mod server_support;
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{BufRead, BufReader},
-    net::TcpListener,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     thread,
@@ -74,20 +73,14 @@ fn python_has(module: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The broker with a Kafka listener at a known address.
+/// The broker, its Kafka listener on free ports (read off the ready line:
+/// a port chosen here could not promise the shards' ports after it).
 fn start(dir: &tempfile::TempDir, extra: &[&str]) -> (Broker, String) {
-    let kafka = format!("127.0.0.1:{}", free_port());
-    let mut args = vec!["--kafka-listen", kafka.as_str()];
-    args.extend_from_slice(extra);
-    let broker = Broker::start(&dir.path().join("data"), 2, &args);
+    let broker = Broker::start(&dir.path().join("data"), 2, extra);
+    let kafka = broker
+        .kafka
+        .expect("the ready line names the Kafka listener")
+        .to_string();
     (broker, kafka)
 }
 
