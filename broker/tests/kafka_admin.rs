@@ -10,7 +10,6 @@
 mod server_support;
 
 use std::{
-    io::{BufRead, BufReader},
     net::SocketAddr,
     process::{Command, Stdio},
 };
@@ -21,53 +20,9 @@ use server_support::Broker;
 /// Starts the broker with 2 shards and returns it with its Kafka address
 /// (the `kafka=` field of its ready line).
 fn start(dir: &tempfile::TempDir) -> (Broker, SocketAddr) {
-    let data_dir = dir.path().join("data");
-    let stderr_path = dir.path().join("broker.stderr");
-    let stderr = std::fs::File::create(&stderr_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "2",
-            "--fsync",
-            "never",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|f| f.strip_prefix(name))
-            .map(str::to_owned)
-    };
-    let (Some(listen), Some(kafka)) = (field("listen="), field("kafka=")) else {
-        let _ = child.kill();
-        panic!(
-            "broker did not start: {line:?}\n{}",
-            std::fs::read_to_string(&stderr_path).unwrap_or_default()
-        );
-    };
-    let broker = Broker {
-        child,
-        listen: listen.parse().unwrap(),
-        shards: Vec::new(),
-        metrics: None,
-        kafka: kafka.parse().ok(),
-        kafka_shards: Vec::new(),
-        data_dir,
-        stderr_path,
-    };
-    (broker, kafka.parse().unwrap())
+    let broker = Broker::start(&dir.path().join("data"), 2, &["--fsync", "never"]);
+    let kafka = broker.kafka.expect("kafka= in the ready line");
+    (broker, kafka)
 }
 
 /// Checks that the python clients are installed (a missing one fails the
@@ -462,4 +417,76 @@ fn delete_topics_v6_refuses_an_id_only_entry_and_deletes_by_name() {
         "{out}"
     );
     assert_eq!(out["left"], serde_json::json!([]), "{out}");
+}
+
+const CONFLUENT_LOG_APPEND_TIME: &str = r#"
+import json, os, time
+from confluent_kafka import Producer, Consumer, TopicPartition, TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME
+from confluent_kafka.admin import AdminClient, NewTopic
+b = os.environ['BOOTSTRAP']
+admin = AdminClient({'bootstrap.servers': b})
+for f in admin.create_topics([
+        NewTopic('stamped', 1, 1, config={'message.timestamp.type': 'LogAppendTime'}),
+        NewTopic('created', 1, 1)]).values():
+    f.result()
+before = int(time.time() * 1000)
+out = {}
+# Plain and idempotent producers: both paths stamp the batch.
+for idempotent in (False, True):
+    p = Producer({'bootstrap.servers': b, 'enable.idempotence': idempotent, 'linger.ms': 5})
+    reports = []
+    for topic in ('stamped', 'created'):
+        for i in range(5):
+            p.produce(topic, value=f'{topic}-{idempotent}-{i}'.encode(), partition=0, timestamp=1000 + i,
+                      on_delivery=lambda err, m: reports.append((m.topic(), m.timestamp()[0], str(err))))
+    assert p.flush(10) == 0
+    out[f'reports-{idempotent}'] = sorted(set(reports))
+after = int(time.time() * 1000)
+for topic in ('stamped', 'created'):
+    c = Consumer({'bootstrap.servers': b, 'group.id': 'ts-' + topic, 'enable.auto.commit': False})
+    c.assign([TopicPartition(topic, 0, 0)])
+    got = []
+    for _ in range(100):
+        m = c.poll(0.2)
+        if m is None:
+            if len(got) >= 10:
+                break
+            continue
+        assert m.error() is None, str(m.error())
+        kind, ts = m.timestamp()
+        got.append([m.value().decode(), kind, before <= ts <= after if kind == TIMESTAMP_LOG_APPEND_TIME else ts])
+    c.close()
+    out[topic] = got
+out['kinds'] = [TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME]
+print(json.dumps(out))
+"#;
+
+#[test]
+fn log_append_time_topics_stamp_the_broker_clock_and_create_time_topics_keep_the_producers() {
+    if !have_python_clients() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, kafka) = start(&dir);
+    let out = python(&broker, kafka, CONFLUENT_LOG_APPEND_TIME);
+    let [create, append] = [out["kinds"][0].clone(), out["kinds"][1].clone()];
+    for idempotent in ["False", "True"] {
+        // librdkafka reports the broker's LogAppendTime from the produce answer.
+        assert_eq!(
+            out[format!("reports-{idempotent}")],
+            serde_json::json!([["created", create, "None"], ["stamped", append, "None"]]),
+            "{out}"
+        );
+    }
+    let expect = |topic: &str, stamp: &dyn Fn(i64) -> Value, kind: &Value| {
+        let rows: Vec<Value> = ["False", "True"]
+            .iter()
+            .flat_map(|idem| (0..5).map(move |i| (format!("{topic}-{idem}-{i}"), i)))
+            .map(|(v, i)| serde_json::json!([v, kind, stamp(i)]))
+            .collect();
+        assert_eq!(out[topic], Value::Array(rows), "{out}");
+    };
+    // Stamped: the broker's clock (between the script's start and end), not 1000 + i.
+    expect("stamped", &|_| Value::Bool(true), &append);
+    expect("created", &|i| serde_json::json!(1000 + i), &create);
 }

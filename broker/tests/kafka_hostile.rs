@@ -12,10 +12,11 @@
 //! ApiVersions v0, Produce v3, Fetch v4, ListOffsets v1.
 #![allow(clippy::unwrap_used)]
 
+mod server_support;
+
 use std::{
-    io::{BufRead, BufReader, ErrorKind, Read, Write},
+    io::{ErrorKind, Read, Write},
     net::{SocketAddr, TcpStream},
-    process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -23,6 +24,7 @@ use std::{
 use broker_format::BatchBuilder;
 use broker_server::kafka::wire::{Decoder, Encoder};
 use broker_server::kafka::{api, APIS};
+use server_support::Broker;
 
 /// The frame limit the broker runs with here.
 const MAX_FRAME: usize = 1 << 20;
@@ -31,9 +33,10 @@ const CORRUPT_MESSAGE: i16 = 2;
 /// UNSUPPORTED_VERSION.
 const UNSUPPORTED_VERSION: i16 = 35;
 
-/// A `broker serve` child on free ports, killed on drop.
+/// A `broker serve` child on free ports (killed on drop) and its Kafka
+/// address.
 struct Kafka {
-    child: Child,
+    broker: Broker,
     addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
@@ -41,33 +44,22 @@ struct Kafka {
 impl Kafka {
     fn start() -> Kafka {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--listen", "127.0.0.1:0", "--shards", "2"])
-            .args(["--fsync", "never", "--log-level", "error"])
-            .args(["--max-frame-bytes", &MAX_FRAME.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start broker");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .split_whitespace()
-            .find_map(|f| f.strip_prefix("kafka="))
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                panic!("no kafka= in the ready line {line:?}")
-            })
-            .parse()
-            .unwrap();
+        let max_frame = MAX_FRAME.to_string();
+        let broker = Broker::start(
+            &dir.path().join("data"),
+            2,
+            &[
+                "--fsync",
+                "never",
+                "--log-level",
+                "error",
+                "--max-frame-bytes",
+                &max_frame,
+            ],
+        );
+        let addr = broker.kafka.expect("kafka= in the ready line");
         Kafka {
-            child,
+            broker,
             addr,
             _dir: dir,
         }
@@ -83,14 +75,7 @@ impl Kafka {
     }
 
     fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Kafka {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.broker.alive()
     }
 }
 

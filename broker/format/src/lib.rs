@@ -460,6 +460,57 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(header)
 }
 
+/// A batch that [`validate`] accepted, with its header: only
+/// [`Validated::check`] and [`Validated::stamp_log_append_time`] make one,
+/// so holding one proves the bytes were validated, and a layer that is
+/// handed one (the log) need not validate them again.
+#[derive(Debug, Clone, Copy)]
+pub struct Validated<'a> {
+    bytes: &'a [u8],
+    header: BatchHeader,
+}
+
+impl<'a> Validated<'a> {
+    /// [`validate`]s exactly one batch occupying all of `bytes`.
+    pub fn check(bytes: &'a [u8]) -> Result<Validated<'a>, BatchError> {
+        let header = validate(bytes)?;
+        Ok(Validated { bytes, header })
+    }
+
+    /// [`validate`]s the batch as it came, then sets its max timestamp to
+    /// `now` and its LogAppendTime attribute and recomputes its CRC, as
+    /// Kafka's `LogValidator` does for a topic with
+    /// `message.timestamp.type=LogAppendTime`.
+    pub fn stamp_log_append_time(
+        batch: &'a mut [u8],
+        now: i64,
+    ) -> Result<Validated<'a>, BatchError> {
+        const ATTRIBUTES: usize = 21;
+        const MAX_TIMESTAMP: std::ops::Range<usize> = 35..43;
+        let mut header = validate(batch)?;
+        header.attributes |= ATTR_LOG_APPEND_TIME;
+        header.max_timestamp = now;
+        batch[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&header.attributes.to_be_bytes());
+        batch[MAX_TIMESTAMP].copy_from_slice(&now.to_be_bytes());
+        header.crc = crc32c::crc32c(&batch[CRC_START..]);
+        batch[CRC_OFFSET..CRC_START].copy_from_slice(&header.crc.to_be_bytes());
+        Ok(Validated {
+            bytes: batch,
+            header,
+        })
+    }
+
+    /// The batch's bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The batch's header.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+}
+
 /// Checks the header, that the batch occupies exactly `bytes`, and the CRC;
 /// not the records. For recovery, where records were validated when written.
 pub fn verify_crc(bytes: &[u8]) -> Result<BatchHeader, BatchError> {

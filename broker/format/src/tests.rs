@@ -262,6 +262,49 @@ fn set_base_offset_keeps_crc_valid() {
 }
 
 #[test]
+fn stamping_log_append_time_sets_max_timestamp_and_attribute_and_a_valid_crc() {
+    let original = built_batch();
+    let mut batch = original.clone();
+    let now = BASE_TS + 60_000;
+    let stamped = Validated::stamp_log_append_time(&mut batch, now).unwrap();
+    assert_eq!(stamped.header().max_timestamp, now);
+    assert_ne!(stamped.header().attributes & ATTR_LOG_APPEND_TIME, 0);
+    let header = *stamped.header();
+    // What the bytes now say, read afresh, is what the stamp returned.
+    assert_eq!(validate(&batch).unwrap(), header);
+    // Only the attributes, the max timestamp and the CRC changed.
+    let changed: Vec<usize> = (0..batch.len())
+        .filter(|&i| batch[i] != original[i])
+        .collect();
+    assert!(
+        changed
+            .iter()
+            .all(|i| (17..23).contains(i) || (35..43).contains(i)),
+        "{changed:?}"
+    );
+    // A corrupt batch is refused before it is stamped.
+    let mut corrupt = original.clone();
+    corrupt[70] ^= 1;
+    let before = corrupt.clone();
+    assert!(matches!(
+        Validated::stamp_log_append_time(&mut corrupt, now),
+        Err(BatchError::CrcMismatch { .. })
+    ));
+    assert_eq!(corrupt, before);
+}
+
+#[test]
+fn validated_check_is_validate() {
+    let batch = built_batch();
+    let v = Validated::check(&batch).unwrap();
+    assert_eq!(*v.header(), validate(&batch).unwrap());
+    assert_eq!(v.bytes(), &batch[..]);
+    let mut bad = batch.clone();
+    bad[70] ^= 1;
+    assert!(Validated::check(&bad).is_err());
+}
+
+#[test]
 fn next_offset_saturates() {
     let mut batch = built_batch();
     set_base_offset(&mut batch, i64::MAX - 1);

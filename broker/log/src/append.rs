@@ -17,7 +17,7 @@
 
 use std::{future::poll_fn, rc::Rc, task::Poll, time::Instant};
 
-use broker_format::BatchHeader;
+use broker_format::{BatchHeader, Validated};
 
 use crate::{
     index::SegmentIndex,
@@ -51,15 +51,16 @@ impl Log {
     /// offsets it was given. The batch is validated first (length, CRC,
     /// records); nothing invalid reaches the log.
     pub async fn append(&self, batch: &[u8]) -> Result<Appended, LogError> {
-        let max = self.inner.config.batch_bytes_max;
-        if batch.len() > max {
-            return Err(LogError::BatchTooLarge {
-                len: batch.len(),
-                max,
-            });
-        }
-        let header = broker_format::validate(batch)?;
-        let (epoch, appended) = self.place(batch, &header).await?;
+        self.check_size(batch)?;
+        self.append_validated(Validated::check(batch)?).await
+    }
+
+    /// [`Log::append`] of a batch its caller has validated already (a
+    /// produce request's batches are validated before any is appended, so
+    /// that a bad one appends nothing): not validated twice.
+    pub async fn append_validated(&self, batch: Validated<'_>) -> Result<Appended, LogError> {
+        self.check_size(batch.bytes())?;
+        let (epoch, appended) = self.place(batch.bytes(), batch.header()).await?;
         #[cfg(feature = "fault-injection")]
         if fault_ack_before_durable() {
             return Ok(appended);
@@ -77,6 +78,18 @@ impl Log {
         })
         .await?;
         Ok(appended)
+    }
+
+    /// Refuses a batch larger than the log's limit.
+    fn check_size(&self, batch: &[u8]) -> Result<(), LogError> {
+        let max = self.inner.config.batch_bytes_max;
+        if batch.len() > max {
+            return Err(LogError::BatchTooLarge {
+                len: batch.len(),
+                max,
+            });
+        }
+        Ok(())
     }
 
     /// Copies the batch into the tail, rolling first if needed; returns the

@@ -26,12 +26,12 @@
 
 use std::{
     cell::{Cell, RefCell},
-    ops::Range,
     rc::Rc,
     sync::atomic::Ordering::Relaxed,
     sync::Arc,
 };
 
+use broker_format::Validated;
 use broker_log::{Appended, Log, LogError, LogRead};
 
 use crate::arrivals::Arrivals;
@@ -145,34 +145,33 @@ impl Partition {
         &self.arrivals
     }
 
-    /// Appends one record batch (validated by the log) and, once the log
-    /// acknowledged it, makes it readable.
-    pub async fn append(&self, batch: &[u8]) -> Result<Appended, LogError> {
-        let appended = self.log.append(batch).await?;
-        self.appended(appended.base_offset, appended.next_offset, batch.len());
+    /// Appends one validated record batch and, once the log acknowledged
+    /// it, makes it readable.
+    pub async fn append(&self, batch: Validated<'_>) -> Result<Appended, LogError> {
+        let appended = self.log.append_validated(batch).await?;
+        self.appended(
+            appended.base_offset,
+            appended.next_offset,
+            batch.bytes().len(),
+        );
         Ok(appended)
     }
 
-    /// Appends several batches of `payload` (`batches` delimit them; the
-    /// caller validated every one first, so that a bad batch appends
-    /// nothing): every append is placed in the log, in order, before any is
-    /// awaited, so they share write cycles and get consecutive offsets.
-    /// Returns the first base offset and the last next offset; the first
-    /// error fails the whole call.
-    pub async fn append_batches(
-        &self,
-        payload: &[u8],
-        batches: &[Range<usize>],
-    ) -> Result<(u64, u64), LogError> {
+    /// Appends several validated batches (validated together first, so that
+    /// a bad one appends nothing): every append is placed in the log, in
+    /// order, before any is awaited, so they share write cycles and get
+    /// consecutive offsets. Returns the first base offset and the last next
+    /// offset; the first error fails the whole call.
+    pub async fn append_batches(&self, batches: &[Validated<'_>]) -> Result<(u64, u64), LogError> {
         if let [only] = batches {
-            let a = self.append(&payload[only.clone()]).await?;
+            let a = self.append(*only).await?;
             return Ok((a.base_offset, a.next_offset));
         }
         // Every append is polled once, in payload order, before any is
         // awaited: the first poll places it in the log.
         let mut pending = Vec::with_capacity(batches.len());
-        for r in batches {
-            let mut append = Box::pin(self.log.append(&payload[r.clone()]));
+        for b in batches {
+            let mut append = Box::pin(self.log.append_validated(*b));
             pending.push(match futures_lite::future::poll_once(&mut append).await {
                 Some(done) => PendingAppend::Done(done),
                 None => PendingAppend::Waiting(append),
@@ -199,7 +198,8 @@ impl Partition {
         if let Some(first) = first {
             // Whatever succeeded is acknowledged by the log: readable, even
             // when a later batch of the request failed.
-            self.appended(first, last, payload.len());
+            let bytes = batches.iter().map(|b| b.bytes().len()).sum();
+            self.appended(first, last, bytes);
         }
         match (failure, first) {
             (Some(e), _) => Err(e),

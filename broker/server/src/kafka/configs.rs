@@ -202,8 +202,6 @@ fn broker_source(value: &str, builtin: &str) -> i8 {
     }
 }
 
-/// A topic config backed by a broker config `broker_name`: its source and
-/// synonyms from the topic's value, the broker's and the built-in one.
 /// Kafka's name of a topic's timestamp type.
 fn timestamp_type(log_append_time: bool) -> &'static str {
     if log_append_time {
@@ -223,6 +221,8 @@ pub fn log_append_time(configs: &[(&str, Option<&str>)]) -> Option<bool> {
         .map(|v| v == "LogAppendTime")
 }
 
+/// A topic config backed by a broker config `broker_name`: its source and
+/// synonyms from the topic's value, the broker's and the built-in one.
 fn backed(
     name: &'static str,
     broker_name: &'static str,

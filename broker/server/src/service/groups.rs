@@ -767,7 +767,10 @@ async fn persist(
         .map_err(|e| ServiceError::internal(e.to_string()))?;
         b.push(now_ms, Some(group.as_bytes()), Some(&value), &[]);
     }
-    partition.append(&b.finish()).await.map_err(|e| {
+    let batch = b.finish();
+    let batch = broker_format::Validated::check(&batch)
+        .map_err(|e| ServiceError::internal(format!("an offsets batch we built: {e}")))?;
+    partition.append(batch).await.map_err(|e| {
         ServiceError::from(e).context(format!("committing offsets of group {group:?}"))
     })?;
     Ok(())

@@ -17,13 +17,14 @@
 pub mod groups;
 pub mod topics;
 
-use std::{ops::Range, rc::Rc, sync::atomic::Ordering::Relaxed, time::Duration};
+use std::{rc::Rc, sync::atomic::Ordering::Relaxed, time::Duration};
 
 use bytes::Bytes;
 
 use crate::error::{ErrorKind, ServiceError, ServiceResult};
 use crate::partition::Partition;
 use crate::shard::{Shard, ShardMessage};
+use broker_format::Validated;
 use broker_log::ReadBytes;
 use broker_shard::ShardId;
 
@@ -330,94 +331,62 @@ pub async fn produce_here(
     let Some(p) = shard.partition(topic, partition) else {
         return Err(ServiceError::not_open(topic, partition));
     };
-    let batches = split_batches(payload, shard.config().max_batch_bytes)?;
-    let special = if shard.topic(topic).is_some_and(|t| t.config.log_append_time) {
-        Some(produce_log_append_time(&p, payload, &batches).await)
-    } else if batches.iter().any(|r| is_idempotent(&payload[r.clone()])) {
-        Some(produce_idempotent(&p, payload, &batches).await)
+    let max_batch = shard.config().max_batch_bytes;
+    let produced = if shard.topic(topic).is_some_and(|t| t.config.log_append_time) {
+        produce_log_append_time(&p, payload, max_batch).await?
     } else {
-        None
+        append_validated(&p, &validate_batches(payload, max_batch)?).await?
     };
-    if let Some(produced) = special {
-        return produced.map(|done| Produced {
-            log_start_offset: p.log_start_offset(),
-            ..done
-        });
+    Ok(Produced {
+        log_start_offset: p.log_start_offset(),
+        ..produced
+    })
+}
+
+/// Appends a request's validated batches: through the producers' sequence
+/// checks ([`produce_idempotent`]) when any carries a producer id.
+async fn append_validated(p: &Partition, batches: &[Validated<'_>]) -> ServiceResult<Produced> {
+    if batches.iter().any(is_idempotent) {
+        return produce_idempotent(p, batches).await;
     }
-    if batches.len() > 1 {
-        // The log validates a lone batch itself: no second CRC pass.
-        for range in &batches {
-            broker_format::validate(&payload[range.clone()]).map_err(|e| {
-                ServiceError::new(ErrorKind::CorruptBatch, format!("record batch: {e}"))
-            })?;
-        }
-    }
-    let (base, next) = p.append_batches(payload, &batches).await?;
+    let (base, next) = p.append_batches(batches).await?;
     Ok(Produced {
         base_offset: base,
         last_offset: next - 1,
         log_append_time: None,
-        log_start_offset: p.log_start_offset(),
+        log_start_offset: 0,
     })
 }
 
 /// Appends to a topic with `log_append_time`: each batch is checked (CRC
 /// and records) as it came, then gets the broker's clock as its max
-/// timestamp and the LogAppendTime attribute, and a new CRC, as Kafka's
-/// `LogValidator` does. (A copy of the payload: the request's bytes are
-/// shared and immutable.)
+/// timestamp and the LogAppendTime attribute, and a new CRC
+/// ([`Validated::stamp_log_append_time`]). (A copy of the payload: the
+/// request's bytes are shared and immutable.)
 async fn produce_log_append_time(
     p: &Partition,
     payload: &[u8],
-    batches: &[Range<usize>],
+    max_batch: usize,
 ) -> ServiceResult<Produced> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let mut owned = payload.to_vec();
-    for range in batches {
-        let batch = &mut owned[range.clone()];
-        broker_format::validate(batch).map_err(|e| {
-            ServiceError::new(ErrorKind::CorruptBatch, format!("record batch: {e}"))
-        })?;
-        stamp_log_append_time(batch, now);
+    let mut rest = owned.as_mut_slice();
+    let mut batches = Vec::with_capacity(1);
+    for batch in split_batches(payload, max_batch) {
+        let (this, tail) = std::mem::take(&mut rest).split_at_mut(batch?.len());
+        rest = tail;
+        batches.push(Validated::stamp_log_append_time(this, now).map_err(corrupt_batch)?);
     }
-    let mut produced = if batches.iter().any(|r| is_idempotent(&owned[r.clone()])) {
-        produce_idempotent(p, &owned, batches).await?
-    } else {
-        let (base, next) = p.append_batches(&owned, batches).await?;
-        Produced {
-            base_offset: base,
-            last_offset: next - 1,
-            log_append_time: None,
-            log_start_offset: 0,
-        }
-    };
+    let mut produced = append_validated(p, &batches).await?;
     produced.log_append_time = Some(now);
     Ok(produced)
 }
 
-/// Sets a validated batch's max timestamp to `now` and its LogAppendTime
-/// attribute, and recomputes its CRC (bytes: schemas/record-batch.md).
-fn stamp_log_append_time(batch: &mut [u8], now: i64) {
-    const CRC: std::ops::Range<usize> = 17..21;
-    const ATTRIBUTES: std::ops::Range<usize> = 21..23;
-    const MAX_TIMESTAMP: std::ops::Range<usize> = 35..43;
-    let attributes = i16::from_be_bytes([batch[ATTRIBUTES.start], batch[ATTRIBUTES.start + 1]])
-        | broker_format::ATTR_LOG_APPEND_TIME;
-    batch[ATTRIBUTES].copy_from_slice(&attributes.to_be_bytes());
-    batch[MAX_TIMESTAMP].copy_from_slice(&now.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[ATTRIBUTES.start..]);
-    batch[CRC].copy_from_slice(&crc.to_be_bytes());
-}
-
 /// Whether a batch carries a producer id (Kafka's idempotent producers).
-fn is_idempotent(batch: &[u8]) -> bool {
-    // producer_id: bytes 43..51 of the header (schemas/record-batch.md).
-    batch
-        .get(43..51)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .is_some_and(|b| i64::from_be_bytes(b) >= 0)
+fn is_idempotent(batch: &Validated<'_>) -> bool {
+    batch.header().producer_id >= 0
 }
 
 /// How long a retried batch waits for its original, still in flight, to be
@@ -429,25 +398,18 @@ const DUPLICATE_WAIT: Duration = Duration::from_secs(30);
 /// ([`crate::producers`]): a retry of a batch already in the log is not
 /// appended again and gets the original's offsets; a gap, a reordering or
 /// a fenced epoch is refused. Transactions are not supported.
-async fn produce_idempotent(
-    p: &Partition,
-    payload: &[u8],
-    batches: &[Range<usize>],
-) -> ServiceResult<Produced> {
+async fn produce_idempotent(p: &Partition, batches: &[Validated<'_>]) -> ServiceResult<Produced> {
     use crate::producers::{BatchIds, Check, Refusal};
     let mut first = None;
     let mut last = 0;
-    for range in batches {
-        let batch = &payload[range.clone()];
-        let header = broker_format::validate(batch).map_err(|e| {
-            ServiceError::new(ErrorKind::CorruptBatch, format!("record batch: {e}"))
-        })?;
+    for &batch in batches {
+        let header = batch.header();
         if header.is_transactional() || header.is_control() {
             return Err(ServiceError::invalid(
                 "transactional batches are not supported (transactions are not implemented)",
             ));
         }
-        let (base, next) = match BatchIds::of(&header) {
+        let (base, next) = match BatchIds::of(header) {
             None => {
                 let a = p.append(batch).await?;
                 (a.base_offset, a.next_offset)
@@ -556,42 +518,65 @@ async fn wait_for_original(
     }
 }
 
-/// Splits a produce payload into whole batches by their length fields,
-/// checking each against the batch size limit. Nothing is trusted beyond
-/// the framing: the CRC is checked by the caller or the log.
-fn split_batches(payload: &[u8], max_batch: usize) -> ServiceResult<Vec<Range<usize>>> {
-    if payload.is_empty() {
-        return Err(ServiceError::invalid(
-            "a produce request must carry at least one record batch",
-        ));
-    }
-    let corrupt = |m: String| ServiceError::new(ErrorKind::CorruptBatch, m);
+/// Splits a produce payload into its batches and validates each
+/// ([`Validated::check`]: CRC and records) before any is appended, so that
+/// a bad one appends nothing; the log then does not validate them again.
+fn validate_batches(payload: &[u8], max_batch: usize) -> ServiceResult<Vec<Validated<'_>>> {
     let mut batches = Vec::with_capacity(1);
-    let mut pos = 0;
-    while pos < payload.len() {
-        let rest = &payload[pos..];
-        let Some(len) = broker_format::peek_total_len(rest) else {
-            return Err(corrupt(format!(
-                "the payload's last {} bytes are not a whole record batch",
-                rest.len()
-            )));
-        };
-        if len > max_batch {
-            return Err(ServiceError::new(
-                ErrorKind::BatchTooLarge,
-                format!("record batch of {len} bytes exceeds the limit of {max_batch} bytes"),
-            ));
-        }
-        if len < broker_format::HEADER_LEN || len > rest.len() {
-            return Err(corrupt(format!(
-                "record batch at payload byte {pos} claims {len} bytes; {} remain",
-                rest.len()
-            )));
-        }
-        batches.push(pos..pos + len);
-        pos += len;
+    for batch in split_batches(payload, max_batch) {
+        batches.push(Validated::check(batch?).map_err(corrupt_batch)?);
     }
     Ok(batches)
+}
+
+/// A batch [`Validated::check`] refused.
+fn corrupt_batch(e: broker_format::BatchError) -> ServiceError {
+    ServiceError::new(ErrorKind::CorruptBatch, format!("record batch: {e}"))
+}
+
+/// Splits a produce payload into whole batches by their length fields,
+/// checking each against the batch size limit; the first fault ends it.
+/// Nothing is trusted beyond the framing: the caller validates each.
+fn split_batches(payload: &[u8], max_batch: usize) -> impl Iterator<Item = ServiceResult<&[u8]>> {
+    let mut pos = 0;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || (pos == payload.len() && pos > 0) {
+            return None;
+        }
+        let rest = &payload[pos..];
+        let batch = match broker_format::peek_total_len(rest) {
+            _ if payload.is_empty() => Err(ServiceError::invalid(
+                "a produce request must carry at least one record batch",
+            )),
+            None => Err(ServiceError::new(
+                ErrorKind::CorruptBatch,
+                format!(
+                    "the payload's last {} bytes are not a whole record batch",
+                    rest.len()
+                ),
+            )),
+            Some(len) if len > max_batch => Err(ServiceError::new(
+                ErrorKind::BatchTooLarge,
+                format!("record batch of {len} bytes exceeds the limit of {max_batch} bytes"),
+            )),
+            Some(len) if len < broker_format::HEADER_LEN || len > rest.len() => {
+                Err(ServiceError::new(
+                    ErrorKind::CorruptBatch,
+                    format!(
+                        "record batch at payload byte {pos} claims {len} bytes; {} remain",
+                        rest.len()
+                    ),
+                ))
+            }
+            Some(len) => Ok(&rest[..len]),
+        };
+        match &batch {
+            Ok(b) => pos += b.len(),
+            Err(_) => failed = true,
+        }
+        Some(batch)
+    })
 }
 
 /// Reads from a partition where it lives: whole batches from the offset up
