@@ -547,9 +547,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, via: Via, protocol
                 glommio::spawn_local(async move {
                     match protocol {
                         Protocol::Native => connection::serve(shard.clone(), stream, via).await,
-                        Protocol::Kafka => {
-                            kafka::connection::serve(shard.clone(), stream, via).await
-                        }
+                        Protocol::Kafka => kafka::connection::serve(shard.clone(), stream).await,
                     }
                     shard.open_connections().fetch_sub(1, Ordering::AcqRel);
                 })

@@ -290,14 +290,12 @@ pub async fn open_owned(
         }
         let p = p as u32;
         let dir = data.partition_dir(&topic.name, p);
-        let (log, report) =
-            Log::open(&dir, cfg.clone())
-                .await
-                .map_err(|source| StartError::Partition {
-                    topic: topic.name.clone(),
-                    partition: p,
-                    source,
-                })?;
+        let failed = |source| StartError::Partition {
+            topic: topic.name.clone(),
+            partition: p,
+            source,
+        };
+        let (log, report) = Log::open(&dir, cfg.clone()).await.map_err(failed)?;
         if report.truncated_bytes > 0 {
             tracing::warn!(topic = %topic.name, partition = p,
                 truncated_bytes = report.truncated_bytes,
@@ -311,15 +309,7 @@ pub async fn open_owned(
         let series = Arc::new(PartitionMetrics::new(&topic.name, p, log.io_stats()));
         metrics.add_partition(series.clone());
         let partition = Partition::new(name.clone(), p, log, series);
-        let producers =
-            partition
-                .recover_producers()
-                .await
-                .map_err(|source| StartError::Partition {
-                    topic: topic.name.clone(),
-                    partition: p,
-                    source,
-                })?;
+        let producers = partition.recover_producers().await.map_err(failed)?;
         if producers > 0 {
             tracing::info!(topic = %topic.name, partition = p, producers,
                 "idempotent producers' state rebuilt");

@@ -32,7 +32,6 @@ use glommio::{net::TcpStream, sync::Semaphore};
 use super::{handle, Reply};
 use crate::connection::{Stream, FIRST_READ};
 use crate::copy_stats;
-use crate::native::Via;
 use crate::service::Records;
 use crate::shard::{InFlight, Shard};
 
@@ -108,20 +107,20 @@ impl Outbox {
 
 /// Serves one Kafka connection until the peer closes it or breaks the
 /// protocol.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, via: Via) {
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let connections = &shard.metrics().connections;
     connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let stream = Rc::new(Stream::new(stream));
     let outbox = Rc::new(Outbox::new());
     let writer = glommio::spawn_local(write_replies(stream.clone(), outbox.clone()));
-    read_requests(&shard, &stream, &outbox, via).await;
+    read_requests(&shard, &stream, &outbox).await;
     // In-flight requests finish; the writer writes their answers and ends.
     writer.await;
     connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-async fn read_requests(shard: &Rc<Shard>, stream: &Rc<Stream>, outbox: &Rc<Outbox>, via: Via) {
+async fn read_requests(shard: &Rc<Shard>, stream: &Rc<Stream>, outbox: &Rc<Outbox>) {
     let budget_bytes = shard.config().connection_in_flight_bytes;
     let budget = Rc::new(Semaphore::new(budget_bytes as u64));
     let max_frame = shard.config().max_frame_bytes;
@@ -155,7 +154,7 @@ async fn read_requests(shard: &Rc<Shard>, stream: &Rc<Stream>, outbox: &Rc<Outbo
                 let me = seq;
                 seq += 1;
                 glommio::spawn_local(async move {
-                    let reply = handle(&shard, frame, via).await;
+                    let reply = handle(&shard, frame).await;
                     outbox.put(me, reply, permit);
                     drop(in_flight);
                 })

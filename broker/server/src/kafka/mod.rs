@@ -50,7 +50,6 @@ use bytes::Bytes;
 use kafka_protocol::protocol::{Encodable, HeaderVersion};
 
 use crate::metrics::KafkaOutcome;
-use crate::native::Via;
 use crate::service::{Records, Route};
 use crate::shard::Shard;
 use wire::{DecodeError, Decoder, Encoder};
@@ -314,21 +313,6 @@ impl Response {
         head[..4].copy_from_slice(&(total as i32).to_be_bytes());
         Response { head, pieces }
     }
-
-    /// The whole answer's size on the wire.
-    pub fn len(&self) -> usize {
-        self.head.len()
-            + self
-                .pieces
-                .iter()
-                .map(|(r, after)| r.as_slice().len() + after.len())
-                .sum::<usize>()
-    }
-
-    /// Whether the answer is empty (never: it has at least its header).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Encodes `body` with the `kafka-protocol` crate as the answer to
@@ -447,7 +431,7 @@ pub fn check_request(frame: &[u8]) -> Result<(), String> {
 
 /// Handles one request (the bytes after its size prefix) and says what to
 /// answer.
-pub async fn handle(shard: &Rc<Shard>, frame: Bytes, via: Via) -> Reply {
+pub async fn handle(shard: &Rc<Shard>, frame: Bytes) -> Reply {
     let start = std::time::Instant::now();
     let mut d = Decoder::new(&frame);
     let Header {
@@ -504,7 +488,7 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes, via: Via) -> Reply {
         body: d,
         frame: &frame,
     };
-    let reply = dispatch(shard, request, via).await;
+    let reply = dispatch(shard, request).await;
     let m = shard.metrics();
     m.kafka_request(
         api_key,
@@ -523,10 +507,10 @@ pub async fn handle(shard: &Rc<Shard>, frame: Bytes, via: Via) -> Reply {
 }
 
 /// Serves one request whose header was decoded.
-async fn dispatch(shard: &Rc<Shard>, request: Request<'_>, via: Via) -> Reply {
+async fn dispatch(shard: &Rc<Shard>, request: Request<'_>) -> Reply {
     // Kafka's clients group requests by node; whatever still reaches a
-    // non-owner is forwarded, never refused (see the module's doc).
-    let _ = via;
+    // non-owner is forwarded, never refused (see the module's doc), from
+    // the main port or a shard's own.
     let route = Route::Forward;
     let (key, version) = (request.api_key, request.version);
     let result = match key {
