@@ -65,6 +65,15 @@ pub enum ClusterError {
         /// The broker.
         id: BrokerId,
     },
+    /// Another incarnation of this broker id is alive (its session has not
+    /// expired): the registration is not proposed. Retry once it has
+    /// expired; a second process configured with the same id keeps
+    /// getting this.
+    #[error("broker {id} is registered by another live incarnation")]
+    DuplicateBrokerRegistration {
+        /// The broker.
+        id: BrokerId,
+    },
     /// Every broker epoch has been given out (2^64 registrations).
     #[error("no broker epoch is left to give")]
     EpochsExhausted,

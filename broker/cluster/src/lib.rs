@@ -10,7 +10,10 @@
 //! - A broker process draws a random incarnation at start and registers
 //!   ([`MetadataCommand::RegisterBroker`]). A new incarnation gets a new
 //!   [`BrokerEpoch`], unique over the cluster's life, and starts fenced; the
-//!   same incarnation registering again (a retry) gets its epoch back.
+//!   same incarnation registering again (a retry) gets its epoch back. The
+//!   leader does not propose a new incarnation while the current one is
+//!   alive ([`SessionTracker::check_registration`]), so two processes given
+//!   one id cannot take it from each other in turn.
 //! - The active controller tracks heartbeats ([`SessionTracker`]). A fenced
 //!   broker that heartbeats with its current epoch and has applied the
 //!   image up to its own registration is unfenced

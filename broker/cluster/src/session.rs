@@ -1,6 +1,7 @@
 //! Broker liveness as the active controller sees it ([`SessionTracker`]):
 //! when each broker last heartbeated, which brokers to fence because their
-//! session expired, and when a fenced broker may be unfenced. It is the
+//! session expired, when a fenced broker may be unfenced, and whether a
+//! new incarnation may take over a broker id. It is the
 //! leader's own memory, not replicated, rebuilt when a controller becomes
 //! leader; it never changes the image, it returns the commands to propose.
 //! Pure: time is the `now_ms` the caller passes.
@@ -8,8 +9,10 @@
 use std::collections::BTreeMap;
 
 use crate::command::MetadataCommand;
+use crate::error::ClusterError;
 use crate::ids::{BrokerEpoch, BrokerId};
 use crate::image::{BrokerState, MetadataImage};
+use crate::registration::BrokerRegistration;
 
 /// The sessions of the registered brokers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +127,37 @@ impl SessionTracker {
                 HeartbeatAnswer::Unfence(MetadataCommand::UnfenceBroker { id, epoch })
             }
         }
+    }
+
+    /// Whether the leader may propose `registration` at `now_ms`. Refused
+    /// while the broker id's current incarnation is another one that has
+    /// not shut down and was heard from within the session timeout (Kafka's
+    /// DUPLICATE_BROKER_REGISTRATION): two processes configured with one id
+    /// would otherwise fence each other in turn, and a late retry from a
+    /// dead incarnation would take the id from the live one. A broker that
+    /// crashed registers again once its old session expires; one that shut
+    /// down, at once.
+    pub fn check_registration(
+        &mut self,
+        image: &MetadataImage,
+        registration: &BrokerRegistration,
+        now_ms: u64,
+    ) -> Result<(), ClusterError> {
+        let id = registration.id;
+        let Some(record) = image.broker(id) else {
+            return Ok(());
+        };
+        if record.registration.incarnation == registration.incarnation
+            || record.state == BrokerState::ShutDown
+        {
+            return Ok(());
+        }
+        let timeout_ms = self.session_timeout_ms;
+        let session = self.session(id, record.epoch, now_ms);
+        if now_ms.saturating_sub(session.last_heartbeat_ms) > timeout_ms {
+            return Ok(());
+        }
+        Err(ClusterError::DuplicateBrokerRegistration { id })
     }
 
     /// The FenceBroker commands to propose at `now_ms`: one for each

@@ -939,3 +939,43 @@ fn a_shut_down_broker_heartbeating_is_not_unfenced() {
         }
     )));
 }
+
+#[test]
+fn a_new_incarnation_is_refused_while_the_old_one_is_alive() {
+    let (image, epoch) = session_image();
+    let id = BrokerId(1);
+    let mut sessions = SessionTracker::new(1_000);
+    sessions.on_became_leader(&image, 0);
+    sessions.heartbeat(&image, id, epoch, image.version(), 500);
+    let intruder = registration(1, 999, 1);
+    assert_eq!(
+        sessions.check_registration(&image, &intruder, 1_500),
+        Err(ClusterError::DuplicateBrokerRegistration { id })
+    );
+    let retry = image.broker(id).unwrap().registration.clone();
+    assert_eq!(sessions.check_registration(&image, &retry, 1_500), Ok(()));
+    assert_eq!(
+        sessions.check_registration(&image, &intruder, 1_501),
+        Ok(()),
+        "once the old session expired, a restart registers"
+    );
+    assert_eq!(
+        sessions.check_registration(&image, &registration(5, 1, 1), 0),
+        Ok(())
+    );
+}
+
+#[test]
+fn a_new_incarnation_registers_at_once_after_a_controlled_shutdown() {
+    let (mut image, epoch) = session_image();
+    let id = BrokerId(1);
+    let mut sessions = SessionTracker::new(1_000);
+    sessions.on_became_leader(&image, 0);
+    image
+        .apply(&MetadataCommand::ShutdownBroker { id, epoch })
+        .unwrap();
+    assert_eq!(
+        sessions.check_registration(&image, &registration(1, 999, 1), 10),
+        Ok(())
+    );
+}
