@@ -195,12 +195,8 @@ fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
     while !shared.stopped() {
         let client = match listener.accept() {
             Ok((client, _)) => client,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                thread::sleep(ACCEPT_POLL);
-                continue;
-            }
-            // A connection that died in the backlog, or a descriptor
-            // shortage: try again after a pause rather than spin.
+            // Nothing yet; or a connection that died in the backlog, or a
+            // descriptor shortage: look again after a pause, not in a spin.
             Err(_) => {
                 thread::sleep(ACCEPT_POLL);
                 continue;
