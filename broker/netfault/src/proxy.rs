@@ -126,8 +126,10 @@ impl Proxy {
         self.target
     }
 
-    /// Sets the fault of `direction`, for existing connections (within a
-    /// few [`TICK`]s) and new ones.
+    /// Sets the fault of `direction`, for existing connections and new
+    /// ones: every byte read after it returns gets the new fault (chunks
+    /// already in a delay line keep their due time); a `Cut` resets
+    /// existing connections within a [`TICK`] or so.
     pub fn set(&self, direction: Direction, fault: Fault) {
         let mut faults = self.shared.faults();
         match direction {

@@ -189,7 +189,11 @@ fn cut_resets_existing_connections_and_every_new_one_until_healed() {
         was_reset(&mut server),
         "the target's connection survived a cut"
     );
-    assert!(start.elapsed() < Duration::from_millis(500));
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
     // A new one is accepted and reset at once; the target never sees it.
     assert!(
         refused_or_reset(proxy.addr()),
@@ -212,22 +216,19 @@ fn set_changes_the_faults_of_an_existing_connection() {
     let target = target();
     let proxy = proxy_to(&target);
     let (mut client, mut server) = pair(&proxy, &target);
-    assert!(round_trip(&mut client, &mut server) < Duration::from_millis(100));
-    proxy.set(Direction::Both, Fault::Delay { ms: 75 });
-    assert_eq!(
-        proxy.faults(),
-        (Fault::Delay { ms: 75 }, Fault::Delay { ms: 75 })
-    );
-    // Within the promised 50 ms, the same connection is slower.
-    thread::sleep(Duration::from_millis(50));
+    // The bound on "fast" is loose (a loaded machine), the delay far above it.
+    let fast_max = Duration::from_millis(250);
+    assert!(round_trip(&mut client, &mut server) < fast_max);
+    let delay = Fault::Delay { ms: 150 };
+    proxy.set(Direction::Both, delay);
+    assert_eq!(proxy.faults(), (delay, delay));
+    // The next bytes of the same connection are delayed each way.
     let slow = round_trip(&mut client, &mut server);
-    assert!(slow >= Duration::from_millis(150), "round trip {slow:?}");
+    assert!(slow >= Duration::from_millis(300), "round trip {slow:?}");
     proxy.set(Direction::Both, Fault::Pass);
-    thread::sleep(Duration::from_millis(50));
     let fast = round_trip(&mut client, &mut server);
-    assert!(fast < Duration::from_millis(100), "round trip {fast:?}");
+    assert!(fast < fast_max, "round trip {fast:?}");
     proxy.set(Direction::Forward, Fault::Drop);
-    thread::sleep(Duration::from_millis(50));
     client.write_all(b"x").unwrap();
     assert!(silent(&mut server));
 }
@@ -245,7 +246,6 @@ fn flaky_resets_on_a_sure_draw_and_passes_on_a_zero_chance() {
             reset_per_mille: 1000,
         },
     );
-    thread::sleep(Duration::from_millis(50));
     client.write_all(b"doomed").unwrap();
     assert!(was_reset(&mut server), "a sure reset did not happen");
     assert_eq!(proxy.counters().resets, 1);
