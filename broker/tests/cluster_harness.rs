@@ -2,7 +2,8 @@
 //! independent brokers on 127.0.0.1, .2 and .3 each keep records byte for
 //! byte; a SIGKILLed one restarts on its ports and directory with its
 //! acknowledged records; a SIGSTOPped one times a client out and answers
-//! again once resumed; a SIGTERMed one exits cleanly; and a client that
+//! again once resumed; a SIGTERMed one exits cleanly; dropping a cluster
+//! leaves no process, paused ones included; and a client that
 //! reaches a broker only through netfault proxies gets through with Pass,
 //! fails within its timeout under Drop, and gets through again after heal.
 #![allow(clippy::unwrap_used)]
@@ -192,6 +193,21 @@ fn a_paused_broker_times_a_client_out_and_answers_again_once_resumed() {
     cluster.resume(2);
     topics(&bootstrap).unwrap();
     consume_exactly(&bootstrap, "paused", &sent);
+}
+
+#[test]
+fn dropping_a_cluster_leaves_no_process_even_a_paused_one() {
+    let mut cluster = Cluster::start(2, 1, |_| Vec::new());
+    let pids: Vec<u32> = (0..2).map(|i| cluster.pid(i).unwrap()).collect();
+    cluster.pause(1);
+    drop(cluster);
+    for pid in pids {
+        // Killed and reaped: not even a zombie is left.
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "broker {pid} outlived its cluster"
+        );
+    }
 }
 
 /// The IP on which the proxies stand in for broker 0.

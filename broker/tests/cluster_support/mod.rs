@@ -141,6 +141,11 @@ impl Cluster {
         self.nodes[i].shard_addrs()
     }
 
+    /// Broker `i`'s process id, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
+    }
+
     /// What broker `i` logged so far, over all its runs.
     pub fn stderr(&self, i: usize) -> String {
         std::fs::read_to_string(&self.nodes[i].stderr_path).unwrap_or_default()
