@@ -1,0 +1,396 @@
+//! The cluster's metadata at one point of the log ([`MetadataImage`]):
+//! brokers with their epochs and fencing, topics with their settings and
+//! placement, the epoch counter. The queries brokers and controllers ask of
+//! it, and the invariants every image satisfies (checked whenever one is
+//! deserialized). Only [`MetadataImage::apply`] (command.rs) changes it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::validate_topic_name;
+use crate::error::ClusterError;
+use crate::ids::{BrokerEpoch, BrokerId, RequestId, ShardIndex};
+use crate::limits::{MAX_CLUSTER_ID_LEN, MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_LEN};
+use crate::placement::{name_hash, Placement};
+use crate::registration::BrokerRegistration;
+
+/// The internal topic holding committed offsets; a group's coordinator is
+/// the owner of its partition of it.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// The settings of a topic, broker defaults resolved. Field for field
+/// broker-server's `metadata::TopicConfig` (which is to re-export this
+/// one); resolving a request's settings against defaults stays in the
+/// server, so the image stores settings as the proposer resolved them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    /// Delete closed segments whose newest record is older than this; None
+    /// keeps them forever.
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest closed segments while the partition is larger than
+    /// this; None for no limit.
+    pub retention_bytes: Option<u64>,
+    /// Roll the active segment before it would exceed this many bytes.
+    pub segment_bytes: u64,
+    /// Kafka's `message.timestamp.type=LogAppendTime`: each batch's
+    /// timestamp is the broker's time of append (its max timestamp is
+    /// rewritten and its attributes say so), not the producer's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log_append_time: bool,
+}
+
+/// Whether a broker may serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerState {
+    /// Registered but not serving: not caught up yet, or its session
+    /// expired. Its partitions are unavailable; new partitions avoid it.
+    Fenced,
+    /// Serving its partitions; new partitions may be placed on it.
+    Unfenced,
+    /// Fenced by a controlled shutdown: this incarnation is never unfenced
+    /// again, even if it still heartbeats while it stops; only a new
+    /// registration brings the broker back.
+    ShutDown,
+}
+
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRecord {
+    /// Its current incarnation's registration.
+    pub registration: BrokerRegistration,
+    /// The epoch given to that registration.
+    pub epoch: BrokerEpoch,
+    /// Whether it may serve.
+    pub state: BrokerState,
+    /// The image's version once the registration was applied: the broker
+    /// has caught up (and may be unfenced) once it has applied at least
+    /// this version (KIP-631's "caught up to its registration").
+    pub registered_at_version: u64,
+}
+
+impl BrokerRecord {
+    /// Whether it may not serve (fenced or shut down).
+    pub fn is_fenced(&self) -> bool {
+        self.state != BrokerState::Unfenced
+    }
+}
+
+/// A topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    /// Its settings.
+    pub config: TopicConfig,
+    /// `partitions[p]` is where partition `p` lives.
+    pub partitions: Vec<Placement>,
+    /// The request that created it: its retry is answered, not refused.
+    pub created_by: RequestId,
+}
+
+/// The cluster's metadata. Every replica that starts from
+/// [`MetadataImage::new`] with the same cluster id and applies the same
+/// commands holds an equal image.
+///
+/// The cluster id is given at construction, not by a command: it is fixed
+/// when the controllers' storage is formatted (as `kafka-storage format -t`
+/// does), every replica knows it before reading the log, and an image never
+/// exists without one, so no command has to be refused for coming before
+/// an initialisation. A snapshot names its cluster, and a replica refuses a
+/// snapshot of another cluster.
+///
+/// Deserializing checks the invariants every image holds (a valid cluster
+/// id; each broker filed under its own id, validly registered, with an
+/// epoch below the next one and distinct from every other broker's; each
+/// topic validly named, each partition on an existing shard of a
+/// registered broker), so an image read from disk is as sound as one built
+/// by commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "UncheckedImage")]
+pub struct MetadataImage {
+    // Changed only by `apply` (command.rs).
+    pub(crate) cluster_id: String,
+    pub(crate) version: u64,
+    pub(crate) next_broker_epoch: BrokerEpoch,
+    pub(crate) brokers: BTreeMap<BrokerId, BrokerRecord>,
+    pub(crate) topics: BTreeMap<String, TopicRecord>,
+}
+
+/// An image as deserialized, before its invariants are checked.
+#[derive(Deserialize)]
+struct UncheckedImage {
+    cluster_id: String,
+    version: u64,
+    next_broker_epoch: BrokerEpoch,
+    brokers: BTreeMap<BrokerId, BrokerRecord>,
+    topics: BTreeMap<String, TopicRecord>,
+}
+
+impl TryFrom<UncheckedImage> for MetadataImage {
+    type Error = String;
+
+    fn try_from(u: UncheckedImage) -> Result<MetadataImage, String> {
+        let image = MetadataImage {
+            cluster_id: u.cluster_id,
+            version: u.version,
+            next_broker_epoch: u.next_broker_epoch,
+            brokers: u.brokers,
+            topics: u.topics,
+        };
+        image.check()?;
+        Ok(image)
+    }
+}
+
+/// One broker in [`ClusterStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokerStatus {
+    /// The broker.
+    pub id: BrokerId,
+    /// Its current epoch.
+    pub epoch: BrokerEpoch,
+    /// Whether it serves.
+    pub state: BrokerState,
+    /// Its shard count.
+    pub shards: u16,
+    /// How many partitions it owns (of every topic).
+    pub partitions: u32,
+}
+
+/// What `cluster status` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterStatus {
+    /// The cluster.
+    pub cluster_id: String,
+    /// The image's version.
+    pub version: u64,
+    /// Every registered broker, by id.
+    pub brokers: Vec<BrokerStatus>,
+    /// How many topics exist.
+    pub topics: usize,
+    /// How many partitions they have in all.
+    pub partitions: u64,
+}
+
+impl MetadataImage {
+    /// The empty image of cluster `cluster_id` (1 to
+    /// [`MAX_CLUSTER_ID_LEN`] ASCII letters, digits, '-' or '_', as
+    /// Kafka's base64url UUIDs are).
+    pub fn new(cluster_id: &str) -> Result<MetadataImage, ClusterError> {
+        validate_cluster_id(cluster_id)?;
+        Ok(MetadataImage {
+            cluster_id: cluster_id.to_owned(),
+            version: 0,
+            next_broker_epoch: BrokerEpoch(1),
+            brokers: BTreeMap::new(),
+            topics: BTreeMap::new(),
+        })
+    }
+
+    /// The cluster's id.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// How many commands have changed the image (refused commands and
+    /// retries answered from the image do not count): two replicas at the
+    /// same version of the same log hold equal images.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The epoch the next registration will get: above every epoch ever
+    /// given.
+    pub fn next_broker_epoch(&self) -> BrokerEpoch {
+        self.next_broker_epoch
+    }
+
+    /// Every registered broker, by id.
+    pub fn brokers(&self) -> &BTreeMap<BrokerId, BrokerRecord> {
+        &self.brokers
+    }
+
+    /// Every topic, by name.
+    pub fn topics(&self) -> &BTreeMap<String, TopicRecord> {
+        &self.topics
+    }
+
+    /// A registered broker.
+    pub fn broker(&self, id: BrokerId) -> Option<&BrokerRecord> {
+        self.brokers.get(&id)
+    }
+
+    /// A topic.
+    pub fn topic(&self, name: &str) -> Option<&TopicRecord> {
+        self.topics.get(name)
+    }
+
+    /// Whether `id` may not serve: fenced, shut down, or never registered.
+    pub fn is_fenced(&self, id: BrokerId) -> bool {
+        self.broker(id).is_none_or(BrokerRecord::is_fenced)
+    }
+
+    /// Whether a request from broker `id` carrying `epoch` comes from its
+    /// current incarnation; refuse it otherwise.
+    pub fn check_epoch(&self, id: BrokerId, epoch: BrokerEpoch) -> Result<(), ClusterError> {
+        let record = self.broker(id).ok_or(ClusterError::UnknownBroker { id })?;
+        if record.epoch != epoch {
+            return Err(ClusterError::StaleBrokerEpoch {
+                id,
+                given: epoch,
+                current: record.epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// Where partition `partition` of `topic` is served. A partition whose
+    /// broker is fenced is [`ClusterError::Unavailable`], naming that
+    /// broker.
+    pub fn partition_owner(&self, topic: &str, partition: u32) -> Result<Placement, ClusterError> {
+        let record = self.topic(topic).ok_or_else(|| unknown_topic(topic))?;
+        let placement = usize::try_from(partition)
+            .ok()
+            .and_then(|p| record.partitions.get(p))
+            .ok_or_else(|| ClusterError::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+                partitions: record.partitions.len() as u32,
+            })?;
+        if self.is_fenced(placement.broker) {
+            return Err(ClusterError::Unavailable {
+                topic: topic.to_owned(),
+                partition,
+                broker: placement.broker,
+            });
+        }
+        Ok(*placement)
+    }
+
+    /// The partitions `broker` owns, as (topic, partition, shard), by topic
+    /// then partition; whether it is fenced or not.
+    pub fn partitions_of(
+        &self,
+        broker: BrokerId,
+    ) -> impl Iterator<Item = (&str, u32, ShardIndex)> + '_ {
+        self.topics.iter().flat_map(move |(name, record)| {
+            record
+                .partitions
+                .iter()
+                .zip(0u32..)
+                .filter(move |(pl, _)| pl.broker == broker)
+                .map(move |(pl, p)| (name.as_str(), p, pl.shard))
+        })
+    }
+
+    /// The coordinator of group `group`: its partition of
+    /// [`OFFSETS_TOPIC`] (`fnv1a(group) mod partitions`, as the server
+    /// computes it) and that partition's owner.
+    pub fn group_coordinator(&self, group: &str) -> Result<(u32, Placement), ClusterError> {
+        let record = self
+            .topic(OFFSETS_TOPIC)
+            .ok_or_else(|| unknown_topic(OFFSETS_TOPIC))?;
+        let count = (record.partitions.len() as u32).max(1);
+        let partition = name_hash(group) % count;
+        Ok((partition, self.partition_owner(OFFSETS_TOPIC, partition)?))
+    }
+
+    /// The summary `cluster status` shows: per broker its epoch, state,
+    /// shards and partition count.
+    pub fn status(&self) -> ClusterStatus {
+        let mut owned: BTreeMap<BrokerId, u32> = BTreeMap::new();
+        for pl in self.topics.values().flat_map(|t| &t.partitions) {
+            *owned.entry(pl.broker).or_default() += 1;
+        }
+        ClusterStatus {
+            cluster_id: self.cluster_id.clone(),
+            version: self.version,
+            brokers: self
+                .brokers
+                .iter()
+                .map(|(&id, record)| BrokerStatus {
+                    id,
+                    epoch: record.epoch,
+                    state: record.state,
+                    shards: record.registration.shards,
+                    partitions: owned.get(&id).copied().unwrap_or(0),
+                })
+                .collect(),
+            topics: self.topics.len(),
+            partitions: self
+                .topics
+                .values()
+                .map(|t| t.partitions.len() as u64)
+                .sum(),
+        }
+    }
+
+    /// The invariants every image holds, naming the first one
+    /// broken: a valid cluster id; each broker filed under its own id with
+    /// a valid registration, a version not above the image's, and an epoch
+    /// below the next one and distinct from every other broker's; each
+    /// topic with a valid name and partition count, each partition on a
+    /// registered broker's existing shard.
+    fn check(&self) -> Result<(), String> {
+        validate_cluster_id(&self.cluster_id).map_err(|e| e.to_string())?;
+        let mut epochs = BTreeSet::new();
+        for (&id, record) in &self.brokers {
+            let broker = |what: &str| format!("broker {id}: {what}");
+            if record.registration.id != id {
+                return Err(broker("filed under another id"));
+            }
+            record
+                .registration
+                .validate()
+                .map_err(|e| broker(&e.to_string()))?;
+            if record.epoch >= self.next_broker_epoch || !epochs.insert(record.epoch) {
+                return Err(broker(&format!(
+                    "epoch {} is not below the next epoch {} or is another broker's",
+                    record.epoch, self.next_broker_epoch
+                )));
+            }
+            if record.registered_at_version > self.version {
+                return Err(broker("registered after the image's version"));
+            }
+        }
+        for (name, record) in &self.topics {
+            validate_topic_name(name).map_err(|e| e.to_string())?;
+            let count = record.partitions.len();
+            if !(1..=MAX_PARTITIONS_PER_TOPIC as usize).contains(&count) {
+                return Err(format!("topic {name:?}: {count} partitions"));
+            }
+            for (p, pl) in record.partitions.iter().enumerate() {
+                let registered = self.brokers.get(&pl.broker);
+                if !registered.is_some_and(|b| b.registration.has_shard(pl.shard)) {
+                    return Err(format!(
+                        "topic {name:?}: partition {p} on shard {} of broker {}, which it does not have",
+                        pl.shard, pl.broker
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Unknown topic, its name cut to a bounded length (it may come from a
+/// client).
+pub(crate) fn unknown_topic(name: &str) -> ClusterError {
+    ClusterError::UnknownTopic {
+        name: name.chars().take(MAX_TOPIC_NAME_LEN).collect(),
+    }
+}
+
+fn validate_cluster_id(id: &str) -> Result<(), ClusterError> {
+    let reason = if id.is_empty() || id.len() > MAX_CLUSTER_ID_LEN {
+        "it must be 1 to 64 characters"
+    } else if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        "only ASCII letters, digits, '-' and '_' are allowed"
+    } else {
+        return Ok(());
+    };
+    Err(ClusterError::InvalidClusterId { reason })
+}
