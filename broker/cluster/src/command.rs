@@ -162,19 +162,18 @@ impl MetadataImage {
     /// Unfence, fence or shut down the broker's current incarnation.
     fn transition(&mut self, id: BrokerId, epoch: BrokerEpoch, to: BrokerState) -> CommandResult {
         self.check_epoch(id, epoch)?;
-        let from = self.brokers.get(&id).map(|r| r.state);
-        let next = match (from, to) {
-            (Some(BrokerState::ShutDown), BrokerState::Unfenced) => {
+        let Some(record) = self.brokers.get_mut(&id) else {
+            return Err(ClusterError::UnknownBroker { id });
+        };
+        record.state = match (record.state, to) {
+            (BrokerState::ShutDown, BrokerState::Unfenced) => {
                 return Err(ClusterError::BrokerShutDown { id })
             }
             // A shut-down broker is already fenced.
-            (Some(BrokerState::ShutDown), BrokerState::Fenced) => return Ok(Outcome::Done),
-            (Some(from), to) if from == to => return Ok(Outcome::Done),
+            (BrokerState::ShutDown, BrokerState::Fenced) => return Ok(Outcome::Done),
+            (from, to) if from == to => return Ok(Outcome::Done),
             (_, to) => to,
         };
-        if let Some(record) = self.brokers.get_mut(&id) {
-            record.state = next;
-        }
         self.bump();
         Ok(Outcome::Done)
     }

@@ -31,6 +31,12 @@
 //!   controller failover is answered with the placement instead of
 //!   TopicAlreadyExists.
 //!
+//! Not here yet, on purpose: replicas and partition leadership (a
+//! partition has one owner), unregistering a broker, feature levels for
+//! rolling upgrades (Kafka's `metadata.version`; unknown JSON fields are
+//! ignored when a command or snapshot is read), and Kafka's refusal of
+//! names that collide once '.' and '_' are equated.
+//!
 //! Module map:
 //! - `ids.rs`: the newtypes, Kafka node ids of (broker, shard).
 //! - `limits.rs`: every bound, with its reason.

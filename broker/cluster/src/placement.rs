@@ -75,21 +75,20 @@ pub fn place(topic: &str, partitions: u32, brokers: &[(BrokerId, u16)]) -> Vec<P
 /// holding the fewest of the topic's partitions on that broker; ties go to
 /// the first from `(h + p) mod shards` on (today's single-broker rule), so
 /// that many one-partition topics do not all land on shard 0. A balanced
-/// broker (per-shard counts within one) stays balanced. Returns whether a
-/// partition moved.
+/// broker (per-shard counts within one) stays balanced.
 pub(crate) fn fit_to_shards(
     topic: &str,
     placements: &mut [Placement],
     broker: BrokerId,
     shards: u16,
-) -> bool {
+) {
     let n = usize::from(shards.max(1));
     let on_broker = |pl: &Placement| pl.broker == broker;
     if !placements
         .iter()
         .any(|pl| on_broker(pl) && usize::from(pl.shard.0) >= n)
     {
-        return false;
+        return;
     }
     let mut load = vec![0u32; n];
     for pl in placements.iter().filter(|pl| on_broker(pl)) {
@@ -113,5 +112,4 @@ pub(crate) fn fit_to_shards(
         // `best < n <= MAX_SHARDS_PER_BROKER`, so it fits a u16.
         pl.shard = ShardIndex(best as u16);
     }
-    true
 }

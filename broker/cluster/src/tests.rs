@@ -979,3 +979,25 @@ fn a_new_incarnation_registers_at_once_after_a_controlled_shutdown() {
         Ok(())
     );
 }
+
+#[test]
+fn a_clock_read_that_goes_backwards_does_not_shorten_a_session() {
+    let (image, epoch) = session_image();
+    let id = BrokerId(1);
+    let mut sessions = SessionTracker::new(1_000);
+    sessions.on_became_leader(&image, 0);
+    let epoch_2 = image.broker(BrokerId(2)).unwrap().epoch;
+    sessions.heartbeat(&image, BrokerId(2), epoch_2, 99, 10_000);
+    sessions.heartbeat(&image, id, epoch, 99, 5_000);
+    sessions.heartbeat(&image, id, epoch, 99, 100);
+    assert_eq!(sessions.expired(&image, 5_999), []);
+    assert_eq!(
+        sessions.expired(&image, 3_000),
+        [],
+        "time going back expires nothing"
+    );
+    assert_eq!(
+        sessions.expired(&image, 6_001),
+        [MetadataCommand::FenceBroker { id, epoch }]
+    );
+}
