@@ -15,6 +15,7 @@
 //! 5. [`start`] returns once every shard serves: the broker is ready.
 
 pub mod arrivals;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod copy_stats;
@@ -66,8 +67,12 @@ pub struct RunningServer {
     pub kafka_listen: Option<SocketAddr>,
     /// Each shard's own Kafka address (empty: no Kafka listener).
     pub kafka_shard_addrs: Vec<SocketAddr>,
+    /// This broker's id.
+    pub node_id: u32,
     handles: Vec<ExecutorJoinHandle<Result<(), StartError>>>,
     stop: Arc<AtomicBool>,
+    /// This broker's part in its cluster (None: a broker on its own).
+    membership: Option<cluster::Membership>,
     /// Held (flock) while the broker runs: no second broker on this data dir.
     _lock: std::fs::File,
 }
@@ -92,7 +97,8 @@ impl RunningServer {
     }
 
     /// Waits until the shards stop (they run until the process ends, or one
-    /// fails), and returns the first failure.
+    /// fails), and returns the first failure. A cluster member then leaves
+    /// its cluster (a controlled shutdown) and stops its controller.
     pub fn wait(self) -> Result<(), StartError> {
         let mut result = Ok(());
         for (i, h) in self.handles.into_iter().enumerate() {
@@ -104,12 +110,16 @@ impl RunningServer {
                 result = r;
             }
         }
+        if let Some(m) = self.membership {
+            m.leave();
+        }
         result
     }
 
     /// The line `broker serve` prints once ready:
     /// `ready listen=ADDR shards=ADDR,ADDR,...`, then, with the Kafka
-    /// listener, ` kafka=ADDR kafka_shards=ADDR,ADDR,...`.
+    /// listener, ` kafka=ADDR kafka_shards=ADDR,ADDR,...`, then, in a
+    /// cluster, ` node=ID epoch=EPOCH`.
     pub fn ready_line(&self) -> String {
         let join = |addrs: &[SocketAddr]| {
             addrs
@@ -128,6 +138,11 @@ impl RunningServer {
                 " kafka={kafka} kafka_shards={}",
                 join(&self.kafka_shard_addrs)
             ));
+        }
+        if let Some(m) = &self.membership {
+            if let Some(epoch) = m.standing().epoch {
+                line.push_str(&format!(" node={} epoch={epoch}", self.node_id));
+            }
         }
         line
     }
@@ -255,7 +270,15 @@ pub fn start_with_metrics(
     })?;
     let data = DataDir::new(root);
     let lock = lock_data_dir(&data)?;
-    let cluster_id: Arc<str> = metadata::cluster_id(&data)?.into();
+    let (cluster_id, controller) = match &config.cluster {
+        None => (metadata::cluster_id(&data)?, None),
+        Some(c) => {
+            let id = cluster::cluster_id(c, &data)?;
+            let controller = cluster::start_controller(&config, c, &data, &id)?;
+            (id, controller)
+        }
+    };
+    let cluster_id: Arc<str> = cluster_id.into();
     let producer_ids = metadata::reserve_producer_ids(&data)?;
     let mut topics = metadata::open_data_dir(&data)?;
     for moved in metadata::fit_to_shards(&data, &mut topics, shard_count as u16)? {
@@ -278,8 +301,9 @@ pub fn start_with_metrics(
     let (events_tx, events) = crossbeam_channel::unbounded();
     let (main_addr_tx, main_addr) = crossbeam_channel::unbounded();
     let (endpoints_tx, endpoints) = crossbeam_channel::unbounded();
+    let config = Arc::new(config);
     let boot = Boot {
-        config: Arc::new(config),
+        config: config.clone(),
         data,
         topics,
         shard_count: shard_count as u16,
@@ -344,16 +368,34 @@ pub fn start_with_metrics(
             }
         }
     }
-    metrics.set_ready();
     let listen =
         listen.ok_or_else(|| StartError::Shards("shard 0 never bound the main address".into()))?;
+    let shard_addrs: Vec<SocketAddr> = shard_addrs.into_iter().flatten().collect();
+    let kafka_shard_addrs: Vec<SocketAddr> = kafka_addrs.into_iter().flatten().collect();
+    let membership = match &config.cluster {
+        None => None,
+        Some(c) => Some(cluster::join(
+            &config,
+            c,
+            cluster::Endpoints {
+                native: listen.native,
+                native_shards: &shard_addrs,
+                kafka: listen.kafka,
+                kafka_shards: &kafka_shard_addrs,
+            },
+            controller,
+        )?),
+    };
+    metrics.set_ready();
     Ok(RunningServer {
         listen: listen.native,
-        shard_addrs: shard_addrs.into_iter().flatten().collect(),
+        shard_addrs,
         kafka_listen: listen.kafka,
-        kafka_shard_addrs: kafka_addrs.into_iter().flatten().collect(),
+        kafka_shard_addrs,
+        node_id: config.broker_id,
         handles,
         stop,
+        membership,
         _lock: lock,
     })
 }

@@ -1,0 +1,177 @@
+//! `broker cluster status`: the controller quorum (each controller's view:
+//! the leader it knows, its term, what it has applied) and the cluster's
+//! brokers (epoch, fenced or not, shards, partitions), as the leader's
+//! image says.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::output::{emit, table, OutputFormat};
+use super::CliResult;
+use broker_controller::{ControllerClient, ControllerStatus, Request, Response};
+
+/// Arguments of `broker cluster`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    broker cluster status --controllers 1@127.0.0.1:9300,2@127.0.0.2:9300,3@127.0.0.3:9300\n  \
+    broker cluster status --controllers 127.0.0.1:9300 --json")]
+pub struct ClusterArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+/// The `broker cluster` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Show the controller quorum and the cluster's brokers.
+    Status(StatusArgs),
+}
+
+/// Arguments of `broker cluster status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The controllers to ask, `HOST:PORT` or `ID@HOST:PORT` (as
+    /// `broker serve --controllers` takes them), comma separated.
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    pub controllers: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+    /// Shorthand for `--output json`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How long each controller may take to answer.
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs `broker cluster`.
+pub fn run(args: ClusterArgs) -> CliResult {
+    match args.command {
+        ClusterCommand::Status(a) => status(a),
+    }
+}
+
+/// One controller's answer.
+#[derive(Debug, Serialize)]
+struct View {
+    address: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<ControllerStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn status(a: StatusArgs) -> CliResult {
+    let mut addrs = Vec::new();
+    for item in a.controllers.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let addr = item.rsplit_once('@').map_or(item, |(_, addr)| addr);
+        addrs.push(
+            addr.parse::<SocketAddr>()
+                .map_err(|e| format!("--controllers: {item:?}: {e}"))?,
+        );
+    }
+    if addrs.is_empty() {
+        return Err("--controllers: no address given".into());
+    }
+    let views: Vec<View> = addrs
+        .into_iter()
+        .map(|address| {
+            match ControllerClient::new(vec![address], TIMEOUT).call(&Request::Status) {
+                Ok(Response::Status(s)) => View {
+                    address,
+                    status: Some(*s),
+                    error: None,
+                },
+                Ok(other) => View {
+                    address,
+                    status: None,
+                    error: Some(format!("unexpected answer {other:?}")),
+                },
+                Err(e) => View {
+                    address,
+                    status: None,
+                    error: Some(e.to_string()),
+                },
+            }
+        })
+        .collect();
+    // The cluster as the leader sees it (else the most advanced view).
+    let best = views
+        .iter()
+        .filter_map(|v| v.status.as_ref())
+        .max_by_key(|s| (s.leader == Some(s.node_id), s.last_applied));
+    let Some(best) = best else {
+        let errors: Vec<String> = views
+            .iter()
+            .map(|v| format!("{}: {}", v.address, v.error.as_deref().unwrap_or("?")))
+            .collect();
+        return Err(format!("no controller answered: {}", errors.join("; ")).into());
+    };
+    let output = if a.json { OutputFormat::Json } else { a.output };
+    match output {
+        OutputFormat::Json => {
+            #[derive(Serialize)]
+            struct Doc<'a> {
+                leader: Option<u64>,
+                term: u64,
+                controllers: &'a [View],
+                cluster: &'a broker_cluster::ClusterStatus,
+            }
+            let doc = Doc {
+                leader: best.leader,
+                term: best.term,
+                controllers: &views,
+                cluster: &best.cluster,
+            };
+            emit(&format!("{}\n", serde_json::to_string_pretty(&doc)?))
+        }
+        OutputFormat::Table => {
+            let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+            let rows: Vec<Vec<String>> = views
+                .iter()
+                .map(|v| match &v.status {
+                    Some(s) => vec![
+                        s.node_id.to_string(),
+                        v.address.to_string(),
+                        opt(s.leader),
+                        s.term.to_string(),
+                        opt(s.last_applied),
+                    ],
+                    None => vec![
+                        "?".into(),
+                        v.address.to_string(),
+                        format!("unreachable: {}", v.error.as_deref().unwrap_or("?")),
+                    ],
+                })
+                .collect();
+            let mut text = table(&["CONTROLLER", "ADDRESS", "LEADER", "TERM", "APPLIED"], &rows);
+            let c = &best.cluster;
+            text.push_str(&format!(
+                "\ncluster {}: metadata version {}, {} topics, {} partitions\n",
+                c.cluster_id, c.version, c.topics, c.partitions
+            ));
+            let rows: Vec<Vec<String>> = c
+                .brokers
+                .iter()
+                .map(|b| {
+                    vec![
+                        b.id.to_string(),
+                        b.epoch.to_string(),
+                        format!("{:?}", b.state).to_lowercase(),
+                        b.shards.to_string(),
+                        b.partitions.to_string(),
+                    ]
+                })
+                .collect();
+            text.push_str(&table(
+                &["BROKER", "EPOCH", "STATE", "SHARDS", "PARTITIONS"],
+                &rows,
+            ));
+            emit(&text)
+        }
+    }
+}
