@@ -161,7 +161,10 @@ fn status(a: StatusArgs) -> CliResult {
                     vec![
                         b.id.to_string(),
                         b.epoch.to_string(),
-                        format!("{:?}", b.state).to_lowercase(),
+                        serde_json::to_value(b.state)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
                         b.shards.to_string(),
                         b.partitions.to_string(),
                     ]
