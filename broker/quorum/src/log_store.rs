@@ -104,11 +104,18 @@ impl LogStore {
     /// Opens (creating if needed) the log, vote and committed files of `dir`
     /// and recovers them.
     pub(crate) fn open(dir: &Path) -> Result<(LogStore, Recovery), QuorumError> {
-        std::fs::create_dir_all(dir).map_err(|source| QuorumError::Io {
-            op: "create",
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        if !dir.exists() {
+            let create = |op, source| QuorumError::Io {
+                op,
+                path: dir.to_path_buf(),
+                source,
+            };
+            std::fs::create_dir_all(dir).map_err(|e| create("create", e))?;
+            // The directory's own entry must survive a crash too.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                file::sync_dir(parent).map_err(|e| create("fsync the parent of", e))?;
+            }
+        }
         let vote_path = dir.join(VOTE_FILE);
         let vote =
             match file::read_records_file(&vote_path, &VOTE_MAGIC, 1, &[MAX_META_RECORD_BYTES])? {

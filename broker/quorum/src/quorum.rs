@@ -34,7 +34,7 @@ use crate::StateMachine;
 
 /// A handle on this node's member of the quorum. Clones share it; it is
 /// `Send + Sync` and usable from any async runtime. Dropping the last clone
-/// shuts the quorum down, as `shutdown` does.
+/// shuts the quorum down, as `shutdown` does (and blocks as it does).
 pub struct Quorum<SM: StateMachine> {
     inner: Arc<Inner<SM>>,
 }
@@ -47,7 +47,8 @@ impl<SM: StateMachine> Clone for Quorum<SM> {
     }
 }
 
-/// What this node knows of the quorum, as of its last Raft metrics.
+/// What this node knows of the quorum, as of openraft's last published
+/// metrics (just after `start`, possibly still its initial zeros).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuorumStatus {
     /// This node's id.

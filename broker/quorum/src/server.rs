@@ -5,7 +5,8 @@
 //! A bad frame (too long, undecodable) is logged and closes its connection;
 //! nothing a peer sends can panic the controller. Connections beyond
 //! `MAX_INBOUND_CONNECTIONS`, and connections idle for
-//! `INBOUND_IDLE_TIMEOUT_MS`, are closed.
+//! `INBOUND_IDLE_TIMEOUT_MS`, are closed, and so is one whose snapshot
+//! chunks reach past `MAX_SNAPSHOT_BYTES`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::limits::{INBOUND_IDLE_TIMEOUT_MS, MAX_INBOUND_CONNECTIONS};
+use crate::limits::{INBOUND_IDLE_TIMEOUT_MS, MAX_INBOUND_CONNECTIONS, MAX_SNAPSHOT_BYTES};
 use crate::rpc::{self, Request, Response};
 use crate::types::Raft;
 
@@ -59,6 +60,21 @@ async fn connection(mut stream: TcpStream, raft: Raft) {
                     return;
                 }
             };
+        // The receiving side gathers a snapshot's chunks in memory before
+        // installing it: refuse one that would pass the bound (the leader
+        // retries, and the node stays behind, loudly).
+        if let Request::InstallSnapshot(r) = &request {
+            let end = r.offset.saturating_add(r.data.len() as u64);
+            if end > MAX_SNAPSHOT_BYTES as u64 {
+                tracing::error!(
+                    ?peer,
+                    end,
+                    max = MAX_SNAPSHOT_BYTES,
+                    "snapshot chunk past the snapshot bound; closing the connection"
+                );
+                return;
+            }
+        }
         let response = match request {
             Request::AppendEntries(r) => Response::AppendEntries(raft.append_entries(r).await),
             Request::Vote(r) => Response::Vote(raft.vote(r).await),

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{Cursor, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
@@ -416,8 +416,50 @@ fn a_bad_frame_closes_its_connection_and_the_node_keeps_serving() {
             );
         }
     }
+    // A well-formed snapshot chunk that reaches past the snapshot bound is
+    // refused the same way, before openraft gathers it.
+    let mut stream = TcpStream::connect(cluster.voters[&leader]).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(&frame(&oversized_snapshot_chunk()))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        stream.read(&mut buf).unwrap_or(0),
+        0,
+        "the chunk past the bound closes the connection"
+    );
     cluster.propose(leader, "still serving").unwrap();
     cluster.wait_journals(&["still serving".to_string()]);
+}
+
+openraft::declare_raft_types!(
+    /// The quorum's openraft types, rebuilt here to encode a raw RPC.
+    Wire:
+        D = serde_json::Value,
+        R = serde_json::Value,
+);
+
+/// An InstallSnapshot request, as the transport frames it, whose chunk
+/// starts at the snapshot bound.
+fn oversized_snapshot_chunk() -> serde_json::Value {
+    let request = openraft::raft::InstallSnapshotRequest::<Wire> {
+        vote: openraft::Vote::new_committed(99, 9),
+        meta: openraft::SnapshotMeta::default(),
+        offset: broker_quorum::limits::MAX_SNAPSHOT_BYTES as u64,
+        data: vec![1, 2, 3],
+        done: false,
+    };
+    serde_json::json!({ "InstallSnapshot": request })
+}
+
+fn frame(message: &serde_json::Value) -> Vec<u8> {
+    let json = serde_json::to_vec(message).unwrap();
+    let mut out = (json.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&json);
+    out
 }
 
 #[test]
