@@ -254,3 +254,127 @@ fn a_log_file_of_another_kind_is_refused() {
         Err(QuorumError::Corrupt { .. })
     ));
 }
+
+/// One step of the model test.
+#[derive(Debug, Clone)]
+enum Op {
+    Append(u64),
+    Truncate(u64),
+    Purge(u64),
+    Reopen,
+    /// Cut this many bytes off the end of the file, then reopen: a torn
+    /// append.
+    Cut(u64),
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (1..6u64).prop_map(Op::Append),
+        1 => (0..6u64).prop_map(Op::Truncate),
+        1 => (0..10u64).prop_map(Op::Purge),
+        1 => Just(Op::Reopen),
+        1 => (1..120u64).prop_map(Op::Cut),
+    ]
+}
+
+/// The log as a plain map, and what the store should say of it.
+#[derive(Default)]
+struct Model {
+    entries: BTreeMap<u64, Entry>,
+    purged: Option<LogId>,
+    term: u64,
+}
+
+impl Model {
+    fn next(&self) -> u64 {
+        self.entries
+            .keys()
+            .next_back()
+            .map_or(self.purged.map_or(0, |p| p.index + 1), |i| i + 1)
+    }
+}
+
+fn check(store: &LogStore, model: &Model) {
+    let log = store.lock();
+    let got: Vec<&Entry> = log.entries.values().map(|s| &s.entry).collect();
+    let want: Vec<&Entry> = model.entries.values().collect();
+    assert_eq!(got, want);
+    assert_eq!(log.purged, model.purged);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+    /// Appends, truncates, purges, reopens and torn tails, against a map:
+    /// after every step the store holds exactly the model's entries, and a
+    /// torn tail loses only the entries whose records it cut.
+    #[test]
+    fn the_log_store_matches_a_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = open(dir.path());
+        let mut model = Model { term: 1, ..Model::default() };
+        for op in ops {
+            match op {
+                Op::Append(n) => {
+                    let next = model.next();
+                    let batch = entries(model.term, next..next + n);
+                    store.write_entries(batch.clone()).expect("append");
+                    model.entries.extend(batch.into_iter().map(|e| (e.log_id.index, e)));
+                }
+                Op::Truncate(back) => {
+                    if let Some(last) = model.entries.keys().next_back().copied() {
+                        let at = last.saturating_sub(back).max(*model.entries.keys().next().expect("non-empty"));
+                        store.truncate_from(at).expect("truncate");
+                        model.entries.split_off(&at);
+                        // A new leader's entries follow a truncation.
+                        model.term += 1;
+                    }
+                }
+                Op::Purge(ahead) => {
+                    let first = model.entries.keys().next().copied().unwrap_or(model.next());
+                    let upto_index = first + ahead;
+                    let upto = model.entries.get(&upto_index).map_or(log_id(model.term, upto_index), |e| e.log_id);
+                    if model.purged.is_none_or(|p| p.index < upto_index) {
+                        model.entries = model.entries.split_off(&(upto_index + 1));
+                        model.purged = Some(upto);
+                    }
+                    store.purge_upto(upto).expect("purge");
+                }
+                Op::Reopen => {
+                    drop(store);
+                    store = open(dir.path()).0;
+                }
+                Op::Cut(bytes) => {
+                    let (end, first_offset, records) = {
+                        let log = store.lock();
+                        let offsets: Vec<(u64, u64)> = log.entries.iter().map(|(i, s)| (*i, s.offset)).collect();
+                        (log.end, offsets.first().map(|(_, o)| *o), offsets)
+                    };
+                    // Only entries are ever torn: the head is replaced whole.
+                    let Some(first_offset) = first_offset else { continue };
+                    let new_len = end - bytes.min(end - first_offset);
+                    drop(store);
+                    let file = OpenOptions::new().write(true).open(dir.path().join(LOG_FILE)).expect("open");
+                    file.set_len(new_len).expect("cut");
+                    drop(file);
+                    // An entry survives if its whole record is below the cut.
+                    let ends: Vec<u64> = records.iter().skip(1).map(|(_, o)| *o).chain([end]).collect();
+                    for ((index, _), record_end) in records.iter().zip(ends) {
+                        if record_end > new_len {
+                            model.entries.remove(index);
+                        }
+                    }
+                    let recovery;
+                    (store, recovery) = open(dir.path());
+                    proptest::prop_assert_eq!(recovery.entries, model.entries.len());
+                }
+            }
+            check(&store, &model);
+        }
+        drop(store);
+        let (store, recovery) = open(dir.path());
+        proptest::prop_assert_eq!(recovery.dropped_bytes, 0);
+        check(&store, &model);
+    }
+}
