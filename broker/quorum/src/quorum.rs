@@ -48,7 +48,7 @@ impl<SM: StateMachine> Clone for Quorum<SM> {
 }
 
 /// What this node knows of the quorum, as of openraft's last published
-/// metrics (just after `start`, possibly still its initial zeros).
+/// metrics (from `start` on, they show the recovered state).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuorumStatus {
     /// This node's id.
@@ -346,6 +346,16 @@ impl Controller {
                         return;
                     }
                 }
+            }
+            // Hand back metrics that show the recovered (or just
+            // initialized) state, not openraft's initial zeros: an
+            // initialized node always has a membership with a log id.
+            let published = raft
+                .wait(Some(Duration::from_millis(STARTUP_TIMEOUT_MS)))
+                .metrics(|m| m.membership_config.log_id().is_some(), "the recovered state in the metrics")
+                .await;
+            if let Err(e) = published {
+                tracing::warn!(node = self.node_id, error = %e, "metrics not published yet");
             }
             if ready.send(Ok(raft.metrics())).is_err() {
                 // start() gave up waiting.
