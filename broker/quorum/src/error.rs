@@ -40,6 +40,12 @@ pub enum QuorumError {
         /// The state machine's reason.
         reason: String,
     },
+    /// Another quorum (in this process or another) holds the directory.
+    #[error("{} is in use by another quorum", path.display())]
+    InUse {
+        /// The directory.
+        path: PathBuf,
+    },
     /// This node's Raft address could not be bound.
     #[error("bind {addr}: {source}")]
     Bind {

@@ -20,6 +20,9 @@
 //!   snapshot later), and ignored on reading if it is unreadable or lies
 //!   beyond the log.
 //!
+//! - `lock`: empty, flocked for as long as the store is open, so that two
+//!   quorums never share a directory (taken before anything is read).
+//!
 //! Recovery reads the log record by record: it stops at the first torn
 //! record (the file ends inside it), corrupt record (length above the bound,
 //! CRC mismatch, undecodable JSON) or out-of-sequence index, and truncates
@@ -55,6 +58,8 @@ use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 pub(crate) const LOG_FILE: &str = "log";
 /// The vote file's name in `dir`.
 pub(crate) const VOTE_FILE: &str = "vote";
+/// The lock file's name in `dir`: flocked while a quorum uses the directory.
+pub(crate) const LOCK_FILE: &str = "lock";
 /// The committed-log-id file's name in `dir`.
 pub(crate) const COMMITTED_FILE: &str = "committed";
 
@@ -91,6 +96,8 @@ struct Stored {
 
 struct Log {
     dir: PathBuf,
+    /// Holds the directory's flock until the store is dropped.
+    _lock: File,
     file: File,
     /// The log file's valid length: where the next append writes.
     end: u64,
@@ -116,6 +123,8 @@ impl LogStore {
                 file::sync_dir(parent).map_err(|e| create("fsync the parent of", e))?;
             }
         }
+        // Before anything is read or cut: one quorum per directory.
+        let lock = lock_dir(dir)?;
         let vote_path = dir.join(VOTE_FILE);
         let vote =
             match file::read_records_file(&vote_path, &VOTE_MAGIC, 1, &[MAX_META_RECORD_BYTES])? {
@@ -171,6 +180,7 @@ impl LogStore {
         };
         let log = Log {
             dir: dir.to_path_buf(),
+            _lock: lock,
             file,
             end: scan.end,
             entries: scan.entries,
@@ -324,6 +334,41 @@ impl Log {
             .map(|s| s.entry.log_id)
             .or(self.purged)
     }
+}
+
+/// Takes `dir/lock` (flock, exclusive, non-blocking). flock is per open
+/// file: a second open in the same process is refused too. The kernel
+/// releases it when the file is closed, however the process ends.
+fn lock_dir(dir: &Path) -> Result<File, QuorumError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| QuorumError::Io {
+            op: "open",
+            path: path.clone(),
+            source,
+        })?;
+    // SAFETY: flock on a descriptor this File owns, for as long as it does.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return Err(QuorumError::InUse {
+                path: dir.to_path_buf(),
+            });
+        }
+        return Err(QuorumError::Io {
+            op: "flock",
+            path,
+            source: e,
+        });
+    }
+    Ok(file)
 }
 
 /// `E` + the entry's JSON, as one record appended to `out`.

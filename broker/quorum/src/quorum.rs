@@ -105,6 +105,8 @@ impl<SM: StateMachine> Quorum<SM> {
     /// (creating it if needed), binds its Raft address, and starts the
     /// controller thread. Blocks on disk recovery and until the thread is up
     /// (at most `STARTUP_TIMEOUT_MS`): call it where blocking is allowed.
+    /// A directory another quorum holds is refused (`QuorumError::InUse`)
+    /// before anything in it is read.
     ///
     /// On a directory with nothing in it, the node initializes the cluster
     /// with every configured voter: each voter does so on its first start,
@@ -351,7 +353,7 @@ impl Controller {
             // initialized) state, not openraft's initial zeros: an
             // initialized node always has a membership with a log id.
             let published = raft
-                .wait(Some(Duration::from_millis(STARTUP_TIMEOUT_MS)))
+                .wait(Some(Duration::from_millis(STARTUP_TIMEOUT_MS / 2)))
                 .metrics(|m| m.membership_config.log_id().is_some(), "the recovered state in the metrics")
                 .await;
             if let Err(e) = published {

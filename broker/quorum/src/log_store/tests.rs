@@ -378,3 +378,17 @@ proptest::proptest! {
         check(&store, &model);
     }
 }
+
+#[test]
+fn a_second_store_over_the_same_directory_is_refused_until_the_first_closes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = open(dir.path());
+    store.write_entries(entries(1, 0..2)).expect("append");
+    assert!(matches!(
+        LogStore::open(dir.path()),
+        Err(QuorumError::InUse { .. })
+    ));
+    drop(store);
+    let (store, _) = open(dir.path());
+    assert_eq!(store.indexes(), vec![0, 1]);
+}
