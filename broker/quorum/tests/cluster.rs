@@ -502,3 +502,48 @@ fn a_single_voter_quorum_elects_itself_and_commits() {
         (q.read(|j| j.0.clone()).1 == ["solo".to_string()]).then_some(())
     });
 }
+
+#[test]
+fn the_handle_is_send_and_sync_and_so_is_a_proposal() {
+    fn send_sync<T: Clone + Send + Sync + 'static>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let dir = tempfile::tempdir().unwrap();
+    let voters: BTreeMap<u64, SocketAddr> = [(1, free_addrs(1)[0])].into();
+    let q = Quorum::start(QuorumConfig::new(1, voters, dir.path()), Journal::default()).unwrap();
+    send_sync(&q);
+    let proposal = q.propose("typed".to_string());
+    send(&proposal);
+    drop(proposal);
+    send(&q.wait_applied(0));
+}
+
+#[test]
+fn a_glommio_executor_proposes_and_follows_the_applied_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let voters: BTreeMap<u64, SocketAddr> = [(1, free_addrs(1)[0])].into();
+    let q = Quorum::start(QuorumConfig::new(1, voters, dir.path()), Journal::default()).unwrap();
+    wait_for("the single voter to lead", || {
+        (q.status().leader == Some(1)).then_some(())
+    });
+    let on_shard = q.clone();
+    let executor = glommio::LocalExecutorBuilder::default()
+        .name("shard-like")
+        .spawn(move || async move {
+            let response = on_shard.propose("from glommio".to_string()).await;
+            let applied = on_shard.wait_applied(0).await;
+            let journal = on_shard.read(|j| j.0.clone()).1;
+            (response, applied.is_ok(), journal)
+        })
+        .unwrap();
+    // Joined on a thread of its own, so that a lost wake-up fails the test
+    // in bounded time instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(executor.join()));
+    let (response, applied, journal) = rx
+        .recv_timeout(WAIT)
+        .expect("the glommio task ended")
+        .unwrap();
+    assert_eq!(response, Ok(0));
+    assert!(applied);
+    assert_eq!(journal, vec!["from glommio".to_string()]);
+}
