@@ -16,7 +16,8 @@
 //! - `sm_store`: the state machine adapter and the snapshot file
 //!   (`RaftStateMachine`, `RaftSnapshotBuilder`).
 //! - `network`, `server`, `rpc`: the Raft RPCs over TCP, client and server
-//!   sides, and their frames.
+//!   sides, and their frames; the application's client frames ride on
+//!   them (`client::call` sends one, a [`ClientService`] answers it).
 //! - `record`, `file`: the CRC-framed records of every file, atomic
 //!   replacement of small files.
 //! - `limits`: every bound; `error`: the errors; `types`: openraft's types.
@@ -27,11 +28,12 @@
 //! no length read from a peer or a file allocates before it is checked
 //! against a bound in `limits`; nothing a peer sends can panic it.
 
-use std::fmt::Debug;
+use std::{fmt::Debug, future::Future, pin::Pin, sync::Arc};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub mod client;
 mod config;
 mod error;
 mod file;
@@ -77,4 +79,14 @@ pub trait StateMachine: Send + 'static {
     /// Replaces the whole state with one serialized by `snapshot`. On `Err`
     /// the state must be left as it was.
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String>;
+}
+
+/// Answers the application's client requests (text in, text out) that
+/// arrive on a node's Raft address ([`client::call`]): the application's
+/// own protocol between its processes and the controllers, on the same
+/// port as the Raft RPCs. Runs on the controller thread's runtime: the
+/// future must not block (awaiting [`Quorum::propose`] is fine).
+pub trait ClientService: Send + Sync + 'static {
+    /// The answer to `request`.
+    fn call(self: Arc<Self>, request: String) -> Pin<Box<dyn Future<Output = String> + Send>>;
 }

@@ -18,7 +18,6 @@ use std::time::Duration;
 use futures_channel::oneshot;
 use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::{BasicNode, RaftMetrics};
-use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -30,7 +29,7 @@ use crate::network::Network;
 use crate::server;
 use crate::sm_store::{self, Shared, SmStore};
 use crate::types::Raft;
-use crate::StateMachine;
+use crate::{ClientService, StateMachine};
 
 /// A handle on this node's member of the quorum. Clones share it; it is
 /// `Send + Sync` and usable from any async runtime. Dropping the last clone
@@ -73,8 +72,8 @@ pub struct QuorumStatus {
 }
 
 struct Proposal {
-    command: Value,
-    reply: oneshot::Sender<Result<Value, ProposeError>>,
+    command: String,
+    reply: oneshot::Sender<Result<String, ProposeError>>,
 }
 
 struct Inner<SM: StateMachine> {
@@ -96,6 +95,8 @@ struct Controller {
     propose_timeout: Duration,
     /// Nothing on disk: this node takes part in initializing the cluster.
     pristine: bool,
+    /// Who answers the application's client frames on the Raft address.
+    clients: Option<Arc<dyn ClientService>>,
 }
 
 type Ready = Result<watch::Receiver<RaftMetrics<u64, BasicNode>>, QuorumError>;
@@ -114,6 +115,25 @@ impl<SM: StateMachine> Quorum<SM> {
     /// log position, this is the documented-safe way to bootstrap openraft;
     /// on an initialized node it is never attempted.
     pub fn start(config: QuorumConfig, sm: SM) -> Result<Quorum<SM>, QuorumError> {
+        Quorum::start_serving(config, sm, None)
+    }
+
+    /// [`Quorum::start`], with `clients` answering the application's
+    /// client frames ([`crate::client::call`]) that arrive on this node's
+    /// Raft address, beside the Raft RPCs: one port per controller.
+    pub fn start_with_clients(
+        config: QuorumConfig,
+        sm: SM,
+        clients: Arc<dyn ClientService>,
+    ) -> Result<Quorum<SM>, QuorumError> {
+        Quorum::start_serving(config, sm, Some(clients))
+    }
+
+    fn start_serving(
+        config: QuorumConfig,
+        sm: SM,
+        clients: Option<Arc<dyn ClientService>>,
+    ) -> Result<Quorum<SM>, QuorumError> {
         config.validate()?;
         let raft_config = Arc::new(config.raft_config()?);
         let (log, recovery) = LogStore::open(&config.dir)?;
@@ -150,6 +170,7 @@ impl<SM: StateMachine> Quorum<SM> {
             raft_config,
             propose_timeout: Duration::from_millis(config.propose_timeout_ms),
             pristine,
+            clients,
         };
         let thread = thread::Builder::new()
             .name("controller".to_string())
@@ -192,16 +213,14 @@ impl<SM: StateMachine> Quorum<SM> {
     /// unknown: a command should be safe to apply twice, or carry its own
     /// deduplication.
     pub async fn propose(&self, command: SM::Command) -> Result<SM::Response, ProposeError> {
-        let json =
-            serde_json::to_vec(&command).map_err(|e| ProposeError::Encoding(e.to_string()))?;
-        if json.len() > MAX_COMMAND_BYTES {
+        let command =
+            serde_json::to_string(&command).map_err(|e| ProposeError::Encoding(e.to_string()))?;
+        if command.len() > MAX_COMMAND_BYTES {
             return Err(ProposeError::TooLarge {
-                bytes: json.len(),
+                bytes: command.len(),
                 max: MAX_COMMAND_BYTES,
             });
         }
-        let command: Value =
-            serde_json::from_slice(&json).map_err(|e| ProposeError::Encoding(e.to_string()))?;
         let (reply, response) = oneshot::channel();
         self.inner
             .proposals
@@ -210,8 +229,8 @@ impl<SM: StateMachine> Quorum<SM> {
                 mpsc::error::TrySendError::Full(_) => ProposeError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => ProposeError::Shutdown,
             })?;
-        let value = response.await.map_err(|_| ProposeError::Shutdown)??;
-        serde_json::from_value(value).map_err(|e| ProposeError::Encoding(e.to_string()))
+        let text = response.await.map_err(|_| ProposeError::Shutdown)??;
+        serde_json::from_str(&text).map_err(|e| ProposeError::Encoding(e.to_string()))
     }
 
     /// What this node knows of the quorum now.
@@ -332,7 +351,7 @@ impl Controller {
                     return;
                 }
             };
-            let server = tokio::spawn(server::serve(listener, raft.clone()));
+            let server = tokio::spawn(server::serve(listener, raft.clone(), self.clients.clone()));
             if self.pristine {
                 let members: BTreeMap<u64, BasicNode> =
                     self.voters.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.to_string() })).collect();

@@ -29,6 +29,9 @@ pub(crate) enum Request {
     Vote(VoteRequest<u64>),
     /// One chunk of a snapshot.
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A request of the application's clients (brokers asking a
+    /// controller), opaque text for the `ClientService`.
+    Client(String),
 }
 
 /// The answer to a `Request`, of the same kind.
@@ -40,6 +43,10 @@ pub(crate) enum Response {
     Vote(Result<VoteResponse<u64>, RaftError<u64>>),
     /// To `Request::InstallSnapshot`.
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    /// The `ClientService`'s answer to `Request::Client`.
+    Client(String),
+    /// To `Request::Client` on a node started without a `ClientService`.
+    NoClientService,
 }
 
 /// Why a frame could not be read or written.

@@ -17,9 +17,14 @@ use tokio::sync::Semaphore;
 use crate::limits::{INBOUND_IDLE_TIMEOUT_MS, MAX_INBOUND_CONNECTIONS, MAX_SNAPSHOT_BYTES};
 use crate::rpc::{self, Request, Response};
 use crate::types::Raft;
+use crate::ClientService;
 
 /// Accepts connections until the task is dropped.
-pub(crate) async fn serve(listener: TcpListener, raft: Raft) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    raft: Raft,
+    clients: Option<Arc<dyn ClientService>>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_INBOUND_CONNECTIONS));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -36,14 +41,15 @@ pub(crate) async fn serve(listener: TcpListener, raft: Raft) {
             continue;
         };
         let raft = raft.clone();
+        let clients = clients.clone();
         tokio::spawn(async move {
-            connection(stream, raft).await;
+            connection(stream, raft, clients).await;
             drop(slot);
         });
     }
 }
 
-async fn connection(mut stream: TcpStream, raft: Raft) {
+async fn connection(mut stream: TcpStream, raft: Raft, clients: Option<Arc<dyn ClientService>>) {
     let peer = stream.peer_addr().ok();
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(?peer, error = %e, "set_nodelay");
@@ -81,6 +87,10 @@ async fn connection(mut stream: TcpStream, raft: Raft) {
             Request::InstallSnapshot(r) => {
                 Response::InstallSnapshot(raft.install_snapshot(r).await)
             }
+            Request::Client(text) => match &clients {
+                Some(c) => Response::Client(Arc::clone(c).call(text).await),
+                None => Response::NoClientService,
+            },
         };
         if let Err(e) = rpc::write_frame(&mut stream, &response).await {
             tracing::debug!(?peer, error = %e, "raft response not sent; closing the connection");

@@ -26,7 +26,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Snapshot};
-use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::error::{storage_io, QuorumError};
@@ -207,7 +206,7 @@ impl<SM: StateMachine> RaftStateMachine<TypeConfig> for SmStore<SM> {
         Ok((applied.last_applied, applied.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Value>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<String>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -218,20 +217,20 @@ impl<SM: StateMachine> RaftStateMachine<TypeConfig> for SmStore<SM> {
             for entry in entries {
                 let log_id = entry.log_id;
                 let response = match entry.payload {
-                    EntryPayload::Blank => Value::Null,
+                    EntryPayload::Blank => String::new(),
                     EntryPayload::Membership(m) => {
                         applied.membership = StoredMembership::new(Some(log_id), m);
-                        Value::Null
+                        String::new()
                     }
-                    EntryPayload::Normal(value) => {
+                    EntryPayload::Normal(text) => {
                         // A committed command this node cannot decode (a
                         // version skew) must stop it, not be skipped: skipping
                         // would fork its state from the others'.
-                        let command: SM::Command = serde_json::from_value(value).map_err(|e| {
+                        let command: SM::Command = serde_json::from_str(&text).map_err(|e| {
                             storage_io(ErrorSubject::Apply(log_id), ErrorVerb::Read, &e)
                         })?;
                         let response = applied.sm.apply(&command);
-                        serde_json::to_value(&response).map_err(|e| {
+                        serde_json::to_string(&response).map_err(|e| {
                             storage_io(ErrorSubject::Apply(log_id), ErrorVerb::Write, &e)
                         })?
                     }

@@ -1,18 +1,21 @@
 //! The openraft type configuration: u64 node ids, `BasicNode` (the Raft
-//! address as a string), and JSON values as the entries' payload.
+//! address as a string), and JSON text as the entries' payload.
 //!
-//! Commands cross into Raft as `serde_json::Value`s, encoded from the
+//! Commands cross into Raft as their JSON text, encoded from the
 //! application's `StateMachine::Command` at propose and decoded back at
 //! apply, so that everything below the state machine adapter (the log, the
-//! transport, openraft itself) is one non-generic type.
+//! transport, openraft itself) is one non-generic type. Text, not a
+//! `serde_json::Value`: a `Value` holds no integer above u64 (a u128 would
+//! come back as a float), so the command decoded at apply would not be
+//! the one proposed.
 
 use std::io::Cursor;
 
 openraft::declare_raft_types!(
     /// broker-quorum's openraft types.
     pub(crate) TypeConfig:
-        D = serde_json::Value,
-        R = serde_json::Value,
+        D = String,
+        R = String,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,

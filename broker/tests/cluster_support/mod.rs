@@ -12,6 +12,9 @@
 //! ([`SESSION_TIMEOUT_MS`], [`HEARTBEAT_MS`]) so that tests see fencing
 //! quickly.
 
+// Each test binary that includes this module uses a part of it.
+#![allow(dead_code)]
+
 use std::{
     io::{BufRead, BufReader},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
