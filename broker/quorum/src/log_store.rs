@@ -1,13 +1,14 @@
 //! The Raft log and vote on disk: openraft's `RaftLogStorage` and
-//! `RaftLogReader` over three files of `dir`.
+//! `RaftLogReader` over four files of `dir` (byte by byte in
+//! `schemas/quorum-files.md`).
 //!
 //! - `log`: an 8-byte magic, then records (see `record.rs`). The first
 //!   record is the purge marker, `P` + the JSON of the last purged log id
-//!   (or null); every other record is `E` + the JSON of one entry, the first
-//!   at or after the purge marker's next index, the others contiguous. An append
-//!   writes its records at the end and fdatasyncs before the append is
-//!   reported flushed. A truncate (a conflicting suffix) cuts the file at the
-//!   first removed record and fdatasyncs. A purge rewrites the file (the new
+//!   (or null); every other record is `E` + the JSON of one entry, the
+//!   first at or after the purge marker's next index, the others
+//!   contiguous. An append writes its records at the end and fdatasyncs
+//!   before the append is reported flushed. A truncate (a conflicting
+//!   suffix) cuts the file at the first removed record and fdatasyncs. A purge rewrites the file (the new
 //!   marker and the entries kept) to `log.tmp`, fsyncs it, renames it over
 //!   `log` and fsyncs the directory; openraft purges once per snapshot (the
 //!   purge batch is the snapshot interval), so the rewrite copies at most
@@ -19,7 +20,6 @@
 //!   atomically but not fsynced (losing it only means re-applying from the
 //!   snapshot later), and ignored on reading if it is unreadable or lies
 //!   beyond the log.
-//!
 //! - `lock`: empty, flocked for as long as the store is open, so that two
 //!   quorums never share a directory (taken before anything is read).
 //!
