@@ -17,8 +17,9 @@
 //!   atomically and durably (temp file, fsync, rename, directory fsync)
 //!   before `save_vote` returns.
 //! - `committed`: the same shape, the last committed log id; replaced
-//!   atomically but not fsynced (losing it only means re-applying from the
-//!   snapshot later), and ignored on reading if it is unreadable or lies
+//!   atomically but not fsynced, and best effort (a failed write leaves the
+//!   older one, which is as correct: losing it only means re-applying from
+//!   the snapshot later); ignored on reading if it is unreadable or lies
 //!   beyond the log.
 //! - `lock`: empty, flocked for as long as the store is open, so that two
 //!   quorums never share a directory (taken before anything is read).
@@ -539,9 +540,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let json = serde_json::to_vec(&committed)
             .map_err(|e| storage_io(ErrorSubject::Store, ErrorVerb::Write, &e))?;
         let bytes = file::records_file(&COMMITTED_MAGIC, &[&json]);
-        file::replace(&log.dir, COMMITTED_FILE, &bytes, false)
-            .map_err(|e| storage_io(ErrorSubject::Store, ErrorVerb::Write, &e))?;
-        log.committed = committed;
+        // Best effort: the file only spares re-applying after a restart, and
+        // one left behind (older, never ahead of the log) is as correct. A
+        // full disk must stop the node on the log, not here.
+        match file::replace(&log.dir, COMMITTED_FILE, &bytes, false) {
+            Ok(()) => log.committed = committed,
+            Err(e) => {
+                tracing::warn!(error = %e, "the committed log id not saved; the previous one stands")
+            }
+        }
         Ok(())
     }
 
