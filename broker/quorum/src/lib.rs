@@ -11,7 +11,7 @@
 //! - `quorum`: `Quorum::start`, the controller thread, the handle (propose,
 //!   status, read, wait_applied, shutdown).
 //! - `config`: `QuorumConfig`, defaults, validation, openraft's config.
-//! - `log_store`: the log, vote and committed files (openraft's
+//! - `log_store`: the log, vote, committed and lock files (openraft's
 //!   `RaftLogStorage`), recovery.
 //! - `sm_store`: the state machine adapter and the snapshot file
 //!   (`RaftStateMachine`, `RaftSnapshotBuilder`).
@@ -21,6 +21,10 @@
 //! - `record`, `file`: the CRC-framed records of every file, atomic
 //!   replacement of small files.
 //! - `limits`: every bound; `error`: the errors; `types`: openraft's types.
+//! - `storage_suite` (tests only): openraft's storage test suite over the
+//!   stores.
+//!
+//! The files and frames, byte by byte: `schemas/quorum-files.md`.
 //!
 //! Invariants, as absences: broker-quorum never knows what a topic, a
 //! partition or a shard is (commands are the application's, opaque JSON

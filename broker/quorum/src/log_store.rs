@@ -1,13 +1,14 @@
 //! The Raft log and vote on disk: openraft's `RaftLogStorage` and
-//! `RaftLogReader` over three files of `dir`.
+//! `RaftLogReader` over four files of `dir` (byte by byte in
+//! `schemas/quorum-files.md`).
 //!
 //! - `log`: an 8-byte magic, then records (see `record.rs`). The first
 //!   record is the purge marker, `P` + the JSON of the last purged log id
-//!   (or null); every other record is `E` + the JSON of one entry, the first
-//!   at or after the purge marker's next index, the others contiguous. An append
-//!   writes its records at the end and fdatasyncs before the append is
-//!   reported flushed. A truncate (a conflicting suffix) cuts the file at the
-//!   first removed record and fdatasyncs. A purge rewrites the file (the new
+//!   (or null); every other record is `E` + the JSON of one entry, the
+//!   first at or after the purge marker's next index, the others
+//!   contiguous. An append writes its records at the end and fdatasyncs
+//!   before the append is reported flushed. A truncate (a conflicting
+//!   suffix) cuts the file at the first removed record and fdatasyncs. A purge rewrites the file (the new
 //!   marker and the entries kept) to `log.tmp`, fsyncs it, renames it over
 //!   `log` and fsyncs the directory; openraft purges once per snapshot (the
 //!   purge batch is the snapshot interval), so the rewrite copies at most
@@ -16,10 +17,10 @@
 //!   atomically and durably (temp file, fsync, rename, directory fsync)
 //!   before `save_vote` returns.
 //! - `committed`: the same shape, the last committed log id; replaced
-//!   atomically but not fsynced (losing it only means re-applying from the
-//!   snapshot later), and ignored on reading if it is unreadable or lies
+//!   atomically but not fsynced, and best effort (a failed write leaves the
+//!   older one, which is as correct: losing it only means re-applying from
+//!   the snapshot later); ignored on reading if it is unreadable or lies
 //!   beyond the log.
-//!
 //! - `lock`: empty, flocked for as long as the store is open, so that two
 //!   quorums never share a directory (taken before anything is read).
 //!
@@ -539,9 +540,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let json = serde_json::to_vec(&committed)
             .map_err(|e| storage_io(ErrorSubject::Store, ErrorVerb::Write, &e))?;
         let bytes = file::records_file(&COMMITTED_MAGIC, &[&json]);
-        file::replace(&log.dir, COMMITTED_FILE, &bytes, false)
-            .map_err(|e| storage_io(ErrorSubject::Store, ErrorVerb::Write, &e))?;
-        log.committed = committed;
+        // Best effort: the file only spares re-applying after a restart, and
+        // one left behind (older, never ahead of the log) is as correct. A
+        // full disk must stop the node on the log, not here.
+        match file::replace(&log.dir, COMMITTED_FILE, &bytes, false) {
+            Ok(()) => log.committed = committed,
+            Err(e) => {
+                tracing::warn!(error = %e, "the committed log id not saved; the previous one stands")
+            }
+        }
         Ok(())
     }
 

@@ -259,7 +259,8 @@ impl<SM: StateMachine> Quorum<SM> {
     /// Runs `f` on the applied state machine; returns the index of the last
     /// entry applied to it (None: nothing yet) with `f`'s result, both read
     /// under one lock. Holds the state machine's lock while `f` runs, which
-    /// stalls the controller's applies: keep `f` short (clone what you need).
+    /// stalls the controller's applies: keep `f` short (clone what you need)
+    /// and never let it panic (a poisoned lock stops the node's applies).
     pub fn read<R>(&self, f: impl FnOnce(&SM) -> R) -> (Option<u64>, R) {
         let applied = sm_store::lock(&self.inner.shared);
         (applied.last_applied.map(|l| l.index), f(&applied.sm))
