@@ -93,7 +93,11 @@ fn three_controllers_elect_one_leader_and_admit_every_broker_with_its_own_epoch(
         agreed(s) && all_unfenced(s, 3)
     });
     let b = brokers(&s);
-    assert_eq!(b.iter().map(|b| b.0).collect::<Vec<_>>(), [1, 2, 3], "{s:#}");
+    assert_eq!(
+        b.iter().map(|b| b.0).collect::<Vec<_>>(),
+        [1, 2, 3],
+        "{s:#}"
+    );
     let mut epochs: Vec<u64> = b.iter().map(|b| b.1).collect();
     epochs.dedup();
     assert_eq!(epochs.len(), 3, "epochs are distinct: {s:#}");
@@ -113,11 +117,7 @@ fn a_killed_leader_is_replaced_and_its_broker_fenced_then_readmitted_with_a_new_
         agreed(s) && all_unfenced(s, 3)
     });
     let leader = s["leader"].as_u64().unwrap();
-    let old_epoch = brokers(&s)
-        .into_iter()
-        .find(|b| b.0 == leader)
-        .unwrap()
-        .1;
+    let old_epoch = brokers(&s).into_iter().find(|b| b.0 == leader).unwrap().1;
     let killed_at = Instant::now();
     cluster.kill(leader as usize - 1);
     // A new leader among the other two, which then fences the dead broker
@@ -126,9 +126,7 @@ fn a_killed_leader_is_replaced_and_its_broker_fenced_then_readmitted_with_a_new_
     let s = wait_status(&cluster, Duration::from_secs(30), |s| {
         agreed(s)
             && s["leader"].as_u64() != Some(leader)
-            && brokers(s)
-                .iter()
-                .any(|b| b.0 == leader && b.2 == "fenced")
+            && brokers(s).iter().any(|b| b.0 == leader && b.2 == "fenced")
     });
     assert!(
         killed_at.elapsed() >= Duration::from_millis(SESSION_TIMEOUT_MS),
@@ -143,11 +141,7 @@ fn a_killed_leader_is_replaced_and_its_broker_fenced_then_readmitted_with_a_new_
     );
     cluster.restart(leader as usize - 1);
     let s = wait_status(&cluster, Duration::from_secs(30), |s| all_unfenced(s, 3));
-    let new_epoch = brokers(&s)
-        .into_iter()
-        .find(|b| b.0 == leader)
-        .unwrap()
-        .1;
+    let new_epoch = brokers(&s).into_iter().find(|b| b.0 == leader).unwrap().1;
     assert!(new_epoch > old_epoch, "{old_epoch} -> {new_epoch}: {s:#}");
 }
 
@@ -164,7 +158,9 @@ fn a_graceful_stop_is_a_controlled_shutdown_and_the_restarted_cluster_keeps_its_
     let stopped_at = Instant::now();
     assert!(cluster.terminate(other as usize - 1).success());
     let s = wait_status(&cluster, Duration::from_secs(10), |s| {
-        brokers(s).iter().any(|b| b.0 == other && b.2 == "shut_down")
+        brokers(s)
+            .iter()
+            .any(|b| b.0 == other && b.2 == "shut_down")
     });
     assert!(
         stopped_at.elapsed() < Duration::from_millis(SESSION_TIMEOUT_MS),
@@ -177,10 +173,7 @@ fn a_graceful_stop_is_a_controlled_shutdown_and_the_restarted_cluster_keeps_its_
     let s = wait_status(&cluster, Duration::from_secs(40), |s| {
         agreed(s) && all_unfenced(s, 3)
     });
-    assert!(
-        s["cluster"]["version"].as_u64().unwrap() > version,
-        "{s:#}"
-    );
+    assert!(s["cluster"]["version"].as_u64().unwrap() > version, "{s:#}");
     for (id, epoch, _) in brokers(&s) {
         let old = before.iter().find(|b| b.0 == id).unwrap().1;
         assert!(epoch > old, "broker {id}: epoch {old} -> {epoch}");

@@ -100,7 +100,9 @@ impl ControllerClient {
 
     /// The next controller to try.
     fn rotate(&mut self) -> Option<SocketAddr> {
-        let addr = *self.controllers.get(self.next % self.controllers.len().max(1))?;
+        let addr = *self
+            .controllers
+            .get(self.next % self.controllers.len().max(1))?;
         self.next = self.next.wrapping_add(1);
         Some(addr)
     }

@@ -231,7 +231,9 @@ fn run(config: MemberConfig, shared: &Shared, on_image: &dyn Fn(Arc<MetadataImag
                 {
                     tracing::info!(broker = %id, "waiting for the previous incarnation's session to expire");
                 }
-                other => tracing::warn!(broker = %id, answer = ?other, "registration not accepted yet"),
+                other => {
+                    tracing::warn!(broker = %id, answer = ?other, "registration not accepted yet")
+                }
             },
             Some(epoch) => match client.call(&Request::Heartbeat {
                 id,
@@ -258,9 +260,9 @@ fn run(config: MemberConfig, shared: &Shared, on_image: &dyn Fn(Arc<MetadataImag
         }
         let refresh = std::mem::take(&mut lock().refresh);
         if refresh || leader_version.is_some_and(|v| v > version) {
-            if let Ok(Response::Image(Some(image))) =
-                client.call(&Request::FetchImage { since_version: version })
-            {
+            if let Ok(Response::Image(Some(image))) = client.call(&Request::FetchImage {
+                since_version: version,
+            }) {
                 let image: Arc<MetadataImage> = Arc::from(image);
                 let newer = {
                     let mut s = lock();

@@ -13,8 +13,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use broker_cluster::{
-    BrokerEpoch, BrokerId, BrokerRegistration, ClusterStatus, MetadataImage, RequestId,
-    TopicConfig,
+    BrokerEpoch, BrokerId, BrokerRegistration, ClusterStatus, MetadataImage, RequestId, TopicConfig,
 };
 
 use crate::machine::Applied;

@@ -103,9 +103,14 @@ impl ControllerService {
             .lock()
             .map_err(|_| unavailable("the session tracker's lock is poisoned"))?;
         if s.leading_term != Some(status.term) {
-            s.tracker.on_became_leader(&Self::image(quorum), self.now_ms());
+            s.tracker
+                .on_became_leader(&Self::image(quorum), self.now_ms());
             s.leading_term = Some(status.term);
-            tracing::info!(node = status.node_id, term = status.term, "leading the controllers");
+            tracing::info!(
+                node = status.node_id,
+                term = status.term,
+                "leading the controllers"
+            );
         }
         Ok(quorum)
     }
@@ -116,9 +121,8 @@ impl ControllerService {
             Request::FetchImage { since_version } => match self.quorum.get() {
                 None => unavailable("the controller is starting"),
                 Some(q) => {
-                    let image = q.read(|m| {
-                        (m.image().version() > since_version).then(|| m.image().clone())
-                    });
+                    let image = q
+                        .read(|m| (m.image().version() > since_version).then(|| m.image().clone()));
                     Response::Image(image.1.map(Box::new))
                 }
             },
@@ -181,15 +185,13 @@ impl ControllerService {
                     } => BrokerStanding::CatchingUp {
                         registered_at_version,
                     },
-                    HeartbeatAnswer::Unfence(command) => {
-                        match propose(quorum, command).await {
-                            Response::Applied(Applied { result: Ok(_), .. }) => {
-                                tracing::info!(broker = %id, %epoch, "broker unfenced");
-                                BrokerStanding::Unfenced
-                            }
-                            _ => BrokerStanding::Fenced,
+                    HeartbeatAnswer::Unfence(command) => match propose(quorum, command).await {
+                        Response::Applied(Applied { result: Ok(_), .. }) => {
+                            tracing::info!(broker = %id, %epoch, "broker unfenced");
+                            BrokerStanding::Unfenced
                         }
-                    }
+                        _ => BrokerStanding::Fenced,
+                    },
                     HeartbeatAnswer::ShutDown => BrokerStanding::ShutDown,
                     HeartbeatAnswer::StaleEpoch { current } => {
                         BrokerStanding::StaleEpoch { current }

@@ -547,3 +547,90 @@ fn a_glommio_executor_proposes_and_follows_the_applied_state() {
     assert!(applied);
     assert_eq!(journal, vec!["from glommio".to_string()]);
 }
+
+/// A state machine of u128s: the last one applied, answered back.
+#[derive(Debug, Default)]
+struct Wide(u128);
+
+impl StateMachine for Wide {
+    type Command = u128;
+    type Response = u128;
+
+    fn apply(&mut self, command: &u128) -> u128 {
+        self.0 = *command;
+        *command
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.0).unwrap()
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.0 = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_command_is_applied_exactly_as_proposed_even_an_integer_above_u64() {
+    // Regression: entries once crossed as serde_json::Value, which holds no
+    // integer above u64: a u128 came back as a float and stopped the node.
+    let dir = tempfile::tempdir().unwrap();
+    let voters: BTreeMap<u64, SocketAddr> = [(1, free_addrs(1)[0])].into();
+    let q = Quorum::start(
+        QuorumConfig::new(1, voters.clone(), dir.path()),
+        Wide::default(),
+    )
+    .unwrap();
+    wait_for("the single voter to lead", || {
+        (q.status().leader == Some(1)).then_some(())
+    });
+    let wide = u128::MAX - 12345;
+    assert_eq!(block_on(q.propose(wide)), Ok(wide));
+    q.shutdown();
+    // Replayed from the log on restart: the same value.
+    let q = Quorum::start(QuorumConfig::new(1, voters, dir.path()), Wide::default()).unwrap();
+    wait_for("the value back after a restart", || {
+        (q.read(|w| w.0).1 == wide).then_some(())
+    });
+}
+
+/// Answers every client request with its text reversed.
+struct Reverse;
+
+impl broker_quorum::ClientService for Reverse {
+    fn call(
+        self: std::sync::Arc<Self>,
+        request: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> {
+        Box::pin(async move { request.chars().rev().collect() })
+    }
+}
+
+#[test]
+fn client_frames_on_the_raft_address_reach_the_client_service_and_only_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addrs(1)[0];
+    let voters: BTreeMap<u64, SocketAddr> = [(1, addr)].into();
+    let q = Quorum::start_with_clients(
+        QuorumConfig::new(1, voters, dir.path()),
+        Journal::default(),
+        std::sync::Arc::new(Reverse),
+    )
+    .unwrap();
+    let answer = broker_quorum::client::call(addr, "abc\"{}", Duration::from_secs(5)).unwrap();
+    assert_eq!(answer, "}{\"cba");
+    q.shutdown();
+    // A node without a client service says so instead of answering.
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addrs(1)[0];
+    let voters: BTreeMap<u64, SocketAddr> = [(1, addr)].into();
+    let q = Quorum::start(QuorumConfig::new(1, voters, dir.path()), Journal::default()).unwrap();
+    let refused = broker_quorum::client::call(addr, "abc", Duration::from_secs(5)).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::Unsupported, "{refused}");
+    q.shutdown();
+    // Nobody listening: a bounded error, not a hang.
+    let started = Instant::now();
+    assert!(broker_quorum::client::call(addr, "abc", Duration::from_secs(1)).is_err());
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

@@ -112,9 +112,7 @@ pub fn join(
         incarnation: Incarnation(incarnation),
         shards: endpoints.native_shards.len() as u16,
         native: listener(endpoints.native, endpoints.native_shards),
-        kafka: endpoints
-            .kafka
-            .map(|k| listener(k, endpoints.kafka_shards)),
+        kafka: endpoints.kafka.map(|k| listener(k, endpoints.kafka_shards)),
     };
     registration
         .validate()

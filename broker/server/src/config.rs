@@ -133,9 +133,7 @@ impl ClusterConfig {
             let (id, addr) = item
                 .split_once('@')
                 .ok_or_else(|| bad("has no '@'".into()))?;
-            let id: u32 = id
-                .parse()
-                .map_err(|e| bad(format!("has a bad id: {e}")))?;
+            let id: u32 = id.parse().map_err(|e| bad(format!("has a bad id: {e}")))?;
             let addr: SocketAddr = addr
                 .parse()
                 .map_err(|e| bad(format!("has a bad address: {e}")))?;

@@ -67,7 +67,12 @@ struct View {
 
 fn status(a: StatusArgs) -> CliResult {
     let mut addrs = Vec::new();
-    for item in a.controllers.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+    for item in a
+        .controllers
+        .split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+    {
         let addr = item.rsplit_once('@').map_or(item, |(_, addr)| addr);
         addrs.push(
             addr.parse::<SocketAddr>()
@@ -79,8 +84,8 @@ fn status(a: StatusArgs) -> CliResult {
     }
     let views: Vec<View> = addrs
         .into_iter()
-        .map(|address| {
-            match ControllerClient::new(vec![address], TIMEOUT).call(&Request::Status) {
+        .map(
+            |address| match ControllerClient::new(vec![address], TIMEOUT).call(&Request::Status) {
                 Ok(Response::Status(s)) => View {
                     address,
                     status: Some(*s),
@@ -96,8 +101,8 @@ fn status(a: StatusArgs) -> CliResult {
                     status: None,
                     error: Some(e.to_string()),
                 },
-            }
-        })
+            },
+        )
         .collect();
     // The cluster as the leader sees it (else the most advanced view).
     let best = views
@@ -148,7 +153,10 @@ fn status(a: StatusArgs) -> CliResult {
                     ],
                 })
                 .collect();
-            let mut text = table(&["CONTROLLER", "ADDRESS", "LEADER", "TERM", "APPLIED"], &rows);
+            let mut text = table(
+                &["CONTROLLER", "ADDRESS", "LEADER", "TERM", "APPLIED"],
+                &rows,
+            );
             let c = &best.cluster;
             text.push_str(&format!(
                 "\ncluster {}: metadata version {}, {} topics, {} partitions\n",

@@ -371,12 +371,12 @@ impl ServeArgs {
                     controllers: broker_server::config::ClusterConfig::parse_controllers(text)
                         .map_err(|e| e.to_string())?,
                     cluster_id: s.cluster_id.clone(),
-                    session_timeout_ms: s.broker_session_timeout_ms.unwrap_or(
-                        broker_server::config::DEFAULT_BROKER_SESSION_TIMEOUT_MS,
-                    ),
-                    heartbeat_interval_ms: s.broker_heartbeat_interval_ms.unwrap_or(
-                        broker_server::config::DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
-                    ),
+                    session_timeout_ms: s
+                        .broker_session_timeout_ms
+                        .unwrap_or(broker_server::config::DEFAULT_BROKER_SESSION_TIMEOUT_MS),
+                    heartbeat_interval_ms: s
+                        .broker_heartbeat_interval_ms
+                        .unwrap_or(broker_server::config::DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS),
                 }),
             },
             ..ServerConfig::default()
@@ -504,11 +504,18 @@ fn stop_on_signals(stopper: broker_server::Stopper) -> Result<(), String> {
 fn init_logging(level: Option<&str>) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = match level {
-        Some(l) => EnvFilter::try_new(l),
-        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
-    }
-    .unwrap_or_else(|_| EnvFilter::new("info"));
+    let spec = match level {
+        Some(l) => l.to_owned(),
+        None => std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+    };
+    // openraft logs every vote and election at info: a broker's log at a
+    // plain level is about the broker (`openraft=info` shows them).
+    let spec = if matches!(spec.trim(), "info" | "debug" | "trace") {
+        format!("{spec},openraft=warn")
+    } else {
+        spec
+    };
+    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -15,7 +15,7 @@ fn log_id(term: u64, index: u64) -> LogId {
 fn entry(term: u64, index: u64) -> Entry {
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(json!({ "put": index, "pad": "x".repeat(40) })),
+        payload: EntryPayload::Normal(json!({ "put": index, "pad": "x".repeat(40) }).to_string()),
     }
 }
 

@@ -580,12 +580,18 @@ pub fn member_cluster_id(dir: &DataDir, expected: &str) -> Result<String, Metada
 /// The cluster id derived from the controllers (the same on every node
 /// given the same list): two FNV-1a 64 hashes of the sorted `id@addr`
 /// list, as 22 characters of URL-safe base64 like Kafka's ids.
-pub fn derived_cluster_id(controllers: &std::collections::BTreeMap<u32, std::net::SocketAddr>) -> String {
-    let text: Vec<String> = controllers.iter().map(|(id, a)| format!("{id}@{a}")).collect();
+pub fn derived_cluster_id(
+    controllers: &std::collections::BTreeMap<u32, std::net::SocketAddr>,
+) -> String {
+    let text: Vec<String> = controllers
+        .iter()
+        .map(|(id, a)| format!("{id}@{a}"))
+        .collect();
     let text = text.join(",");
     let fnv = |seed: u64| {
-        text.bytes()
-            .fold(seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+        text.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
     };
     let mut raw = [0u8; 16];
     raw[..8].copy_from_slice(&fnv(0xcbf2_9ce4_8422_2325).to_be_bytes());
