@@ -143,7 +143,7 @@ impl TryFrom<UncheckedImage> for MetadataImage {
 }
 
 /// One broker in [`ClusterStatus`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerStatus {
     /// The broker.
     pub id: BrokerId,
@@ -158,7 +158,7 @@ pub struct BrokerStatus {
 }
 
 /// What `cluster status` shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     /// The cluster.
     pub cluster_id: String,

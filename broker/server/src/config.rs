@@ -89,6 +89,93 @@ pub struct ServerConfig {
     /// more members (extended per new member, up to the rebalance
     /// timeout), as Kafka's `group.initial.rebalance.delay.ms`; 0: none.
     pub group_initial_rebalance_delay_ms: u32,
+    /// This broker's part in a cluster; None: a broker on its own, with no
+    /// controllers (its metadata is its data directory's).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How a broker takes part in a cluster (KRaft's combined mode: the
+/// brokers named in `controllers` also run the metadata quorum).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Every controller's broker id and quorum address. A broker whose id
+    /// is here is a controller and listens on its address.
+    pub controllers: std::collections::BTreeMap<u32, SocketAddr>,
+    /// The cluster's id; None: derived from `controllers` (the same on
+    /// every node given the same list).
+    pub cluster_id: Option<String>,
+    /// A broker not heard from for longer is fenced (Kafka's
+    /// `broker.session.timeout.ms`).
+    pub session_timeout_ms: u64,
+    /// How often a broker heartbeats (Kafka's `broker.heartbeat.interval.ms`).
+    pub heartbeat_interval_ms: u64,
+}
+
+/// Default of [`ClusterConfig::session_timeout_ms`] (Kafka's).
+pub const DEFAULT_BROKER_SESSION_TIMEOUT_MS: u64 = 9_000;
+/// Default of [`ClusterConfig::heartbeat_interval_ms`] (Kafka's).
+pub const DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS: u64 = 2_000;
+/// Most controllers a cluster may have.
+pub const MAX_CONTROLLERS: usize = 9;
+
+impl ClusterConfig {
+    /// Parses `--controllers`: `ID@HOST:PORT` separated by commas.
+    pub fn parse_controllers(
+        text: &str,
+    ) -> Result<std::collections::BTreeMap<u32, SocketAddr>, ConfigError> {
+        let mut controllers = std::collections::BTreeMap::new();
+        for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let bad = |why: String| {
+                ConfigError(format!(
+                    "controllers: {item:?} {why} (want ID@HOST:PORT,ID@HOST:PORT,...)"
+                ))
+            };
+            let (id, addr) = item
+                .split_once('@')
+                .ok_or_else(|| bad("has no '@'".into()))?;
+            let id: u32 = id.parse().map_err(|e| bad(format!("has a bad id: {e}")))?;
+            let addr: SocketAddr = addr
+                .parse()
+                .map_err(|e| bad(format!("has a bad address: {e}")))?;
+            if controllers.insert(id, addr).is_some() {
+                return Err(bad("repeats an id".into()));
+            }
+        }
+        Ok(controllers)
+    }
+
+    /// Checks the settings; the error names the setting.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.controllers.is_empty() || self.controllers.len() > MAX_CONTROLLERS {
+            return Err(ConfigError(format!(
+                "controllers: {} given, a cluster has 1 to {MAX_CONTROLLERS}",
+                self.controllers.len()
+            )));
+        }
+        for (id, addr) in &self.controllers {
+            if addr.port() == 0 || addr.ip().is_unspecified() {
+                return Err(ConfigError(format!(
+                    "controllers: {id}@{addr} is not an address other brokers can dial"
+                )));
+            }
+        }
+        let mut addrs: Vec<_> = self.controllers.values().collect();
+        addrs.sort();
+        if addrs.windows(2).any(|w| w[0] == w[1]) {
+            return Err(ConfigError(
+                "controllers: two controllers share an address".into(),
+            ));
+        }
+        if self.heartbeat_interval_ms == 0
+            || self.session_timeout_ms < self.heartbeat_interval_ms.saturating_mul(2)
+        {
+            return Err(ConfigError(format!(
+                "broker session timeout {} ms must be at least twice the heartbeat interval {} ms (and that above 0)",
+                self.session_timeout_ms, self.heartbeat_interval_ms
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Where the Kafka listener is.
@@ -155,6 +242,7 @@ impl Default for ServerConfig {
             group_min_session_timeout_ms: DEFAULT_GROUP_MIN_SESSION_TIMEOUT_MS,
             group_max_session_timeout_ms: DEFAULT_GROUP_MAX_SESSION_TIMEOUT_MS,
             group_initial_rebalance_delay_ms: DEFAULT_GROUP_INITIAL_REBALANCE_DELAY_MS,
+            cluster: None,
         }
     }
 }
@@ -219,6 +307,9 @@ impl ServerConfig {
             return Err(ConfigError(
                 "retention check interval must be above 0".into(),
             ));
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
         }
         self.log_config(&self.topic_defaults)
             .validate()

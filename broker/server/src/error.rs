@@ -236,4 +236,8 @@ pub enum StartError {
     /// Replaying committed offsets failed.
     #[error("replaying committed offsets: {0}")]
     Replay(ServiceError),
+    /// The broker could not take its part in the cluster (its controller
+    /// did not start, or the controllers did not admit it in time).
+    #[error("cluster: {0}")]
+    Cluster(String),
 }

@@ -15,6 +15,7 @@
 //! 5. [`start`] returns once every shard serves: the broker is ready.
 
 pub mod arrivals;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod copy_stats;
@@ -66,8 +67,15 @@ pub struct RunningServer {
     pub kafka_listen: Option<SocketAddr>,
     /// Each shard's own Kafka address (empty: no Kafka listener).
     pub kafka_shard_addrs: Vec<SocketAddr>,
+    /// This broker's id.
+    pub node_id: u32,
     handles: Vec<ExecutorJoinHandle<Result<(), StartError>>>,
     stop: Arc<AtomicBool>,
+    /// This broker's part in its cluster (None: a broker on its own).
+    membership: Option<cluster::Membership>,
+    /// Why this broker was evicted from its cluster, if it was (it then
+    /// stops).
+    evicted: Arc<std::sync::Mutex<Option<String>>>,
     /// Held (flock) while the broker runs: no second broker on this data dir.
     _lock: std::fs::File,
 }
@@ -92,7 +100,8 @@ impl RunningServer {
     }
 
     /// Waits until the shards stop (they run until the process ends, or one
-    /// fails), and returns the first failure.
+    /// fails), and returns the first failure. A cluster member then leaves
+    /// its cluster (a controlled shutdown) and stops its controller.
     pub fn wait(self) -> Result<(), StartError> {
         let mut result = Ok(());
         for (i, h) in self.handles.into_iter().enumerate() {
@@ -104,12 +113,19 @@ impl RunningServer {
                 result = r;
             }
         }
+        if let Some(m) = self.membership {
+            m.leave();
+        }
+        if let Some(why) = self.evicted.lock().ok().and_then(|mut w| w.take()) {
+            return Err(StartError::Cluster(format!("evicted: {why}")));
+        }
         result
     }
 
     /// The line `broker serve` prints once ready:
     /// `ready listen=ADDR shards=ADDR,ADDR,...`, then, with the Kafka
-    /// listener, ` kafka=ADDR kafka_shards=ADDR,ADDR,...`.
+    /// listener, ` kafka=ADDR kafka_shards=ADDR,ADDR,...`, then, in a
+    /// cluster, ` node=ID epoch=EPOCH`.
     pub fn ready_line(&self) -> String {
         let join = |addrs: &[SocketAddr]| {
             addrs
@@ -128,6 +144,11 @@ impl RunningServer {
                 " kafka={kafka} kafka_shards={}",
                 join(&self.kafka_shard_addrs)
             ));
+        }
+        if let Some(m) = &self.membership {
+            if let Some(epoch) = m.standing().epoch {
+                line.push_str(&format!(" node={} epoch={epoch}", self.node_id));
+            }
         }
         line
     }
@@ -211,6 +232,9 @@ struct Boot {
     endpoints: Receiver<Endpoints>,
     cluster_id: Arc<str>,
     producer_ids: Option<i64>,
+    /// One message per shard once the broker may serve (a cluster member:
+    /// once the controllers admitted it; at once otherwise).
+    admitted: Receiver<()>,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     open_connections: Arc<std::sync::atomic::AtomicUsize>,
@@ -255,7 +279,15 @@ pub fn start_with_metrics(
     })?;
     let data = DataDir::new(root);
     let lock = lock_data_dir(&data)?;
-    let cluster_id: Arc<str> = metadata::cluster_id(&data)?.into();
+    let (cluster_id, controller) = match &config.cluster {
+        None => (metadata::cluster_id(&data)?, None),
+        Some(c) => {
+            let id = cluster::cluster_id(c, &data)?;
+            let controller = cluster::start_controller(&config, c, &data, &id)?;
+            (id, controller)
+        }
+    };
+    let cluster_id: Arc<str> = cluster_id.into();
     let producer_ids = metadata::reserve_producer_ids(&data)?;
     let mut topics = metadata::open_data_dir(&data)?;
     for moved in metadata::fit_to_shards(&data, &mut topics, shard_count as u16)? {
@@ -278,16 +310,27 @@ pub fn start_with_metrics(
     let (events_tx, events) = crossbeam_channel::unbounded();
     let (main_addr_tx, main_addr) = crossbeam_channel::unbounded();
     let (endpoints_tx, endpoints) = crossbeam_channel::unbounded();
+    let (admitted_tx, admitted) = crossbeam_channel::unbounded();
+    let admit = || {
+        for _ in 0..shard_count {
+            let _ = admitted_tx.send(());
+        }
+    };
+    if config.cluster.is_none() {
+        admit();
+    }
+    let config = Arc::new(config);
     let boot = Boot {
-        config: Arc::new(config),
+        config: config.clone(),
         data,
         topics,
         shard_count: shard_count as u16,
         events: events_tx,
         main_addr,
         endpoints,
-        cluster_id,
+        cluster_id: cluster_id.clone(),
         producer_ids,
+        admitted,
         stop: stop.clone(),
         metrics: metrics.clone(),
         open_connections: Arc::default(),
@@ -344,16 +387,57 @@ pub fn start_with_metrics(
             }
         }
     }
-    metrics.set_ready();
     let listen =
         listen.ok_or_else(|| StartError::Shards("shard 0 never bound the main address".into()))?;
+    let shard_addrs: Vec<SocketAddr> = shard_addrs.into_iter().flatten().collect();
+    let kafka_shard_addrs: Vec<SocketAddr> = kafka_addrs.into_iter().flatten().collect();
+    let evicted: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let membership = match &config.cluster {
+        None => None,
+        Some(c) => {
+            let (why, stopping) = (evicted.clone(), stop.clone());
+            let joined = cluster::join(
+                &config,
+                c,
+                &cluster_id,
+                cluster::Endpoints {
+                    native: listen.native,
+                    native_shards: &shard_addrs,
+                    kafka: listen.kafka,
+                    kafka_shards: &kafka_shard_addrs,
+                },
+                controller,
+                move |reason| {
+                    if let Ok(mut w) = why.lock() {
+                        *w = Some(reason);
+                    }
+                    stopping.store(true, Ordering::Release);
+                },
+            );
+            match joined {
+                Ok(m) => {
+                    admit();
+                    Some(m)
+                }
+                Err(e) => {
+                    // The shards, waiting to be admitted, stop.
+                    stop.store(true, Ordering::Release);
+                    return Err(e);
+                }
+            }
+        }
+    };
+    metrics.set_ready();
     Ok(RunningServer {
         listen: listen.native,
-        shard_addrs: shard_addrs.into_iter().flatten().collect(),
+        shard_addrs,
         kafka_listen: listen.kafka,
-        kafka_shard_addrs: kafka_addrs.into_iter().flatten().collect(),
+        kafka_shard_addrs,
+        node_id: config.broker_id,
         handles,
         stop,
+        membership,
+        evicted,
         _lock: lock,
     })
 }
@@ -476,6 +560,20 @@ async fn run_shard(
     };
     retention.detach();
     let _ = boot.events.send(BootEvent::Ready);
+    // A cluster member serves once the controllers admitted it: a second
+    // process given a live broker's id never answers a client.
+    loop {
+        match boot.admitted.try_recv() {
+            Ok(()) => break,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => return Err(abandoned()),
+            Err(crossbeam_channel::TryRecvError::Empty) => {
+                if boot.stop.load(Ordering::Acquire) {
+                    return Err(abandoned());
+                }
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
     tracing::info!(shard = id, main = %main_addr, port = %shard_addr, "shard serving");
 
     // Each accept loop is a task of its own, woken only by its listener.

@@ -5,13 +5,12 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
-    io::{self, Write as _},
 };
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::output::{table, ConnectArgs, OutputFormat};
+use super::output::{emit, table, ConnectArgs, OutputFormat};
 use super::CliResult;
 use broker_client::{Client, ErrorCode, GroupDescription, OffsetQuery};
 
@@ -92,13 +91,6 @@ fn list(a: ListArgs) -> CliResult {
 }
 
 /// Prints `text`; a reader that went away (`| head`) is not an error.
-fn emit(text: &str) -> CliResult {
-    match io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
-    }
-}
-
 /// One member of `group describe`.
 #[derive(Debug, Serialize)]
 struct MemberRow {

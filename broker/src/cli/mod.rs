@@ -5,6 +5,7 @@
 //! Errors are printed as one line on stderr and give exit code 1; a usage
 //! error is clap's (exit code 2).
 
+pub mod cluster;
 pub mod consume;
 pub mod group;
 pub mod output;
@@ -43,6 +44,8 @@ pub enum Command {
     Group(group::GroupArgs),
     /// Show the broker's effective configuration.
     Config(serve::ConfigArgs),
+    /// Show the cluster: its controller quorum and its brokers.
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Runs a parsed command line and gives the process's exit code.
@@ -54,6 +57,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Consume(args) => consume::run(args),
         Command::Group(args) => group::run(args),
         Command::Config(args) => serve::run_config(args),
+        Command::Cluster(args) => cluster::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

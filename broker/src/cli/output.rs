@@ -30,6 +30,15 @@ pub enum OutputFormat {
     Json,
 }
 
+/// Writes `text` to stdout; a closed pipe (`| head`) is not an error.
+pub fn emit(text: &str) -> super::CliResult {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// Renders rows under a header as left-aligned columns, two spaces apart.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

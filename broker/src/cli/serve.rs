@@ -143,6 +143,27 @@ pub struct Settings {
     /// wait [default: 3000].
     #[arg(long)]
     pub group_initial_rebalance_delay_ms: Option<u32>,
+    /// This broker's id in its cluster; Kafka node ids are id * 1024 +
+    /// shard [default: 0].
+    #[arg(long)]
+    pub node_id: Option<u32>,
+    /// The cluster's controllers, `ID@HOST:PORT,...`: the brokers with these
+    /// ids run the metadata quorum on these addresses, and every broker
+    /// registers with them. Without it the broker runs on its own.
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    pub controllers: Option<String>,
+    /// The cluster's id (the same on every member) [default: derived from
+    /// --controllers].
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+    /// A cluster member not heard from for longer is fenced, in
+    /// milliseconds [default: 9000].
+    #[arg(long)]
+    pub broker_session_timeout_ms: Option<u64>,
+    /// How often a cluster member heartbeats to the controllers, in
+    /// milliseconds [default: 2000].
+    #[arg(long)]
+    pub broker_heartbeat_interval_ms: Option<u64>,
 }
 
 /// Arguments of `broker serve`.
@@ -212,6 +233,15 @@ pub struct Effective {
     group_initial_rebalance_delay_ms: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics: Option<SocketAddr>,
+    node_id: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    controllers: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker_session_timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker_heartbeat_interval_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -251,7 +281,12 @@ impl ServeArgs {
             kafka_listen,
             kafka_shard_port_base,
             kafka_advertise,
-            auto_create_topics
+            auto_create_topics,
+            node_id,
+            controllers,
+            cluster_id,
+            broker_session_timeout_ms,
+            broker_heartbeat_interval_ms
         ))
     }
 
@@ -319,6 +354,31 @@ impl ServeArgs {
             group_initial_rebalance_delay_ms: s
                 .group_initial_rebalance_delay_ms
                 .unwrap_or(d.group_initial_rebalance_delay_ms),
+            broker_id: s.node_id.unwrap_or(d.broker_id),
+            cluster: match &s.controllers {
+                None => {
+                    if s.cluster_id.is_some()
+                        || s.broker_session_timeout_ms.is_some()
+                        || s.broker_heartbeat_interval_ms.is_some()
+                    {
+                        return Err("cluster_id, broker_session_timeout_ms and \
+                             broker_heartbeat_interval_ms need --controllers"
+                            .into());
+                    }
+                    None
+                }
+                Some(text) => Some(broker_server::config::ClusterConfig {
+                    controllers: broker_server::config::ClusterConfig::parse_controllers(text)
+                        .map_err(|e| e.to_string())?,
+                    cluster_id: s.cluster_id.clone(),
+                    session_timeout_ms: s
+                        .broker_session_timeout_ms
+                        .unwrap_or(broker_server::config::DEFAULT_BROKER_SESSION_TIMEOUT_MS),
+                    heartbeat_interval_ms: s
+                        .broker_heartbeat_interval_ms
+                        .unwrap_or(broker_server::config::DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS),
+                }),
+            },
             ..ServerConfig::default()
         };
         cfg.topic_defaults.segment_bytes =
@@ -358,6 +418,15 @@ impl ServeArgs {
             group_min_session_timeout_ms: cfg.group_min_session_timeout_ms,
             group_max_session_timeout_ms: cfg.group_max_session_timeout_ms,
             group_initial_rebalance_delay_ms: cfg.group_initial_rebalance_delay_ms,
+            node_id: cfg.broker_id,
+            controllers: s.controllers.clone(),
+            cluster_id: cfg.cluster.as_ref().map(|c| {
+                c.cluster_id
+                    .clone()
+                    .unwrap_or_else(|| broker_server::metadata::derived_cluster_id(&c.controllers))
+            }),
+            broker_session_timeout_ms: cfg.cluster.as_ref().map(|c| c.session_timeout_ms),
+            broker_heartbeat_interval_ms: cfg.cluster.as_ref().map(|c| c.heartbeat_interval_ms),
         };
         Ok((effective, cfg))
     }
@@ -435,11 +504,18 @@ fn stop_on_signals(stopper: broker_server::Stopper) -> Result<(), String> {
 fn init_logging(level: Option<&str>) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = match level {
-        Some(l) => EnvFilter::try_new(l),
-        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
-    }
-    .unwrap_or_else(|_| EnvFilter::new("info"));
+    let spec = match level {
+        Some(l) => l.to_owned(),
+        None => std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+    };
+    // openraft logs every vote and election at info: a broker's log at a
+    // plain level is about the broker (`openraft=info` shows them).
+    let spec = if matches!(spec.trim(), "info" | "debug" | "trace") {
+        format!("{spec},openraft=warn")
+    } else {
+        spec
+    };
+    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

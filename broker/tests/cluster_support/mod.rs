@@ -4,10 +4,16 @@
 //! signals per broker (SIGKILL, SIGSTOP/SIGCONT, SIGTERM); every child
 //! killed when the cluster is dropped, a panicking test included.
 //!
-//! Today each process is an independent single-node broker. The cluster's
-//! own flags (node id, controllers, peers) belong in [`Cluster::node_args`]
-//! once `broker serve` has them; until then a test passes what it needs as
-//! `extra_args`.
+//! [`Cluster::start`] runs independent single-node brokers;
+//! [`Cluster::start_members`] runs the members of one cluster: broker `i`
+//! has node id `i + 1`, the first `controllers` brokers run the metadata
+//! quorum (each on a port of its own block), and every broker registers
+//! with them. Its session timeout and heartbeat are short
+//! ([`SESSION_TIMEOUT_MS`], [`HEARTBEAT_MS`]) so that tests see fencing
+//! quickly.
+
+// Each test binary that includes this module uses a part of it.
+#![allow(dead_code)]
 
 use std::{
     io::{BufRead, BufReader},
@@ -31,10 +37,17 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lowest fixed port handed out; the highest is below the kernel's
 /// ephemeral range.
 const FIXED_PORT_LOW: u32 = 20_000;
+/// The members' broker session timeout.
+pub const SESSION_TIMEOUT_MS: u64 = 2_000;
+/// The members' heartbeat interval.
+pub const HEARTBEAT_MS: u64 = 200;
 
 /// `n` brokers, each on its own loopback IP, fixed ports and data dir.
 pub struct Cluster {
     nodes: Vec<Node>,
+    /// How many of the nodes (the first ones) are controllers; 0: the
+    /// nodes are independent brokers.
+    controllers: usize,
     extra_args: Box<dyn Fn(usize) -> Vec<String>>,
     // Dropped after the nodes: `Drop for Cluster` kills them first.
     _dir: tempfile::TempDir,
@@ -68,6 +81,11 @@ impl Node {
         SocketAddr::new(self.ip, self.port + self.shards as u16 + 1)
     }
 
+    /// The controller (quorum) address, after the Kafka ports.
+    fn controller(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port + 2 * self.shards as u16 + 2)
+    }
+
     fn signal(&self, sig: i32) {
         if let Some(c) = &self.child {
             // SAFETY: kill(2) on our own child's pid, not yet reaped.
@@ -93,6 +111,28 @@ impl Cluster {
         shards: usize,
         extra_args: impl Fn(usize) -> Vec<String> + 'static,
     ) -> Cluster {
+        Cluster::start_with(n, shards, 0, extra_args)
+    }
+
+    /// Starts the `n` members of one cluster (`shards` shards each), the
+    /// first `controllers` of them controllers, and waits until every one
+    /// is admitted (its ready line comes once the controllers unfenced it).
+    pub fn start_members(
+        n: usize,
+        shards: usize,
+        controllers: usize,
+        extra_args: impl Fn(usize) -> Vec<String> + 'static,
+    ) -> Cluster {
+        assert!((1..=n).contains(&controllers), "1 to {n} controllers");
+        Cluster::start_with(n, shards, controllers, extra_args)
+    }
+
+    fn start_with(
+        n: usize,
+        shards: usize,
+        controllers: usize,
+        extra_args: impl Fn(usize) -> Vec<String> + 'static,
+    ) -> Cluster {
         assert!(
             (1..=254).contains(&n),
             "{n} brokers do not fit 127.0.0.1..254"
@@ -103,8 +143,8 @@ impl Cluster {
                 let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, i as u8 + 1));
                 Node {
                     ip,
-                    // Main, shards, Kafka main, Kafka shards.
-                    port: reserve_ports(ip, 2 + 2 * shards as u32),
+                    // Main, shards, Kafka main, Kafka shards, controller.
+                    port: reserve_ports(ip, 3 + 2 * shards as u32),
                     shards,
                     data_dir: dir.path().join(format!("broker-{i}")),
                     stderr_path: dir.path().join(format!("broker-{i}.stderr")),
@@ -115,6 +155,7 @@ impl Cluster {
             .collect();
         let mut cluster = Cluster {
             nodes,
+            controllers,
             extra_args: Box::new(extra_args),
             _dir: dir,
         };
@@ -210,9 +251,32 @@ impl Cluster {
         self.await_ready(i, ready);
     }
 
-    /// Every argument of broker `i`'s `broker serve`: its own place, then
-    /// the test's `extra_args(i)`. The cluster's flags go here once the
-    /// broker has them, built from every node's addresses.
+    /// Kills every broker, then starts them all again side by side (a
+    /// cluster's members need one another to be ready).
+    pub fn restart_all(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+        let pending: Vec<_> = (0..self.nodes.len()).map(|i| self.spawn(i)).collect();
+        for (i, ready) in pending.into_iter().enumerate() {
+            self.await_ready(i, ready);
+        }
+    }
+
+    /// The controllers, as `broker serve --controllers` and `broker
+    /// cluster status --controllers` take them (empty: independent
+    /// brokers).
+    pub fn controllers(&self) -> String {
+        self.nodes[..self.controllers]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{}@{}", i + 1, n.controller()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Every argument of broker `i`'s `broker serve`: its own place, its
+    /// cluster's flags, then the test's `extra_args(i)`.
     fn node_args(&self, i: usize) -> Vec<String> {
         let node = &self.nodes[i];
         let mut args: Vec<String> = vec![
@@ -230,6 +294,18 @@ impl Cluster {
             "--kafka-shard-port-base".into(),
             (node.kafka().port() + 1).to_string(),
         ];
+        if self.controllers > 0 {
+            args.extend([
+                "--node-id".into(),
+                (i + 1).to_string(),
+                "--controllers".into(),
+                self.controllers(),
+                "--broker-session-timeout-ms".into(),
+                SESSION_TIMEOUT_MS.to_string(),
+                "--broker-heartbeat-interval-ms".into(),
+                HEARTBEAT_MS.to_string(),
+            ]);
+        }
         args.extend((self.extra_args)(i));
         args
     }

@@ -547,16 +547,65 @@ pub fn cluster_id(dir: &DataDir) -> Result<String, MetadataError> {
             Ok(id.to_owned())
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let mut raw = [0u8; 16];
-            std::fs::File::open("/dev/urandom")
-                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut raw))
-                .map_err(|e| MetadataError::io("read", Path::new("/dev/urandom"), e))?;
-            let id = base64_url(&raw);
+            let id = base64_url(&random_16()?);
             write_atomic_blocking(&path, id.as_bytes())?;
             Ok(id)
         }
         Err(e) => Err(MetadataError::io("read", &path, e)),
     }
+}
+
+/// The cluster id of a cluster member: `expected`, which the data
+/// directory's `cluster.id` must already hold (or, for a new directory,
+/// is written to it). A directory of another cluster, or of a broker that
+/// ran on its own, is refused: its topics are not the cluster's.
+pub fn member_cluster_id(dir: &DataDir, expected: &str) -> Result<String, MetadataError> {
+    let path = dir.root().join("cluster.id");
+    if !path.exists() {
+        write_atomic_blocking(&path, expected.as_bytes())?;
+    }
+    let found = cluster_id(dir)?;
+    if found != expected {
+        return Err(MetadataError::Corrupt {
+            path,
+            reason: format!(
+                "this data directory belongs to cluster {found:?}, not {expected:?}: a cluster \
+                 member needs a new data directory or one of its own cluster"
+            ),
+        });
+    }
+    Ok(found)
+}
+
+/// The cluster id derived from the controllers (the same on every node
+/// given the same list): two FNV-1a 64 hashes of the sorted `id@addr`
+/// list, as 22 characters of URL-safe base64 like Kafka's ids.
+pub fn derived_cluster_id(
+    controllers: &std::collections::BTreeMap<u32, std::net::SocketAddr>,
+) -> String {
+    let text: Vec<String> = controllers
+        .iter()
+        .map(|(id, a)| format!("{id}@{a}"))
+        .collect();
+    let text = text.join(",");
+    let fnv = |seed: u64| {
+        text.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let mut raw = [0u8; 16];
+    raw[..8].copy_from_slice(&fnv(0xcbf2_9ce4_8422_2325).to_be_bytes());
+    raw[8..].copy_from_slice(&fnv(0x8422_2325_cbf2_9ce4).to_be_bytes());
+    base64_url(&raw)
+}
+
+/// 16 random bytes from the kernel.
+pub fn random_16() -> Result<[u8; 16], MetadataError> {
+    let mut raw = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut raw))
+        .map_err(|e| MetadataError::io("read", Path::new("/dev/urandom"), e))?;
+    Ok(raw)
 }
 
 /// Producer ids one start of the broker reserves: its shards hand them out

@@ -1,0 +1,109 @@
+//! A blocking client of the controllers: sends a [`Request`] to the leader,
+//! following `NotLeader` answers and trying the next controller when one
+//! does not answer, within a bounded number of attempts. Used by the
+//! broker's membership thread and by `broker cluster status`.
+
+use std::{net::SocketAddr, time::Duration};
+
+use crate::rpc::{Request, Response};
+
+/// How many controllers one call tries (hops to a named leader included)
+/// before it gives up.
+pub const MAX_ATTEMPTS: usize = 8;
+
+/// Why a call got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No controller answered within the attempts.
+    #[error("no controller answered ({attempts} attempts); last error: {last}")]
+    NoAnswer {
+        /// How many were made.
+        attempts: usize,
+        /// What the last one gave.
+        last: String,
+    },
+}
+
+/// The controllers, and the leader last heard of.
+pub struct ControllerClient {
+    controllers: Vec<SocketAddr>,
+    leader: Option<SocketAddr>,
+    timeout: Duration,
+    next: usize,
+}
+
+impl ControllerClient {
+    /// A client of `controllers`, each call waiting at most `timeout` per
+    /// controller tried.
+    pub fn new(controllers: Vec<SocketAddr>, timeout: Duration) -> ControllerClient {
+        ControllerClient {
+            controllers,
+            leader: None,
+            timeout,
+            next: 0,
+        }
+    }
+
+    /// The leader this client last heard of.
+    pub fn leader(&self) -> Option<SocketAddr> {
+        self.leader
+    }
+
+    /// Sends `request` to the leader (or, not knowing it, to each
+    /// controller in turn) and returns the first answer that is not
+    /// `NotLeader` (an `Unavailable` answer included: the caller decides
+    /// whether to retry).
+    pub fn call(&mut self, request: &Request) -> Result<Response, ClientError> {
+        let text = serde_json::to_string(request).map_err(|e| ClientError::NoAnswer {
+            attempts: 0,
+            last: format!("unencodable request: {e}"),
+        })?;
+        let mut last = String::from("no controller configured");
+        for attempt in 0..MAX_ATTEMPTS {
+            let Some(addr) = self.leader.or_else(|| self.rotate()) else {
+                break;
+            };
+            match broker_quorum::client::call(addr, &text, self.timeout) {
+                Ok(answer) => match serde_json::from_str::<Response>(&answer) {
+                    Ok(Response::NotLeader { leader }) => {
+                        self.leader = leader.map(|(_, a)| a).filter(|&a| a != addr);
+                        if self.leader.is_none() {
+                            // Nobody leads yet (an election): try the next
+                            // one after a pause.
+                            std::thread::sleep(self.timeout.min(Duration::from_millis(100)));
+                        }
+                        last = format!("{addr}: not the leader");
+                    }
+                    Ok(response) => {
+                        self.leader = Some(addr);
+                        return Ok(response);
+                    }
+                    Err(e) => {
+                        self.leader = None;
+                        last = format!("{addr}: undecodable answer: {e}");
+                    }
+                },
+                Err(e) => {
+                    self.leader = None;
+                    last = format!("{addr}: {e}");
+                }
+            }
+            if attempt + 1 == MAX_ATTEMPTS {
+                return Err(ClientError::NoAnswer {
+                    attempts: MAX_ATTEMPTS,
+                    last,
+                });
+            }
+        }
+        Err(ClientError::NoAnswer { attempts: 0, last })
+    }
+
+    /// The next controller to try.
+    fn rotate(&mut self) -> Option<SocketAddr> {
+        let addr = *self
+            .controllers
+            .get(self.next % self.controllers.len().max(1))?;
+        self.next = self.next.wrapping_add(1);
+        Some(addr)
+    }
+}

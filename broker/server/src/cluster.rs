@@ -1,0 +1,206 @@
+//! This broker's part in a cluster (`ServerConfig::cluster`): the
+//! controller it runs when its id is among the controllers, and its
+//! membership (registration, heartbeats, the committed metadata image
+//! followed) with the controller quorum.
+//!
+//! Start-up order ([`crate::start`]): the controller starts before the
+//! shards (its quorum address must answer the other controllers while this
+//! broker recovers); the broker registers once every shard is bound (the
+//! registration carries every shard's ports) and is ready once the leader
+//! has unfenced it. A graceful stop is a controlled shutdown: the leader
+//! fences this incarnation at once instead of after its session expires.
+//!
+//! Invariants, as absences: nothing here runs on a shard thread (the
+//! controller and the membership have threads of their own); no shard
+//! waits on the controllers.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use broker_cluster::{BrokerId, BrokerRegistration, Incarnation, Listener};
+use broker_controller::{
+    BrokerStanding, Controller, ControllerConfig, Member, MemberConfig, Standing,
+};
+
+use crate::config::{ClusterConfig, ServerConfig};
+use crate::error::StartError;
+use crate::metadata::{self, DataDir};
+
+/// How long start-up waits for the controllers to admit this broker
+/// (register and unfence it) before it gives up.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long one call to a controller may take: longer than the quorum's
+/// propose timeout (5 s), so that a slow commit is answered rather than
+/// sent again.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The directory under the data directory where a controller keeps its
+/// quorum's vote, log and snapshots.
+pub const QUORUM_DIR: &str = "quorum";
+
+/// This broker's running part in the cluster.
+pub struct Membership {
+    member: Member,
+    controller: Option<Controller>,
+}
+
+/// The cluster id this member uses: configured, or derived from the
+/// controllers; checked against (or written to) the data directory.
+pub fn cluster_id(cluster: &ClusterConfig, data: &DataDir) -> Result<String, StartError> {
+    let expected = match &cluster.cluster_id {
+        Some(id) => id.clone(),
+        None => metadata::derived_cluster_id(&cluster.controllers),
+    };
+    Ok(metadata::member_cluster_id(data, &expected)?)
+}
+
+/// Starts this broker's controller if its id is a controller's.
+pub fn start_controller(
+    config: &ServerConfig,
+    cluster: &ClusterConfig,
+    data: &DataDir,
+    cluster_id: &str,
+) -> Result<Option<Controller>, StartError> {
+    if !cluster.controllers.contains_key(&config.broker_id) {
+        return Ok(None);
+    }
+    let controller = Controller::start(ControllerConfig {
+        node_id: u64::from(config.broker_id),
+        voters: cluster
+            .controllers
+            .iter()
+            .map(|(&id, &addr)| (u64::from(id), addr))
+            .collect(),
+        dir: data.root().join(QUORUM_DIR),
+        cluster_id: cluster_id.to_owned(),
+        session_timeout_ms: cluster.session_timeout_ms,
+    })
+    .map_err(|e| StartError::Cluster(format!("the controller did not start: {e}")))?;
+    tracing::info!(node = config.broker_id, "controller started");
+    Ok(Some(controller))
+}
+
+/// Where this broker's shards listen, for its registration.
+pub struct Endpoints<'a> {
+    /// The native main address.
+    pub native: SocketAddr,
+    /// Each shard's native port.
+    pub native_shards: &'a [SocketAddr],
+    /// The Kafka main address, if any.
+    pub kafka: Option<SocketAddr>,
+    /// Each shard's Kafka port.
+    pub kafka_shards: &'a [SocketAddr],
+}
+
+/// Registers this broker with `cluster_id`'s controllers and waits (at
+/// most [`JOIN_TIMEOUT`]) until they have unfenced it. `evicted` runs
+/// (once, on the membership's thread) if this process is later evicted:
+/// another process took its broker id, or it was shut down.
+pub fn join(
+    config: &ServerConfig,
+    cluster: &ClusterConfig,
+    cluster_id: &str,
+    endpoints: Endpoints<'_>,
+    controller: Option<Controller>,
+    evicted: impl Fn(String) + Send + 'static,
+) -> Result<Membership, StartError> {
+    let host = config.advertised_host();
+    let listener = |main: SocketAddr, shards: &[SocketAddr]| Listener {
+        addr: host_port(&host, main.port()),
+        shard_ports: shards.iter().map(SocketAddr::port).collect(),
+    };
+    let incarnation = u128::from_be_bytes(metadata::random_16()?);
+    let registration = BrokerRegistration {
+        id: BrokerId(config.broker_id),
+        incarnation: Incarnation(incarnation),
+        shards: endpoints.native_shards.len() as u16,
+        native: listener(endpoints.native, endpoints.native_shards),
+        kafka: endpoints.kafka.map(|k| listener(k, endpoints.kafka_shards)),
+    };
+    registration
+        .validate()
+        .map_err(|e| StartError::Cluster(format!("this broker's registration: {e}")))?;
+    let member = Member::start(
+        MemberConfig {
+            registration,
+            cluster_id: cluster_id.to_owned(),
+            controllers: cluster.controllers.values().copied().collect(),
+            heartbeat_interval: Duration::from_millis(cluster.heartbeat_interval_ms),
+            rpc_timeout: RPC_TIMEOUT,
+        },
+        |image| {
+            tracing::debug!(version = image.version(), "metadata image applied");
+        },
+        evicted,
+    )
+    .map_err(|e| StartError::Cluster(format!("the membership thread did not start: {e}")))?;
+    let started = Instant::now();
+    let mut waited = Duration::ZERO;
+    loop {
+        let step = Duration::from_secs(10).min(JOIN_TIMEOUT.saturating_sub(waited));
+        let standing = member.wait_for(step, |s| {
+            matches!(
+                s.standing,
+                Some(
+                    BrokerStanding::Unfenced
+                        | BrokerStanding::StaleEpoch { .. }
+                        | BrokerStanding::ShutDown
+                )
+            )
+        });
+        match standing {
+            Some(Standing {
+                standing: Some(BrokerStanding::Unfenced),
+                epoch: Some(epoch),
+                ..
+            }) => {
+                tracing::info!(node = config.broker_id, %epoch, "admitted to the cluster");
+                return Ok(Membership { member, controller });
+            }
+            Some(s) => {
+                return Err(StartError::Cluster(format!(
+                    "the controllers refused this broker: {:?}",
+                    s.standing
+                )))
+            }
+            None => {
+                waited = started.elapsed();
+                if waited >= JOIN_TIMEOUT {
+                    return Err(StartError::Cluster(format!(
+                        "not admitted by the controllers within {JOIN_TIMEOUT:?}: {:?}",
+                        member.standing()
+                    )));
+                }
+                tracing::info!(standing = ?member.standing(), "waiting for the controllers");
+            }
+        }
+    }
+}
+
+impl Membership {
+    /// This broker's epoch and standing.
+    pub fn standing(&self) -> Standing {
+        self.member.standing()
+    }
+
+    /// Leaves the cluster: a controlled shutdown (this incarnation is
+    /// fenced at once), then this broker's controller stops.
+    pub fn leave(self) {
+        self.member.stop(true);
+        if let Some(c) = self.controller {
+            c.shutdown();
+        }
+    }
+}
+
+/// `host:port`, an IPv6 host in brackets.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
