@@ -107,3 +107,76 @@ impl ControllerClient {
         Some(addr)
     }
 }
+
+/// Most calls an [`AsyncCaller`] queues before it refuses more.
+pub const MAX_QUEUED_CALLS: usize = 256;
+
+/// Controller calls for callers that must not block (a glommio shard):
+/// each call is queued to a thread of its own, which makes it with a
+/// [`ControllerClient`] and answers on a oneshot the caller awaits.
+pub struct AsyncCaller {
+    calls: Option<crossbeam_channel::Sender<Call>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+type Call = (
+    Request,
+    futures_channel::oneshot::Sender<Result<Response, ClientError>>,
+);
+
+impl AsyncCaller {
+    /// Starts the calling thread, a client of `controllers`.
+    pub fn start(controllers: Vec<SocketAddr>, timeout: Duration) -> std::io::Result<AsyncCaller> {
+        let (tx, rx) = crossbeam_channel::bounded::<Call>(MAX_QUEUED_CALLS);
+        let thread = std::thread::Builder::new()
+            .name("controller-calls".into())
+            .spawn(move || {
+                let mut client = ControllerClient::new(controllers, timeout);
+                for (request, reply) in rx {
+                    let _ = reply.send(client.call(&request));
+                }
+            })?;
+        Ok(AsyncCaller {
+            calls: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Makes `request`; the answer comes on the future (an error at once
+    /// when too many calls are queued or the thread is gone).
+    pub fn call(
+        &self,
+        request: Request,
+    ) -> impl std::future::Future<Output = Result<Response, ClientError>> {
+        let (reply, answer) = futures_channel::oneshot::channel();
+        let queued = match &self.calls {
+            Some(calls) => calls.try_send((request, reply)).map_err(|e| match e {
+                crossbeam_channel::TrySendError::Full(_) => "too many controller calls queued",
+                crossbeam_channel::TrySendError::Disconnected(_) => "the calling thread is gone",
+            }),
+            None => Err("the calling thread is gone"),
+        };
+        async move {
+            queued.map_err(|why| ClientError::NoAnswer {
+                attempts: 0,
+                last: why.to_owned(),
+            })?;
+            answer.await.unwrap_or_else(|_| {
+                Err(ClientError::NoAnswer {
+                    attempts: 0,
+                    last: "the calling thread stopped".to_owned(),
+                })
+            })
+        }
+    }
+}
+
+impl Drop for AsyncCaller {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread once its current call returns.
+        self.calls.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

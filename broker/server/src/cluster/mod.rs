@@ -10,18 +10,28 @@
 //! has unfenced it. A graceful stop is a controlled shutdown: the leader
 //! fences this incarnation at once instead of after its session expires.
 //!
-//! Invariants, as absences: nothing here runs on a shard thread (the
-//! controller and the membership have threads of their own); no shard
-//! waits on the controllers.
+//! Invariants, as absences: the controller and the membership never run
+//! on a shard thread (they have threads of their own); a shard never
+//! blocks on the controllers (its calls go through [`Link`]'s thread and
+//! come back on a oneshot). `apply.rs`: the image applied on the shards,
+//! and the topic commands that go through the controllers.
+
+pub mod apply;
 
 use std::{
     net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, OnceLock,
+    },
     time::{Duration, Instant},
 };
 
 use broker_cluster::{BrokerId, BrokerRegistration, Incarnation, Listener};
+use broker_cluster::MetadataImage;
 use broker_controller::{
-    BrokerStanding, Controller, ControllerConfig, Member, MemberConfig, Standing,
+    AsyncCaller, BrokerStanding, Controller, ControllerConfig, Member, MemberConfig, Refresher,
+    Standing,
 };
 
 use crate::config::{ClusterConfig, ServerConfig};
@@ -38,6 +48,45 @@ pub const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 /// The directory under the data directory where a controller keeps its
 /// quorum's vote, log and snapshots.
 pub const QUORUM_DIR: &str = "quorum";
+
+/// What the shards of a cluster member share: the way to the controllers
+/// (their calls on a thread of their own), the membership's refresh, and
+/// a source of request ids.
+pub struct Link {
+    /// Controller calls for the shards.
+    pub caller: AsyncCaller,
+    refresher: OnceLock<Refresher>,
+    seed: u128,
+    next: AtomicU64,
+}
+
+impl Link {
+    /// A link to `cluster`'s controllers.
+    pub fn new(cluster: &ClusterConfig) -> Result<Link, StartError> {
+        let caller = AsyncCaller::start(cluster.controllers.values().copied().collect(), RPC_TIMEOUT)
+            .map_err(|e| StartError::Cluster(format!("the controller calls' thread: {e}")))?;
+        Ok(Link {
+            caller,
+            refresher: OnceLock::new(),
+            seed: u128::from_be_bytes(metadata::random_16()?),
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// Has the membership fetch the image now (once it runs).
+    pub fn refresh(&self) {
+        if let Some(r) = self.refresher.get() {
+            r.now();
+        }
+    }
+
+    /// A request id no other request draws: a random seed of this process
+    /// plus a counter.
+    pub fn request_id(&self) -> u128 {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.seed.wrapping_add(u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+}
 
 /// This broker's running part in the cluster.
 pub struct Membership {
