@@ -179,3 +179,80 @@ fn a_graceful_stop_is_a_controlled_shutdown_and_the_restarted_cluster_keeps_its_
         assert!(epoch > old, "broker {id}: epoch {old} -> {epoch}");
     }
 }
+
+#[test]
+fn a_second_process_with_a_live_brokers_id_is_never_admitted_and_never_serves() {
+    // Broker 1 is the only controller: broker 2's id is not a controller's.
+    let cluster = Cluster::start_members(3, 1, 1, |_| vec![]);
+    let s = wait_status(&cluster, Duration::from_secs(20), |s| {
+        agreed(s) && all_unfenced(s, 3)
+    });
+    let epoch_2 = brokers(&s).into_iter().find(|b| b.0 == 2).unwrap().1;
+    // Another process configured as broker 2, on an address of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let listen = std::net::TcpListener::bind("127.0.0.9:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let impostor = Command::new(env!("CARGO_BIN_EXE_broker"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--listen", &listen.to_string(), "--shards", "1"])
+        .args(["--kafka-listen", "off", "--node-id", "2"])
+        .args(["--controllers", &cluster.controllers()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    /// Killed when dropped, a failing test included.
+    struct Killed(Option<std::process::Child>);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            if let Some(mut c) = self.0.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut impostor = Killed(Some(impostor));
+    // It binds its ports, but answers nobody: a request on its main port
+    // gets no answer while it waits to be admitted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut conn = loop {
+        match std::net::TcpStream::connect(listen) {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("the second process never bound {listen}: {e}"),
+        }
+    };
+    use std::io::{Read, Write};
+    conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    // Any bytes: a serving broker answers (an error frame) or closes.
+    conn.write_all(&[0u8; 64]).unwrap();
+    let mut buf = [0u8; 64];
+    match conn.read(&mut buf) {
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        ),
+        Ok(n) => panic!("the unadmitted process answered {n} bytes"),
+    }
+    // The live broker 2 is untouched.
+    let s = status(&cluster.controllers());
+    assert!(
+        brokers(&s).contains(&(2, epoch_2, "unfenced".to_owned())),
+        "{s:#}"
+    );
+    let mut child = impostor.0.take().unwrap();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.stdout.is_empty(),
+        "it printed a ready line: {:?}",
+        out.stdout
+    );
+}

@@ -185,6 +185,16 @@ impl SessionTracker {
         fence
     }
 
+    /// A FenceBroker that [`SessionTracker::expired`] gave did not commit
+    /// (a timeout, a lost leadership): the next `expired` gives it again.
+    pub fn fence_failed(&mut self, id: BrokerId, epoch: BrokerEpoch) {
+        if let Some(session) = self.sessions.get_mut(&id) {
+            if session.epoch == epoch {
+                session.fence_proposed = false;
+            }
+        }
+    }
+
     /// The session of `id`'s incarnation `epoch`, started at `now_ms` if
     /// the tracker has none for that epoch.
     fn session(&mut self, id: BrokerId, epoch: BrokerEpoch, now_ms: u64) -> &mut Session {

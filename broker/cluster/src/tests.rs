@@ -787,6 +787,34 @@ fn an_expired_session_is_fenced_once() {
 }
 
 #[test]
+fn a_fence_that_did_not_commit_is_given_again() {
+    let (image, epoch) = session_image();
+    let mut sessions = SessionTracker::new(1_000);
+    sessions.on_became_leader(&image, 0);
+    let fence = MetadataCommand::FenceBroker {
+        id: BrokerId(1),
+        epoch,
+    };
+    let first = sessions.expired(&image, 1_001);
+    assert!(first.contains(&fence), "{first:?}");
+    assert!(!sessions.expired(&image, 1_500).contains(&fence));
+    // The proposal timed out: the next tick proposes it again, once.
+    sessions.fence_failed(BrokerId(1), epoch);
+    assert_eq!(
+        sessions
+            .expired(&image, 1_600)
+            .iter()
+            .filter(|c| **c == fence)
+            .count(),
+        1
+    );
+    assert!(!sessions.expired(&image, 1_700).contains(&fence));
+    // A failure reported for another epoch changes nothing.
+    sessions.fence_failed(BrokerId(1), BrokerEpoch(epoch.0 + 100));
+    assert!(!sessions.expired(&image, 1_800).contains(&fence));
+}
+
+#[test]
 fn a_heartbeat_refreshes_the_session() {
     let (image, epoch) = session_image();
     let mut sessions = SessionTracker::new(1_000);

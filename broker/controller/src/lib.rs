@@ -100,9 +100,16 @@ impl Controller {
         self.quorum.status()
     }
 
-    /// Stops the quorum member (idempotent; also on drop of the last
-    /// handle).
+    /// Stops the quorum member (idempotent; also when dropped: the
+    /// service holds a handle of its own, so the last one never drops by
+    /// itself).
     pub fn shutdown(&self) {
+        self.quorum.shutdown();
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
         self.quorum.shutdown();
     }
 }

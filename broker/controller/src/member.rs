@@ -3,11 +3,16 @@
 //! and follows the committed metadata image, handing each newer image to
 //! the broker (`on_image`).
 //!
-//! The broker's standing is what the leader last answered: it serves only
-//! while `Unfenced`. A heartbeat answered `StaleEpoch` means another
-//! process registered this broker id since: this one is fenced for good
-//! and says so. A heartbeat that gets no answer leaves the standing as it
-//! was; the leader fences the broker when its session expires.
+//! The broker's standing is what the leader last answered. A heartbeat
+//! answered `StaleEpoch` with a newer epoch than this process's means
+//! another process registered this broker id since, and one answered
+//! `ShutDown` that this incarnation was shut down: either way this process
+//! is evicted for good (`on_evicted`, once; the broker stops) and the
+//! thread ends. (`StaleEpoch` with an older epoch comes from a leader that
+//! has not applied this process's registration yet: it passes.) A
+//! heartbeat that gets no answer leaves the standing as it was; the
+//! leader fences the broker when its session expires. An image of another
+//! cluster is never handed over.
 //!
 //! Invariants:
 //! - Images are handed over in increasing version order, never an older
@@ -33,6 +38,9 @@ use crate::rpc::{BrokerStanding, Request, Response};
 pub struct MemberConfig {
     /// What it registers (its incarnation drawn at this process's start).
     pub registration: BrokerRegistration,
+    /// The cluster it belongs to: the controllers refuse it otherwise, and
+    /// it takes no image of another.
+    pub cluster_id: String,
     /// The controllers' addresses.
     pub controllers: Vec<SocketAddr>,
     /// How often it heartbeats.
@@ -85,9 +93,12 @@ pub struct Member {
 impl Member {
     /// Starts the membership thread. `on_image` runs on it, once per newer
     /// image, in version order; keep it short (hand the image over).
+    /// `on_evicted` runs on it once if this process is evicted (another one
+    /// took its broker id, or it was shut down), with the reason.
     pub fn start(
         config: MemberConfig,
         on_image: impl Fn(Arc<MetadataImage>) + Send + 'static,
+        on_evicted: impl Fn(String) + Send + 'static,
     ) -> std::io::Result<Member> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -107,7 +118,7 @@ impl Member {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("cluster-member".into())
-                .spawn(move || run(config, &shared, &on_image))?
+                .spawn(move || run(config, &shared, &on_image, &on_evicted))?
         };
         Ok(Member {
             shared,
@@ -201,7 +212,12 @@ impl Drop for Member {
 }
 
 /// The membership thread.
-fn run(config: MemberConfig, shared: &Shared, on_image: &dyn Fn(Arc<MetadataImage>)) {
+fn run(
+    config: MemberConfig,
+    shared: &Shared,
+    on_image: &dyn Fn(Arc<MetadataImage>),
+    on_evicted: &dyn Fn(String),
+) {
     let mut client = ControllerClient::new(config.controllers.clone(), config.rpc_timeout);
     let id = config.registration.id;
     let lock = || shared.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -219,7 +235,7 @@ fn run(config: MemberConfig, shared: &Shared, on_image: &dyn Fn(Arc<MetadataImag
             Stop::Shutdown => {
                 if let Some(epoch) = epoch {
                     match client.call(&Request::Shutdown { id, epoch }) {
-                        Ok(Response::Applied(_)) => {
+                        Ok(Response::Applied(Applied { result: Ok(_), .. })) => {
                             tracing::info!(broker = %id, %epoch, "controlled shutdown acknowledged")
                         }
                         other => {
@@ -233,7 +249,10 @@ fn run(config: MemberConfig, shared: &Shared, on_image: &dyn Fn(Arc<MetadataImag
         }
         let mut leader_version = None;
         match epoch {
-            None => match client.call(&Request::Register(config.registration.clone())) {
+            None => match client.call(&Request::Register {
+                registration: config.registration.clone(),
+                cluster_id: config.cluster_id.clone(),
+            }) {
                 Ok(Response::Applied(Applied {
                     result: Ok(Done::Registered { epoch }),
                     version,
@@ -257,19 +276,36 @@ fn run(config: MemberConfig, shared: &Shared, on_image: &dyn Fn(Arc<MetadataImag
                 applied_version: version,
             }) {
                 Ok(Response::Heartbeat { state, version }) => {
+                    let evicted = match state {
+                        BrokerStanding::StaleEpoch { current } if current > epoch => Some(format!(
+                            "another process registered broker {id} (epoch {current}; this one has {epoch})"
+                        )),
+                        BrokerStanding::ShutDown => {
+                            Some(format!("broker {id} epoch {epoch} was shut down"))
+                        }
+                        _ => None,
+                    };
+                    if let Some(why) = evicted {
+                        tracing::error!(broker = %id, %epoch, "evicted from the cluster: {why}");
+                        update(&|s| s.standing = Some(state));
+                        on_evicted(why);
+                        return;
+                    }
                     if let BrokerStanding::StaleEpoch { current } = state {
-                        tracing::error!(broker = %id, %epoch, %current,
-                            "another process registered this broker id: this one is fenced for good");
+                        // A leader that has not applied this registration
+                        // yet: the standing stays as it was.
+                        tracing::debug!(broker = %id, %epoch, %current, "heartbeat answered by a lagging leader");
+                    } else {
+                        if state == BrokerStanding::UnknownBroker {
+                            update(&|s| s.epoch = None);
+                        }
+                        let leader = client.leader();
+                        update(&|s| {
+                            s.standing = Some(state);
+                            s.leader = leader;
+                        });
+                        leader_version = Some(version);
                     }
-                    if state == BrokerStanding::UnknownBroker {
-                        update(&|s| s.epoch = None);
-                    }
-                    let leader = client.leader();
-                    update(&|s| {
-                        s.standing = Some(state);
-                        s.leader = leader;
-                    });
-                    leader_version = Some(version);
                 }
                 other => tracing::warn!(broker = %id, answer = ?other, "heartbeat not answered"),
             },
@@ -280,7 +316,12 @@ fn run(config: MemberConfig, shared: &Shared, on_image: &dyn Fn(Arc<MetadataImag
                 since_version: version,
             }) {
                 let image: Arc<MetadataImage> = Arc::from(image);
-                let newer = {
+                let ours = image.cluster_id() == config.cluster_id;
+                if !ours {
+                    tracing::error!(broker = %id, theirs = image.cluster_id(), ours = %config.cluster_id,
+                        "the controllers serve another cluster's metadata: not taken");
+                }
+                let newer = ours && {
                     let mut s = lock();
                     let newer = image.version() > s.standing.version;
                     if newer {

@@ -22,8 +22,14 @@ use crate::machine::Applied;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// A broker process starts (or retries): answered with
-    /// [`Response::Applied`] holding its epoch.
-    Register(BrokerRegistration),
+    /// [`Response::Applied`] holding its epoch; `BadRequest` if it belongs
+    /// to another cluster.
+    Register {
+        /// What the broker registers.
+        registration: BrokerRegistration,
+        /// The cluster it believes it joins.
+        cluster_id: String,
+    },
     /// A broker is alive, with its epoch, having applied the image up to
     /// `applied_version`.
     Heartbeat {

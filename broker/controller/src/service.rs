@@ -140,11 +140,23 @@ impl ControllerService {
                     }))
                 }
             },
-            Request::Register(registration) => {
+            Request::Register {
+                registration,
+                cluster_id,
+            } => {
                 let quorum = match self.leading() {
                     Ok(q) => q,
                     Err(answer) => return answer,
                 };
+                let ours = quorum.read(|m| m.image().cluster_id() == cluster_id).1;
+                if !ours {
+                    return Response::BadRequest {
+                        reason: format!(
+                            "broker {} belongs to cluster {cluster_id:?}, these controllers to another",
+                            registration.id
+                        ),
+                    };
+                }
                 let checked = match self.sessions.lock() {
                     Ok(mut s) => s.tracker.check_registration(
                         &Self::image(quorum),
@@ -243,13 +255,24 @@ impl ControllerService {
             Err(_) => return,
         };
         for command in expired {
-            if let MetadataCommand::FenceBroker { id, epoch } = &command {
-                tracing::warn!(broker = %id, %epoch, "broker session expired: fencing it");
-            }
-            if let Response::Applied(Applied { result: Err(e), .. }) =
-                propose(quorum, command).await
-            {
-                tracing::warn!(error = %e, "fencing refused");
+            let MetadataCommand::FenceBroker { id, epoch } = command else {
+                continue;
+            };
+            let command = MetadataCommand::FenceBroker { id, epoch };
+            tracing::warn!(broker = %id, %epoch, "broker session expired: fencing it");
+            match propose(quorum, command).await {
+                Response::Applied(Applied { result: Ok(_), .. }) => {}
+                Response::Applied(Applied { result: Err(e), .. }) => {
+                    tracing::warn!(broker = %id, error = %e, "fencing refused")
+                }
+                other => {
+                    // Not committed (a timeout, leadership lost): the next
+                    // tick proposes it again.
+                    tracing::warn!(broker = %id, answer = ?other, "fencing not committed; retrying");
+                    if let Ok(mut s) = self.sessions.lock() {
+                        s.tracker.fence_failed(id, epoch);
+                    }
+                }
             }
         }
     }

@@ -66,14 +66,23 @@ fn member(
     let m = Member::start(
         MemberConfig {
             registration: registration(id, incarnation),
+            cluster_id: "test-cluster".into(),
             controllers: vec![controller],
             heartbeat_interval: Duration::from_millis(50),
             rpc_timeout: Duration::from_secs(1),
         },
         move |image| seen.lock().unwrap().push(image),
+        |why| panic!("evicted: {why}"),
     )
     .unwrap();
     (m, images)
+}
+
+fn register(id: u32, incarnation: u128) -> Request {
+    Request::Register {
+        registration: registration(id, incarnation),
+        cluster_id: "test-cluster".into(),
+    }
 }
 
 fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
@@ -167,10 +176,7 @@ fn a_controlled_shutdown_fences_at_once_and_a_duplicate_id_is_refused_while_aliv
     .expect("admitted");
     // Another process with the same id, while the first is alive.
     let mut client = ControllerClient::new(vec![addr], Duration::from_secs(2));
-    match client
-        .call(&Request::Register(registration(3, 11)))
-        .unwrap()
-    {
+    match client.call(&register(3, 11)).unwrap() {
         Response::Applied(Applied { result: Err(e), .. }) => {
             assert_eq!(e.kind, RefusalKind::DuplicateBrokerRegistration, "{e}")
         }
@@ -181,14 +187,20 @@ fn a_controlled_shutdown_fences_at_once_and_a_duplicate_id_is_refused_while_aliv
     assert_eq!(state_of(&mut client, 3), Some(BrokerState::ShutDown));
     assert!(stopped.elapsed() < Duration::from_millis(SESSION_MS));
     // Now the new incarnation may register, with a later epoch.
-    match client
-        .call(&Request::Register(registration(3, 11)))
-        .unwrap()
-    {
+    match client.call(&register(3, 11)).unwrap() {
         Response::Applied(Applied {
             result: Ok(Done::Registered { .. }),
             ..
         }) => {}
         other => panic!("{other:?}"),
     }
+    // A broker of another cluster is refused.
+    let foreign = Request::Register {
+        registration: registration(4, 12),
+        cluster_id: "another-cluster".into(),
+    };
+    assert!(matches!(
+        client.call(&foreign).unwrap(),
+        Response::BadRequest { .. }
+    ));
 }

@@ -167,7 +167,7 @@ impl ClusterConfig {
             ));
         }
         if self.heartbeat_interval_ms == 0
-            || self.session_timeout_ms < 2 * self.heartbeat_interval_ms
+            || self.session_timeout_ms < self.heartbeat_interval_ms.saturating_mul(2)
         {
             return Err(ConfigError(format!(
                 "broker session timeout {} ms must be at least twice the heartbeat interval {} ms (and that above 0)",

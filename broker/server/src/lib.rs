@@ -73,6 +73,9 @@ pub struct RunningServer {
     stop: Arc<AtomicBool>,
     /// This broker's part in its cluster (None: a broker on its own).
     membership: Option<cluster::Membership>,
+    /// Why this broker was evicted from its cluster, if it was (it then
+    /// stops).
+    evicted: Arc<std::sync::Mutex<Option<String>>>,
     /// Held (flock) while the broker runs: no second broker on this data dir.
     _lock: std::fs::File,
 }
@@ -112,6 +115,9 @@ impl RunningServer {
         }
         if let Some(m) = self.membership {
             m.leave();
+        }
+        if let Some(why) = self.evicted.lock().ok().and_then(|mut w| w.take()) {
+            return Err(StartError::Cluster(format!("evicted: {why}")));
         }
         result
     }
@@ -226,6 +232,9 @@ struct Boot {
     endpoints: Receiver<Endpoints>,
     cluster_id: Arc<str>,
     producer_ids: Option<i64>,
+    /// One message per shard once the broker may serve (a cluster member:
+    /// once the controllers admitted it; at once otherwise).
+    admitted: Receiver<()>,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     open_connections: Arc<std::sync::atomic::AtomicUsize>,
@@ -301,6 +310,15 @@ pub fn start_with_metrics(
     let (events_tx, events) = crossbeam_channel::unbounded();
     let (main_addr_tx, main_addr) = crossbeam_channel::unbounded();
     let (endpoints_tx, endpoints) = crossbeam_channel::unbounded();
+    let (admitted_tx, admitted) = crossbeam_channel::unbounded();
+    let admit = || {
+        for _ in 0..shard_count {
+            let _ = admitted_tx.send(());
+        }
+    };
+    if config.cluster.is_none() {
+        admit();
+    }
     let config = Arc::new(config);
     let boot = Boot {
         config: config.clone(),
@@ -310,8 +328,9 @@ pub fn start_with_metrics(
         events: events_tx,
         main_addr,
         endpoints,
-        cluster_id,
+        cluster_id: cluster_id.clone(),
         producer_ids,
+        admitted,
         stop: stop.clone(),
         metrics: metrics.clone(),
         open_connections: Arc::default(),
@@ -372,19 +391,41 @@ pub fn start_with_metrics(
         listen.ok_or_else(|| StartError::Shards("shard 0 never bound the main address".into()))?;
     let shard_addrs: Vec<SocketAddr> = shard_addrs.into_iter().flatten().collect();
     let kafka_shard_addrs: Vec<SocketAddr> = kafka_addrs.into_iter().flatten().collect();
+    let evicted: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let membership = match &config.cluster {
         None => None,
-        Some(c) => Some(cluster::join(
-            &config,
-            c,
-            cluster::Endpoints {
-                native: listen.native,
-                native_shards: &shard_addrs,
-                kafka: listen.kafka,
-                kafka_shards: &kafka_shard_addrs,
-            },
-            controller,
-        )?),
+        Some(c) => {
+            let (why, stopping) = (evicted.clone(), stop.clone());
+            let joined = cluster::join(
+                &config,
+                c,
+                &cluster_id,
+                cluster::Endpoints {
+                    native: listen.native,
+                    native_shards: &shard_addrs,
+                    kafka: listen.kafka,
+                    kafka_shards: &kafka_shard_addrs,
+                },
+                controller,
+                move |reason| {
+                    if let Ok(mut w) = why.lock() {
+                        *w = Some(reason);
+                    }
+                    stopping.store(true, Ordering::Release);
+                },
+            );
+            match joined {
+                Ok(m) => {
+                    admit();
+                    Some(m)
+                }
+                Err(e) => {
+                    // The shards, waiting to be admitted, stop.
+                    stop.store(true, Ordering::Release);
+                    return Err(e);
+                }
+            }
+        }
     };
     metrics.set_ready();
     Ok(RunningServer {
@@ -396,6 +437,7 @@ pub fn start_with_metrics(
         handles,
         stop,
         membership,
+        evicted,
         _lock: lock,
     })
 }
@@ -518,6 +560,20 @@ async fn run_shard(
     };
     retention.detach();
     let _ = boot.events.send(BootEvent::Ready);
+    // A cluster member serves once the controllers admitted it: a second
+    // process given a live broker's id never answers a client.
+    loop {
+        match boot.admitted.try_recv() {
+            Ok(()) => break,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => return Err(abandoned()),
+            Err(crossbeam_channel::TryRecvError::Empty) => {
+                if boot.stop.load(Ordering::Acquire) {
+                    return Err(abandoned());
+                }
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
     tracing::info!(shard = id, main = %main_addr, port = %shard_addr, "shard serving");
 
     // Each accept loop is a task of its own, woken only by its listener.

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::output::{emit, table, OutputFormat};
 use super::CliResult;
-use broker_controller::{ControllerClient, ControllerStatus, Request, Response};
+use broker_controller::{ControllerStatus, Request, Response};
 
 /// Arguments of `broker cluster`.
 #[derive(Debug, Args)]
@@ -48,6 +48,40 @@ pub struct StatusArgs {
 /// How long each controller may take to answer.
 const TIMEOUT: Duration = Duration::from_secs(3);
 
+/// One controller's view, asked of it alone.
+fn ask(address: SocketAddr) -> View {
+    let request = match serde_json::to_string(&Request::Status) {
+        Ok(r) => r,
+        Err(e) => {
+            return View {
+                address,
+                status: None,
+                error: Some(e.to_string()),
+            }
+        }
+    };
+    let answer = broker_quorum::client::call(address, &request, TIMEOUT)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str::<Response>(&text).map_err(|e| e.to_string()));
+    match answer {
+        Ok(Response::Status(s)) => View {
+            address,
+            status: Some(*s),
+            error: None,
+        },
+        Ok(other) => View {
+            address,
+            status: None,
+            error: Some(format!("unexpected answer {other:?}")),
+        },
+        Err(e) => View {
+            address,
+            status: None,
+            error: Some(e),
+        },
+    }
+}
+
 /// Runs `broker cluster`.
 pub fn run(args: ClusterArgs) -> CliResult {
     match args.command {
@@ -82,33 +116,31 @@ fn status(a: StatusArgs) -> CliResult {
     if addrs.is_empty() {
         return Err("--controllers: no address given".into());
     }
-    let views: Vec<View> = addrs
-        .into_iter()
-        .map(
-            |address| match ControllerClient::new(vec![address], TIMEOUT).call(&Request::Status) {
-                Ok(Response::Status(s)) => View {
-                    address,
-                    status: Some(*s),
-                    error: None,
-                },
-                Ok(other) => View {
-                    address,
-                    status: None,
-                    error: Some(format!("unexpected answer {other:?}")),
-                },
-                Err(e) => View {
+    // Each controller asked once (no leader following: every view counts),
+    // all at the same time, so that down ones cost one timeout in all.
+    let views: Vec<View> = std::thread::scope(|scope| {
+        let asks: Vec<_> = addrs
+            .iter()
+            .map(|&address| scope.spawn(move || ask(address)))
+            .collect();
+        asks.into_iter()
+            .zip(&addrs)
+            .map(|(ask, &address)| {
+                ask.join().unwrap_or_else(|_| View {
                     address,
                     status: None,
-                    error: Some(e.to_string()),
-                },
-            },
-        )
-        .collect();
-    // The cluster as the leader sees it (else the most advanced view).
+                    error: Some("the asking thread panicked".into()),
+                })
+            })
+            .collect()
+    });
+    // The cluster as the leader of the newest term sees it (else the most
+    // advanced view): a deposed leader that has not heard of the new term
+    // loses to the new one.
     let best = views
         .iter()
         .filter_map(|v| v.status.as_ref())
-        .max_by_key(|s| (s.leader == Some(s.node_id), s.last_applied));
+        .max_by_key(|s| (s.term, s.leader == Some(s.node_id), s.last_applied));
     let Some(best) = best else {
         let errors: Vec<String> = views
             .iter()
@@ -149,7 +181,9 @@ fn status(a: StatusArgs) -> CliResult {
                     None => vec![
                         "?".into(),
                         v.address.to_string(),
-                        format!("unreachable: {}", v.error.as_deref().unwrap_or("?")),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
                     ],
                 })
                 .collect();

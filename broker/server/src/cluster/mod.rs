@@ -42,8 +42,10 @@ use crate::metadata::{self, DataDir};
 /// (register and unfence it) before it gives up.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// How long one call to a controller may take.
-pub const RPC_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one call to a controller may take: longer than the quorum's
+/// propose timeout (5 s), so that a slow commit is answered rather than
+/// sent again.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// The directory under the data directory where a controller keeps its
 /// quorum's vote, log and snapshots.
@@ -142,13 +144,17 @@ pub struct Endpoints<'a> {
     pub kafka_shards: &'a [SocketAddr],
 }
 
-/// Registers this broker and waits (at most [`JOIN_TIMEOUT`]) until the
-/// controllers have unfenced it.
+/// Registers this broker with `cluster_id`'s controllers and waits (at
+/// most [`JOIN_TIMEOUT`]) until they have unfenced it. `evicted` runs
+/// (once, on the membership's thread) if this process is later evicted:
+/// another process took its broker id, or it was shut down.
 pub fn join(
     config: &ServerConfig,
     cluster: &ClusterConfig,
+    cluster_id: &str,
     endpoints: Endpoints<'_>,
     controller: Option<Controller>,
+    evicted: impl Fn(String) + Send + 'static,
 ) -> Result<Membership, StartError> {
     let host = config.advertised_host();
     let listener = |main: SocketAddr, shards: &[SocketAddr]| Listener {
@@ -169,6 +175,7 @@ pub fn join(
     let member = Member::start(
         MemberConfig {
             registration,
+            cluster_id: cluster_id.to_owned(),
             controllers: cluster.controllers.values().copied().collect(),
             heartbeat_interval: Duration::from_millis(cluster.heartbeat_interval_ms),
             rpc_timeout: RPC_TIMEOUT,
@@ -176,6 +183,7 @@ pub fn join(
         |image| {
             tracing::debug!(version = image.version(), "metadata image applied");
         },
+        evicted,
     )
     .map_err(|e| StartError::Cluster(format!("the membership thread did not start: {e}")))?;
     let started = Instant::now();
@@ -185,7 +193,11 @@ pub fn join(
         let standing = member.wait_for(step, |s| {
             matches!(
                 s.standing,
-                Some(BrokerStanding::Unfenced | BrokerStanding::StaleEpoch { .. })
+                Some(
+                    BrokerStanding::Unfenced
+                        | BrokerStanding::StaleEpoch { .. }
+                        | BrokerStanding::ShutDown
+                )
             )
         });
         match standing {
