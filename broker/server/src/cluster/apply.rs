@@ -59,7 +59,9 @@ pub async fn apply(shard: &Rc<Shard>, image: Arc<MetadataImage>) {
         if !keep {
             tracing::info!(topic = %have.name, version = image.version(),
                 "topic gone from the cluster's metadata: closing and removing it here");
-            topics::remove_topic(shard, &have.name).await;
+            if let Err(e) = topics::remove_topic(shard, &have.name).await {
+                tracing::error!(topic = %have.name, error = %e, "removing the topic here failed");
+            }
         }
     }
     for (name, record) in image.topics() {
@@ -81,6 +83,7 @@ pub async fn apply(shard: &Rc<Shard>, image: Arc<MetadataImage>) {
             }
         }
     }
+    ensure_offsets_topic(shard, &image);
     shard
         .on_all_shards(
             |reply| ShardMessage::Image {
@@ -90,6 +93,50 @@ pub async fn apply(shard: &Rc<Shard>, image: Arc<MetadataImage>) {
             async { shard.set_image(Arc::clone(&image)) },
         )
         .await;
+}
+
+/// The request id every member creates the offsets topic with: the same
+/// command from each, so that the first one creates it and the others'
+/// are answered with its placement.
+const OFFSETS_REQUEST_ID: u128 = u128::from_be_bytes(*b"__consumer_offse");
+
+thread_local! {
+    /// Whether this shard has an offsets topic creation in flight.
+    static CREATING_OFFSETS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Has the controllers create `__consumer_offsets` when the image lacks it
+/// and some broker can take its partitions (once at a time; again at a
+/// later image if it failed).
+fn ensure_offsets_topic(shard: &Rc<Shard>, image: &MetadataImage) {
+    use crate::service::groups;
+    let can = image.brokers().values().any(|b| !b.is_fenced());
+    if image.topic(groups::OFFSETS_TOPIC).is_some() || !can || CREATING_OFFSETS.get() {
+        return;
+    }
+    CREATING_OFFSETS.set(true);
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        let meta = groups::offsets_topic(1);
+        let c = &meta.config;
+        let request = Request::CreateTopic {
+            name: meta.name.clone(),
+            partitions: meta.partition_count(),
+            config: broker_cluster::TopicConfig {
+                retention_ms: c.retention_ms,
+                retention_bytes: c.retention_bytes,
+                segment_bytes: c.segment_bytes,
+                log_append_time: c.log_append_time,
+            },
+            request_id: RequestId(OFFSETS_REQUEST_ID),
+        };
+        match propose(&shard, request).await {
+            Ok(version) => tracing::info!(version, "the offsets topic is created"),
+            Err(e) => tracing::warn!(error = %e, "creating the offsets topic failed; trying again later"),
+        }
+        CREATING_OFFSETS.set(false);
+    })
+    .detach();
 }
 
 /// Creates a topic through the controllers (a cluster member's

@@ -75,6 +75,11 @@ impl Link {
         })
     }
 
+    /// Gives the link the membership's refresh (once it runs).
+    pub fn attach(&self, refresher: Refresher) {
+        let _ = self.refresher.set(refresher);
+    }
+
     /// Has the membership fetch the image now (once it runs).
     pub fn refresh(&self) {
         if let Some(r) = self.refresher.get() {
@@ -154,6 +159,7 @@ pub fn join(
     cluster_id: &str,
     endpoints: Endpoints<'_>,
     controller: Option<Controller>,
+    on_image: impl Fn(Arc<MetadataImage>) + Send + 'static,
     evicted: impl Fn(String) + Send + 'static,
 ) -> Result<Membership, StartError> {
     let host = config.advertised_host();
@@ -180,9 +186,7 @@ pub fn join(
             heartbeat_interval: Duration::from_millis(cluster.heartbeat_interval_ms),
             rpc_timeout: RPC_TIMEOUT,
         },
-        |image| {
-            tracing::debug!(version = image.version(), "metadata image applied");
-        },
+        on_image,
         evicted,
     )
     .map_err(|e| StartError::Cluster(format!("the membership thread did not start: {e}")))?;
@@ -230,6 +234,11 @@ pub fn join(
 }
 
 impl Membership {
+    /// A handle asking the membership to fetch the image now.
+    pub fn refresher(&self) -> Refresher {
+        self.member.refresher()
+    }
+
     /// This broker's epoch and standing.
     pub fn standing(&self) -> Standing {
         self.member.standing()
@@ -242,6 +251,75 @@ impl Membership {
         if let Some(c) = self.controller {
             c.shutdown();
         }
+    }
+}
+
+/// One shard's address of a broker of the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardAddr {
+    /// The broker.
+    pub broker: u32,
+    /// Its shard.
+    pub shard: u16,
+    /// Where to connect.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+}
+
+/// Every registered broker's native shard ports, by broker id then shard
+/// (fenced ones too: their partitions keep their place).
+pub fn native_shards(image: &MetadataImage) -> Vec<ShardAddr> {
+    image
+        .brokers()
+        .iter()
+        .flat_map(|(id, record)| {
+            let l = &record.registration.native;
+            let (host, _) = split_host_port(&l.addr);
+            l.shard_ports
+                .iter()
+                .enumerate()
+                .map(move |(s, &port)| ShardAddr {
+                    broker: id.0,
+                    shard: s as u16,
+                    host: host.clone(),
+                    port,
+                })
+        })
+        .collect()
+}
+
+/// The Kafka nodes of the unfenced brokers: each shard its own node on its
+/// own port (`per_shard`), or one node per broker on its main port.
+pub fn kafka_nodes(image: &MetadataImage, per_shard: bool) -> Vec<(i32, String, u16)> {
+    let mut nodes = Vec::new();
+    for (id, record) in image.brokers() {
+        let Some(l) = &record.registration.kafka else {
+            continue;
+        };
+        if record.is_fenced() {
+            continue;
+        }
+        let (host, main) = split_host_port(&l.addr);
+        if per_shard {
+            for (s, &port) in l.shard_ports.iter().enumerate() {
+                nodes.push((crate::config::node_id(id.0, s as u16), host.clone(), port));
+            }
+        } else {
+            nodes.push((crate::config::node_id(id.0, 0), host, main));
+        }
+    }
+    nodes
+}
+
+/// The host and port of `host:port` (an IPv6 host without its brackets).
+fn split_host_port(addr: &str) -> (String, u16) {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => (
+            host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            port.parse().unwrap_or(0),
+        ),
+        None => (addr.to_owned(), 0),
     }
 }
 

@@ -214,6 +214,15 @@ pub fn owner(shard: &Shard, topic: &str, partition: u32) -> ServiceResult<ShardI
                 shard.config().broker_id
             ),
         )),
+        // A cluster member's cached placement on a shard it no longer runs,
+        // until the controllers place the partition again.
+        _ if owner >= shard.shard_count() => Err(ServiceError::new(
+            ErrorKind::NotOwner,
+            format!(
+                "partition {topic}/{partition} is placed on shard {owner}, which this broker \
+                 does not run; the controllers place it again"
+            ),
+        )),
         _ => Ok(owner),
     }
 }
