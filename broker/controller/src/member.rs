@@ -200,7 +200,11 @@ pub struct Refresher(Arc<Shared>);
 impl Refresher {
     /// Fetch the image now rather than at the next heartbeat.
     pub fn now(&self) {
-        self.0.state.lock().unwrap_or_else(|p| p.into_inner()).refresh = true;
+        self.0
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refresh = true;
         self.0.changed.notify_all();
     }
 }

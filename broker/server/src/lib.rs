@@ -236,7 +236,11 @@ struct Boot {
     link: Option<Arc<cluster::Link>>,
     /// The images the membership hands over, for shard 0 to apply (taken
     /// by it).
-    images: Arc<std::sync::Mutex<Option<futures_channel::mpsc::UnboundedReceiver<Arc<broker_cluster::MetadataImage>>>>>,
+    images: Arc<
+        std::sync::Mutex<
+            Option<futures_channel::mpsc::UnboundedReceiver<Arc<broker_cluster::MetadataImage>>>,
+        >,
+    >,
     /// One message per shard once the broker may serve (a cluster member:
     /// once the controllers admitted it; at once otherwise).
     admitted: Receiver<()>,

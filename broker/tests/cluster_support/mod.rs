@@ -177,6 +177,11 @@ impl Cluster {
         self.nodes[i].listen()
     }
 
+    /// Broker `i`'s Kafka main address.
+    pub fn kafka_addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].kafka()
+    }
+
     /// Broker `i`'s shard-aware addresses (the same after a restart).
     pub fn shard_addrs(&self, i: usize) -> Vec<SocketAddr> {
         self.nodes[i].shard_addrs()

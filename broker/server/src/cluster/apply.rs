@@ -132,7 +132,9 @@ fn ensure_offsets_topic(shard: &Rc<Shard>, image: &MetadataImage) {
         };
         match propose(&shard, request).await {
             Ok(version) => tracing::info!(version, "the offsets topic is created"),
-            Err(e) => tracing::warn!(error = %e, "creating the offsets topic failed; trying again later"),
+            Err(e) => {
+                tracing::warn!(error = %e, "creating the offsets topic failed; trying again later")
+            }
         }
         CREATING_OFFSETS.set(false);
     })

@@ -27,8 +27,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use broker_cluster::{BrokerId, BrokerRegistration, Incarnation, Listener};
 use broker_cluster::MetadataImage;
+use broker_cluster::{BrokerId, BrokerRegistration, Incarnation, Listener};
 use broker_controller::{
     AsyncCaller, BrokerStanding, Controller, ControllerConfig, Member, MemberConfig, Refresher,
     Standing,
@@ -65,8 +65,9 @@ pub struct Link {
 impl Link {
     /// A link to `cluster`'s controllers.
     pub fn new(cluster: &ClusterConfig) -> Result<Link, StartError> {
-        let caller = AsyncCaller::start(cluster.controllers.values().copied().collect(), RPC_TIMEOUT)
-            .map_err(|e| StartError::Cluster(format!("the controller calls' thread: {e}")))?;
+        let caller =
+            AsyncCaller::start(cluster.controllers.values().copied().collect(), RPC_TIMEOUT)
+                .map_err(|e| StartError::Cluster(format!("the controller calls' thread: {e}")))?;
         Ok(Link {
             caller,
             refresher: OnceLock::new(),
@@ -91,7 +92,8 @@ impl Link {
     /// plus a counter.
     pub fn request_id(&self) -> u128 {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        self.seed.wrapping_add(u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        self.seed
+            .wrapping_add(u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 }
 
@@ -316,7 +318,9 @@ pub fn kafka_nodes(image: &MetadataImage, per_shard: bool) -> Vec<(i32, String, 
 fn split_host_port(addr: &str) -> (String, u16) {
     match addr.rsplit_once(':') {
         Some((host, port)) => (
-            host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port.parse().unwrap_or(0),
         ),
         None => (addr.to_owned(), 0),

@@ -241,7 +241,11 @@ fn topic_entry(
                     let leader = BrokerId(id);
                     let up = live.as_ref().is_none_or(|live| live.contains(&id));
                     MetadataResponsePartition::default()
-                        .with_error_code(if up { errors::NONE } else { errors::LEADER_NOT_AVAILABLE })
+                        .with_error_code(if up {
+                            errors::NONE
+                        } else {
+                            errors::LEADER_NOT_AVAILABLE
+                        })
                         .with_partition_index(p as i32)
                         .with_leader_id(if up { leader } else { BrokerId(-1) })
                         .with_replica_nodes(vec![leader])
