@@ -3,8 +3,9 @@
 //! over all three, produced and consumed byte for byte from any bootstrap
 //! address with the native client and with kcat (Kafka); a SIGKILLed broker
 //! makes only its own partitions unavailable (Kafka: no leader), and once
-//! it restarts nothing acknowledged is missing; a topic deleted at one
-//! broker is gone from every broker.
+//! it restarts nothing acknowledged is missing, nor after the whole
+//! cluster is SIGKILLed and restarted; a topic deleted at one broker is
+//! gone from every broker.
 #![allow(clippy::unwrap_used)]
 
 mod cluster_support;
@@ -293,4 +294,13 @@ fn a_killed_broker_makes_only_its_partitions_unavailable_and_loses_nothing_ackno
         (kafka_leaders(&kafka_1, "durable") == before).then_some(())
     });
     consume_exactly(&cluster.addr(1).to_string(), "durable", &sent);
+    // The whole cluster SIGKILLed and started again: the topic, its
+    // placement and every acknowledged record are back.
+    cluster.restart_all();
+    wait(
+        "the topic and its placement back",
+        Duration::from_secs(30),
+        || (kafka_leaders(&kafka_1, "durable") == before).then_some(()),
+    );
+    consume_exactly(&cluster.addr(2).to_string(), "durable", &sent);
 }

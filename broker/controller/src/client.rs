@@ -11,6 +11,11 @@ use crate::rpc::{Request, Response};
 /// before it gives up.
 pub const MAX_ATTEMPTS: usize = 8;
 
+/// The most a read or a heartbeat waits for one controller: a controller
+/// that does not answer (a black-holed link) costs this, not the longer
+/// timeout a proposal is given, before the next one is tried.
+pub const QUICK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Why a call got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -33,8 +38,9 @@ pub struct ControllerClient {
 }
 
 impl ControllerClient {
-    /// A client of `controllers`, each call waiting at most `timeout` per
-    /// controller tried.
+    /// A client of `controllers` (tried in this order until one names the
+    /// leader), each proposal waiting at most `timeout` per controller
+    /// tried, and each read or heartbeat at most [`QUICK_TIMEOUT`].
     pub fn new(controllers: Vec<SocketAddr>, timeout: Duration) -> ControllerClient {
         ControllerClient {
             controllers,
@@ -58,12 +64,18 @@ impl ControllerClient {
             attempts: 0,
             last: format!("unencodable request: {e}"),
         })?;
+        let timeout = match request {
+            Request::Heartbeat { .. } | Request::FetchImage { .. } | Request::Status => {
+                self.timeout.min(QUICK_TIMEOUT)
+            }
+            _ => self.timeout,
+        };
         let mut last = String::from("no controller configured");
         for attempt in 0..MAX_ATTEMPTS {
             let Some(addr) = self.leader.or_else(|| self.rotate()) else {
                 break;
             };
-            match broker_quorum::client::call(addr, &text, self.timeout) {
+            match broker_quorum::client::call(addr, &text, timeout) {
                 Ok(answer) => match serde_json::from_str::<Response>(&answer) {
                     Ok(Response::NotLeader { leader }) => {
                         self.leader = leader.map(|(_, a)| a).filter(|&a| a != addr);

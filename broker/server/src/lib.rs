@@ -339,7 +339,7 @@ pub fn start_with_metrics(
     }
     let config = Arc::new(config);
     let link = match &config.cluster {
-        Some(c) => Some(Arc::new(cluster::Link::new(c)?)),
+        Some(c) => Some(Arc::new(cluster::Link::new(c, config.broker_id)?)),
         None => None,
     };
     let (images_tx, images) = futures_channel::mpsc::unbounded();

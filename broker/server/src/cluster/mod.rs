@@ -63,11 +63,10 @@ pub struct Link {
 }
 
 impl Link {
-    /// A link to `cluster`'s controllers.
-    pub fn new(cluster: &ClusterConfig) -> Result<Link, StartError> {
-        let caller =
-            AsyncCaller::start(cluster.controllers.values().copied().collect(), RPC_TIMEOUT)
-                .map_err(|e| StartError::Cluster(format!("the controller calls' thread: {e}")))?;
+    /// A link to `cluster`'s controllers, for broker `me`.
+    pub fn new(cluster: &ClusterConfig, me: u32) -> Result<Link, StartError> {
+        let caller = AsyncCaller::start(controllers_for(cluster, me), RPC_TIMEOUT)
+            .map_err(|e| StartError::Cluster(format!("the controller calls' thread: {e}")))?;
         Ok(Link {
             caller,
             refresher: OnceLock::new(),
@@ -184,7 +183,7 @@ pub fn join(
         MemberConfig {
             registration,
             cluster_id: cluster_id.to_owned(),
-            controllers: cluster.controllers.values().copied().collect(),
+            controllers: controllers_for(cluster, config.broker_id),
             heartbeat_interval: Duration::from_millis(cluster.heartbeat_interval_ms),
             rpc_timeout: RPC_TIMEOUT,
         },
@@ -325,6 +324,21 @@ fn split_host_port(addr: &str) -> (String, u16) {
         ),
         None => (addr.to_owned(), 0),
     }
+}
+
+/// The controllers in the order broker `me` asks them: its own controller
+/// first (always reachable, it names the leader), then the others.
+fn controllers_for(cluster: &ClusterConfig, me: u32) -> Vec<SocketAddr> {
+    let own = cluster.controllers.get(&me).copied();
+    own.into_iter()
+        .chain(
+            cluster
+                .controllers
+                .iter()
+                .filter(|(&id, _)| id != me)
+                .map(|(_, &a)| a),
+        )
+        .collect()
 }
 
 /// `host:port`, an IPv6 host in brackets.
