@@ -11,6 +11,11 @@ use crate::rpc::{Request, Response};
 /// before it gives up.
 pub const MAX_ATTEMPTS: usize = 8;
 
+/// The most a read or a heartbeat waits for one controller: a controller
+/// that does not answer (a black-holed link) costs this, not the longer
+/// timeout a proposal is given, before the next one is tried.
+pub const QUICK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Why a call got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -33,8 +38,9 @@ pub struct ControllerClient {
 }
 
 impl ControllerClient {
-    /// A client of `controllers`, each call waiting at most `timeout` per
-    /// controller tried.
+    /// A client of `controllers` (tried in this order until one names the
+    /// leader), each proposal waiting at most `timeout` per controller
+    /// tried, and each read or heartbeat at most [`QUICK_TIMEOUT`].
     pub fn new(controllers: Vec<SocketAddr>, timeout: Duration) -> ControllerClient {
         ControllerClient {
             controllers,
@@ -58,12 +64,18 @@ impl ControllerClient {
             attempts: 0,
             last: format!("unencodable request: {e}"),
         })?;
+        let timeout = match request {
+            Request::Heartbeat { .. } | Request::FetchImage { .. } | Request::Status => {
+                self.timeout.min(QUICK_TIMEOUT)
+            }
+            _ => self.timeout,
+        };
         let mut last = String::from("no controller configured");
         for attempt in 0..MAX_ATTEMPTS {
             let Some(addr) = self.leader.or_else(|| self.rotate()) else {
                 break;
             };
-            match broker_quorum::client::call(addr, &text, self.timeout) {
+            match broker_quorum::client::call(addr, &text, timeout) {
                 Ok(answer) => match serde_json::from_str::<Response>(&answer) {
                     Ok(Response::NotLeader { leader }) => {
                         self.leader = leader.map(|(_, a)| a).filter(|&a| a != addr);
@@ -105,5 +117,78 @@ impl ControllerClient {
             .get(self.next % self.controllers.len().max(1))?;
         self.next = self.next.wrapping_add(1);
         Some(addr)
+    }
+}
+
+/// Most calls an [`AsyncCaller`] queues before it refuses more.
+pub const MAX_QUEUED_CALLS: usize = 256;
+
+/// Controller calls for callers that must not block (a glommio shard):
+/// each call is queued to a thread of its own, which makes it with a
+/// [`ControllerClient`] and answers on a oneshot the caller awaits.
+pub struct AsyncCaller {
+    calls: Option<crossbeam_channel::Sender<Call>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+type Call = (
+    Request,
+    futures_channel::oneshot::Sender<Result<Response, ClientError>>,
+);
+
+impl AsyncCaller {
+    /// Starts the calling thread, a client of `controllers`.
+    pub fn start(controllers: Vec<SocketAddr>, timeout: Duration) -> std::io::Result<AsyncCaller> {
+        let (tx, rx) = crossbeam_channel::bounded::<Call>(MAX_QUEUED_CALLS);
+        let thread = std::thread::Builder::new()
+            .name("controller-calls".into())
+            .spawn(move || {
+                let mut client = ControllerClient::new(controllers, timeout);
+                for (request, reply) in rx {
+                    let _ = reply.send(client.call(&request));
+                }
+            })?;
+        Ok(AsyncCaller {
+            calls: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Makes `request`; the answer comes on the future (an error at once
+    /// when too many calls are queued or the thread is gone).
+    pub fn call(
+        &self,
+        request: Request,
+    ) -> impl std::future::Future<Output = Result<Response, ClientError>> {
+        let (reply, answer) = futures_channel::oneshot::channel();
+        let queued = match &self.calls {
+            Some(calls) => calls.try_send((request, reply)).map_err(|e| match e {
+                crossbeam_channel::TrySendError::Full(_) => "too many controller calls queued",
+                crossbeam_channel::TrySendError::Disconnected(_) => "the calling thread is gone",
+            }),
+            None => Err("the calling thread is gone"),
+        };
+        async move {
+            queued.map_err(|why| ClientError::NoAnswer {
+                attempts: 0,
+                last: why.to_owned(),
+            })?;
+            answer.await.unwrap_or_else(|_| {
+                Err(ClientError::NoAnswer {
+                    attempts: 0,
+                    last: "the calling thread stopped".to_owned(),
+                })
+            })
+        }
+    }
+}
+
+impl Drop for AsyncCaller {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread once its current call returns.
+        self.calls.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

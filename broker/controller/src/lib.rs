@@ -35,9 +35,9 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc};
 use broker_cluster::MetadataImage;
 use broker_quorum::{Quorum, QuorumConfig, QuorumError, QuorumStatus};
 
-pub use client::{ClientError, ControllerClient};
+pub use client::{AsyncCaller, ClientError, ControllerClient};
 pub use machine::{Applied, Done, MetadataMachine, RefusalKind, Refused};
-pub use member::{Member, MemberConfig, Standing};
+pub use member::{Member, MemberConfig, Refresher, Standing};
 pub use rpc::{BrokerStanding, ControllerStatus, Request, Response};
 pub use service::{ControllerService, Ticker};
 

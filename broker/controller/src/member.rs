@@ -160,8 +160,12 @@ impl Member {
     /// Fetches the image now rather than at the next heartbeat (after a
     /// topic command, say).
     pub fn refresh(&self) {
-        self.lock().refresh = true;
-        self.shared.changed.notify_all();
+        self.refresher().now();
+    }
+
+    /// A handle that asks for [`Member::refresh`] from any thread.
+    pub fn refresher(&self) -> Refresher {
+        Refresher(Arc::clone(&self.shared))
     }
 
     /// Stops the thread; with `shutdown`, first tells the leader this
@@ -186,6 +190,22 @@ impl Member {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Asks a [`Member`] to fetch the image now; usable from any thread.
+#[derive(Clone)]
+pub struct Refresher(Arc<Shared>);
+
+impl Refresher {
+    /// Fetch the image now rather than at the next heartbeat.
+    pub fn now(&self) {
+        self.0
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refresh = true;
+        self.0.changed.notify_all();
     }
 }
 

@@ -206,6 +206,12 @@ pub enum KafkaAdvertise {
 /// shard`, so a broker's ids never collide with another's.
 pub const MAX_SHARDS_PER_BROKER: u16 = 1024;
 
+/// The Kafka node id of shard `shard` of broker `broker` (checked to fit an
+/// i32 by [`ServerConfig::validate`] and the registration's checks).
+pub fn node_id(broker: u32, shard: u16) -> i32 {
+    (broker * u32::from(MAX_SHARDS_PER_BROKER) + u32::from(shard)) as i32
+}
+
 /// Default of [`ServerConfig::group_min_session_timeout_ms`].
 pub const DEFAULT_GROUP_MIN_SESSION_TIMEOUT_MS: u32 = 100;
 /// Default of [`ServerConfig::group_max_session_timeout_ms`] (5 minutes).
@@ -379,7 +385,7 @@ impl ServerConfig {
 
     /// The Kafka node id of `shard` on this broker.
     pub fn kafka_node_id(&self, shard: u16) -> i32 {
-        (self.broker_id * u32::from(MAX_SHARDS_PER_BROKER) + u32::from(shard)) as i32
+        node_id(self.broker_id, shard)
     }
 
     /// The port shard `shard` listens on (0: any free port).

@@ -232,6 +232,15 @@ struct Boot {
     endpoints: Receiver<Endpoints>,
     cluster_id: Arc<str>,
     producer_ids: Option<i64>,
+    /// A cluster member's way to the controllers.
+    link: Option<Arc<cluster::Link>>,
+    /// The images the membership hands over, for shard 0 to apply (taken
+    /// by it).
+    images: Arc<
+        std::sync::Mutex<
+            Option<futures_channel::mpsc::UnboundedReceiver<Arc<broker_cluster::MetadataImage>>>,
+        >,
+    >,
     /// One message per shard once the broker may serve (a cluster member:
     /// once the controllers admitted it; at once otherwise).
     admitted: Receiver<()>,
@@ -290,11 +299,20 @@ pub fn start_with_metrics(
     let cluster_id: Arc<str> = cluster_id.into();
     let producer_ids = metadata::reserve_producer_ids(&data)?;
     let mut topics = metadata::open_data_dir(&data)?;
-    for moved in metadata::fit_to_shards(&data, &mut topics, shard_count as u16)? {
+    // A cluster member's topics are the controllers' (their placement and
+    // the offsets topic come with the image); its topic.json files are a
+    // cache of them, recovered at start.
+    let member = config.cluster.is_some();
+    let moved = if member {
+        Vec::new()
+    } else {
+        metadata::fit_to_shards(&data, &mut topics, shard_count as u16)?
+    };
+    for moved in moved {
         tracing::warn!(topic = %moved, shards = shard_count,
             "partitions on shards that no longer exist were placed again");
     }
-    if topics.get(groups::OFFSETS_TOPIC).is_none() {
+    if !member && topics.get(groups::OFFSETS_TOPIC).is_none() {
         let meta = groups::offsets_topic(shard_count as u16);
         metadata::create_topic_blocking(&data, &meta)?;
         topics.insert(Arc::new(meta));
@@ -320,7 +338,14 @@ pub fn start_with_metrics(
         admit();
     }
     let config = Arc::new(config);
+    let link = match &config.cluster {
+        Some(c) => Some(Arc::new(cluster::Link::new(c, config.broker_id)?)),
+        None => None,
+    };
+    let (images_tx, images) = futures_channel::mpsc::unbounded();
     let boot = Boot {
+        link: link.clone(),
+        images: Arc::new(std::sync::Mutex::new(Some(images))),
         config: config.clone(),
         data,
         topics,
@@ -407,6 +432,9 @@ pub fn start_with_metrics(
                     kafka_shards: &kafka_shard_addrs,
                 },
                 controller,
+                move |image| {
+                    let _ = images_tx.unbounded_send(image);
+                },
                 move |reason| {
                     if let Ok(mut w) = why.lock() {
                         *w = Some(reason);
@@ -416,6 +444,9 @@ pub fn start_with_metrics(
             );
             match joined {
                 Ok(m) => {
+                    if let Some(link) = &link {
+                        link.attach(m.refresher());
+                    }
                     admit();
                     Some(m)
                 }
@@ -530,6 +561,7 @@ async fn run_shard(
         peers: mesh.senders,
         metrics,
         open_connections: boot.open_connections.clone(),
+        cluster: boot.link.clone(),
     }));
     let replayed = groups::replay(&shard).await.map_err(StartError::Replay)?;
     if replayed > 0 {
@@ -559,6 +591,21 @@ async fn run_shard(
         })
     };
     retention.detach();
+    if id == 0 && boot.link.is_some() {
+        // The committed images, applied in order from here on (before the
+        // broker serves: it catches up first).
+        let images = boot.images.lock().ok().and_then(|mut i| i.take());
+        if let Some(mut images) = images {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                use futures_lite::StreamExt;
+                while let Some(image) = images.next().await {
+                    cluster::apply::apply(&shard, image).await;
+                }
+            })
+            .detach();
+        }
+    }
     let _ = boot.events.send(BootEvent::Ready);
     // A cluster member serves once the controllers admitted it: a second
     // process given a live broker's id never answers a client.

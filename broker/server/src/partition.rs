@@ -284,11 +284,10 @@ pub async fn open_owned(
     let cfg = config.log_config(&topic.config);
     let name: Rc<str> = Rc::from(topic.name.as_str());
     let mut opened = Vec::new();
-    for (p, &owner) in topic.shards.iter().enumerate() {
-        if owner != shard {
+    for p in 0..topic.partition_count() {
+        if !topic.lives_on(p, config.broker_id, shard) {
             continue;
         }
-        let p = p as u32;
         let dir = data.partition_dir(&topic.name, p);
         let failed = |source| StartError::Partition {
             topic: topic.name.clone(),

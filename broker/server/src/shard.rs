@@ -114,6 +114,14 @@ pub enum ShardMessage {
         /// Answered once removed.
         reply: oneshot::Sender<()>,
     },
+    /// The cluster's metadata image this broker has applied (a cluster
+    /// member only): routing answers and version waits use it.
+    Image {
+        /// The image.
+        image: Arc<broker_cluster::MetadataImage>,
+        /// Answered once this shard has it.
+        reply: oneshot::Sender<()>,
+    },
     /// List this shard's consumer groups.
     ListGroups {
         /// A summary of each.
@@ -173,6 +181,8 @@ pub struct ShardParts {
     pub metrics: Arc<crate::metrics::ShardMetrics>,
     /// The connection counter every shard shares.
     pub open_connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// The way to the controllers, for a cluster member.
+    pub cluster: Option<Arc<crate::cluster::Link>>,
 }
 
 /// The state of one shard.
@@ -202,6 +212,12 @@ pub struct Shard {
     stopping: Cell<bool>,
     metrics: Arc<crate::metrics::ShardMetrics>,
     open_connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// A cluster member's way to the controllers.
+    cluster: Option<Arc<crate::cluster::Link>>,
+    /// The last metadata image this shard has (a cluster member only).
+    image: RefCell<Option<Arc<broker_cluster::MetadataImage>>>,
+    /// Signalled when `image` changes.
+    image_changed: Arrivals,
 }
 
 /// Counts a request in flight on its shard for as long as it lives.
@@ -251,6 +267,51 @@ impl Shard {
             stopping: Cell::new(false),
             metrics: parts.metrics,
             open_connections: parts.open_connections,
+            cluster: parts.cluster,
+            image: RefCell::new(None),
+            image_changed: Arrivals::default(),
+        }
+    }
+
+    /// A cluster member's way to the controllers (None: a broker on its
+    /// own).
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Link>> {
+        self.cluster.as_ref()
+    }
+
+    /// The metadata image this shard has (None: not a cluster member, or
+    /// none applied yet).
+    pub fn image(&self) -> Option<Arc<broker_cluster::MetadataImage>> {
+        self.image.borrow().clone()
+    }
+
+    /// Takes a newer image (an older or equal one is ignored).
+    pub fn set_image(&self, image: Arc<broker_cluster::MetadataImage>) {
+        let newer = self
+            .image
+            .borrow()
+            .as_ref()
+            .is_none_or(|have| image.version() > have.version());
+        if newer {
+            *self.image.borrow_mut() = Some(image);
+            self.image_changed.notify();
+        }
+    }
+
+    /// Waits (at most `limit`) until this shard has an image of at least
+    /// `version`; whether it has.
+    pub async fn wait_image(&self, version: u64, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let seen = self.image_changed.generation();
+            if self.image().is_some_and(|i| i.version() >= version) {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline || self.stopping() {
+                return false;
+            }
+            self.image_changed.wait(seen, deadline - now).await;
         }
     }
 
@@ -461,6 +522,10 @@ impl Shard {
             }
             ShardMessage::TopicRemoved { topic, reply } => {
                 self.unroute_topic(&topic);
+                let _ = reply.send(());
+            }
+            ShardMessage::Image { image, reply } => {
+                self.set_image(image);
                 let _ = reply.send(());
             }
             ShardMessage::ListGroups { reply } => {

@@ -191,6 +191,11 @@ fn status(a: StatusArgs) -> CliResult {
                 &["CONTROLLER", "ADDRESS", "LEADER", "TERM", "APPLIED"],
                 &rows,
             );
+            for v in &views {
+                if let Some(e) = &v.error {
+                    text.push_str(&format!("{} unreachable: {e}\n", v.address));
+                }
+            }
             let c = &best.cluster;
             text.push_str(&format!(
                 "\ncluster {}: metadata version {}, {} topics, {} partitions\n",

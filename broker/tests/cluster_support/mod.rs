@@ -48,6 +48,9 @@ pub struct Cluster {
     /// How many of the nodes (the first ones) are controllers; 0: the
     /// nodes are independent brokers.
     controllers: usize,
+    /// Proxies between the controllers (`start_members_behind_proxies`):
+    /// controller `i` reaches controller `j` through `mesh.addr(i, j)`.
+    mesh: Option<broker_netfault::Mesh>,
     extra_args: Box<dyn Fn(usize) -> Vec<String>>,
     // Dropped after the nodes: `Drop for Cluster` kills them first.
     _dir: tempfile::TempDir,
@@ -111,7 +114,7 @@ impl Cluster {
         shards: usize,
         extra_args: impl Fn(usize) -> Vec<String> + 'static,
     ) -> Cluster {
-        Cluster::start_with(n, shards, 0, extra_args)
+        Cluster::start_with(n, shards, 0, None, extra_args)
     }
 
     /// Starts the `n` members of one cluster (`shards` shards each), the
@@ -124,13 +127,29 @@ impl Cluster {
         extra_args: impl Fn(usize) -> Vec<String> + 'static,
     ) -> Cluster {
         assert!((1..=n).contains(&controllers), "1 to {n} controllers");
-        Cluster::start_with(n, shards, controllers, extra_args)
+        Cluster::start_with(n, shards, controllers, None, extra_args)
+    }
+
+    /// [`Cluster::start_members`] with a seeded netfault proxy on every
+    /// directed link between controllers ([`Cluster::mesh`]), for faults
+    /// between them; brokers that are not controllers reach them directly.
+    /// The members are given the cluster id `proxied` (each sees the
+    /// controllers at other addresses, so none can derive it).
+    pub fn start_members_behind_proxies(
+        n: usize,
+        shards: usize,
+        controllers: usize,
+        seed: u64,
+    ) -> Cluster {
+        assert!((1..=n).contains(&controllers), "1 to {n} controllers");
+        Cluster::start_with(n, shards, controllers, Some(seed), |_| vec![])
     }
 
     fn start_with(
         n: usize,
         shards: usize,
         controllers: usize,
+        proxies: Option<u64>,
         extra_args: impl Fn(usize) -> Vec<String> + 'static,
     ) -> Cluster {
         assert!(
@@ -138,7 +157,7 @@ impl Cluster {
             "{n} brokers do not fit 127.0.0.1..254"
         );
         let dir = tempfile::tempdir().unwrap();
-        let nodes = (0..n)
+        let nodes: Vec<Node> = (0..n)
             .map(|i| {
                 let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, i as u8 + 1));
                 Node {
@@ -153,9 +172,15 @@ impl Cluster {
                 }
             })
             .collect();
+        let mesh = proxies.map(|seed| {
+            let addrs: Vec<SocketAddr> =
+                nodes[..controllers].iter().map(Node::controller).collect();
+            broker_netfault::Mesh::start(&addrs, seed).unwrap()
+        });
         let mut cluster = Cluster {
             nodes,
             controllers,
+            mesh,
             extra_args: Box::new(extra_args),
             _dir: dir,
         };
@@ -175,6 +200,11 @@ impl Cluster {
     /// Broker `i`'s main address (the same after a restart).
     pub fn addr(&self, i: usize) -> SocketAddr {
         self.nodes[i].listen()
+    }
+
+    /// Broker `i`'s Kafka main address.
+    pub fn kafka_addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].kafka()
     }
 
     /// Broker `i`'s shard-aware addresses (the same after a restart).
@@ -275,6 +305,30 @@ impl Cluster {
             .join(",")
     }
 
+    /// The proxies between the controllers, if the cluster has them.
+    pub fn mesh(&self) -> Option<&broker_netfault::Mesh> {
+        self.mesh.as_ref()
+    }
+
+    /// The controllers as broker `i` is given them: through the proxies
+    /// from a controller to the others, if there are proxies.
+    fn controllers_seen_by(&self, i: usize) -> String {
+        let Some(mesh) = &self.mesh else {
+            return self.controllers();
+        };
+        (0..self.controllers)
+            .map(|j| {
+                let addr = if i < self.controllers && i != j {
+                    mesh.addr(i, j)
+                } else {
+                    self.nodes[j].controller()
+                };
+                format!("{}@{addr}", j + 1)
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Every argument of broker `i`'s `broker serve`: its own place, its
     /// cluster's flags, then the test's `extra_args(i)`.
     fn node_args(&self, i: usize) -> Vec<String> {
@@ -299,12 +353,15 @@ impl Cluster {
                 "--node-id".into(),
                 (i + 1).to_string(),
                 "--controllers".into(),
-                self.controllers(),
+                self.controllers_seen_by(i),
                 "--broker-session-timeout-ms".into(),
                 SESSION_TIMEOUT_MS.to_string(),
                 "--broker-heartbeat-interval-ms".into(),
                 HEARTBEAT_MS.to_string(),
             ]);
+            if self.mesh.is_some() {
+                args.extend(["--cluster-id".into(), "proxied".into()]);
+            }
         }
         args.extend((self.extra_args)(i));
         args

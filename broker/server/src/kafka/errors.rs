@@ -15,6 +15,8 @@ pub const OFFSET_OUT_OF_RANGE: i16 = 1;
 pub const CORRUPT_MESSAGE: i16 = 2;
 /// UNKNOWN_TOPIC_OR_PARTITION (retriable).
 pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+/// LEADER_NOT_AVAILABLE (retriable: the partition's broker is fenced).
+pub const LEADER_NOT_AVAILABLE: i16 = 5;
 /// NOT_LEADER_OR_FOLLOWER (retriable: refresh metadata).
 pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 /// MESSAGE_TOO_LARGE.
@@ -91,10 +93,12 @@ pub fn code(e: &ServiceError) -> i16 {
 /// The Kafka error code of a group operation's error: as [`code`], but a
 /// failure of the coordinator itself (the offsets topic missing, a shard
 /// stopping) is COORDINATOR_NOT_AVAILABLE, which clients retry after
-/// finding the coordinator again.
+/// finding the coordinator again; one on another broker is NOT_COORDINATOR.
 pub fn group_code(e: &ServiceError) -> i16 {
     match e.kind {
         ErrorKind::Internal => COORDINATOR_NOT_AVAILABLE,
+        // The group's coordinator is on another broker of the cluster.
+        ErrorKind::NotOwner => NOT_COORDINATOR,
         _ => code(e),
     }
 }

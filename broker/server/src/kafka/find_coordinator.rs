@@ -74,14 +74,14 @@ fn find(shard: &Shard, key_type: i8, key: &str) -> (i16, Option<String>, i32, St
             -1,
         );
     }
-    let owner = match groups::coordinator_of(shard, key) {
-        Ok((owner, _)) => owner,
+    let (broker, owner) = match groups::coordinator_location(shard, key) {
+        Ok((broker, owner, _)) => (broker, owner),
         Err(e) => {
             let code = errors::COORDINATOR_NOT_AVAILABLE;
             return (code, Some(e.message), -1, String::new(), -1);
         }
     };
-    let id = leader_of(shard, owner);
+    let id = leader_of(shard, broker, owner);
     match nodes(shard).into_iter().find(|n| n.id == id) {
         Some(n) => (errors::NONE, None, n.id, n.host, i32::from(n.port)),
         None => {

@@ -43,9 +43,17 @@ pub struct Node {
     pub port: u16,
 }
 
-/// The nodes Metadata advertises.
+/// The nodes Metadata advertises: this broker's, or a cluster member's
+/// every unfenced broker's.
 pub fn nodes(shard: &Shard) -> Vec<Node> {
     let config = shard.config();
+    if let Some(image) = shard.image() {
+        let per_shard = config.kafka_advertise == KafkaAdvertise::Shards;
+        return crate::cluster::kafka_nodes(&image, per_shard)
+            .into_iter()
+            .map(|(id, host, port)| Node { id, host, port })
+            .collect();
+    }
     let Some(main) = shard.kafka_main() else {
         return Vec::new();
     };
@@ -75,12 +83,14 @@ pub fn nodes(shard: &Shard) -> Vec<Node> {
     }
 }
 
-/// The node that leads a partition owned by `owner`.
-pub fn leader_of(shard: &Shard, owner: u16) -> i32 {
+/// The node that leads a partition owned by shard `owner` of `broker`
+/// (None: this broker).
+pub fn leader_of(shard: &Shard, broker: Option<u32>, owner: u16) -> i32 {
     let config = shard.config();
+    let broker = broker.unwrap_or(config.broker_id);
     match config.kafka_advertise {
-        KafkaAdvertise::Shards => config.kafka_node_id(owner),
-        KafkaAdvertise::Broker => config.kafka_node_id(0),
+        KafkaAdvertise::Shards => crate::config::node_id(broker, owner),
+        KafkaAdvertise::Broker => crate::config::node_id(broker, 0),
     }
 }
 
@@ -219,16 +229,27 @@ fn topic_entry(
     error: i16,
     meta: Option<&TopicMeta>,
 ) -> MetadataResponseTopic {
+    // A partition whose broker is fenced has no leader to advertise.
+    let live: Option<Vec<i32>> = shard
+        .image()
+        .map(|_| nodes(shard).into_iter().map(|n| n.id).collect());
     let partitions = meta
         .map(|m| {
             (0..m.partition_count())
                 .map(|p| {
-                    let leader = BrokerId(leader_of(shard, m.owner(p).unwrap_or(0)));
+                    let id = leader_of(shard, m.broker_of(p), m.owner(p).unwrap_or(0));
+                    let leader = BrokerId(id);
+                    let up = live.as_ref().is_none_or(|live| live.contains(&id));
                     MetadataResponsePartition::default()
+                        .with_error_code(if up {
+                            errors::NONE
+                        } else {
+                            errors::LEADER_NOT_AVAILABLE
+                        })
                         .with_partition_index(p as i32)
-                        .with_leader_id(leader)
+                        .with_leader_id(if up { leader } else { BrokerId(-1) })
                         .with_replica_nodes(vec![leader])
-                        .with_isr_nodes(vec![leader])
+                        .with_isr_nodes(if up { vec![leader] } else { Vec::new() })
                 })
                 .collect()
         })

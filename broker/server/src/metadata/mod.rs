@@ -166,8 +166,18 @@ pub struct TopicMeta {
     pub name: String,
     /// The settings in effect.
     pub config: TopicConfig,
-    /// The owning shard of each partition: `shards[p]` owns partition `p`.
+    /// The owning shard of each partition: `shards[p]` owns partition `p`
+    /// (a shard of `brokers[p]` in a cluster).
     pub shards: Vec<u16>,
+    /// In a cluster, the broker of each partition (`brokers[p]`); empty
+    /// for a broker on its own, whose topics are all its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub brokers: Vec<u32>,
+    /// In a cluster, the id of the request that created the topic: a topic
+    /// deleted and created again under its name has another one, so the
+    /// old one's files are never taken for the new one's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<u128>,
 }
 
 impl TopicMeta {
@@ -179,7 +189,21 @@ impl TopicMeta {
             shards: (0..partitions)
                 .map(|p| place(name, p, shard_count))
                 .collect(),
+            brokers: Vec::new(),
+            created_by: None,
         }
+    }
+
+    /// The broker of `partition` in a cluster; None for a broker on its
+    /// own (every partition is its own) or a partition the topic lacks.
+    pub fn broker_of(&self, partition: u32) -> Option<u32> {
+        self.brokers.get(partition as usize).copied()
+    }
+
+    /// Whether `partition` lives on shard `shard` of broker `broker`.
+    pub fn lives_on(&self, partition: u32, broker: u32, shard: u16) -> bool {
+        self.owner(partition) == Some(shard)
+            && self.broker_of(partition).is_none_or(|b| b == broker)
     }
 
     /// The number of partitions.

@@ -329,24 +329,54 @@ fn list_topics(shard: &Shard, id: u64) -> Response {
 
 fn metadata(shard: &Shard, id: u64, r: MetadataRequest<'_>) -> Response {
     let host = shard.config().advertised_host();
-    let shards: Vec<ShardAddress<'_>> = shard
-        .endpoints()
+    // A cluster member lists every broker's shards (the index of a
+    // partition's shard is into this list); a broker on its own, its own.
+    let cluster: Option<Vec<crate::cluster::ShardAddr>> =
+        shard.image().map(|i| crate::cluster::native_shards(&i));
+    let shards: Vec<ShardAddress<'_>> = match &cluster {
+        Some(all) => all
+            .iter()
+            .map(|a| ShardAddress {
+                host: &a.host,
+                port: a.port,
+            })
+            .collect(),
+        None => shard
+            .endpoints()
+            .iter()
+            .map(|a| ShardAddress {
+                host: &host,
+                port: a.port(),
+            })
+            .collect(),
+    };
+    let views = topics::describe(shard, r.topics().map(|names| names.iter().collect()));
+    // Each partition's index into `shards`.
+    let indexes: Vec<Vec<u16>> = views
         .iter()
-        .map(|a| ShardAddress {
-            host: &host,
-            port: a.port(),
+        .map(|v| match (&v.topic, &cluster) {
+            (Some(t), Some(all)) => (0..t.partition_count())
+                .map(|p| {
+                    let (b, s) = (t.broker_of(p), t.owner(p));
+                    all.iter()
+                        .position(|a| Some(a.broker) == b && Some(a.shard) == s)
+                        .map_or(u16::MAX, |i| i as u16)
+                })
+                .collect(),
+            (Some(t), None) => t.shards.clone(),
+            (None, _) => Vec::new(),
         })
         .collect();
-    let views = topics::describe(shard, r.topics().map(|names| names.iter().collect()));
     let unknown = ResponseError::new(ErrorCode::UnknownTopic, "unknown topic");
     let descriptions: Vec<TopicDescription<'_>> = views
         .iter()
-        .map(|v| match &v.topic {
+        .zip(&indexes)
+        .map(|(v, index)| match &v.topic {
             Some(t) => TopicDescription {
                 name: &v.name,
                 error: None,
                 config: t.config.to_settings(),
-                partition_shards: &t.shards,
+                partition_shards: index,
             },
             None => TopicDescription {
                 name: &v.name,

@@ -31,7 +31,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::arrivals::Arrivals;
-use crate::error::{ServiceError, ServiceResult};
+use crate::error::{ErrorKind, ServiceError, ServiceResult};
 use crate::group::{ClassicJoin, Group, GroupError, TopicPartition};
 use crate::metadata::{self, TopicConfig, TopicMeta};
 use crate::metrics::GroupSnapshot;
@@ -332,14 +332,31 @@ impl Groups {
     }
 }
 
-/// The offsets partition of `group` and the shard that owns it (the
-/// coordinator), from this shard's topic table.
+/// The offsets partition of `group` and the shard of this broker that owns
+/// it (the coordinator), from this shard's topic table; `NotOwner` when a
+/// cluster places it on another broker.
 pub fn coordinator_of(shard: &Shard, group: &str) -> ServiceResult<(ShardId, u32)> {
+    let (broker, owner, p) = coordinator_location(shard, group)?;
+    match broker {
+        Some(b) if b != shard.config().broker_id => Err(ServiceError::new(
+            ErrorKind::NotOwner,
+            format!("group {group:?} is coordinated by broker {b}"),
+        )),
+        _ => Ok((owner, p)),
+    }
+}
+
+/// Where `group`'s coordinator is: its broker (None: this broker, not a
+/// cluster member), its shard, and the offsets partition.
+pub fn coordinator_location(
+    shard: &Shard,
+    group: &str,
+) -> ServiceResult<(Option<u32>, ShardId, u32)> {
     let missing = || ServiceError::internal("the offsets topic is missing");
     let topics = shard.topics();
     let t = topics.get(OFFSETS_TOPIC).ok_or_else(missing)?;
     let p = metadata::name_hash(group) % t.partition_count().max(1);
-    Ok((t.owner(p).ok_or_else(missing)?, p))
+    Ok((t.broker_of(p), t.owner(p).ok_or_else(missing)?, p))
 }
 
 fn check_name(group: &str) -> ServiceResult<()> {
@@ -352,7 +369,20 @@ fn check_name(group: &str) -> ServiceResult<()> {
 /// FindCoordinator: answered by any shard.
 pub fn find_coordinator(shard: &Shard, group: &str) -> ServiceResult<Coordinator> {
     check_name(group)?;
-    let (owner, _) = coordinator_of(shard, group)?;
+    let (broker, owner, _) = coordinator_location(shard, group)?;
+    if let (Some(b), Some(image)) = (broker, shard.image()) {
+        let at = crate::cluster::native_shards(&image)
+            .into_iter()
+            .find(|a| a.broker == b && a.shard == owner)
+            .ok_or_else(|| {
+                ServiceError::internal(format!("the coordinator's broker {b} is not registered"))
+            })?;
+        return Ok(Coordinator {
+            shard: owner,
+            host: at.host,
+            port: at.port,
+        });
+    }
     Ok(Coordinator {
         shard: owner,
         host: shard.config().advertised_host(),

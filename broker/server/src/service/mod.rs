@@ -189,13 +189,15 @@ pub fn is_internal(name: &str) -> bool {
     name.starts_with("__")
 }
 
-/// The shard that owns `topic`/`partition`, or why there is none.
+/// The shard of this broker that owns `topic`/`partition`, or why there
+/// is none: an unknown topic or partition, or (in a cluster) a partition
+/// of another broker, `NotOwner` (the client asks the metadata again).
 pub fn owner(shard: &Shard, topic: &str, partition: u32) -> ServiceResult<ShardId> {
     let topics = shard.topics();
     let Some(meta) = topics.get(topic) else {
         return Err(ServiceError::unknown_topic(topic));
     };
-    meta.owner(partition).ok_or_else(|| {
+    let owner = meta.owner(partition).ok_or_else(|| {
         ServiceError::new(
             ErrorKind::UnknownPartition,
             format!(
@@ -203,7 +205,26 @@ pub fn owner(shard: &Shard, topic: &str, partition: u32) -> ServiceResult<ShardI
                 meta.partition_count()
             ),
         )
-    })
+    })?;
+    match meta.broker_of(partition) {
+        Some(broker) if broker != shard.config().broker_id => Err(ServiceError::new(
+            ErrorKind::NotOwner,
+            format!(
+                "partition {topic}/{partition} lives on broker {broker}, not on broker {}",
+                shard.config().broker_id
+            ),
+        )),
+        // A cluster member's cached placement on a shard it no longer runs,
+        // until the controllers place the partition again.
+        _ if owner >= shard.shard_count() => Err(ServiceError::new(
+            ErrorKind::NotOwner,
+            format!(
+                "partition {topic}/{partition} is placed on shard {owner}, which this broker \
+                 does not run; the controllers place it again"
+            ),
+        )),
+        _ => Ok(owner),
+    }
 }
 
 /// Where a partition request runs: here, on another shard, or nowhere.

@@ -130,6 +130,7 @@ async fn start_shard(
         peers: mesh.senders,
         metrics,
         open_connections: Arc::default(),
+        cluster: None,
     }));
     let mut receivers = mesh.receivers;
     for (_, receiver) in receivers.streams() {

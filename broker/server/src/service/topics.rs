@@ -74,8 +74,13 @@ pub fn list(shard: &Shard) -> Vec<(String, u32)> {
         .collect()
 }
 
-/// Creates a topic, on its controller shard.
+/// Creates a topic, on its controller shard; a cluster member's, through
+/// the cluster's controllers (`cluster::apply::create`).
 pub async fn create(shard: &Rc<Shard>, request: CreateTopic) -> ServiceResult<Arc<TopicMeta>> {
+    if shard.cluster().is_some() {
+        let topic = plan(shard, &request)?;
+        return crate::cluster::apply::create(shard, topic).await;
+    }
     let controller = metadata::controller(&request.name, shard.shard_count());
     if controller == shard.id() {
         return create_here(shard, request).await;
@@ -88,8 +93,17 @@ pub async fn create(shard: &Rc<Shard>, request: CreateTopic) -> ServiceResult<Ar
         .await
 }
 
-/// Deletes a topic, on its controller shard.
+/// Deletes a topic, on its controller shard; a cluster member's, through
+/// the cluster's controllers.
 pub async fn delete(shard: &Rc<Shard>, name: &str) -> ServiceResult<()> {
+    if shard.cluster().is_some() {
+        if is_internal(name) {
+            return Err(ServiceError::invalid(format!(
+                "{name:?} is an internal topic and cannot be deleted"
+            )));
+        }
+        return crate::cluster::apply::delete(shard, name).await;
+    }
     let controller = metadata::controller(name, shard.shard_count());
     if controller == shard.id() {
         return delete_here(shard, name).await;
@@ -174,7 +188,12 @@ pub async fn create_here(shard: &Rc<Shard>, r: CreateTopic) -> ServiceResult<Arc
     result
 }
 
-async fn commit_and_open(shard: &Rc<Shard>, topic: TopicMeta) -> ServiceResult<Arc<TopicMeta>> {
+/// Commits `topic`'s metadata, has every owner open its partitions, then
+/// routes it on every shard.
+pub(crate) async fn commit_and_open(
+    shard: &Rc<Shard>,
+    topic: TopicMeta,
+) -> ServiceResult<Arc<TopicMeta>> {
     metadata::commit_topic(shard.data(), &topic).await?;
     let topic = Arc::new(topic);
     let opened = shard
@@ -223,6 +242,14 @@ pub async fn delete_here(shard: &Rc<Shard>, name: &str) -> ServiceResult<()> {
             "topic {name:?} is being created or deleted; retry"
         )));
     }
+    let result = remove_topic(shard, name).await;
+    shard.end_change(name);
+    result
+}
+
+/// Stops routing `name` on every shard, closes its partitions, then moves
+/// its directory to the trash in one rename.
+pub(crate) async fn remove_topic(shard: &Rc<Shard>, name: &str) -> ServiceResult<()> {
     let owned = name.to_owned();
     shard
         .on_all_shards(
@@ -234,9 +261,7 @@ pub async fn delete_here(shard: &Rc<Shard>, name: &str) -> ServiceResult<()> {
         )
         .await;
     close_everywhere(shard, name).await;
-    let result = metadata::trash_topic(shard.data(), name).await;
-    shard.end_change(name);
-    match result {
+    match metadata::trash_topic(shard.data(), name).await {
         Ok(()) => {
             tracing::info!(topic = name, "topic deleted");
             Ok(())
@@ -248,7 +273,8 @@ pub async fn delete_here(shard: &Rc<Shard>, name: &str) -> ServiceResult<()> {
     }
 }
 
-async fn close_everywhere(shard: &Rc<Shard>, name: &str) {
+/// Closes every shard's partitions of `name`.
+pub(crate) async fn close_everywhere(shard: &Rc<Shard>, name: &str) {
     let owned = name.to_owned();
     shard
         .on_all_shards(

@@ -10,18 +10,28 @@
 //! has unfenced it. A graceful stop is a controlled shutdown: the leader
 //! fences this incarnation at once instead of after its session expires.
 //!
-//! Invariants, as absences: nothing here runs on a shard thread (the
-//! controller and the membership have threads of their own); no shard
-//! waits on the controllers.
+//! Invariants, as absences: the controller and the membership never run
+//! on a shard thread (they have threads of their own); a shard never
+//! blocks on the controllers (its calls go through [`Link`]'s thread and
+//! come back on a oneshot). `apply.rs`: the image applied on the shards,
+//! and the topic commands that go through the controllers.
+
+pub mod apply;
 
 use std::{
     net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, OnceLock,
+    },
     time::{Duration, Instant},
 };
 
+use broker_cluster::MetadataImage;
 use broker_cluster::{BrokerId, BrokerRegistration, Incarnation, Listener};
 use broker_controller::{
-    BrokerStanding, Controller, ControllerConfig, Member, MemberConfig, Standing,
+    AsyncCaller, BrokerStanding, Controller, ControllerConfig, Member, MemberConfig, Refresher,
+    Standing,
 };
 
 use crate::config::{ClusterConfig, ServerConfig};
@@ -40,6 +50,51 @@ pub const RPC_TIMEOUT: Duration = Duration::from_secs(8);
 /// The directory under the data directory where a controller keeps its
 /// quorum's vote, log and snapshots.
 pub const QUORUM_DIR: &str = "quorum";
+
+/// What the shards of a cluster member share: the way to the controllers
+/// (their calls on a thread of their own), the membership's refresh, and
+/// a source of request ids.
+pub struct Link {
+    /// Controller calls for the shards.
+    pub caller: AsyncCaller,
+    refresher: OnceLock<Refresher>,
+    seed: u128,
+    next: AtomicU64,
+}
+
+impl Link {
+    /// A link to `cluster`'s controllers, for broker `me`.
+    pub fn new(cluster: &ClusterConfig, me: u32) -> Result<Link, StartError> {
+        let caller = AsyncCaller::start(controllers_for(cluster, me), RPC_TIMEOUT)
+            .map_err(|e| StartError::Cluster(format!("the controller calls' thread: {e}")))?;
+        Ok(Link {
+            caller,
+            refresher: OnceLock::new(),
+            seed: u128::from_be_bytes(metadata::random_16()?),
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// Gives the link the membership's refresh (once it runs).
+    pub fn attach(&self, refresher: Refresher) {
+        let _ = self.refresher.set(refresher);
+    }
+
+    /// Has the membership fetch the image now (once it runs).
+    pub fn refresh(&self) {
+        if let Some(r) = self.refresher.get() {
+            r.now();
+        }
+    }
+
+    /// A request id no other request draws: a random seed of this process
+    /// plus a counter.
+    pub fn request_id(&self) -> u128 {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.seed
+            .wrapping_add(u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+}
 
 /// This broker's running part in the cluster.
 pub struct Membership {
@@ -105,6 +160,7 @@ pub fn join(
     cluster_id: &str,
     endpoints: Endpoints<'_>,
     controller: Option<Controller>,
+    on_image: impl Fn(Arc<MetadataImage>) + Send + 'static,
     evicted: impl Fn(String) + Send + 'static,
 ) -> Result<Membership, StartError> {
     let host = config.advertised_host();
@@ -127,13 +183,11 @@ pub fn join(
         MemberConfig {
             registration,
             cluster_id: cluster_id.to_owned(),
-            controllers: cluster.controllers.values().copied().collect(),
+            controllers: controllers_for(cluster, config.broker_id),
             heartbeat_interval: Duration::from_millis(cluster.heartbeat_interval_ms),
             rpc_timeout: RPC_TIMEOUT,
         },
-        |image| {
-            tracing::debug!(version = image.version(), "metadata image applied");
-        },
+        on_image,
         evicted,
     )
     .map_err(|e| StartError::Cluster(format!("the membership thread did not start: {e}")))?;
@@ -181,6 +235,11 @@ pub fn join(
 }
 
 impl Membership {
+    /// A handle asking the membership to fetch the image now.
+    pub fn refresher(&self) -> Refresher {
+        self.member.refresher()
+    }
+
     /// This broker's epoch and standing.
     pub fn standing(&self) -> Standing {
         self.member.standing()
@@ -194,6 +253,92 @@ impl Membership {
             c.shutdown();
         }
     }
+}
+
+/// One shard's address of a broker of the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardAddr {
+    /// The broker.
+    pub broker: u32,
+    /// Its shard.
+    pub shard: u16,
+    /// Where to connect.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+}
+
+/// Every registered broker's native shard ports, by broker id then shard
+/// (fenced ones too: their partitions keep their place).
+pub fn native_shards(image: &MetadataImage) -> Vec<ShardAddr> {
+    image
+        .brokers()
+        .iter()
+        .flat_map(|(id, record)| {
+            let l = &record.registration.native;
+            let (host, _) = split_host_port(&l.addr);
+            l.shard_ports
+                .iter()
+                .enumerate()
+                .map(move |(s, &port)| ShardAddr {
+                    broker: id.0,
+                    shard: s as u16,
+                    host: host.clone(),
+                    port,
+                })
+        })
+        .collect()
+}
+
+/// The Kafka nodes of the unfenced brokers: each shard its own node on its
+/// own port (`per_shard`), or one node per broker on its main port.
+pub fn kafka_nodes(image: &MetadataImage, per_shard: bool) -> Vec<(i32, String, u16)> {
+    let mut nodes = Vec::new();
+    for (id, record) in image.brokers() {
+        let Some(l) = &record.registration.kafka else {
+            continue;
+        };
+        if record.is_fenced() {
+            continue;
+        }
+        let (host, main) = split_host_port(&l.addr);
+        if per_shard {
+            for (s, &port) in l.shard_ports.iter().enumerate() {
+                nodes.push((crate::config::node_id(id.0, s as u16), host.clone(), port));
+            }
+        } else {
+            nodes.push((crate::config::node_id(id.0, 0), host, main));
+        }
+    }
+    nodes
+}
+
+/// The host and port of `host:port` (an IPv6 host without its brackets).
+fn split_host_port(addr: &str) -> (String, u16) {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => (
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port.parse().unwrap_or(0),
+        ),
+        None => (addr.to_owned(), 0),
+    }
+}
+
+/// The controllers in the order broker `me` asks them: its own controller
+/// first (always reachable, it names the leader), then the others.
+fn controllers_for(cluster: &ClusterConfig, me: u32) -> Vec<SocketAddr> {
+    let own = cluster.controllers.get(&me).copied();
+    own.into_iter()
+        .chain(
+            cluster
+                .controllers
+                .iter()
+                .filter(|(&id, _)| id != me)
+                .map(|(_, &a)| a),
+        )
+        .collect()
 }
 
 /// `host:port`, an IPv6 host in brackets.

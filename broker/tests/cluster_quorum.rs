@@ -1,0 +1,188 @@
+//! The controllers' quorum under network faults, on real processes with a
+//! netfault proxy on every link between controllers: a leader cut off
+//! from the others can commit nothing (its applied index stands still and
+//! a topic created meanwhile through the majority never reaches it) while
+//! the other two elect a new leader and go on; once healed, it follows the
+//! new leader and has everything. And topic admin keeps working across a
+//! SIGKILL of the leader.
+#![allow(clippy::unwrap_used)]
+
+mod cluster_support;
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use broker_client::{Client, ClientConfig, TopicSettings};
+use broker_netfault::Fault;
+use cluster_support::Cluster;
+use serde_json::Value;
+
+/// Kafka's default request timeout: a broker that still takes the
+/// cut-off leader for the leader loses one controller call's timeout (8 s)
+/// on it before it asks the next.
+fn quick() -> ClientConfig {
+    ClientConfig {
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(30),
+        ..ClientConfig::default()
+    }
+}
+
+/// `broker cluster status --json` of the controllers at `addrs` (direct,
+/// not through the proxies).
+fn status(addrs: &str) -> Value {
+    let out = Command::new("timeout")
+        .args(["30", env!("CARGO_BIN_EXE_broker"), "cluster", "status"])
+        .args(["--controllers", addrs, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// One controller's own view: (leader, term, last applied, topics).
+fn view(s: &Value, node: u64) -> Option<(Option<u64>, u64, u64)> {
+    s["controllers"].as_array()?.iter().find_map(|c| {
+        let st = c.get("status")?;
+        (st["node_id"].as_u64()? == node).then(|| {
+            (
+                st["leader"].as_u64(),
+                st["term"].as_u64().unwrap_or(0),
+                st["last_applied"].as_u64().unwrap_or(0),
+            )
+        })
+    })
+}
+
+fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn all_unfenced(s: &Value, n: usize) -> bool {
+    s["cluster"]["brokers"]
+        .as_array()
+        .is_some_and(|b| b.len() == n && b.iter().all(|b| b["state"] == "unfenced"))
+}
+
+#[test]
+fn a_controller_cut_off_by_the_proxies_commits_nothing_and_catches_up_once_healed() {
+    let cluster = Cluster::start_members_behind_proxies(3, 1, 3, 7);
+    let direct = cluster.controllers();
+    let s = wait(
+        "a leader and every broker admitted",
+        Duration::from_secs(30),
+        || {
+            let s = status(&direct);
+            (s["leader"].is_u64() && all_unfenced(&s, 3)).then_some(s)
+        },
+    );
+    let old = s["leader"].as_u64().unwrap();
+    let (_, old_term, _) = view(&s, old).unwrap();
+    cluster
+        .mesh()
+        .unwrap()
+        .isolate(old as usize - 1, Fault::Drop);
+    // The other two elect a new leader in a later term.
+    let others: Vec<u64> = (1..=3).filter(|&n| n != old).collect();
+    let new = wait(
+        "a new leader among the others",
+        Duration::from_secs(30),
+        || {
+            let s = status(&direct);
+            let a = view(&s, others[0])?;
+            let b = view(&s, others[1])?;
+            (a.0 == b.0 && a.0.is_some_and(|l| l != old) && a.1 > old_term).then_some(a.0?)
+        },
+    );
+    let (_, _, isolated_applied) = view(&status(&direct), old).unwrap();
+    // The majority commits a topic created at a broker of theirs.
+    let at = cluster.addr(new as usize - 1).to_string();
+    Client::connect_with(&at, quick())
+        .unwrap()
+        .create_topic("during-the-cut", 3, &TopicSettings::default())
+        .unwrap();
+    let s = status(&direct);
+    let (_, _, majority_applied) = view(&s, new).unwrap();
+    assert!(majority_applied > isolated_applied, "{s:#}");
+    // The isolated one applied nothing meanwhile.
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, _, still) = view(&status(&direct), old).unwrap();
+    assert_eq!(
+        still, isolated_applied,
+        "the cut-off controller applied something"
+    );
+    // Healed: it follows the new leader and has everything.
+    cluster.mesh().unwrap().heal();
+    wait("the old leader caught up", Duration::from_secs(30), || {
+        let s = status(&direct);
+        let v = view(&s, old)?;
+        let n = view(&s, new)?;
+        (v.0 == n.0 && v.2 >= majority_applied).then_some(())
+    });
+    let listed =
+        Client::connect_with(&cluster.addr(old as usize - 1).to_string(), quick()).unwrap();
+    wait(
+        "the topic on the healed broker",
+        Duration::from_secs(10),
+        || {
+            listed
+                .list_topics()
+                .ok()?
+                .iter()
+                .any(|t| t.name == "during-the-cut")
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn topic_admin_keeps_working_after_the_leader_is_killed() {
+    let mut cluster = Cluster::start_members(3, 1, 3, |_| vec![]);
+    let direct = cluster.controllers();
+    let s = wait(
+        "a leader and every broker admitted",
+        Duration::from_secs(30),
+        || {
+            let s = status(&direct);
+            (s["leader"].is_u64() && all_unfenced(&s, 3)).then_some(s)
+        },
+    );
+    let leader = s["leader"].as_u64().unwrap();
+    cluster.kill(leader as usize - 1);
+    let other = (1..=3).find(|&n| n != leader).unwrap();
+    let at = cluster.addr(other as usize - 1).to_string();
+    // Created through the new leader once there is one (the client's
+    // request may first meet the election: it is tried again).
+    wait(
+        "a topic created after the failover",
+        Duration::from_secs(30),
+        || {
+            let created = Client::connect_with(&at, quick()).ok()?.create_topic(
+                "after-failover",
+                2,
+                &TopicSettings::default(),
+            );
+            match created {
+                Ok(_) => Some(()),
+                // An earlier try that timed out may have committed.
+                Err(e) if e.code() == Some(broker_client::ErrorCode::TopicExists) => Some(()),
+                Err(_) => None,
+            }
+        },
+    );
+    let s = status(&direct);
+    assert!(s["cluster"]["topics"].as_u64().unwrap() >= 2, "{s:#}");
+}
