@@ -19,10 +19,10 @@ use crate::registration::BrokerRegistration;
 /// the owner of its partition of it.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
-/// The settings of a topic, broker defaults resolved. Field for field
-/// broker-server's `metadata::TopicConfig` (which is to re-export this
-/// one); resolving a request's settings against defaults stays in the
-/// server, so the image stores settings as the proposer resolved them.
+/// The settings of a topic, broker defaults resolved (broker-server's
+/// `metadata::TopicConfig` is this one, and its `topic.json` holds it);
+/// resolving a request's settings against defaults stays in the server,
+/// so the image stores settings as the proposer resolved them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicConfig {
     /// Delete closed segments whose newest record is older than this; None

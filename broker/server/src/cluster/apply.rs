@@ -21,7 +21,7 @@ use broker_cluster::{MetadataImage, RequestId, TopicRecord};
 use broker_controller::{Applied, RefusalKind, Refused, Request, Response};
 
 use crate::error::{ErrorKind, ServiceError, ServiceResult};
-use crate::metadata::{TopicConfig, TopicMeta};
+use crate::metadata::TopicMeta;
 use crate::service::topics;
 use crate::shard::{Shard, ShardMessage};
 
@@ -34,15 +34,9 @@ const RETRY_PAUSE: Duration = Duration::from_millis(300);
 
 /// The topic as this broker's table holds it, from the image's record.
 pub fn topic_meta(name: &str, record: &TopicRecord) -> TopicMeta {
-    let c = &record.config;
     TopicMeta {
         name: name.to_owned(),
-        config: TopicConfig {
-            retention_ms: c.retention_ms,
-            retention_bytes: c.retention_bytes,
-            segment_bytes: c.segment_bytes,
-            log_append_time: c.log_append_time,
-        },
+        config: record.config,
         shards: record.partitions.iter().map(|p| p.shard.0).collect(),
         brokers: record.partitions.iter().map(|p| p.broker.0).collect(),
         created_by: Some(record.created_by.0),
@@ -118,16 +112,10 @@ fn ensure_offsets_topic(shard: &Rc<Shard>, image: &MetadataImage) {
     let shard = shard.clone();
     glommio::spawn_local(async move {
         let meta = groups::offsets_topic(1);
-        let c = &meta.config;
         let request = Request::CreateTopic {
             name: meta.name.clone(),
             partitions: meta.partition_count(),
-            config: broker_cluster::TopicConfig {
-                retention_ms: c.retention_ms,
-                retention_bytes: c.retention_bytes,
-                segment_bytes: c.segment_bytes,
-                log_append_time: c.log_append_time,
-            },
+            config: meta.config,
             request_id: RequestId(OFFSETS_REQUEST_ID),
         };
         match propose(&shard, request).await {
@@ -148,16 +136,10 @@ pub async fn create(shard: &Shard, topic: TopicMeta) -> ServiceResult<Arc<TopicM
     let Some(link) = shard.cluster() else {
         return Err(ServiceError::internal("not a cluster member"));
     };
-    let c = &topic.config;
     let request = Request::CreateTopic {
         name: topic.name.clone(),
         partitions: topic.partition_count(),
-        config: broker_cluster::TopicConfig {
-            retention_ms: c.retention_ms,
-            retention_bytes: c.retention_bytes,
-            segment_bytes: c.segment_bytes,
-            log_append_time: c.log_append_time,
-        },
+        config: topic.config,
         // One id for every try of this request: a retry after a timeout
         // (which may have committed) is answered, not refused.
         request_id: RequestId(link.request_id()),

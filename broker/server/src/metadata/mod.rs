@@ -91,31 +91,17 @@ impl MetadataError {
     }
 }
 
-/// The settings of a topic, broker defaults resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicConfig {
-    /// Delete closed segments whose newest record is older than this; None
-    /// keeps them forever.
-    pub retention_ms: Option<u64>,
-    /// Delete the oldest closed segments while the partition is larger than
-    /// this; None for no limit.
-    pub retention_bytes: Option<u64>,
-    /// Roll the active segment before it would exceed this many bytes.
-    pub segment_bytes: u64,
-    /// Kafka's `message.timestamp.type=LogAppendTime`: each batch's
-    /// timestamp is the broker's time of append (its max timestamp is
-    /// rewritten and its attributes say so), not the producer's.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub log_append_time: bool,
-}
+/// The settings of a topic, broker defaults resolved: the cluster
+/// metadata's type (a cluster member's topics come from the image), the
+/// same fields and `topic.json` form a broker on its own keeps.
+pub use broker_cluster::TopicConfig;
 
-impl TopicConfig {
-    /// The settings a CreateTopic request asks for, with `defaults` for the
-    /// ones it leaves to the broker. Errors name the setting.
-    pub fn resolve(
-        asked: &TopicSettings,
-        defaults: &TopicConfig,
-    ) -> Result<TopicConfig, MetadataError> {
+/// The settings a CreateTopic request asks for, with `defaults` for the
+/// ones it leaves to the broker. Errors name the setting.
+pub fn resolve_topic_config(
+    asked: &TopicSettings,
+    defaults: &TopicConfig,
+) -> Result<TopicConfig, MetadataError> {
         let limit =
             |name: &str, v: i64, default: Option<u64>| -> Result<Option<u64>, MetadataError> {
                 match v {
@@ -148,14 +134,13 @@ impl TopicConfig {
         })
     }
 
-    /// The settings as the wire protocol carries them.
-    pub fn to_settings(&self) -> TopicSettings {
-        let limit = |v: Option<u64>| v.map_or(NO_LIMIT, |v| v.min(i64::MAX as u64) as i64);
-        TopicSettings {
-            retention_ms: limit(self.retention_ms),
-            retention_bytes: limit(self.retention_bytes),
-            segment_bytes: self.segment_bytes as i64,
-        }
+/// A topic's settings as the wire protocol carries them.
+pub fn wire_settings(config: &TopicConfig) -> TopicSettings {
+    let limit = |v: Option<u64>| v.map_or(NO_LIMIT, |v| v.min(i64::MAX as u64) as i64);
+    TopicSettings {
+        retention_ms: limit(config.retention_ms),
+        retention_bytes: limit(config.retention_bytes),
+        segment_bytes: config.segment_bytes as i64,
     }
 }
 
@@ -721,18 +706,18 @@ mod tests {
             segment_bytes: 1 << 30,
             log_append_time: false,
         };
-        let all_default = TopicConfig::resolve(&TopicSettings::default(), &defaults).unwrap();
+        let all_default = resolve_topic_config(&TopicSettings::default(), &defaults).unwrap();
         assert_eq!(all_default, defaults);
         let asked = TopicSettings {
             retention_ms: NO_LIMIT,
             retention_bytes: 5000,
             segment_bytes: 1 << 20,
         };
-        let c = TopicConfig::resolve(&asked, &defaults).unwrap();
+        let c = resolve_topic_config(&asked, &defaults).unwrap();
         assert_eq!(c.retention_ms, None);
         assert_eq!(c.retention_bytes, Some(5000));
         assert_eq!(c.segment_bytes, 1 << 20);
-        assert_eq!(c.to_settings(), asked);
+        assert_eq!(wire_settings(&c), asked);
         for bad in [
             TopicSettings {
                 retention_ms: 0,
@@ -747,7 +732,7 @@ mod tests {
                 ..TopicSettings::default()
             },
         ] {
-            assert!(TopicConfig::resolve(&bad, &defaults).is_err(), "{bad:?}");
+            assert!(resolve_topic_config(&bad, &defaults).is_err(), "{bad:?}");
         }
     }
 

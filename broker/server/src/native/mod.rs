@@ -304,7 +304,7 @@ async fn create_topic(shard: &Rc<Shard>, id: u64, r: CreateTopicRequest<'_>) -> 
     };
     match topics::create(shard, request).await {
         Ok(t) => encode(api, id, 128, |w, out| {
-            w.create_topic_response(out, id, t.partition_count() as i32, &t.config.to_settings())
+            w.create_topic_response(out, id, t.partition_count() as i32, &crate::metadata::wire_settings(&t.config))
         }),
         Err(e) => error_response(api, id, &e),
     }
@@ -375,7 +375,7 @@ fn metadata(shard: &Shard, id: u64, r: MetadataRequest<'_>) -> Response {
             Some(t) => TopicDescription {
                 name: &v.name,
                 error: None,
-                config: t.config.to_settings(),
+                config: crate::metadata::wire_settings(&t.config),
                 partition_shards: index,
             },
             None => TopicDescription {

@@ -14,7 +14,7 @@
 use std::{rc::Rc, sync::Arc};
 
 use crate::error::{ErrorKind, ServiceError, ServiceResult};
-use crate::metadata::{self, TopicConfig, TopicMeta};
+use crate::metadata::{self, TopicMeta};
 use crate::service::is_internal;
 use crate::shard::{Shard, ShardMessage};
 use broker_protocol::TopicSettings;
@@ -148,7 +148,7 @@ fn plan(shard: &Shard, r: &CreateTopic) -> ServiceResult<TopicMeta> {
         }
         Some(n) => n,
     };
-    let mut config = TopicConfig::resolve(&r.settings, &shard.config().topic_defaults)?;
+    let mut config = metadata::resolve_topic_config(&r.settings, &shard.config().topic_defaults)?;
     if let Some(l) = r.log_append_time {
         config.log_append_time = l;
     }
