@@ -11,97 +11,32 @@
 mod cluster_support;
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     time::{Duration, Instant},
 };
 
 use broker_client::{
-    Client, ClientConfig, ClientError, ClientResult, Consumer, ConsumerConfig, Producer,
-    ProducerConfig, StartOffset, TopicListing, TopicSettings,
+    Client, ClientConfig, ClientError, ClientResult, Producer, ProducerConfig, TopicListing,
+    TopicSettings,
 };
 use broker_netfault::{Direction, Fault, Proxy};
-use cluster_support::Cluster;
-
-/// A record's key and value.
-type KeyValue = (Vec<u8>, Vec<u8>);
+use cluster_support::{
+    records::{self, Acked},
+    Cluster,
+};
 
 /// Timeouts short enough for a test to see a dead, paused or partitioned
 /// broker quickly.
 fn quick() -> ClientConfig {
-    ClientConfig {
-        connect_timeout: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(1),
-        ..ClientConfig::default()
-    }
+    records::quick(1)
 }
 
-/// Deterministic bytes with every byte value, zeros and newlines included,
-/// different for every broker and record.
-fn value(broker: usize, i: usize) -> Vec<u8> {
-    (0..(i * 37) % 300 + 1)
-        .map(|j| ((broker * 71 + i * 131 + j * 7) % 256) as u8)
-        .collect()
+fn produce(bootstrap: &str, topic: &str, broker: usize, n: usize) -> Acked {
+    records::produce(bootstrap, topic, broker, 0..n, quick())
 }
 
-/// Produces `n` keyed records to `topic` through `bootstrap` and waits for
-/// every acknowledgement: the records by (partition, offset).
-fn produce(bootstrap: &str, topic: &str, broker: usize, n: usize) -> HashMap<(u32, i64), KeyValue> {
-    let producer = Producer::connect(
-        bootstrap,
-        ProducerConfig {
-            client: quick(),
-            ..ProducerConfig::default()
-        },
-    )
-    .unwrap();
-    let sent: Vec<KeyValue> = (0..n)
-        .map(|i| (format!("key-{}", i % 7).into_bytes(), value(broker, i)))
-        .collect();
-    let futures: Vec<_> = sent
-        .iter()
-        .map(|(k, v)| producer.send(topic, Some(k), v).unwrap())
-        .collect();
-    producer.flush();
-    sent.into_iter()
-        .zip(futures)
-        .map(|(record, f)| {
-            let meta = f.wait().unwrap();
-            ((meta.partition, meta.offset.unwrap()), record)
-        })
-        .collect()
-}
-
-/// Reads `topic` from the start through `bootstrap` until `expected` came
-/// (or 10 s passed), and checks every record byte for byte.
-fn consume_exactly(bootstrap: &str, topic: &str, expected: &HashMap<(u32, i64), KeyValue>) {
-    let mut consumer = Consumer::connect(
-        bootstrap,
-        ConsumerConfig {
-            fetch_max_wait_ms: 100,
-            client: quick(),
-            ..ConsumerConfig::default()
-        },
-    )
-    .unwrap();
-    consumer.assign_all(topic, StartOffset::Earliest).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut got = HashMap::new();
-    while got.len() < expected.len() && Instant::now() < deadline {
-        for r in consumer.poll(Duration::from_millis(200)).unwrap() {
-            got.insert(
-                (r.partition, r.offset),
-                (
-                    r.key.map(|k| k.to_vec()).unwrap_or_default(),
-                    r.value.map(|v| v.to_vec()).unwrap_or_default(),
-                ),
-            );
-        }
-    }
-    assert_eq!(got.len(), expected.len(), "records of {topic} read back");
-    for (at, record) in expected {
-        assert!(got.get(at) == Some(record), "{topic} at {at:?} differs");
-    }
+fn consume_exactly(bootstrap: &str, topic: &str, expected: &Acked) {
+    records::consume_exactly(bootstrap, topic, expected, quick())
 }
 
 /// Creates `topic` with 3 partitions on the broker at `bootstrap`.

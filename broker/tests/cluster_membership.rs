@@ -15,23 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cluster_support::{Cluster, SESSION_TIMEOUT_MS};
+use cluster_support::{status, Cluster, SESSION_TIMEOUT_MS};
 use serde_json::Value;
-
-/// `broker cluster status --json` against `controllers`.
-fn status(controllers: &str) -> Value {
-    let out = Command::new("timeout")
-        .args(["30", env!("CARGO_BIN_EXE_broker"), "cluster", "status"])
-        .args(["--controllers", controllers, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cluster status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 /// Polls the status until `done` holds of it (at most `limit`); returns it.
 fn wait_status(cluster: &Cluster, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {

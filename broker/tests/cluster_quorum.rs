@@ -9,14 +9,11 @@
 
 mod cluster_support;
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use broker_client::{Client, ClientConfig, TopicSettings};
 use broker_netfault::Fault;
-use cluster_support::Cluster;
+use cluster_support::{status, wait, Cluster};
 use serde_json::Value;
 
 /// Kafka's default request timeout: a broker that still takes the
@@ -28,22 +25,6 @@ fn quick() -> ClientConfig {
         request_timeout: Duration::from_secs(30),
         ..ClientConfig::default()
     }
-}
-
-/// `broker cluster status --json` of the controllers at `addrs` (direct,
-/// not through the proxies).
-fn status(addrs: &str) -> Value {
-    let out = Command::new("timeout")
-        .args(["30", env!("CARGO_BIN_EXE_broker"), "cluster", "status"])
-        .args(["--controllers", addrs, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// One controller's own view: (leader, term, last applied, topics).
@@ -58,17 +39,6 @@ fn view(s: &Value, node: u64) -> Option<(Option<u64>, u64, u64)> {
             )
         })
     })
-}
-
-fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn all_unfenced(s: &Value, n: usize) -> bool {
@@ -110,10 +80,28 @@ fn a_controller_cut_off_by_the_proxies_commits_nothing_and_catches_up_once_heale
     let (_, _, isolated_applied) = view(&status(&direct), old).unwrap();
     // The majority commits a topic created at a broker of theirs.
     let at = cluster.addr(new as usize - 1).to_string();
-    Client::connect_with(&at, quick())
-        .unwrap()
-        .create_topic("during-the-cut", 3, &TopicSettings::default())
-        .unwrap();
+    // Tried again as a client would (an earlier try may have committed).
+    // Seen under load: this took up to about a minute after the cut, not
+    // yet explained (ARCHITECTURE, known gaps).
+    wait(
+        "a topic created through the majority",
+        Duration::from_secs(90),
+        || {
+            let created = Client::connect_with(&at, quick()).ok()?.create_topic(
+                "during-the-cut",
+                3,
+                &TopicSettings::default(),
+            );
+            match created {
+                Ok(_) => Some(()),
+                Err(e) if e.code() == Some(broker_client::ErrorCode::TopicExists) => Some(()),
+                Err(e) => {
+                    eprintln!("create during the cut: {e}");
+                    None
+                }
+            }
+        },
+    );
     let s = status(&direct);
     let (_, _, majority_applied) = view(&s, new).unwrap();
     assert!(majority_applied > isolated_applied, "{s:#}");

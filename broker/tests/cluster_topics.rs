@@ -10,47 +10,18 @@
 
 mod cluster_support;
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, process::Command, time::Duration};
 
-use broker_client::{
-    Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, StartOffset,
-    TopicSettings,
+use broker_client::{Client, ClientConfig, Producer, ProducerConfig, TopicSettings};
+use cluster_support::{
+    records::{self, value, Acked},
+    wait, Cluster,
 };
-use cluster_support::Cluster;
-
-type KeyValue = (Vec<u8>, Vec<u8>);
 
 const PARTITIONS: u32 = 12;
 
 fn quick() -> ClientConfig {
-    ClientConfig {
-        connect_timeout: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(2),
-        ..ClientConfig::default()
-    }
-}
-
-/// Every byte value, zeros and newlines included, different per record.
-fn value(i: usize) -> Vec<u8> {
-    (0..(i * 37) % 300 + 1)
-        .map(|j| ((i * 131 + j * 7) % 256) as u8)
-        .collect()
-}
-
-/// Polls `f` until it gives Some (at most `limit`).
-fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    records::quick(2)
 }
 
 /// Creates `topic` at `bootstrap` and waits until every broker of
@@ -76,64 +47,12 @@ fn create(cluster: &Cluster, bootstrap: &str, topic: &str) {
     }
 }
 
-/// Produces `n` keyed records through `bootstrap` with every
-/// acknowledgement awaited: the records by (partition, offset).
-fn produce(bootstrap: &str, topic: &str, from: usize, n: usize) -> HashMap<(u32, i64), KeyValue> {
-    let producer = Producer::connect(
-        bootstrap,
-        ProducerConfig {
-            client: quick(),
-            ..ProducerConfig::default()
-        },
-    )
-    .unwrap();
-    let sent: Vec<KeyValue> = (from..from + n)
-        .map(|i| (format!("key-{i}").into_bytes(), value(i)))
-        .collect();
-    let acks: Vec<_> = sent
-        .iter()
-        .map(|(k, v)| producer.send(topic, Some(k), v).unwrap())
-        .collect();
-    producer.flush();
-    sent.into_iter()
-        .zip(acks)
-        .map(|(record, ack)| {
-            let meta = ack.wait().unwrap();
-            ((meta.partition, meta.offset.unwrap()), record)
-        })
-        .collect()
+fn produce(bootstrap: &str, topic: &str, from: usize, n: usize) -> Acked {
+    records::produce(bootstrap, topic, 0, from..from + n, quick())
 }
 
-/// Reads `topic` from the start through `bootstrap` and checks that it
-/// holds exactly `expected`, byte for byte.
-fn consume_exactly(bootstrap: &str, topic: &str, expected: &HashMap<(u32, i64), KeyValue>) {
-    let mut consumer = Consumer::connect(
-        bootstrap,
-        ConsumerConfig {
-            fetch_max_wait_ms: 100,
-            client: quick(),
-            ..ConsumerConfig::default()
-        },
-    )
-    .unwrap();
-    consumer.assign_all(topic, StartOffset::Earliest).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut got = HashMap::new();
-    while got.len() < expected.len() && Instant::now() < deadline {
-        for r in consumer.poll(Duration::from_millis(200)).unwrap() {
-            got.insert(
-                (r.partition, r.offset),
-                (
-                    r.key.map(|k| k.to_vec()).unwrap_or_default(),
-                    r.value.map(|v| v.to_vec()).unwrap_or_default(),
-                ),
-            );
-        }
-    }
-    assert_eq!(got.len(), expected.len(), "records of {topic} read back");
-    for (at, record) in expected {
-        assert!(got.get(at) == Some(record), "{topic} at {at:?} differs");
-    }
+fn consume_exactly(bootstrap: &str, topic: &str, expected: &Acked) {
+    records::consume_exactly(bootstrap, topic, expected, quick())
 }
 
 /// kcat's metadata of `topic` at the Kafka address `kafka`: each
@@ -277,7 +196,7 @@ fn a_killed_broker_makes_only_its_partitions_unavailable_and_loses_nothing_ackno
         if leader / 1024 == 3 {
             continue;
         }
-        let v = value(1_000 + p as usize);
+        let v = value(0, 1_000 + p as usize);
         let meta = producer
             .send_to("durable", p, Some(b"while-down"), &v)
             .unwrap()

@@ -1,7 +1,9 @@
 //! A blocking client of the controllers: sends a [`Request`] to the leader,
-//! following `NotLeader` answers and trying the next controller when one
-//! does not answer, within a bounded number of attempts. Used by the
-//! broker's membership thread and by `broker cluster status`.
+//! following `NotLeader` answers and trying the controllers in their
+//! configured order (the broker's own first) when none is known, within a
+//! bounded number of attempts; one that does not answer is not asked
+//! again in the same call. Used by the broker's membership thread and its
+//! shards' [`AsyncCaller`].
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -34,7 +36,6 @@ pub struct ControllerClient {
     controllers: Vec<SocketAddr>,
     leader: Option<SocketAddr>,
     timeout: Duration,
-    next: usize,
 }
 
 impl ControllerClient {
@@ -46,7 +47,6 @@ impl ControllerClient {
             controllers,
             leader: None,
             timeout,
-            next: 0,
         }
     }
 
@@ -71,8 +71,15 @@ impl ControllerClient {
             _ => self.timeout,
         };
         let mut last = String::from("no controller configured");
+        // Controllers that did not answer this call are not asked again by
+        // it: a black-holed one costs one timeout, not one per attempt.
+        let mut dead: Vec<SocketAddr> = Vec::new();
         for attempt in 0..MAX_ATTEMPTS {
-            let Some(addr) = self.leader.or_else(|| self.rotate()) else {
+            let next = self
+                .leader
+                .filter(|a| !dead.contains(a))
+                .or_else(|| self.first_alive(&dead));
+            let Some(addr) = next else {
                 break;
             };
             match broker_quorum::client::call(addr, &text, timeout) {
@@ -80,8 +87,8 @@ impl ControllerClient {
                     Ok(Response::NotLeader { leader }) => {
                         self.leader = leader.map(|(_, a)| a).filter(|&a| a != addr);
                         if self.leader.is_none() {
-                            // Nobody leads yet (an election): try the next
-                            // one after a pause.
+                            // Nobody leads yet (an election): ask again
+                            // after a pause.
                             std::thread::sleep(self.timeout.min(Duration::from_millis(100)));
                         }
                         last = format!("{addr}: not the leader");
@@ -92,11 +99,13 @@ impl ControllerClient {
                     }
                     Err(e) => {
                         self.leader = None;
+                        dead.push(addr);
                         last = format!("{addr}: undecodable answer: {e}");
                     }
                 },
                 Err(e) => {
                     self.leader = None;
+                    dead.push(addr);
                     last = format!("{addr}: {e}");
                 }
             }
@@ -107,16 +116,16 @@ impl ControllerClient {
                 });
             }
         }
-        Err(ClientError::NoAnswer { attempts: 0, last })
+        Err(ClientError::NoAnswer {
+            attempts: dead.len(),
+            last,
+        })
     }
 
-    /// The next controller to try.
-    fn rotate(&mut self) -> Option<SocketAddr> {
-        let addr = *self
-            .controllers
-            .get(self.next % self.controllers.len().max(1))?;
-        self.next = self.next.wrapping_add(1);
-        Some(addr)
+    /// The first controller, in the configured order, that did not fail
+    /// this call.
+    fn first_alive(&self, dead: &[SocketAddr]) -> Option<SocketAddr> {
+        self.controllers.iter().copied().find(|a| !dead.contains(a))
     }
 }
 

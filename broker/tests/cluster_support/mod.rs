@@ -15,6 +15,37 @@
 // Each test binary that includes this module uses a part of it.
 #![allow(dead_code)]
 
+pub mod records;
+
+/// Polls `f` every 100 ms until it gives Some (at most `limit`, then the
+/// test fails naming `what`).
+pub fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `broker cluster status --json` of the controllers `controllers` (asked
+/// directly, never through proxies).
+pub fn status(controllers: &str) -> serde_json::Value {
+    let out = Command::new("timeout")
+        .args(["30", env!("CARGO_BIN_EXE_broker"), "cluster", "status"])
+        .args(["--controllers", controllers, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cluster status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 use std::{
     io::{BufRead, BufReader},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},

@@ -102,18 +102,17 @@ pub fn resolve_topic_config(
     asked: &TopicSettings,
     defaults: &TopicConfig,
 ) -> Result<TopicConfig, MetadataError> {
-        let limit =
-            |name: &str, v: i64, default: Option<u64>| -> Result<Option<u64>, MetadataError> {
-                match v {
-                    BROKER_DEFAULT => Ok(default),
-                    NO_LIMIT => Ok(None),
-                    v if v >= 1 => Ok(Some(v as u64)),
-                    v => Err(MetadataError::Invalid(format!(
-                        "{name} = {v}: must be at least 1, -1 (broker default) or -2 (no limit)"
-                    ))),
-                }
-            };
-        let segment_bytes = match asked.segment_bytes {
+    let limit = |name: &str, v: i64, default: Option<u64>| -> Result<Option<u64>, MetadataError> {
+        match v {
+            BROKER_DEFAULT => Ok(default),
+            NO_LIMIT => Ok(None),
+            v if v >= 1 => Ok(Some(v as u64)),
+            v => Err(MetadataError::Invalid(format!(
+                "{name} = {v}: must be at least 1, -1 (broker default) or -2 (no limit)"
+            ))),
+        }
+    };
+    let segment_bytes = match asked.segment_bytes {
             BROKER_DEFAULT => defaults.segment_bytes,
             v if (SEGMENT_BYTES_MIN as i64..=SEGMENT_BYTES_LIMIT as i64).contains(&v) => v as u64,
             v => {
@@ -122,17 +121,17 @@ pub fn resolve_topic_config(
                 )))
             }
         };
-        Ok(TopicConfig {
-            retention_ms: limit("retention_ms", asked.retention_ms, defaults.retention_ms)?,
-            retention_bytes: limit(
-                "retention_bytes",
-                asked.retention_bytes,
-                defaults.retention_bytes,
-            )?,
-            segment_bytes,
-            log_append_time: defaults.log_append_time,
-        })
-    }
+    Ok(TopicConfig {
+        retention_ms: limit("retention_ms", asked.retention_ms, defaults.retention_ms)?,
+        retention_bytes: limit(
+            "retention_bytes",
+            asked.retention_bytes,
+            defaults.retention_bytes,
+        )?,
+        segment_bytes,
+        log_append_time: defaults.log_append_time,
+    })
+}
 
 /// A topic's settings as the wire protocol carries them.
 pub fn wire_settings(config: &TopicConfig) -> TopicSettings {

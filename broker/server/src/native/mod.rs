@@ -304,7 +304,12 @@ async fn create_topic(shard: &Rc<Shard>, id: u64, r: CreateTopicRequest<'_>) -> 
     };
     match topics::create(shard, request).await {
         Ok(t) => encode(api, id, 128, |w, out| {
-            w.create_topic_response(out, id, t.partition_count() as i32, &crate::metadata::wire_settings(&t.config))
+            w.create_topic_response(
+                out,
+                id,
+                t.partition_count() as i32,
+                &crate::metadata::wire_settings(&t.config),
+            )
         }),
         Err(e) => error_response(api, id, &e),
     }
