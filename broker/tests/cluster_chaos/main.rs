@@ -208,9 +208,13 @@ fn run(secs: u64, seed: u64) -> Summary {
         .collect();
 
     let mut faults: BTreeMap<&'static str, u32> = BTreeMap::new();
-    let mut topic_ops: BTreeMap<&'static str, u32> = BTreeMap::new();
-    let mut admin_topics: Vec<String> = Vec::new();
-    let mut next_topic = 0u32;
+    let mut admin = Admin {
+        addrs: addrs.clone(),
+        topics: Vec::new(),
+        next: 0,
+        history,
+        ops: BTreeMap::new(),
+    };
     let started = Instant::now();
     let deadline = started + Duration::from_secs(secs);
     let mesh_len = cluster.mesh().unwrap().len();
@@ -219,78 +223,43 @@ fn run(secs: u64, seed: u64) -> Summary {
         count += 1;
         thread::sleep(rng.ms(300, 1_500));
         let kind = rng.below(4);
-        let name: &'static str;
-        // Applied; what to undo; while it holds, maybe topic admin.
-        let hold = rng.ms(1_000, 4_000);
-        match kind {
+        let mut hold = rng.ms(1_000, 4_000);
+        // Applied now; undone once it held (and topic admin went on).
+        let (name, down, undo) = match kind {
             0 => {
                 let b = rng.below(BROKERS as u64) as usize;
-                name = "broker_kill";
                 println!("fault {count}: SIGKILL broker {b}, restart after {hold:?}");
                 cluster.kill(b);
-                admin_during(
-                    &mut rng,
-                    &addrs,
-                    hold,
-                    &mut admin_topics,
-                    &mut next_topic,
-                    &mut history,
-                    &mut topic_ops,
-                );
-                cluster.restart(b);
+                ("broker_kill", Some(b), Undo::Restart(b))
             }
             1 => {
                 let b = rng.below(BROKERS as u64) as usize;
-                let hold = Duration::from_millis(SESSION_TIMEOUT_MS) + rng.ms(500, 2_500);
-                name = "broker_pause";
+                hold = Duration::from_millis(SESSION_TIMEOUT_MS) + rng.ms(500, 2_500);
                 println!("fault {count}: SIGSTOP broker {b} for {hold:?}");
                 cluster.pause(b);
-                admin_during(
-                    &mut rng,
-                    &addrs,
-                    hold,
-                    &mut admin_topics,
-                    &mut next_topic,
-                    &mut history,
-                    &mut topic_ops,
-                );
-                cluster.resume(b);
+                ("broker_pause", Some(b), Undo::Resume(b))
             }
             2 => {
                 let c = rng.below(mesh_len as u64) as usize;
                 let f = rng.blocking();
-                name = "controller_isolate";
                 println!("fault {count}: isolate controller {c} ({f:?}) for {hold:?}");
                 cluster.mesh().unwrap().isolate(c, f);
-                admin_during(
-                    &mut rng,
-                    &addrs,
-                    hold,
-                    &mut admin_topics,
-                    &mut next_topic,
-                    &mut history,
-                    &mut topic_ops,
-                );
-                cluster.mesh().unwrap().heal();
+                ("controller_isolate", None, Undo::Heal)
             }
             _ => {
                 let from = rng.below(mesh_len as u64) as usize;
                 let to = (from + 1 + rng.below(mesh_len as u64 - 1) as usize) % mesh_len;
                 let f = rng.blocking();
-                name = "one_way_partition";
                 println!("fault {count}: one-way {from} -> {to} ({f:?}) for {hold:?}");
                 cluster.mesh().unwrap().one_way(from, to, f);
-                admin_during(
-                    &mut rng,
-                    &addrs,
-                    hold,
-                    &mut admin_topics,
-                    &mut next_topic,
-                    &mut history,
-                    &mut topic_ops,
-                );
-                cluster.mesh().unwrap().heal();
+                ("one_way_partition", None, Undo::Heal)
             }
+        };
+        admin.during(&mut rng, down, hold);
+        match undo {
+            Undo::Restart(b) => cluster.restart(b),
+            Undo::Resume(b) => cluster.resume(b),
+            Undo::Heal => cluster.mesh().unwrap().heal(),
         }
         *faults.entry(name).or_default() += 1;
     }
@@ -357,7 +326,7 @@ fn run(secs: u64, seed: u64) -> Summary {
         ));
     }
     // (b) Topics as their admin said; (c) the same metadata everywhere.
-    let expected = checker::expected_topics(&history);
+    let expected = checker::expected_topics(&admin.history);
     violations.extend(checker::check_topics(&expected, &listings));
     // The offsets topic: in the image, not in the brokers' lists.
     violations.extend(checker::check_metadata(&listings, &views, BROKERS, 1));
@@ -379,7 +348,7 @@ fn run(secs: u64, seed: u64) -> Summary {
         faults,
         send_errors,
         records,
-        topic_ops,
+        topic_ops: admin.ops,
         topics: listings[0].clone().map(|l| sorted(&l)).unwrap_or_default(),
         controllers: views,
         settle_seconds,
@@ -393,78 +362,93 @@ fn sorted(l: &Listing) -> Listing {
     l
 }
 
-/// While a fault holds (`hold`), at most two topic admin requests through
-/// random brokers (not the `down` one: a stopped broker only times out): a create of a new topic or a delete of one created
-/// earlier by this loop (never the producers' topics). Each outcome goes
-/// into `history`.
-fn admin_during(
-    rng: &mut Rng,
-    addrs: &[String],
-    down: Option<usize>,
-    hold: Duration,
-    admin_topics: &mut Vec<String>,
-    next_topic: &mut u32,
-    history: &mut Vec<(String, AdminOp)>,
-    ops: &mut BTreeMap<&'static str, u32>,
-) {
-    let until = Instant::now() + hold;
-    let n = rng.below(3);
-    for _ in 0..n {
-        thread::sleep(
-            rng.ms(100, 800)
-                .min(until.saturating_duration_since(Instant::now())),
-        );
-        let up: Vec<&String> = (0..addrs.len())
-            .filter(|&i| Some(i) != down)
-            .map(|i| &addrs[i])
-            .collect();
-        let at = up[rng.below(up.len() as u64) as usize];
-        let delete = !admin_topics.is_empty() && rng.below(3) == 0;
-        if delete {
-            let k = rng.below(admin_topics.len() as u64) as usize;
-            let name = admin_topics.swap_remove(k);
-            let result = broker_client::Client::connect_with(at, admin_config())
-                .and_then(|c| c.delete_topic(&name));
-            println!("  delete {name} at {at}: {result:?}");
-            let op = match result {
-                Ok(()) => AdminOp::Deleted,
-                Err(_) => AdminOp::DeleteFailed,
-            };
-            *ops.entry(if op == AdminOp::Deleted {
-                "delete_ok"
+/// What a fault does until it is undone.
+enum Undo {
+    Restart(usize),
+    Resume(usize),
+    Heal,
+}
+
+/// Topic admin during the faults, and its outcomes.
+struct Admin {
+    addrs: Vec<String>,
+    /// Topics this loop created (or tried to): the ones it may delete.
+    topics: Vec<String>,
+    next: u32,
+    history: Vec<(String, AdminOp)>,
+    ops: BTreeMap<&'static str, u32>,
+}
+
+impl Admin {
+    /// While a fault holds (`hold`), at most two topic admin requests through
+    /// random brokers (not the `down` one: a stopped broker only times out): a create of a new topic or a delete of one created
+    /// earlier by this loop (never the producers' topics). Each outcome goes
+    /// into `history`.
+    fn during(&mut self, rng: &mut Rng, down: Option<usize>, hold: Duration) {
+        let addrs = &self.addrs;
+        let until = Instant::now() + hold;
+        let n = rng.below(3);
+        for _ in 0..n {
+            thread::sleep(
+                rng.ms(100, 800)
+                    .min(until.saturating_duration_since(Instant::now())),
+            );
+            let up: Vec<&String> = (0..addrs.len())
+                .filter(|&i| Some(i) != down)
+                .map(|i| &addrs[i])
+                .collect();
+            let at = up[rng.below(up.len() as u64) as usize];
+            let delete = !self.topics.is_empty() && rng.below(3) == 0;
+            if delete {
+                let k = rng.below(self.topics.len() as u64) as usize;
+                let name = self.topics.swap_remove(k);
+                let result = broker_client::Client::connect_with(at, admin_config())
+                    .and_then(|c| c.delete_topic(&name));
+                println!("  delete {name} at {at}: {result:?}");
+                let op = match result {
+                    Ok(()) => AdminOp::Deleted,
+                    Err(_) => AdminOp::DeleteFailed,
+                };
+                *self
+                    .ops
+                    .entry(if op == AdminOp::Deleted {
+                        "delete_ok"
+                    } else {
+                        "delete_failed"
+                    })
+                    .or_default() += 1;
+                self.history.push((name, op));
             } else {
-                "delete_failed"
-            })
-            .or_default() += 1;
-            history.push((name, op));
-        } else {
-            *next_topic += 1;
-            let name = format!("admin-{next_topic}");
-            let partitions = 1 + rng.below(4) as u32;
-            let result = broker_client::Client::connect_with(at, admin_config())
-                .and_then(|c| c.create_topic(&name, partitions, &TopicSettings::default()));
-            println!("  create {name} ({partitions} partitions) at {at}: {result:?}");
-            let op = match result {
-                Ok(created) if created.partitions == partitions => AdminOp::Created(partitions),
-                Ok(created) => {
-                    // Recorded as what it said; the checker then finds the
-                    // list disagreeing with it.
-                    AdminOp::Created(created.partitions)
-                }
-                // Timed out, refused, or met a fault: it may exist.
-                Err(_) => AdminOp::CreateFailed,
-            };
-            *ops.entry(match op {
-                AdminOp::Created(_) => "create_ok",
-                _ => "create_failed",
-            })
-            .or_default() += 1;
-            history.push((name.clone(), op));
-            // A failed create may exist: it may be deleted later too.
-            admin_topics.push(name);
+                self.next += 1;
+                let name = format!("admin-{}", self.next);
+                let partitions = 1 + rng.below(4) as u32;
+                let result = broker_client::Client::connect_with(at, admin_config())
+                    .and_then(|c| c.create_topic(&name, partitions, &TopicSettings::default()));
+                println!("  create {name} ({partitions} partitions) at {at}: {result:?}");
+                let op = match result {
+                    Ok(created) if created.partitions == partitions => AdminOp::Created(partitions),
+                    Ok(created) => {
+                        // Recorded as what it said; the checker then finds the
+                        // list disagreeing with it.
+                        AdminOp::Created(created.partitions)
+                    }
+                    // Timed out, refused, or met a fault: it may exist.
+                    Err(_) => AdminOp::CreateFailed,
+                };
+                *self
+                    .ops
+                    .entry(match op {
+                        AdminOp::Created(_) => "create_ok",
+                        _ => "create_failed",
+                    })
+                    .or_default() += 1;
+                self.history.push((name.clone(), op));
+                // A failed create may exist: it may be deleted later too.
+                self.topics.push(name);
+            }
         }
+        thread::sleep(until.saturating_duration_since(Instant::now()));
     }
-    thread::sleep(until.saturating_duration_since(Instant::now()));
 }
 
 /// One producer: round-robin over the topics' partitions, each record's
