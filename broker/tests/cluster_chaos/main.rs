@@ -219,10 +219,17 @@ fn run(secs: u64, seed: u64) -> Summary {
     let deadline = started + Duration::from_secs(secs);
     let mesh_len = cluster.mesh().unwrap().len();
     let mut count = 0;
+    let first_kind = rng.below(4);
     while Instant::now() < deadline && count < MAX_FAULTS {
         count += 1;
         thread::sleep(rng.ms(300, 1_500));
-        let kind = rng.below(4);
+        // The first four faults are one of each kind (in a seeded order),
+        // so that a short run has them all; then any.
+        let kind = if count <= 4 {
+            (first_kind + u64::from(count)) % 4
+        } else {
+            rng.below(4)
+        };
         let mut hold = rng.ms(1_000, 4_000);
         // Applied now; undone once it held (and topic admin went on).
         let (name, down, undo) = match kind {
