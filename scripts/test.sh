@@ -11,6 +11,9 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The Kafka-protocol tests drive the broker with real Kafka clients (pinned).
 scripts/install-kafka-clients.sh
+# Among them the chaos runs' short slices at fixed seeds: tests/chaos (one
+# broker, 40 s) and tests/cluster_chaos (three brokers behind proxies, 20 s,
+# CLUSTER_CHAOS_SEED=20261203; scripts/chaos-cluster.sh runs longer ones).
 cargo test --workspace --locked
 # The chaos checker's own test: a build that acknowledges appends before
 # writing them (the `fault-injection` feature, never in a normal build) must
