@@ -125,14 +125,21 @@ struct Summary {
     violations: Vec<String>,
 }
 
+/// One run at a time in this process: the broken build's test sets an
+/// environment variable every broker it starts inherits.
+static ONE_RUN: Mutex<()> = Mutex::new(());
+
 #[test]
 fn cluster_chaos() {
+    let _one = ONE_RUN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let secs: u64 = env_or("CLUSTER_CHAOS_SECONDS", 20);
     let seed: u64 = env_or("CLUSTER_CHAOS_SEED", 20_261_203);
     println!(
         "cluster chaos: seed {seed}, {secs} s (reproduce: CLUSTER_CHAOS_SEED={seed} CLUSTER_CHAOS_SECONDS={secs})"
     );
-    let summary = run(secs, seed);
+    let summary = run(secs, seed, false);
     let json = serde_json::to_string_pretty(&summary).unwrap();
     println!("{json}");
     if let Some(path) = std::env::var_os("CLUSTER_CHAOS_SUMMARY") {
@@ -153,6 +160,40 @@ fn cluster_chaos() {
     );
 }
 
+/// The checker catches brokers that acknowledge before writing: built with
+/// the `fault-injection` feature (scripts/test.sh runs this), with
+/// `BROKER_FAULT_ACK_BEFORE_DURABLE=1` every broker acks appends once they
+/// are buffered, and a run of broker kills only must end with acknowledged
+/// records lost (or their offsets holding other records).
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_cluster_that_acks_before_writing_is_caught() {
+    struct Unset;
+    impl Drop for Unset {
+        fn drop(&mut self) {
+            std::env::remove_var("BROKER_FAULT_ACK_BEFORE_DURABLE");
+        }
+    }
+    let _one = ONE_RUN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    std::env::set_var("BROKER_FAULT_ACK_BEFORE_DURABLE", "1");
+    let _unset = Unset;
+    let summary = run(20, 20_261_205, true);
+    let r = &summary.records;
+    assert!(
+        r.lost + r.misplaced + r.acked_twice > 0,
+        "the checker missed the lost writes: {} faults, {:?}, {:#?}",
+        summary.faults.values().sum::<u32>(),
+        r,
+        summary.violations
+    );
+    println!(
+        "the checker caught the broken build: {} lost, {} misplaced, {} acknowledged twice",
+        r.lost, r.misplaced, r.acked_twice
+    );
+}
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -160,7 +201,9 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn run(secs: u64, seed: u64) -> Summary {
+/// One run; `kills_only`: every fault a broker SIGKILL (for the broken
+/// build's test).
+fn run(secs: u64, seed: u64, kills_only: bool) -> Summary {
     let mut rng = Rng(seed);
     let mut cluster = Cluster::start_members_behind_proxies(BROKERS, 1, BROKERS, seed);
     let direct = cluster.controllers();
@@ -225,7 +268,9 @@ fn run(secs: u64, seed: u64) -> Summary {
         thread::sleep(rng.ms(300, 1_500));
         // The first four faults are one of each kind (in a seeded order),
         // so that a short run has them all; then any.
-        let kind = if count <= 4 {
+        let kind = if kills_only {
+            0
+        } else if count <= 4 {
             (first_kind + u64::from(count)) % 4
         } else {
             rng.below(4)
@@ -313,15 +358,11 @@ fn run(secs: u64, seed: u64) -> Summary {
     let acks = std::mem::take(&mut *acks.lock().unwrap());
     let mut read = ReadBack::new();
     for (k, topic) in TOPICS.iter().enumerate() {
-        let mut last: BTreeMap<u32, i64> = BTreeMap::new();
-        for a in acks.iter().filter(|a| a.topic == *topic) {
-            let e = last.entry(a.partition).or_insert(-1);
-            *e = (*e).max(a.offset);
-        }
         let at = &addrs[(k + 1) % BROKERS];
-        match read_topic(at, topic, &last) {
-            Ok(r) => read.extend(r),
-            Err(e) => violations.push(format!("reading {topic} back through {at}: {e}")),
+        let (r, error) = read_topic(at, topic);
+        read.extend(r);
+        if let Some(e) = error {
+            violations.push(format!("reading {topic} back through {at}: {e}"));
         }
     }
     let (records, record_violations) = checker::check_records(&acks, &read);
@@ -515,50 +556,58 @@ fn produce(
     }
 }
 
-/// Reads every partition of `topic` from the start through `at`, until
-/// each holds at least its last acknowledged offset and the high
-/// watermark is reached (bounded).
-fn read_topic(at: &str, topic: &str, last_acked: &BTreeMap<u32, i64>) -> Result<ReadBack, String> {
-    let mut consumer = Consumer::connect(
+/// Reads every partition of `topic` from the start through `at`, up to
+/// its high watermark (the producers have stopped): what it read, and why
+/// it stopped early if it did (bounded).
+fn read_topic(at: &str, topic: &str) -> (ReadBack, Option<String>) {
+    let mut read = ReadBack::new();
+    for p in 0..PARTITIONS {
+        read.insert((topic.into(), p), BTreeMap::new());
+    }
+    let consumer = Consumer::connect(
         at,
         ConsumerConfig {
             fetch_max_wait_ms: 100,
             client: client_config(),
             ..ConsumerConfig::default()
         },
-    )
-    .map_err(|e| e.to_string())?;
+    );
+    let mut consumer = match consumer {
+        Ok(c) => c,
+        Err(e) => return (read, Some(e.to_string())),
+    };
     for p in 0..PARTITIONS {
-        consumer
-            .assign(topic, p, StartOffset::Earliest)
-            .map_err(|e| e.to_string())?;
-    }
-    let mut read = ReadBack::new();
-    for p in 0..PARTITIONS {
-        read.insert((topic.into(), p), BTreeMap::new());
+        if let Err(e) = consumer.assign(topic, p, StartOffset::Earliest) {
+            return (read, Some(e.to_string()));
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last_error = None;
     loop {
         let done = (0..PARTITIONS).all(|p| {
             let pos = consumer.position(topic, p).unwrap_or(0);
-            let hw = consumer.high_watermark(topic, p);
-            let acked = last_acked.get(&p).copied().unwrap_or(-1);
-            pos > acked && hw.is_some_and(|hw| pos >= hw)
+            consumer
+                .high_watermark(topic, p)
+                .is_some_and(|hw| pos >= hw)
         });
         if done {
-            return Ok(read);
+            return (read, None);
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "not read to the end within 60 s (last error {last_error:?}); positions {:?}",
-                (0..PARTITIONS)
-                    .map(|p| (
+            let at: Vec<_> = (0..PARTITIONS)
+                .map(|p| {
+                    (
                         consumer.position(topic, p),
-                        consumer.high_watermark(topic, p)
-                    ))
-                    .collect::<Vec<_>>()
-            ));
+                        consumer.high_watermark(topic, p),
+                    )
+                })
+                .collect();
+            return (
+                read,
+                Some(format!(
+                    "not read to the end within 60 s (last error {last_error:?}); positions and high watermarks {at:?}"
+                )),
+            );
         }
         match consumer.poll(Duration::from_millis(300)) {
             Ok(records) => {
