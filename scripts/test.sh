@@ -20,3 +20,6 @@ cargo test --workspace --locked
 # be caught losing acknowledged records.
 cargo clippy -p broker --features fault-injection --all-targets --locked -- -D warnings
 cargo test -p broker --features fault-injection --locked --test chaos a_broker_that_acks_before_writing_is_caught
+# The same for the cluster chaos checker: brokers of a cluster that ack before
+# writing, killed and restarted, must be caught losing acknowledged records.
+cargo test -p broker --features fault-injection --locked --test cluster_chaos a_cluster_that_acks_before_writing_is_caught

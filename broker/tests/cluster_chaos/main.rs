@@ -22,6 +22,10 @@
 //! summary is printed as JSON (and written to `CLUSTER_CHAOS_SUMMARY` if
 //! set); any violation fails the run with its seed.
 //!
+//! Built with the `fault-injection` feature, a second test runs broker
+//! kills only against brokers that acknowledge appends before writing
+//! them, and requires the checker to report acknowledged records lost.
+//!
 //! `CLUSTER_CHAOS_SECONDS` (default 20) and `CLUSTER_CHAOS_SEED` (default
 //! fixed) choose the run; `scripts/chaos-cluster.sh` runs a longer one.
 #![allow(clippy::unwrap_used)]
