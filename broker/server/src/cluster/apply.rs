@@ -151,16 +151,41 @@ pub async fn create(shard: &Shard, topic: TopicMeta) -> ServiceResult<Arc<TopicM
         .ok_or_else(|| ServiceError::storage("the created topic is not applied here yet"))
 }
 
-/// Deletes a topic through the controllers.
+/// Deletes a topic through the controllers. A refusal as unknown of a
+/// topic this broker had when asked counts as done: a try of this request
+/// whose answer was lost (a controller that timed out, then the next one
+/// asked) may have deleted it, and the topic is gone either way. (The
+/// cluster chaos run, seed 73512, had a committed delete answered
+/// UNKNOWN_TOPIC.) Answered once this broker no longer routes it.
 pub async fn delete(shard: &Shard, name: &str) -> ServiceResult<()> {
-    propose(
+    let existed = shard.topic(name).is_some();
+    let proposed = propose(
         shard,
         Request::DeleteTopic {
             name: name.to_owned(),
         },
     )
-    .await
-    .map(drop)
+    .await;
+    match proposed {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind == ErrorKind::UnknownTopic && existed => {
+            if let Some(link) = shard.cluster() {
+                link.refresh();
+            }
+            let deadline = std::time::Instant::now() + APPLY_WAIT;
+            while shard.topic(name).is_some() {
+                let next = shard.image().map_or(0, |i| i.version() + 1);
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() || !shard.wait_image(next, left).await {
+                    return Err(ServiceError::storage(format!(
+                        "topic {name:?} is deleted by the controllers but still routed here"
+                    )));
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Proposes a topic command, tries again while the controllers cannot
