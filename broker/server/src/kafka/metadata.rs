@@ -148,6 +148,10 @@ pub async fn handle(shard: &Rc<Shard>, mut request: Request<'_>) -> DecodeResult
         Some(names) if names.is_empty() => Vec::new(),
         names => topics::describe(shard, names),
     };
+    let nodes = nodes(shard);
+    // A cluster member's partitions whose broker is fenced (not among the
+    // nodes) have no leader to advertise.
+    let live: Option<Vec<i32>> = shard.image().map(|_| nodes.iter().map(|n| n.id).collect());
     for view in views {
         let (error, meta) = match view.topic {
             Some(meta) => (errors::NONE, Some(meta)),
@@ -157,10 +161,16 @@ pub async fn handle(shard: &Rc<Shard>, mut request: Request<'_>) -> DecodeResult
                 Err(e) => (create_error(&e), None),
             },
         };
-        topics_out.push(topic_entry(shard, &view.name, error, meta.as_deref()));
+        topics_out.push(topic_entry(
+            shard,
+            &view.name,
+            error,
+            meta.as_deref(),
+            live.as_deref(),
+        ));
     }
     let config = shard.config();
-    let brokers = nodes(shard)
+    let brokers = nodes
         .into_iter()
         .map(|n| {
             MetadataResponseBroker::default()
@@ -228,18 +238,15 @@ fn topic_entry(
     name: &str,
     error: i16,
     meta: Option<&TopicMeta>,
+    live: Option<&[i32]>,
 ) -> MetadataResponseTopic {
-    // A partition whose broker is fenced has no leader to advertise.
-    let live: Option<Vec<i32>> = shard
-        .image()
-        .map(|_| nodes(shard).into_iter().map(|n| n.id).collect());
     let partitions = meta
         .map(|m| {
             (0..m.partition_count())
                 .map(|p| {
                     let id = leader_of(shard, m.broker_of(p), m.owner(p).unwrap_or(0));
                     let leader = BrokerId(id);
-                    let up = live.as_ref().is_none_or(|live| live.contains(&id));
+                    let up = live.is_none_or(|live| live.contains(&id));
                     MetadataResponsePartition::default()
                         .with_error_code(if up {
                             errors::NONE

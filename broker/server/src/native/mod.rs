@@ -357,15 +357,21 @@ fn metadata(shard: &Shard, id: u64, r: MetadataRequest<'_>) -> Response {
     };
     let views = topics::describe(shard, r.topics().map(|names| names.iter().collect()));
     // Each partition's index into `shards`.
+    let at: std::collections::HashMap<(u32, u16), u16> = cluster
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, a)| ((a.broker, a.shard), i as u16))
+        .collect();
     let indexes: Vec<Vec<u16>> = views
         .iter()
         .map(|v| match (&v.topic, &cluster) {
-            (Some(t), Some(all)) => (0..t.partition_count())
+            (Some(t), Some(_)) => (0..t.partition_count())
                 .map(|p| {
-                    let (b, s) = (t.broker_of(p), t.owner(p));
-                    all.iter()
-                        .position(|a| Some(a.broker) == b && Some(a.shard) == s)
-                        .map_or(u16::MAX, |i| i as u16)
+                    t.broker_of(p)
+                        .zip(t.owner(p))
+                        .and_then(|key| at.get(&key).copied())
+                        .unwrap_or(u16::MAX)
                 })
                 .collect(),
             (Some(t), None) => t.shards.clone(),
