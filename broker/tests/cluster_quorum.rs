@@ -4,16 +4,20 @@
 //! a topic created meanwhile through the majority never reaches it) while
 //! the other two elect a new leader and go on; once healed, it follows the
 //! new leader and has everything. And topic admin keeps working across a
-//! SIGKILL of the leader.
+//! SIGKILL of the leader, and creates racing that SIGKILL each happen
+//! once or fail cleanly (never twice, never half).
 #![allow(clippy::unwrap_used)]
 
 mod cluster_support;
 
-use std::time::Duration;
+use std::{sync::mpsc, time::Duration};
 
-use broker_client::{Client, ClientConfig, TopicSettings};
+use broker_client::{Client, ClientConfig, ErrorCode, TopicSettings};
 use broker_netfault::Fault;
-use cluster_support::{status, wait, Cluster};
+use cluster_support::{
+    records::{self, Acked},
+    status, wait, Cluster,
+};
 use serde_json::Value;
 
 /// Kafka's default request timeout: a broker that still takes the
@@ -58,7 +62,7 @@ fn create_retried(at: &str, topic: &str, partitions: u32, limit: Duration) {
         );
         match created {
             Ok(_) => Some(()),
-            Err(e) if e.code() == Some(broker_client::ErrorCode::TopicExists) => Some(()),
+            Err(e) if e.code() == Some(ErrorCode::TopicExists) => Some(()),
             Err(e) => {
                 eprintln!("create {topic}: {e}");
                 None
@@ -159,4 +163,123 @@ fn topic_admin_keeps_working_after_the_leader_is_killed() {
     create_retried(&at, "after-failover", 2, Duration::from_secs(30));
     let s = status(&direct);
     assert!(s["cluster"]["topics"].as_u64().unwrap() >= 2, "{s:#}");
+}
+
+/// Every broker of `cluster` lists `topic` with `partitions` partitions.
+fn listed_everywhere(cluster: &Cluster, topic: &str, partitions: u32) {
+    for i in 0..cluster.len() {
+        let addr = cluster.addr(i).to_string();
+        wait(
+            &format!("{topic} with {partitions} partitions on broker {i}"),
+            Duration::from_secs(20),
+            || {
+                let listed = Client::connect_with(&addr, quick())
+                    .ok()?
+                    .list_topics()
+                    .ok()?;
+                let found = listed.iter().find(|t| t.name == topic)?;
+                assert_eq!(found.partitions, partitions, "{topic} on broker {i}");
+                Some(())
+            },
+        );
+    }
+}
+
+/// Topic creates asked one after another of a broker that survives, while
+/// the controllers' leader (a broker too) is SIGKILLed after the second
+/// answer: each create either answers done, or fails with an error a
+/// client retries on and, tried again, is done once. None answers
+/// TopicExists on its first try (that would be a create committed twice,
+/// say a lost answer's try retried under a new request), every topic ends
+/// with all its partitions on every broker (never half), every partition
+/// takes records that read back byte for byte, and topics made before the
+/// kill keep their records (no create applied again after the failover
+/// recreated one empty).
+#[test]
+fn creates_racing_a_leader_kill_happen_once_or_fail_cleanly() {
+    const PARTITIONS: u32 = 4;
+    const RACING: usize = 8;
+    let mut cluster = Cluster::start_members(3, 1, 3, |_| vec![]);
+    let direct = cluster.controllers();
+    let s = wait(
+        "a leader and every broker admitted",
+        Duration::from_secs(30),
+        || {
+            let s = status(&direct);
+            (s["leader"].is_u64() && all_unfenced(&s, 3)).then_some(s)
+        },
+    );
+    let leader = s["leader"].as_u64().unwrap() as usize - 1;
+    let survivor = (0..3).find(|&i| i != leader).unwrap();
+    let at = cluster.addr(survivor).to_string();
+    let before: Vec<(String, Acked)> = (0..2)
+        .map(|k| {
+            let topic = format!("before-{k}");
+            create_retried(&at, &topic, PARTITIONS, Duration::from_secs(30));
+            let acked = records::produce(&at, &topic, k, 0..40, records::quick(10));
+            (topic, acked)
+        })
+        .collect();
+
+    let (answers, answered) = mpsc::channel();
+    let creator = {
+        let at = at.clone();
+        std::thread::spawn(move || {
+            for k in 0..RACING {
+                let topic = format!("race-{k}");
+                let outcome = Client::connect_with(&at, quick())
+                    .and_then(|c| c.create_topic(&topic, PARTITIONS, &TopicSettings::default()))
+                    .map(|_| ());
+                answers.send((topic, outcome)).unwrap();
+            }
+        })
+    };
+    let mut outcomes = Vec::new();
+    for _ in 0..2 {
+        outcomes.push(answered.recv_timeout(Duration::from_secs(60)).unwrap());
+    }
+    cluster.kill(leader);
+    outcomes.extend(answered.iter());
+    creator.join().unwrap();
+    assert_eq!(outcomes.len(), RACING);
+    eprintln!("racing creates: {outcomes:?}");
+
+    cluster.restart(leader);
+    wait(
+        "every broker admitted again",
+        Duration::from_secs(60),
+        || all_unfenced(&status(&direct), 3).then_some(()),
+    );
+    for (topic, outcome) in &outcomes {
+        if let Err(e) = outcome {
+            assert_ne!(
+                e.code(),
+                Some(ErrorCode::TopicExists),
+                "{topic}: a first try answered TopicExists: {e}"
+            );
+            // Failed cleanly: tried again, it is done once.
+            create_retried(&at, topic, PARTITIONS, Duration::from_secs(30));
+        }
+    }
+    for (k, (topic, _)) in outcomes.iter().enumerate() {
+        listed_everywhere(&cluster, topic, PARTITIONS);
+        let acked = records::produce(&at, topic, 100 + k, 0..40, records::quick(10));
+        let partitions: std::collections::BTreeSet<u32> = acked.keys().map(|&(p, _)| p).collect();
+        assert_eq!(
+            partitions.len(),
+            PARTITIONS as usize,
+            "{topic}: {partitions:?}"
+        );
+        records::consume_exactly(&at, topic, &acked, records::quick(10));
+    }
+    for (topic, acked) in &before {
+        listed_everywhere(&cluster, topic, PARTITIONS);
+        records::consume_exactly(&at, topic, acked, records::quick(10));
+    }
+    let s = status(&direct);
+    assert_eq!(
+        s["cluster"]["topics"].as_u64().unwrap(),
+        (RACING + before.len() + 1) as u64,
+        "the racing, earlier and offsets topics, each once: {s:#}"
+    );
 }
