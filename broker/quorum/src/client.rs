@@ -16,8 +16,20 @@ use crate::limits::MAX_FRAME_BYTES;
 use crate::rpc::{Request, Response};
 
 /// Sends `request` to the node at `addr` and returns its service's answer,
-/// all within `timeout` (connecting included).
+/// all within `timeout` (connecting included). A socket timeout is
+/// reported as `TimedOut` (std reports an expired read timeout as
+/// `WouldBlock`, "Resource temporarily unavailable").
 pub fn call(addr: SocketAddr, request: &str, timeout: Duration) -> io::Result<String> {
+    exchange(addr, request, timeout).map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("controller call timed out after {timeout:?}"),
+        ),
+        _ => e,
+    })
+}
+
+fn exchange(addr: SocketAddr, request: &str, timeout: Duration) -> io::Result<String> {
     let deadline = Instant::now() + timeout;
     let left = || {
         deadline

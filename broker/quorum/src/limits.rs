@@ -44,9 +44,17 @@ pub const MAX_VOTERS: usize = 9;
 /// full queue answers `ProposeError::Overloaded` instead of queueing more.
 pub const MAX_PENDING_PROPOSALS: usize = 1024;
 
-/// Concurrent inbound Raft connections; more are closed at accept (a peer
-/// opens one per replication stream and one per election, so a handful).
+/// Concurrent inbound Raft connections (a peer opens one per replication
+/// stream and one per election, a broker one per call, so a handful);
+/// past it a new one replaces the one waiting longest for a request, if
+/// that one has waited [`EVICTABLE_AFTER_MS`], or is closed at accept.
 pub const MAX_INBOUND_CONNECTIONS: usize = 64;
+
+/// How long a connection must have waited for its next request before a
+/// new one may take its place when all are taken: ten Raft heartbeats
+/// (a live replication stream sends one every 100 ms) and far above a
+/// call's request write.
+pub const EVICTABLE_AFTER_MS: u64 = 1_000;
 
 /// Connecting to a peer; the whole RPC is also bounded by openraft's TTL.
 pub const CONNECT_TIMEOUT_MS: u64 = 500;

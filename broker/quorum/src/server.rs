@@ -3,21 +3,91 @@
 //! connection.
 //!
 //! A bad frame (too long, undecodable) is logged and closes its connection;
-//! nothing a peer sends can panic the controller. Connections beyond
-//! `MAX_INBOUND_CONNECTIONS`, and connections idle for
-//! `INBOUND_IDLE_TIMEOUT_MS`, are closed, and so is one whose snapshot
-//! chunks reach past `MAX_SNAPSHOT_BYTES`.
+//! nothing a peer sends can panic the controller. Connections idle for
+//! `INBOUND_IDLE_TIMEOUT_MS` are closed, and so is one whose snapshot
+//! chunks reach past `MAX_SNAPSHOT_BYTES`. At most
+//! `MAX_INBOUND_CONNECTIONS` are open: a new one beyond them takes the
+//! place of the one that has waited longest for a request, if that one
+//! has waited `EVICTABLE_AFTER_MS` (a black-holed link leaves connections
+//! that never send again: a peer that times out an RPC abandons its
+//! connection and dials a new one, and a partition that swallows the FIN
+//! keeps every abandoned one open here; they must not lock out the
+//! healthy peers and the brokers' calls, which the cluster test of a
+//! cut-off leader saw for up to a minute). Otherwise the new one is closed.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 
-use crate::limits::{INBOUND_IDLE_TIMEOUT_MS, MAX_INBOUND_CONNECTIONS, MAX_SNAPSHOT_BYTES};
+use crate::limits::{
+    EVICTABLE_AFTER_MS, INBOUND_IDLE_TIMEOUT_MS, MAX_INBOUND_CONNECTIONS, MAX_SNAPSHOT_BYTES,
+};
 use crate::rpc::{self, Request, Response};
 use crate::types::Raft;
 use crate::ClientService;
+
+/// An open connection as the acceptor sees it.
+struct Slot {
+    /// Since when it waits for its next request (None: one is being
+    /// answered).
+    waiting_since: Option<Instant>,
+    /// Told to close.
+    close: Arc<Notify>,
+}
+
+/// The open connections, by a number of their own.
+#[derive(Default)]
+struct Slots {
+    open: Mutex<HashMap<u64, Slot>>,
+}
+
+impl Slots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Slot>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a slot for connection `id`, evicting the longest-waiting
+    /// connection when all are taken and it has waited long enough; None
+    /// when none can be freed.
+    fn take(&self, id: u64, now: Instant) -> Option<Arc<Notify>> {
+        let mut open = self.lock();
+        if open.len() >= MAX_INBOUND_CONNECTIONS {
+            let evictable = Duration::from_millis(EVICTABLE_AFTER_MS);
+            let (&oldest, since) = open
+                .iter()
+                .filter_map(|(k, s)| s.waiting_since.map(|t| (k, t)))
+                .min_by_key(|&(_, t)| t)?;
+            if now.saturating_duration_since(since) < evictable {
+                return None;
+            }
+            if let Some(evicted) = open.remove(&oldest) {
+                evicted.close.notify_one();
+            }
+        }
+        let close = Arc::new(Notify::new());
+        open.insert(
+            id,
+            Slot {
+                waiting_since: Some(now),
+                close: Arc::clone(&close),
+            },
+        );
+        Some(close)
+    }
+
+    fn waiting(&self, id: u64, since: Option<Instant>) {
+        if let Some(slot) = self.lock().get_mut(&id) {
+            slot.waiting_since = since;
+        }
+    }
+
+    fn release(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+}
 
 /// Accepts connections until the task is dropped.
 pub(crate) async fn serve(
@@ -25,8 +95,8 @@ pub(crate) async fn serve(
     raft: Raft,
     clients: Option<Arc<dyn ClientService>>,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_INBOUND_CONNECTIONS));
-    loop {
+    let slots = Arc::new(Slots::default());
+    for id in 0u64.. {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -36,25 +106,38 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+        let Some(close) = slots.take(id, Instant::now()) else {
             tracing::warn!(%peer, max = MAX_INBOUND_CONNECTIONS, "too many raft connections; closing a new one");
             continue;
         };
         let raft = raft.clone();
         let clients = clients.clone();
+        let slots = Arc::clone(&slots);
         tokio::spawn(async move {
-            connection(stream, raft, clients).await;
-            drop(slot);
+            tokio::select! {
+                () = connection(stream, raft, clients, &slots, id) => {}
+                () = close.notified() => {
+                    tracing::debug!(%peer, "raft connection evicted: the longest waiting for a request when all were taken");
+                }
+            }
+            slots.release(id);
         });
     }
 }
 
-async fn connection(mut stream: TcpStream, raft: Raft, clients: Option<Arc<dyn ClientService>>) {
+async fn connection(
+    mut stream: TcpStream,
+    raft: Raft,
+    clients: Option<Arc<dyn ClientService>>,
+    slots: &Slots,
+    id: u64,
+) {
     let peer = stream.peer_addr().ok();
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(?peer, error = %e, "set_nodelay");
     }
     loop {
+        slots.waiting(id, Some(Instant::now()));
         let idle = Duration::from_millis(INBOUND_IDLE_TIMEOUT_MS);
         let request =
             match tokio::time::timeout(idle, rpc::read_frame::<Request>(&mut stream)).await {
@@ -66,6 +149,7 @@ async fn connection(mut stream: TcpStream, raft: Raft, clients: Option<Arc<dyn C
                     return;
                 }
             };
+        slots.waiting(id, None);
         // The receiving side gathers a snapshot's chunks in memory before
         // installing it: refuse one that would pass the bound (the leader
         // retries, and the node stays behind, loudly).

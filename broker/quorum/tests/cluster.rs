@@ -634,3 +634,42 @@ fn client_frames_on_the_raft_address_reach_the_client_service_and_only_it() {
     assert!(broker_quorum::client::call(addr, "abc", Duration::from_secs(1)).is_err());
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// Connections that never send a request (a black-holed link keeps every
+/// connection a peer abandoned open) do not lock a node out: once all
+/// slots are taken, a new call takes the place of the one that waited
+/// longest. (The cluster test of a cut-off leader saw the brokers' calls
+/// refused for up to a minute before.)
+#[test]
+fn connections_that_never_send_do_not_lock_out_a_new_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addrs(1)[0];
+    let voters: BTreeMap<u64, SocketAddr> = [(1, addr)].into();
+    let q = Quorum::start_with_clients(
+        QuorumConfig::new(1, voters, dir.path()),
+        Journal::default(),
+        std::sync::Arc::new(Reverse),
+    )
+    .unwrap();
+    let silent: Vec<TcpStream> = (0..broker_quorum::limits::MAX_INBOUND_CONNECTIONS)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(
+        broker_quorum::limits::EVICTABLE_AFTER_MS + 500,
+    ));
+    for i in 0..3 {
+        let answer = broker_quorum::client::call(addr, "abc", Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("call {i} with every slot held by a silent one: {e}"));
+        assert_eq!(answer, "cba");
+    }
+    // The evicted ones are closed, not left hanging.
+    let mut closed = 0;
+    for mut s in silent {
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        if matches!(s.read(&mut [0u8; 1]), Ok(0)) {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 1, "no silent connection was closed");
+    q.shutdown();
+}
