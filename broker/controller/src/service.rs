@@ -13,6 +13,9 @@
 //! Invariants:
 //! - Only the leader registers, unfences, fences, shuts down or places:
 //!   a follower answers `NotLeader`.
+//! - A new leader answers brokers and fences nobody until it has applied
+//!   its own term's first entry (so everything earlier terms committed):
+//!   until then it answers `Unavailable`.
 //! - No lock is held across an await; the tracker's lock is held only to
 //!   read or update it.
 
@@ -97,6 +100,16 @@ impl ControllerService {
                     .leader
                     .and_then(|id| status.voters.get(&id).map(|addr| (id, *addr))),
             });
+        }
+        // A new leader's applied image may still lack what the previous
+        // term committed until it applies its own term's first entry: the
+        // tracker and the answers are built from that image only then (a
+        // broker registered just before the failover would otherwise be
+        // told it is unknown and register again under a new epoch).
+        if status.last_applied_term != Some(status.term) {
+            return Err(unavailable(
+                "the new leader is still applying what earlier terms committed",
+            ));
         }
         let mut s = self
             .sessions

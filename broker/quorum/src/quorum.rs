@@ -60,6 +60,12 @@ pub struct QuorumStatus {
     pub last_log_index: Option<u64>,
     /// The index of the last entry applied to this node's state machine.
     pub last_applied: Option<u64>,
+    /// The term in which that entry was proposed. A leader whose
+    /// `last_applied_term` is its `term` has applied the entry it commits
+    /// on election, and with it everything earlier terms committed: only
+    /// then does its applied state hold every committed entry (Raft's
+    /// read rule, thesis section 6.4).
+    pub last_applied_term: Option<u64>,
     /// The index of the last entry the latest snapshot covers.
     pub snapshot_index: Option<u64>,
     /// The index of the last entry purged from the log (covered by a
@@ -249,6 +255,7 @@ impl<SM: StateMachine> Quorum<SM> {
             term: m.current_term,
             last_log_index: m.last_log_index,
             last_applied: m.last_applied.map(|l| l.index),
+            last_applied_term: m.last_applied.map(|l| l.leader_id.term),
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
             voters: (*self.inner.voters).clone(),
