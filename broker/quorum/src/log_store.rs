@@ -25,9 +25,13 @@
 //!   quorums never share a directory (taken before anything is read).
 //!
 //! Recovery reads the log record by record: it stops at the first torn
-//! record (the file ends inside it), corrupt record (length above the bound,
-//! CRC mismatch, undecodable JSON) or out-of-sequence index, and truncates
-//! the file there (fsynced), keeping every entry before it.
+//! record (the file ends inside it) or corrupt record (length above the
+//! bound, CRC mismatch: a write the crash cut short), and truncates the
+//! file there (fsynced), keeping every entry before it. A whole record
+//! (its CRC matches) that is not a decodable entry, or whose index is out
+//! of sequence, is not a torn write: the store refuses to open
+//! (`QuorumError::Corrupt`) rather than cut entries it may have
+//! acknowledged.
 //!
 //! Every entry of the log is also held in memory (the log is bounded by the
 //! snapshot policy), so reads never touch the disk. All writes are
@@ -456,12 +460,24 @@ fn scan_log(path: &Path, file: &File) -> Result<Scan, QuorumError> {
                 break Some(format!("a corrupt record at byte {end}: {reason}"))
             }
         };
+        // A record whose CRC matches was written whole, so what follows is
+        // not a torn tail: cutting there would drop entries this node may
+        // have acknowledged to a leader (and voted with). Refuse to open.
         let entry = match payload.split_first() {
             Some((&TAG_ENTRY, json)) => match serde_json::from_slice::<Entry>(json) {
                 Ok(entry) => entry,
-                Err(e) => break Some(format!("an undecodable entry at byte {end}: {e}")),
+                Err(e) => {
+                    return Err(corrupt(format!(
+                        "a whole record at byte {end} is not a decodable entry ({e}): \
+                         written by another version, or damaged in place; not cutting the log"
+                    )))
+                }
             },
-            _ => break Some(format!("a record at byte {end} that is not an entry")),
+            _ => {
+                return Err(corrupt(format!(
+                    "a whole record at byte {end} is not an entry; not cutting the log"
+                )))
+            }
         };
         // As on append: the first entry at or after the purge point, then
         // contiguous.
@@ -471,10 +487,10 @@ fn scan_log(path: &Path, file: &File) -> Result<Scan, QuorumError> {
             entry.log_id.index == next
         };
         if !in_sequence {
-            break Some(format!(
-                "index {} at byte {end} where {next} was next",
+            return Err(corrupt(format!(
+                "entry index {} at byte {end} where {next} was next; not cutting the log",
                 entry.log_id.index
-            ));
+            )));
         }
         next = entry.log_id.index + 1;
         entries.insert(entry.log_id.index, Stored { offset: end, entry });

@@ -216,6 +216,47 @@ fn recovery_truncates_at_a_flipped_byte_and_keeps_the_entries_before_it() {
     assert_eq!(log_len(dir.path()), offset_of_3);
 }
 
+/// Appends one whole record (its CRC right) holding `payload` to the log
+/// file in `dir`.
+fn append_whole_record(dir: &Path, payload: &[u8]) {
+    let mut record = Vec::new();
+    record::encode(payload, &mut record);
+    let mut bytes = std::fs::read(dir.join(LOG_FILE)).expect("read");
+    bytes.extend_from_slice(&record);
+    std::fs::write(dir.join(LOG_FILE), &bytes).expect("write");
+}
+
+#[test]
+fn a_whole_record_that_is_no_entry_or_out_of_sequence_refuses_to_open_and_cuts_nothing() {
+    let mut out_of_sequence = vec![TAG_ENTRY];
+    out_of_sequence.extend(serde_json::to_vec(&entry(1, 9)).expect("encode"));
+    let cases: [(&str, Vec<u8>); 3] = [
+        (
+            "not a decodable entry",
+            [&[TAG_ENTRY][..], b"{\"nope\":1}"].concat(),
+        ),
+        ("is not an entry", vec![0xEE, 1, 2, 3]),
+        ("where 5 was next", out_of_sequence),
+    ];
+    for (reason, payload) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (store, _) = open(dir.path());
+            store.write_entries(entries(1, 0..5)).expect("append");
+        }
+        append_whole_record(dir.path(), &payload);
+        let len = log_len(dir.path());
+        match LogStore::open(dir.path()) {
+            Err(QuorumError::Corrupt { reason: got, .. }) => {
+                assert!(got.contains(reason), "{reason:?} in {got:?}")
+            }
+            Err(e) => panic!("{reason}: {e}"),
+            Ok(_) => panic!("{reason}: opened"),
+        }
+        assert_eq!(log_len(dir.path()), len, "{reason}: the file was cut");
+    }
+}
+
 #[test]
 fn a_committed_id_beyond_the_log_is_not_trusted() {
     let dir = tempfile::tempdir().expect("tempdir");
