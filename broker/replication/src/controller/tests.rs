@@ -1,0 +1,1 @@
+//! Controller unit tests.

@@ -1,0 +1,1 @@
+//! Replica unit tests.

@@ -1,0 +1,170 @@
+//! The scenarios, each over many seeds, and the deliberate flaws the
+//! checker must catch. A failure prints its seed; `SEED=n cargo test -p
+//! broker-replication sim_replay -- --ignored --nocapture` (with
+//! `SCENARIO=name`, `FLAW=name`) replays it.
+
+use super::*;
+
+fn seeds(scenario: Scenario, count: u64) {
+    let mut acked = 0;
+    for seed in 0..count {
+        let outcome = run(SimConfig::new(scenario, seed));
+        if let Some(f) = &outcome.failure {
+            panic!("{f}\nreplay: SEED={seed} SCENARIO={} cargo test -p broker-replication sim_replay -- --ignored --nocapture", scenario.name());
+        }
+        assert_eq!(outcome.unclean_elections, 0, "seed {seed}");
+        assert_eq!(outcome.lost_acks_all, 0, "seed {seed}");
+        acked += outcome.acked_all;
+    }
+    assert!(
+        acked > count,
+        "too few acks=all acknowledged ({acked}): the scenario does not exercise replication"
+    );
+}
+
+/// Seeds per scenario in the suite.
+const SUITE_SEEDS: u64 = 100;
+
+#[test]
+fn leader_crash_loses_no_acknowledged_write() {
+    seeds(Scenario::LeaderCrash, SUITE_SEEDS);
+}
+
+#[test]
+fn follower_crash_loses_no_acknowledged_write() {
+    seeds(Scenario::FollowerCrash, SUITE_SEEDS);
+}
+
+#[test]
+fn leader_isolation_loses_no_acknowledged_write() {
+    seeds(Scenario::LeaderIsolation, SUITE_SEEDS);
+}
+
+#[test]
+fn one_way_partitions_lose_no_acknowledged_write() {
+    seeds(Scenario::OneWay, SUITE_SEEDS);
+}
+
+#[test]
+fn bridge_partition_loses_no_acknowledged_write() {
+    seeds(Scenario::Bridge, SUITE_SEEDS);
+}
+
+#[test]
+fn flapping_loses_no_acknowledged_write() {
+    seeds(Scenario::Flapping, SUITE_SEEDS);
+}
+
+#[test]
+fn broker_paused_past_the_lag_timeout_loses_no_acknowledged_write() {
+    seeds(Scenario::PausedBroker, SUITE_SEEDS);
+}
+
+#[test]
+fn outage_of_every_broker_loses_no_acknowledged_write() {
+    seeds(Scenario::Outage, SUITE_SEEDS);
+}
+
+#[test]
+fn mixed_faults_lose_no_acknowledged_write() {
+    seeds(Scenario::Mixed, SUITE_SEEDS);
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn env_scenario() -> Scenario {
+    let name = std::env::var("SCENARIO").unwrap_or_else(|_| "mixed".into());
+    Scenario::from_name(&name).unwrap_or_else(|| panic!("no scenario {name}"))
+}
+
+fn env_flaw() -> Option<Flaw> {
+    match std::env::var("FLAW").ok()?.as_str() {
+        "truncate-to-hw" => Some(Flaw::TruncateToHighWatermark),
+        "elect-outside-isr" => Some(Flaw::ElectOutsideIsr),
+        "follower-acks-before-fsync" => Some(Flaw::FollowerAcksBeforeFsync),
+        "no-maximal-isr" => Some(Flaw::NoMaximalIsr),
+        other => panic!("no flaw {other}"),
+    }
+}
+
+/// Replays one seed with a trace: `SEED`, `SCENARIO`, `FLAW`.
+#[test]
+#[ignore]
+fn sim_replay() {
+    let mut config = SimConfig::new(env_scenario(), env_u64("SEED", 0));
+    config.flaw = env_flaw();
+    config.trace = true;
+    let outcome = run(config);
+    println!("{outcome:?}");
+}
+
+/// Many seeds, for `scripts/sim-replication.sh`: `SEEDS` (default 1000),
+/// `FIRST_SEED` (0), `SCENARIO` (`all` or a name), `FLAW`. Prints a
+/// summary line per scenario; fails on the first failing seed.
+#[test]
+#[ignore]
+fn sim_many() {
+    let count = env_u64("SEEDS", 1000);
+    let first = env_u64("FIRST_SEED", 0);
+    let scenarios: Vec<Scenario> = match std::env::var("SCENARIO").as_deref() {
+        Err(_) | Ok("all") => Scenario::ALL.to_vec(),
+        Ok(_) => vec![env_scenario()],
+    };
+    let flaw = env_flaw();
+    let mut failures = Vec::new();
+    for scenario in scenarios {
+        let started = std::time::Instant::now();
+        let mut total = Outcome::default();
+        let mut failed = 0;
+        let mut lossy_runs = 0;
+        for seed in first..first + count {
+            let mut config = SimConfig::new(scenario, seed);
+            config.flaw = flaw;
+            let o = run(config);
+            if let Some(f) = &o.failure {
+                failed += 1;
+                if failures.len() < 10 {
+                    failures.push(f.clone());
+                }
+            }
+            if o.loss_events + o.lost_acks_all > 0 {
+                lossy_runs += 1;
+            }
+            total.acked_all += o.acked_all;
+            total.acked_one += o.acked_one;
+            total.lost_acks_one += o.lost_acks_one;
+            total.lost_acks_all += o.lost_acks_all;
+            total.unclean_elections += o.unclean_elections;
+            total.leader_epochs += o.leader_epochs;
+            total.committed += o.committed;
+            total.faults += o.faults;
+        }
+        println!(
+            "{:<17} seeds {first}..{} failed {failed} | acked acks=all {} acks=1 {} | lost acks=all {} acks=1 {} | runs with loss {lossy_runs} | unclean elections {} | leader epochs {} | committed {} | faults {} | {:.1}s",
+            scenario.name(),
+            first + count,
+            total.acked_all,
+            total.acked_one,
+            total.lost_acks_all,
+            total.lost_acks_one,
+            total.unclean_elections,
+            total.leader_epochs,
+            total.committed,
+            total.faults,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    for f in &failures {
+        println!("FAILED {f}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing seeds (first ones above)",
+        failures.len()
+    );
+}
