@@ -428,6 +428,9 @@ impl Controller {
             isr.insert(b);
             let mut elr = elr;
             elr.remove(&b);
+            if isr.len() >= reg.min_insync_replicas {
+                elr.clear();
+            }
             self.apply(partition, Some(b), isr, elr, leader_epoch, partition_epoch);
         } else if let Some(b) = reg.replicas.iter().copied().find(|b| isr.contains(b)) {
             self.apply(partition, Some(b), isr, elr, leader_epoch, partition_epoch);

@@ -168,3 +168,70 @@ fn sim_many() {
         failures.len()
     );
 }
+
+/// The unclean topic is the only one that may lose data: every run that
+/// lost some made an unclean election, and the checker sees the losses.
+#[test]
+fn unclean_election_is_the_only_way_to_lose_data_and_the_checker_sees_it() {
+    let mut runs_with_loss = 0;
+    let mut unclean = 0;
+    for seed in 0..SUITE_SEEDS {
+        let outcome = run(SimConfig::new(Scenario::Unclean, seed));
+        if let Some(f) = &outcome.failure {
+            panic!("{f}\nreplay: SEED={seed} SCENARIO=unclean cargo test -p broker-replication sim_replay -- --ignored --nocapture");
+        }
+        unclean += outcome.unclean_elections;
+        if outcome.loss_events + outcome.lost_acks_all > 0 {
+            assert!(
+                outcome.unclean_elections > 0,
+                "seed {seed}: data lost without an unclean election"
+            );
+            runs_with_loss += 1;
+        }
+    }
+    assert!(unclean > 0, "the scenario made no unclean election");
+    assert!(
+        runs_with_loss > 0,
+        "unclean elections never lost data: the checker cannot see losses"
+    );
+}
+
+/// Runs `scenario` with `flaw` from seed 0 on; returns the first failure
+/// (which must be a safety check, not a failure to converge).
+fn first_failure(flaw: Flaw, scenario: Scenario, max_seeds: u64) -> String {
+    for seed in 0..max_seeds {
+        let mut config = SimConfig::new(scenario, seed);
+        config.flaw = Some(flaw);
+        if let Some(f) = run(config).failure {
+            assert!(
+                !f.contains("not converged"),
+                "{flaw:?} caught only as a liveness failure: {f}"
+            );
+            return f;
+        }
+    }
+    panic!(
+        "{flaw:?} not caught in {max_seeds} seeds of {}",
+        scenario.name()
+    );
+}
+
+#[test]
+fn checker_catches_truncation_to_the_high_watermark() {
+    first_failure(Flaw::TruncateToHighWatermark, Scenario::LeaderIsolation, 20);
+}
+
+#[test]
+fn checker_catches_an_election_outside_the_isr() {
+    first_failure(Flaw::ElectOutsideIsr, Scenario::PausedBroker, 30);
+}
+
+#[test]
+fn checker_catches_a_follower_acknowledging_before_fsync() {
+    first_failure(Flaw::FollowerAcksBeforeFsync, Scenario::FollowerCrash, 30);
+}
+
+#[test]
+fn checker_catches_a_high_watermark_without_the_maximal_isr() {
+    first_failure(Flaw::NoMaximalIsr, Scenario::LeaderCrash, 40);
+}
