@@ -112,6 +112,14 @@ pub struct BrokerRecord {
     pub shutting_down: bool,
     /// Its last heartbeat.
     pub last_heartbeat: Millis,
+    /// This registration has been unfenced (so its replicas may have
+    /// joined an ISR).
+    pub served: bool,
+    /// Until this registration serves: the oldest epoch a clean restart
+    /// may present, that of the last registration that served (those since
+    /// never served, so their data is that one's). Once it serves, its own
+    /// epoch is.
+    pub clean_floor: BrokerEpoch,
 }
 
 /// Why the controller refused a broker's request.
@@ -225,11 +233,14 @@ impl Controller {
         Ok(self.partitions.entry(partition).or_insert(registration))
     }
 
-    /// Registers a broker process. `previous_epoch` is the epoch the broker
-    /// wrote at its last clean shutdown (`None`: it did not shut down
-    /// cleanly, its replicas leave the ELR). The broker starts fenced; its
-    /// next heartbeat unfences it. A retry of the same incarnation gets its
-    /// epoch back.
+    /// Registers a broker process. `previous_epoch` is the last epoch the
+    /// broker recorded durably (`None`: none, e.g. a new disk). It is a clean
+    /// restart if that epoch is the current registration's, or one since the
+    /// last registration that served (a registration whose answer was lost
+    /// never served, so the broker could not know it); otherwise its
+    /// replicas leave the ELR (KIP-966's unclean restart). The broker starts
+    /// fenced; its next heartbeat unfences it. A retry of the same
+    /// incarnation gets its epoch back.
     pub fn register_broker(
         &mut self,
         broker: BrokerId,
@@ -237,7 +248,9 @@ impl Controller {
         previous_epoch: Option<BrokerEpoch>,
         now: Millis,
     ) -> Result<BrokerEpoch, ControllerError> {
+        let epoch = BrokerEpoch(self.next_broker_epoch);
         let mut clean = false;
+        let mut clean_floor = epoch;
         if let Some(existing) = self.brokers.get(&broker) {
             if existing.incarnation == incarnation {
                 return Ok(existing.epoch);
@@ -245,9 +258,16 @@ impl Controller {
             if !existing.fenced {
                 return Err(ControllerError::StillRegistered);
             }
-            clean = previous_epoch == Some(existing.epoch);
+            let floor = if existing.served {
+                existing.epoch
+            } else {
+                existing.clean_floor
+            };
+            clean = previous_epoch.is_some_and(|p| p >= floor && p <= existing.epoch);
+            if clean {
+                clean_floor = floor;
+            }
         }
-        let epoch = BrokerEpoch(self.next_broker_epoch);
         self.next_broker_epoch += 1;
         self.brokers.insert(
             broker,
@@ -257,6 +277,8 @@ impl Controller {
                 fenced: true,
                 shutting_down: false,
                 last_heartbeat: now,
+                served: false,
+                clean_floor,
             },
         );
         if !clean {
@@ -298,6 +320,7 @@ impl Controller {
         record.last_heartbeat = now;
         if record.fenced && !record.shutting_down {
             record.fenced = false;
+            record.served = true;
             let ids: Vec<PartitionId> = self.partitions.keys().copied().collect();
             for p in ids {
                 let Some(reg) = self.partitions.get(&p) else {

@@ -121,6 +121,37 @@ fn unclean_restart_leaves_the_elr_and_a_clean_one_does_not() {
 }
 
 #[test]
+fn a_registration_that_never_served_does_not_make_the_next_restart_unclean() {
+    // Regression (outage seeds 1371 and 1892 in the first 10,000): a broker
+    // registered, crashed before the answer reached it, and came back
+    // presenting the epoch before: it was taken for unclean, every ELR
+    // emptied, and the partition stayed leaderless for good.
+    let (mut c, epochs) = cluster(3, false);
+    c.fence(b(2));
+    c.fence(b(3));
+    assert_eq!(reg(&c).elr, set(&[2, 3]));
+    let lost = c
+        .register_broker(b(3), 31, Some(epochs[2]), Millis(5))
+        .expect("registers");
+    c.heartbeat(b(1), epochs[0], Millis(1000)).expect("alive");
+    c.tick(Millis(1000));
+    c.register_broker(b(3), 32, Some(epochs[2]), Millis(1000))
+        .expect("registers");
+    assert_eq!(reg(&c).elr, set(&[2, 3]), "epoch {lost} never served");
+    // An epoch from before the last registration that served is unclean.
+    c.heartbeat(b(2), epochs[1], Millis(1000)).expect("current");
+    c.fence(b(2));
+    let before = c
+        .register_broker(b(2), 21, Some(epochs[1]), Millis(1000))
+        .expect("registers");
+    c.heartbeat(b(2), before, Millis(1000)).expect("served");
+    c.fence(b(2));
+    c.register_broker(b(2), 22, Some(epochs[1]), Millis(1000))
+        .expect("registers");
+    assert!(!reg(&c).elr.contains(&b(2)) && !reg(&c).isr.contains(&b(2)));
+}
+
+#[test]
 fn registration_waits_for_the_previous_incarnation_to_be_fenced() {
     let (mut c, epochs) = cluster(2, false);
     assert_eq!(

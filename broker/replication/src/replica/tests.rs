@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::epoch_cache::EpochEntry;
 use crate::ids::PartitionEpoch;
+use crate::message::AlterPartitionError;
 
 const P: PartitionId = PartitionId(3);
 
@@ -363,4 +364,34 @@ fn fetches_in_the_wrong_epoch_are_refused() {
         out.first(),
         Some(Action::ServeFetch { response, .. }) if response.error == Some(FetchError::NotLeaderOrFollower)
     ));
+}
+
+#[test]
+fn a_refused_copy_of_an_alter_partition_does_not_roll_the_maximal_isr_back() {
+    // Regression (leader-isolation seed 3935 in the first 10,000): the
+    // expansion was applied, its answer lost, the retry refused; rolling
+    // back let the high watermark pass without the added member, which the
+    // controller then elected.
+    let mut l = replica(1, 0, &[]);
+    handle(&mut l, 0, Event::Metadata(state(1, 0, 0, &[1, 2])));
+    let out = handle(&mut l, 1, fetch(3, 0, 0, None));
+    let request = alter(&out).expect("broker 3 caught up").clone();
+    let refused = AlterPartitionResponse {
+        partition: P,
+        request_partition_epoch: request.partition_epoch,
+        result: Err(AlterPartitionError::FencedLeaderEpoch),
+    };
+    handle(&mut l, 2, Event::AlterPartitionAnswer(refused));
+    assert!(l.maximal_isr().is_some_and(|m| m.contains(&BrokerId(3))));
+    handle(&mut l, 3, produce(1, 1, Acks::All));
+    handle(&mut l, 4, Event::Durable { end: Offset(1) });
+    handle(&mut l, 5, fetch(2, 0, 1, Some(0)));
+    assert_eq!(
+        l.high_watermark(),
+        Offset(0),
+        "broker 3 may be in the controller's ISR"
+    );
+    // The metadata settles it: the expansion was not applied.
+    handle(&mut l, 6, Event::Metadata(state(1, 0, 1, &[1, 2])));
+    assert_eq!(l.high_watermark(), Offset(1));
 }

@@ -54,6 +54,9 @@ pub enum Scenario {
     PausedBroker,
     /// Every broker crashes at once (a power loss), then restarts.
     Outage,
+    /// A broker shuts down cleanly (controlled shutdown: leadership moves
+    /// first, everything is fsynced), then restarts.
+    ControlledShutdown,
     /// A topic with unclean leader election allowed and min.insync=1,
     /// under isolation and crashes: the only scenario that may lose data.
     Unclean,
@@ -63,7 +66,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::LeaderCrash,
         Scenario::FollowerCrash,
         Scenario::LeaderIsolation,
@@ -72,6 +75,7 @@ impl Scenario {
         Scenario::Flapping,
         Scenario::PausedBroker,
         Scenario::Outage,
+        Scenario::ControlledShutdown,
         Scenario::Unclean,
         Scenario::Mixed,
     ];
@@ -87,6 +91,7 @@ impl Scenario {
             Scenario::Flapping => "flapping",
             Scenario::PausedBroker => "paused-broker",
             Scenario::Outage => "outage",
+            Scenario::ControlledShutdown => "controlled-shutdown",
             Scenario::Unclean => "unclean",
             Scenario::Mixed => "mixed",
         }
@@ -204,6 +209,7 @@ enum Payload {
         result: Result<BrokerEpoch, ControllerError>,
     },
     Heartbeat(BrokerEpoch),
+    ControlledShutdown(BrokerEpoch),
     HeartbeatAnswer(BrokerEpoch, Option<PartitionState>),
     Metadata(PartitionState),
     Produce(ProduceRequest, Vec<u64>),
@@ -253,6 +259,8 @@ pub struct SimBroker {
     up: bool,
     paused_until: Millis,
     restart_at: Option<Millis>,
+    /// A controlled shutdown under way: the process stops then.
+    stopping_at: Option<Millis>,
     incarnation: u64,
     epoch: Option<BrokerEpoch>,
     next_register: Millis,
@@ -336,6 +344,7 @@ impl World {
                 up: true,
                 paused_until: Millis(0),
                 restart_at: None,
+                stopping_at: None,
                 incarnation: 0,
                 epoch: None,
                 next_register: Millis(0),
@@ -583,6 +592,9 @@ impl World {
                         Payload::HeartbeatAnswer(epoch, state),
                     );
                 }
+            }
+            Payload::ControlledShutdown(epoch) => {
+                let _ = self.controller.controlled_shutdown(id, epoch);
             }
             Payload::AlterPartition(request) => {
                 let answer = self.controller.alter_partition(&request);
@@ -898,6 +910,15 @@ impl World {
         if broker.paused_until > now {
             return;
         }
+        if broker.stopping_at.is_some_and(|t| t <= now) {
+            // Clean: everything is fsynced before the process exits.
+            let broker = &mut self.brokers[b];
+            broker.durable = broker.log.len();
+            broker.stopping_at = None;
+            let down = self.rng.range(20, 200);
+            self.crash(b, down);
+            return;
+        }
         match broker.epoch {
             None => {
                 if broker.next_register <= now {
@@ -932,6 +953,7 @@ impl World {
         broker.syncs.clear();
         broker.produce_values.clear();
         broker.paused_until = Millis(0);
+        broker.stopping_at = None;
         if broker.log.len() > broker.durable {
             broker.log.truncate(broker.durable);
             broker.truncated_to = broker.truncated_to.min(broker.durable);
@@ -1234,6 +1256,26 @@ impl World {
                     for b in 0..n {
                         let down = self.rng.range(10, 300);
                         self.crash(b, down);
+                    }
+                }
+            }
+            Scenario::ControlledShutdown => {
+                if self.rng.chance(2) {
+                    let b = if self.rng.chance(60) {
+                        self.leader().unwrap_or(0)
+                    } else {
+                        self.random_broker()
+                    };
+                    let broker = &mut self.brokers[b];
+                    if let (true, None, Some(epoch)) = (broker.up, broker.stopping_at, broker.epoch)
+                    {
+                        broker.stopping_at = Some(self.now.plus(60));
+                        self.faults += 1;
+                        self.send(
+                            Node::Broker(b),
+                            Node::Controller,
+                            Payload::ControlledShutdown(epoch),
+                        );
                     }
                 }
             }

@@ -66,6 +66,11 @@ fn outage_of_every_broker_loses_no_acknowledged_write() {
 }
 
 #[test]
+fn controlled_shutdown_loses_no_acknowledged_write() {
+    seeds(Scenario::ControlledShutdown, SUITE_SEEDS);
+}
+
+#[test]
 fn mixed_faults_lose_no_acknowledged_write() {
     seeds(Scenario::Mixed, SUITE_SEEDS);
 }
@@ -234,4 +239,26 @@ fn checker_catches_a_follower_acknowledging_before_fsync() {
 #[test]
 fn checker_catches_a_high_watermark_without_the_maximal_isr() {
     first_failure(Flaw::NoMaximalIsr, Scenario::LeaderCrash, 40);
+}
+
+/// Seeds that once failed, named after what they found (each also has a
+/// unit test of the piece that was wrong).
+#[test]
+fn regression_seeds_found_by_the_ten_thousand_seed_run() {
+    for (scenario, seed) in [
+        // A refused retry of an applied AlterPartition rolled the Maximal
+        // ISR back (replica.rs), then the added member was elected.
+        (Scenario::LeaderIsolation, 3935),
+        (Scenario::LeaderIsolation, 2327),
+        (Scenario::Bridge, 956),
+        (Scenario::Bridge, 3668),
+        (Scenario::Flapping, 2635),
+        // A registration whose answer was lost made the next restart
+        // unclean, emptying the ELR for good (controller.rs).
+        (Scenario::Outage, 1371),
+        (Scenario::Outage, 1892),
+    ] {
+        let outcome = run(SimConfig::new(scenario, seed));
+        assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
+    }
 }
