@@ -310,13 +310,7 @@ impl Controller {
         epoch: BrokerEpoch,
         now: Millis,
     ) -> Result<bool, ControllerError> {
-        let record = self
-            .brokers
-            .get_mut(&broker)
-            .ok_or(ControllerError::UnknownBroker)?;
-        if record.epoch != epoch {
-            return Err(ControllerError::StaleBrokerEpoch);
-        }
+        let record = self.current(broker, epoch)?;
         record.last_heartbeat = now;
         if record.fenced && !record.shutting_down {
             record.fenced = false;
@@ -333,6 +327,22 @@ impl Controller {
             }
         }
         Ok(self.brokers.get(&broker).is_some_and(|r| r.fenced))
+    }
+
+    /// The broker's record, if `epoch` is its current one.
+    fn current(
+        &mut self,
+        broker: BrokerId,
+        epoch: BrokerEpoch,
+    ) -> Result<&mut BrokerRecord, ControllerError> {
+        let record = self
+            .brokers
+            .get_mut(&broker)
+            .ok_or(ControllerError::UnknownBroker)?;
+        if record.epoch != epoch {
+            return Err(ControllerError::StaleBrokerEpoch);
+        }
+        Ok(record)
     }
 
     /// Fences every broker silent for longer than the session timeout.
@@ -356,14 +366,7 @@ impl Controller {
         broker: BrokerId,
         epoch: BrokerEpoch,
     ) -> Result<(), ControllerError> {
-        let record = self
-            .brokers
-            .get_mut(&broker)
-            .ok_or(ControllerError::UnknownBroker)?;
-        if record.epoch != epoch {
-            return Err(ControllerError::StaleBrokerEpoch);
-        }
-        record.shutting_down = true;
+        self.current(broker, epoch)?.shutting_down = true;
         self.fence(broker);
         Ok(())
     }

@@ -55,12 +55,16 @@
 //! crash takes only a replica's unsynced tail, which no high watermark
 //! covered; a replica that lost it is never the only holder of a committed
 //! record, so it cannot become a leader the others truncate committed data
-//! to. That is why a restarted broker may register as clean (with its
-//! previous epoch) and stay in the ELR: the KIP-966 unclean-recovery
-//! machinery for asynchronous storage is not needed. The simulator checks
-//! exactly this: crashes there lose everything unsynced, and
-//! `Flaw::FollowerAcksBeforeFsync` (fetch offset = unsynced log end) is
-//! caught losing acknowledged records.
+//! to. That is why a restarted broker registers as clean (presenting the
+//! last broker epoch it recorded, written durably at registration) and
+//! stays in the ELR: KIP-966's unclean-recovery machinery for asynchronous
+//! storage is not needed. The controller still treats a restart without a
+//! recorded epoch (a new or wiped disk), or with one older than its last
+//! registration that served, as unclean and takes it out of every ELR.
+//! The simulator checks exactly this: crashes there lose everything
+//! unsynced, and with `Flaw::FollowerAcksBeforeFsync` (fetch offset =
+//! unsynced log end) it catches an ISR member whose disk, after a crash,
+//! lacks committed records.
 //!
 //! # Wiring (for the server)
 //!

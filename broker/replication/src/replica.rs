@@ -669,20 +669,15 @@ impl Replica {
             return;
         }
         let to = request.replica;
-        if let Some(error) = self.fetch_error(&request) {
+        let error = self.fetch_error(&request);
+        let diverging = error
+            .is_none()
+            .then(|| self.divergence(&request, request.leader_epoch))
+            .flatten();
+        if error.is_some() || diverging.is_some() {
             let mut response = self.response_to(&request);
-            response.error = Some(error);
-            out.push(Action::ServeFetch {
-                to,
-                response,
-                read_from: None,
-            });
-            return;
-        }
-        let leader_epoch = request.leader_epoch;
-        if let Some(diverging) = self.divergence(&request, leader_epoch) {
-            let mut response = self.response_to(&request);
-            response.diverging_epoch = Some(diverging);
+            response.error = error;
+            response.diverging_epoch = diverging;
             out.push(Action::ServeFetch {
                 to,
                 response,

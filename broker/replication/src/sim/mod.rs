@@ -324,11 +324,32 @@ pub struct World {
     actions: Vec<Action>,
 }
 
-/// Runs one simulation to its end.
+/// Runs one simulation to its end. An assertion that fails inside (the
+/// replica's, the controller's or the simulator's own: appends not
+/// contiguous, epochs going back along a log, a recovered epoch cache that
+/// differs from the log) is a failure of the run, with its seed, like a
+/// checker's.
 pub fn run(config: SimConfig) -> Outcome {
-    let mut world = World::new(config);
-    world.run_to_end();
-    world.outcome
+    let (seed, scenario) = (config.seed, config.scenario);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut world = World::new(config);
+        world.run_to_end();
+        world.outcome
+    }));
+    outcome.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Outcome {
+            failure: Some(format!(
+                "seed {seed} scenario {} panicked: {what}",
+                scenario.name()
+            )),
+            ..Outcome::default()
+        }
+    })
 }
 
 impl World {
