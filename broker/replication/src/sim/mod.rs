@@ -57,6 +57,9 @@ pub enum Scenario {
     /// A broker shuts down cleanly (controlled shutdown: leadership moves
     /// first, everything is fsynced), then restarts.
     ControlledShutdown,
+    /// A broker's fsyncs take 50-400 ms for a while (a degraded disk): its
+    /// fetch offset, or as leader its durable end, falls behind.
+    SlowDisk,
     /// A topic with unclean leader election allowed and min.insync=1,
     /// under isolation and crashes: the only scenario that may lose data.
     Unclean,
@@ -66,7 +69,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::LeaderCrash,
         Scenario::FollowerCrash,
         Scenario::LeaderIsolation,
@@ -76,6 +79,7 @@ impl Scenario {
         Scenario::PausedBroker,
         Scenario::Outage,
         Scenario::ControlledShutdown,
+        Scenario::SlowDisk,
         Scenario::Unclean,
         Scenario::Mixed,
     ];
@@ -92,6 +96,7 @@ impl Scenario {
             Scenario::PausedBroker => "paused-broker",
             Scenario::Outage => "outage",
             Scenario::ControlledShutdown => "controlled-shutdown",
+            Scenario::SlowDisk => "slow-disk",
             Scenario::Unclean => "unclean",
             Scenario::Mixed => "mixed",
         }
@@ -261,6 +266,8 @@ pub struct SimBroker {
     restart_at: Option<Millis>,
     /// A controlled shutdown under way: the process stops then.
     stopping_at: Option<Millis>,
+    /// The disk is slow until then.
+    slow_disk_until: Millis,
     incarnation: u64,
     epoch: Option<BrokerEpoch>,
     next_register: Millis,
@@ -366,6 +373,7 @@ impl World {
                 paused_until: Millis(0),
                 restart_at: None,
                 stopping_at: None,
+                slow_disk_until: Millis(0),
                 incarnation: 0,
                 epoch: None,
                 next_register: Millis(0),
@@ -873,7 +881,12 @@ impl World {
                 broker.truncated_to = broker.truncated_to.min(end);
             }
             Action::Sync { up_to } => {
-                let due = self.now.plus(self.rng.range(1, 4));
+                let slow = self.brokers[b].slow_disk_until > self.now;
+                let due = if slow {
+                    self.now.plus(self.rng.range(50, 400))
+                } else {
+                    self.now.plus(self.rng.range(1, 4))
+                };
                 self.brokers[b].syncs.push((due, up_to));
             }
             Action::WriteEpochCheckpoint { entries } => self.brokers[b].checkpoint = entries,
@@ -1300,6 +1313,14 @@ impl World {
                     }
                 }
             }
+            Scenario::SlowDisk => {
+                if self.rng.chance(3) {
+                    let b = self.random_broker();
+                    let until = self.now.plus(self.rng.range(200, 800));
+                    self.brokers[b].slow_disk_until = until;
+                    self.faults += 1;
+                }
+            }
             Scenario::Unclean => {
                 // Followers cut off (the ISR shrinks to the leader), then the
                 // leader isolated or crashed, then anything heals.
@@ -1341,6 +1362,7 @@ impl World {
         for b in 0..self.brokers.len() {
             let broker = &mut self.brokers[b];
             broker.paused_until = broker.paused_until.min(now);
+            broker.slow_disk_until = broker.slow_disk_until.min(now);
             if !broker.up {
                 broker.restart_at = Some(now);
             }

@@ -71,6 +71,11 @@ fn controlled_shutdown_loses_no_acknowledged_write() {
 }
 
 #[test]
+fn slow_disk_loses_no_acknowledged_write() {
+    seeds(Scenario::SlowDisk, SUITE_SEEDS);
+}
+
+#[test]
 fn mixed_faults_lose_no_acknowledged_write() {
     seeds(Scenario::Mixed, SUITE_SEEDS);
 }
