@@ -84,7 +84,7 @@
 //! - `message.rs`: fetch, AlterPartition, partition state, produce.
 //! - `replica.rs`: [`Replica`], [`next_high_watermark`].
 //! - `controller.rs`: [`Controller`], [`update_elr`].
-//! - `flaw.rs` (tests and `sim` only): [`Flaw`].
+//! - `flaw.rs` (tests and `sim` only): `Flaw`, the deliberate flaws.
 //! - `sim/` (tests and `sim` only): the simulator, its network, its checker,
 //!   its scenarios.
 #![forbid(unsafe_code)]

@@ -924,10 +924,11 @@ impl Replica {
         let epoch = state.leader_epoch;
         let base_offset = self.log_end;
         let last_offset = base_offset.plus(u64::from(request.records) - 1);
-        let changed = self
-            .epochs
-            .assign(epoch, base_offset)
-            .expect("a leader's epoch is the newest in its log");
+        // A leader's epoch is the newest in its log unless the metadata went
+        // back; refuse rather than stamp a batch out of order.
+        let Ok(changed) = self.epochs.assign(epoch, base_offset) else {
+            return refuse(out, ProduceError::NotLeader);
+        };
         if changed {
             out.push(Action::WriteEpochCheckpoint {
                 entries: self.epochs.entries().to_vec(),

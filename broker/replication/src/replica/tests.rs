@@ -395,3 +395,130 @@ fn a_refused_copy_of_an_alter_partition_does_not_roll_the_maximal_isr_back() {
     handle(&mut l, 6, Event::Metadata(state(1, 0, 1, &[1, 2])));
     assert_eq!(l.high_watermark(), Offset(1));
 }
+
+/// One step of the robustness test: an event of any kind, with values
+/// chosen at random, or an answer (random too) to the last fetch sent.
+#[derive(Debug, Clone)]
+enum Step {
+    Metadata(u32, u32, u32, Vec<u32>),
+    Fetch(u32, u32, u64, Option<u32>),
+    Answer(Option<u8>, Option<(u32, u64)>, u64, Vec<(u64, u32)>),
+    Alter(bool, u32, Vec<u32>),
+    Produce(u32, bool),
+    Durable(u64),
+    Tick(u64),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let ids = proptest::collection::vec(1u32..=4, 0..4);
+    prop_oneof![
+        (1u32..=4, 0u32..4, 0u32..6, ids.clone())
+            .prop_map(|(l, e, p, i)| Step::Metadata(l, e, p, i)),
+        (1u32..=4, 0u32..4, 0u64..12, proptest::option::of(0u32..4))
+            .prop_map(|(b, e, o, l)| Step::Fetch(b, e, o, l)),
+        (
+            proptest::option::of(0u8..4),
+            proptest::option::of((0u32..4, 0u64..12)),
+            0u64..12,
+            proptest::collection::vec((1u64..4, 0u32..4), 0..4)
+        )
+            .prop_map(|(e, d, hw, b)| Step::Answer(e, d, hw, b)),
+        (any::<bool>(), 0u32..6, ids).prop_map(|(ok, p, i)| Step::Alter(ok, p, i)),
+        (0u32..4, any::<bool>()).prop_map(|(n, all)| Step::Produce(n, all)),
+        (0u64..12).prop_map(Step::Durable),
+        (0u64..300).prop_map(Step::Tick),
+    ]
+}
+
+proptest! {
+    /// Whatever peers, the controller and the disk say, in any order, the
+    /// replica never panics and keeps its own invariants: the high
+    /// watermark and durable end within the log, the epoch cache within
+    /// it, the high watermark never back on a leader.
+    #[test]
+    fn random_events_never_panic_or_break_invariants(steps in proptest::collection::vec(step(), 0..60)) {
+        let mut r = replica(2, 3, &[(0, 0)]);
+        let mut now = 0;
+        let mut last_fetch: Option<FetchRequest> = None;
+        let mut leader_hw: Option<(LeaderEpoch, Offset)> = None;
+        for s in steps {
+            now += 1;
+            let event = match s {
+                Step::Metadata(l, e, p, isr) => Event::Metadata(PartitionState {
+                    partition: P,
+                    replicas: vec![BrokerId(1), BrokerId(2), BrokerId(3)],
+                    leader: Some(BrokerId(l)),
+                    leader_epoch: LeaderEpoch(e),
+                    partition_epoch: PartitionEpoch(p),
+                    isr: isr.into_iter().map(BrokerId).collect(),
+                }),
+                Step::Fetch(b, e, o, last) => fetch(b, e, o, last),
+                Step::Answer(error, diverging, hw, batches) => {
+                    let Some(request) = last_fetch.clone() else { continue };
+                    let mut next = request.fetch_offset;
+                    Event::FetchAnswer(FetchResponse {
+                        partition: P,
+                        leader: BrokerId(1),
+                        leader_epoch: request.leader_epoch,
+                        fetch_id: request.fetch_id,
+                        fetch_offset: request.fetch_offset,
+                        replica_epoch: request.replica_epoch,
+                        error: error.map(|e| [FetchError::NotLeaderOrFollower, FetchError::FencedLeaderEpoch, FetchError::UnknownLeaderEpoch, FetchError::UnknownReplica][e as usize]),
+                        diverging_epoch: diverging.map(|(e, o)| EpochEnd { epoch: LeaderEpoch(e), end_offset: Offset(o) }),
+                        high_watermark: Offset(hw),
+                        batches: batches
+                            .into_iter()
+                            .map(|(n, e)| {
+                                let b = BatchMeta { base_offset: next, last_offset: next.plus(n - 1), epoch: LeaderEpoch(e) };
+                                next = b.end();
+                                b
+                            })
+                            .collect(),
+                    })
+                }
+                Step::Alter(ok, p, isr) => Event::AlterPartitionAnswer(AlterPartitionResponse {
+                    partition: P,
+                    request_partition_epoch: r.partition_state().map_or(PartitionEpoch(0), |s| s.partition_epoch),
+                    result: if ok {
+                        Ok(PartitionState {
+                            partition: P,
+                            replicas: vec![BrokerId(1), BrokerId(2), BrokerId(3)],
+                            leader: Some(BrokerId(2)),
+                            leader_epoch: r.leader_epoch().unwrap_or_default(),
+                            partition_epoch: PartitionEpoch(p),
+                            isr: isr.into_iter().map(BrokerId).collect(),
+                        })
+                    } else {
+                        Err(AlterPartitionError::InvalidUpdateVersion)
+                    },
+                }),
+                Step::Produce(n, all) => produce(now, n, if all { Acks::All } else { Acks::Leader }),
+                Step::Durable(end) => Event::Durable { end: Offset(end) },
+                Step::Tick(ms) => {
+                    now += ms;
+                    Event::Tick
+                }
+            };
+            let out = handle(&mut r, now, event);
+            for a in &out {
+                if let Action::SendFetch { request, .. } = a {
+                    last_fetch = Some(request.clone());
+                }
+            }
+            prop_assert!(r.high_watermark() <= r.log_end());
+            prop_assert!(r.durable_end() <= r.log_end());
+            prop_assert!(r.epochs().entries().last().is_none_or(|e| e.start_offset < r.log_end()));
+            if r.role() == RoleKind::Leader {
+                let epoch = r.leader_epoch().unwrap_or_default();
+                if let Some((e, hw)) = leader_hw {
+                    if e == epoch {
+                        prop_assert!(r.high_watermark() >= hw, "a leader's high watermark went back");
+                    }
+                }
+                leader_hw = Some((epoch, r.high_watermark()));
+            } else {
+                leader_hw = None;
+            }
+        }
+    }
+}
