@@ -9,7 +9,8 @@
 #
 #   scripts/sim-replication.sh [SEEDS] [SCENARIO] [FLAW]
 #
-# SEEDS: per scenario (default 1000), from FIRST_SEED (env, default 0).
+# SEEDS: per scenario (default 1000), from FIRST_SEED (env, default 0);
+# BROKERS (env, default 3): the replication factor.
 # SCENARIO: all (default), leader-crash, follower-crash, leader-isolation,
 # one-way, bridge, flapping, paused-broker, outage, unclean, mixed.
 # FLAW (to see the checker catch one): truncate-to-hw, elect-outside-isr,

@@ -114,7 +114,7 @@ fn sim_replay() {
 }
 
 /// Many seeds, for `scripts/sim-replication.sh`: `SEEDS` (default 1000),
-/// `FIRST_SEED` (0), `SCENARIO` (`all` or a name), `FLAW`. Prints a
+/// `FIRST_SEED` (0), `SCENARIO` (`all` or a name), `FLAW`, `BROKERS` (3). Prints a
 /// summary line per scenario; fails on the first failing seed.
 #[test]
 #[ignore]
@@ -135,6 +135,7 @@ fn sim_many() {
         for seed in first..first + count {
             let mut config = SimConfig::new(scenario, seed);
             config.flaw = flaw;
+            config.brokers = env_u64("BROKERS", 3) as u32;
             let o = run(config);
             if let Some(f) = &o.failure {
                 failed += 1;
@@ -265,5 +266,18 @@ fn regression_seeds_found_by_the_ten_thousand_seed_run() {
     ] {
         let outcome = run(SimConfig::new(scenario, seed));
         assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
+    }
+}
+
+/// Five replicas with min.insync=2 under every kind of fault: nothing in
+/// the simulator or the protocol assumes three.
+#[test]
+fn five_brokers_lose_no_acknowledged_write() {
+    for seed in 0..30 {
+        let mut config = SimConfig::new(Scenario::Mixed, seed);
+        config.brokers = 5;
+        let outcome = run(config);
+        assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
+        assert_eq!(outcome.lost_acks_all, 0);
     }
 }
