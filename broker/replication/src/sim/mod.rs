@@ -362,7 +362,6 @@ pub fn run(config: SimConfig) -> Outcome {
 impl World {
     fn new(config: SimConfig) -> World {
         let rng = Rng::new(config.seed);
-        #[allow(unused_mut)]
         let mut controller_config = ControllerConfig::new(SESSION_TIMEOUT_MS);
         controller_config.flaw = config.flaw;
         let controller = Controller::new(controller_config);
@@ -677,7 +676,6 @@ impl World {
         // Written at registration: every replica's counted data is durable
         // (the fsync decision), so a restart is always a clean one.
         broker.persisted_epoch = Some(epoch);
-        #[allow(unused_mut)]
         let mut config =
             ReplicaConfig::new(broker.id, PARTITION, self.config.min_insync_replicas());
         config.replica_lag_time_max_ms = REPLICA_LAG_MAX_MS;
