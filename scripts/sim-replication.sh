@@ -15,6 +15,9 @@
 # one-way, bridge, flapping, paused-broker, outage, unclean, mixed.
 # FLAW (to see the checker catch one): truncate-to-hw, elect-outside-isr,
 # follower-acks-before-fsync, no-maximal-isr; failures are then expected.
+# CLIENT_VIEW=1 (env): check only what clients see (acknowledgements,
+# reads, leaders' committed prefixes, the final log), not the replicas'
+# internal invariants: with a FLAW, to see it lose committed data.
 # Replay one seed with a trace:
 #   SEED=n SCENARIO=name cargo test -p broker-replication --release sim_replay -- --ignored --nocapture
 set -euo pipefail

@@ -125,6 +125,9 @@ pub struct SimConfig {
     pub flaw: Option<Flaw>,
     /// Print what happens (for replaying a seed).
     pub trace: bool,
+    /// Check only what clients see (acknowledgements, reads, leaders'
+    /// committed prefixes, the final log), not the internal invariants.
+    pub client_view_only: bool,
 }
 
 impl SimConfig {
@@ -138,6 +141,7 @@ impl SimConfig {
             heal_ms: 3_000,
             flaw: None,
             trace: false,
+            client_view_only: false,
         }
     }
 
@@ -388,7 +392,10 @@ impl World {
                 truncated_to: usize::MAX,
             })
             .collect::<Vec<_>>();
-        let checker = Checker::new(brokers.len(), config.scenario == Scenario::Unclean);
+        let mut checker = Checker::new(brokers.len(), config.scenario == Scenario::Unclean);
+        if config.client_view_only {
+            checker.client_view_only();
+        }
         let mut world = World {
             rng,
             now: Millis(0),

@@ -126,6 +126,7 @@ fn sim_many() {
         Ok(_) => vec![env_scenario()],
     };
     let flaw = env_flaw();
+    let client_view_only = std::env::var("CLIENT_VIEW").is_ok();
     let mut failures = Vec::new();
     for scenario in scenarios {
         let started = std::time::Instant::now();
@@ -136,6 +137,7 @@ fn sim_many() {
             let mut config = SimConfig::new(scenario, seed);
             config.flaw = flaw;
             config.brokers = env_u64("BROKERS", 3) as u32;
+            config.client_view_only = client_view_only;
             let o = run(config);
             if let Some(f) = &o.failure {
                 failed += 1;
@@ -279,5 +281,42 @@ fn five_brokers_lose_no_acknowledged_write() {
         let outcome = run(config);
         assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
         assert_eq!(outcome.lost_acks_all, 0);
+    }
+}
+
+/// The internal checks catch each flaw early; left to run with only what
+/// clients can see checked, each one does lose or change committed,
+/// acknowledged-or-read data. The seeds are the first that show it in
+/// `CLIENT_VIEW=1 scripts/sim-replication.sh 4000 SCENARIO FLAW`.
+#[test]
+fn each_flaw_loses_committed_data_that_clients_see() {
+    for (flaw, scenario, seed) in [
+        (
+            Flaw::TruncateToHighWatermark,
+            Scenario::LeaderIsolation,
+            292,
+        ),
+        (Flaw::ElectOutsideIsr, Scenario::PausedBroker, 4),
+        (Flaw::FollowerAcksBeforeFsync, Scenario::Outage, 20),
+        (Flaw::NoMaximalIsr, Scenario::Flapping, 157),
+    ] {
+        let mut config = SimConfig::new(scenario, seed);
+        config.flaw = Some(flaw);
+        config.client_view_only = true;
+        let failure = run(config).failure;
+        assert!(
+            failure
+                .as_deref()
+                .is_some_and(|f| f.contains("differs from the committed log")
+                    || f.contains("go back")
+                    || f.contains("acknowledged")),
+            "{flaw:?}: {failure:?}"
+        );
+        let mut correct = SimConfig::new(scenario, seed);
+        correct.client_view_only = true;
+        assert!(
+            run(correct).failure.is_none(),
+            "the same seed without {flaw:?} passes"
+        );
     }
 }
