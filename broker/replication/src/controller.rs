@@ -27,8 +27,11 @@
 //! acknowledged records, and the others truncate to it. It is Kafka's
 //! `unclean.leader.election.enable` (and KIP-966's "proactive" recovery
 //! without its log inspection). Counted in [`Controller::unclean_elections`].
-//! Not here: reassignment (adding/removing replicas), KIP-966's balanced
-//! unclean recovery with LastKnownELR.
+//! Also not in the model: a preferred-leader election
+//! ([`Controller::elect_preferred_leader`], the rebalance after a broker
+//! returns), a clean leader change to the first replica when it is in the
+//! ISR. Not here: reassignment (adding/removing replicas), KIP-966's
+//! balanced unclean recovery with LastKnownELR.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -369,6 +372,37 @@ impl Controller {
         self.current(broker, epoch)?.shutting_down = true;
         self.fence(broker);
         Ok(())
+    }
+
+    /// A preferred-leader election (Kafka's `ElectLeaders` with
+    /// `PREFERRED`, the rebalance after a broker returns): the first replica
+    /// becomes leader in a new epoch if it is in the ISR and unfenced. A
+    /// clean election (the ISR and ELR do not change). Returns whether the
+    /// leader changed.
+    pub fn elect_preferred_leader(&mut self, partition: PartitionId) -> bool {
+        let Some(reg) = self.partitions.get(&partition) else {
+            return false;
+        };
+        let Some(preferred) = reg.replicas.first().copied() else {
+            return false;
+        };
+        if reg.leader == Some(preferred)
+            || !reg.isr.contains(&preferred)
+            || !self.unfenced(preferred)
+        {
+            return false;
+        }
+        let (isr, elr) = (reg.isr.clone(), reg.elr.clone());
+        let (leader_epoch, partition_epoch) = (reg.leader_epoch.next(), reg.partition_epoch.next());
+        self.apply(
+            partition,
+            Some(preferred),
+            isr,
+            elr,
+            leader_epoch,
+            partition_epoch,
+        );
+        true
     }
 
     /// Fences a broker (`HandleBrokerFenced` for each of its partitions).

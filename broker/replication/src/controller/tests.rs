@@ -187,6 +187,23 @@ fn session_timeout_fences_and_moves_leadership() {
 }
 
 #[test]
+fn preferred_leader_election_returns_leadership_to_the_first_in_sync_replica() {
+    let (mut c, epochs) = cluster(2, false);
+    assert!(!c.elect_preferred_leader(P), "already the leader");
+    c.fence(b(1));
+    assert_eq!(reg(&c).leader, Some(b(2)));
+    c.heartbeat(b(1), epochs[0], Millis(1)).expect("back");
+    assert!(!c.elect_preferred_leader(P), "back, but not in the ISR yet");
+    let expand = request(&c, &epochs, &[(1, true), (2, true), (3, false)]);
+    c.alter_partition(&expand).result.expect("caught up");
+    let before = reg(&c).leader_epoch;
+    assert!(c.elect_preferred_leader(P));
+    assert_eq!(reg(&c).leader, Some(b(1)));
+    assert_eq!(reg(&c).leader_epoch, before.next());
+    assert_eq!(reg(&c).isr, set(&[1, 2, 3]));
+}
+
+#[test]
 fn controlled_shutdown_moves_leadership_at_once() {
     let (mut c, epochs) = cluster(2, false);
     c.controlled_shutdown(b(1), epochs[0])

@@ -55,7 +55,8 @@ pub enum Scenario {
     /// Every broker crashes at once (a power loss), then restarts.
     Outage,
     /// A broker shuts down cleanly (controlled shutdown: leadership moves
-    /// first, everything is fsynced), then restarts.
+    /// first, everything is fsynced), then restarts; preferred-leader
+    /// elections move leadership back.
     ControlledShutdown,
     /// A broker's fsyncs take 50-400 ms for a while (a degraded disk): its
     /// fetch offset, or as leader its durable end, falls behind.
@@ -1299,6 +1300,10 @@ impl World {
                 }
             }
             Scenario::ControlledShutdown => {
+                if self.rng.chance(5) && self.controller.elect_preferred_leader(PARTITION) {
+                    self.faults += 1;
+                    self.publish_if_changed();
+                }
                 if self.rng.chance(2) {
                     let b = if self.rng.chance(60) {
                         self.leader().unwrap_or(0)
