@@ -491,7 +491,7 @@ impl Replica {
                 if new_epoch || !matches!(self.role, Role::Leader(_)) {
                     self.become_leader(now, new, out);
                 } else {
-                    self.remain_leader(now, new, out);
+                    self.remain_leader(new, out);
                 }
             }
             Some(leader) => {
@@ -539,7 +539,7 @@ impl Replica {
         self.advance_high_watermark(out);
     }
 
-    fn remain_leader(&mut self, now: Millis, new: PartitionState, out: &mut Vec<Action>) {
+    fn remain_leader(&mut self, new: PartitionState, out: &mut Vec<Action>) {
         let Role::Leader(l) = &mut self.role else {
             return;
         };
@@ -549,10 +549,10 @@ impl Replica {
         l.pending_alter = None;
         l.maximal_isr = new.isr.clone();
         self.state = Some(new);
-        self.after_isr_change(now, out);
+        self.after_isr_change(out);
     }
 
-    fn after_isr_change(&mut self, _now: Millis, out: &mut Vec<Action>) {
+    fn after_isr_change(&mut self, out: &mut Vec<Action>) {
         self.advance_high_watermark(out);
         let min_isr = self.config.min_insync_replicas;
         let (Role::Leader(l), Some(state)) = (&mut self.role, &self.state) else {
@@ -889,7 +889,7 @@ impl Replica {
                     l.pending_alter = None;
                     l.maximal_isr = new.isr.clone();
                     self.state = Some(new);
-                    self.after_isr_change(now, out);
+                    self.after_isr_change(out);
                 }
             }
             // This copy was refused; another may have been applied. Keep
