@@ -651,6 +651,12 @@ async fn reset_tail(inner: &Inner, to_durable: bool) {
                 seg.len = target_len;
                 seg.next_offset = target_offset;
                 seg.index.truncate_to(target_len as u32);
+                // Epochs of batches given back go too (a leader's entry at
+                // the end stays); the file catches up before the next roll
+                // or close makes anything below it trusted.
+                if st.epoch_cache.truncate_after(target_offset) {
+                    st.epoch_cache_dirty = true;
+                }
                 st.reset_to_durable = None;
                 st.reset_error = None;
                 st.wake_waiters();

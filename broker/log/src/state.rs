@@ -17,7 +17,10 @@
 //! - The tail's end position is the active segment's length, and its end
 //!   offset the log end offset: appended bytes go nowhere else.
 //! - Appends of an epoch older than `epoch` are settled: acknowledged up to
-//!   their failure's `acked_end`, failed past it.
+//!   their failure's `acked_end`, failed past it. (`epoch` counts failures;
+//!   leader epochs are `leader_epoch` and `epoch_cache`.)
+//! - `epoch_cache` holds no entry past `next_offset` except, for a leader,
+//!   one starting exactly there (its epoch before its first batch).
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -27,6 +30,7 @@ use std::{
 };
 
 use crate::{
+    epochs::LeaderEpochs,
     io::SegmentFile,
     segment::Segment,
     tail::{Cut, ReadCache, Sealed, Tail},
@@ -95,6 +99,30 @@ pub(crate) struct State {
     /// instead of being split among several (see `flusher::next_write`).
     pub(crate) refill_pending: u64,
     pub(crate) closed: bool,
+    /// The partition leader epoch written into each leader append's batch
+    /// header ([`NO_EPOCH`](crate::epochs::NO_EPOCH) until the owner sets
+    /// one with [`Log::set_leader_epoch`](crate::Log::set_leader_epoch)).
+    pub(crate) leader_epoch: i32,
+    /// The leader-epoch cache; the checkpoint file holds it as of the last
+    /// persist (plus, possibly, entries past the log end).
+    pub(crate) epoch_cache: LeaderEpochs,
+    /// The cache changed since the file was written in a way that must be
+    /// written before the data below the active segment's checkpoint
+    /// becomes trusted (a roll, a close): entries were removed after a reset.
+    pub(crate) epoch_cache_dirty: bool,
+    /// The checkpoint file exists (was read at open, or written since).
+    pub(crate) epoch_file_exists: bool,
+    /// A write of the checkpoint file is under way: writers take turns (they
+    /// share its temporary file).
+    pub(crate) epoch_file_writing: bool,
+    /// An [`Log::append_replica`](crate::Log::append_replica) is checking
+    /// and placing its batches: follower appends, truncations and epoch
+    /// changes take turns with it.
+    pub(crate) replica_appending: bool,
+    /// Bumped by every [`Log::truncate_to`](crate::Log::truncate_to): a read
+    /// that awaited I/O across one starts again, so no reader gets bytes
+    /// that were truncated under it.
+    pub(crate) truncations: u64,
     pub(crate) flusher: Option<Waker>,
     pub(crate) waiters: Vec<Waker>,
 }
