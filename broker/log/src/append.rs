@@ -76,10 +76,17 @@ impl Log {
         if fault_ack_before_durable() {
             return Ok(appended);
         }
+        self.acknowledged(epoch, appended.next_offset).await?;
+        Ok(appended)
+    }
+
+    /// Waits until the appends of failure epoch `epoch` that end at `end`
+    /// are acknowledged (`Ok`) or failed.
+    pub(crate) async fn acknowledged(&self, epoch: u64, end: u64) -> Result<(), LogError> {
         let inner = &self.inner;
         poll_fn(|cx| {
             let mut st = inner.state.borrow_mut();
-            match st.outcome(epoch, appended.next_offset) {
+            match st.outcome(epoch, end) {
                 Some(r) => Poll::Ready(r),
                 None => {
                     st.waiters.push(cx.waker().clone());
@@ -87,8 +94,7 @@ impl Log {
                 }
             }
         })
-        .await?;
-        Ok(appended)
+        .await
     }
 
     /// Refuses a batch larger than the log's limit.

@@ -623,15 +623,7 @@ async fn reset_tail(inner: &Inner, to_durable: bool) {
     let carry_pos = align_down(target_len);
     let reloaded = async {
         file.truncate(target_len).await?;
-        let block = file.read(carry_pos, BLOCK as usize).await?;
-        let n = (target_len - carry_pos) as usize;
-        if block.len() < n {
-            return Err(LogError::Corrupt {
-                path: file.path().to_path_buf(),
-                reason: "file shorter than its acknowledged length".into(),
-            });
-        }
-        Ok(block[..n].to_vec())
+        file.read_partial_block(target_len).await
     }
     .await;
     let failed = {

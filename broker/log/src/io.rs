@@ -301,6 +301,25 @@ impl SegmentFile {
             .map_err(|e| LogError::io("reading", &self.path, e.into()))
     }
 
+    /// The bytes from the last block boundary at or below `len` to `len`
+    /// (none when `len` is aligned): what a new tail carries when it
+    /// continues the file at `len`.
+    pub async fn read_partial_block(&self, len: u64) -> Result<Vec<u8>, LogError> {
+        let pos = align_down(len);
+        if len == pos {
+            return Ok(Vec::new());
+        }
+        let block = self.read(pos, BLOCK as usize).await?;
+        let n = (len - pos) as usize;
+        if block.len() < n {
+            return Err(LogError::Corrupt {
+                path: self.path.clone(),
+                reason: format!("file shorter than the {len} bytes the log holds in it"),
+            });
+        }
+        Ok(block[..n].to_vec())
+    }
+
     /// `fdatasync`.
     pub async fn sync(&self) -> Result<(), LogError> {
         if let Some(f) = &self.faults {

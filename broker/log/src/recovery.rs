@@ -34,7 +34,7 @@ use crate::{
     epochs::{LeaderEpochs, CHECKPOINT_FILE, NO_EPOCH},
     flusher::flusher,
     index::SegmentIndex,
-    io::{self, align_down, Faults, IoStats, SegmentFile, BLOCK},
+    io::{self, align_down, Faults, IoStats, SegmentFile},
     segment::{self, ScanEnd, Segment},
     state::{State, TAIL_START_BYTES},
     tail::{ReadCache, Tail},
@@ -72,19 +72,7 @@ impl Log {
             .next_back()
             .expect("recovery leaves an active segment");
         let carry_pos = align_down(active.len);
-        let carry = if active.len > carry_pos {
-            let block = active.file.read(carry_pos, BLOCK as usize).await?;
-            let n = (active.len - carry_pos) as usize;
-            if block.len() < n {
-                return Err(LogError::Corrupt {
-                    path: active.file.path().to_path_buf(),
-                    reason: "file shorter than its recovered length".into(),
-                });
-            }
-            block[..n].to_vec()
-        } else {
-            Vec::new()
-        };
+        let carry = active.file.read_partial_block(active.len).await?;
         let tail = Tail::new(
             &active.file,
             carry_pos,

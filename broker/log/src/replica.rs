@@ -24,14 +24,14 @@
 //!   the readable end drops to the cut before any file changes, and a read
 //!   whose I/O spanned a truncation starts again.
 
-use std::{future::poll_fn, task::Poll, time::Instant};
+use std::time::Instant;
 
 use broker_format::{BatchHeader, Validated};
 
 use crate::{
     append::Origin,
     epochs::{EpochEnd, EpochEntry, CHECKPOINT_FILE, NO_EPOCH},
-    io::{self, align_down, LogFault, BLOCK},
+    io::{self, align_down, LogFault},
     segment::{self, ScanEnd},
     state::TAIL_START_BYTES,
     tail::Tail,
@@ -163,18 +163,7 @@ impl Log {
             st.wake_waiters();
         }
         let (epoch, appended) = placed?;
-        let inner = &self.inner;
-        poll_fn(|cx| {
-            let mut st = inner.state.borrow_mut();
-            match st.outcome(epoch, appended.next_offset) {
-                Some(r) => Poll::Ready(r),
-                None => {
-                    st.waiters.push(cx.waker().clone());
-                    Poll::Pending
-                }
-            }
-        })
-        .await?;
+        self.acknowledged(epoch, appended.next_offset).await?;
         Ok(appended)
     }
 
@@ -262,19 +251,8 @@ impl Log {
     /// ([`LogError::Closed`] from then on): reopen it, and truncate again if
     /// its end is still above `offset`.
     pub async fn truncate_to(&self, offset: u64) -> Result<(), LogError> {
-        {
-            let st = self.inner.state.borrow();
-            let start = *st.segments.keys().next().expect("a log has a segment");
-            if offset < start || offset > st.next_offset {
-                return Err(LogError::TruncateOutOfRange {
-                    offset,
-                    start,
-                    end: st.next_offset,
-                });
-            }
-            if offset == st.next_offset {
-                return Ok(());
-            }
+        if !self.truncation_needed(offset)? {
+            return Ok(());
         }
         self.take_exclusive().await?;
         let mut began = false;
@@ -285,20 +263,13 @@ impl Log {
 
     async fn truncate_inner(&self, offset: u64, began: &mut bool) -> Result<(), LogError> {
         self.drain().await?;
+        // Again: a failure while draining may have moved the end.
+        if !self.truncation_needed(offset)? {
+            return Ok(());
+        }
         let inner = &self.inner;
         let (base, file, scan_from, running_max, end) = {
             let st = inner.state.borrow();
-            let start = *st.segments.keys().next().expect("a log has a segment");
-            if offset < start || offset > st.next_offset {
-                return Err(LogError::TruncateOutOfRange {
-                    offset,
-                    start,
-                    end: st.next_offset,
-                });
-            }
-            if offset == st.next_offset {
-                return Ok(());
-            }
             let (_, seg) = st
                 .segments
                 .range(..=offset)
@@ -381,19 +352,7 @@ impl Log {
         self.fault_point(LogFault::TruncateEpochsWritten)?;
         // 6. The tail continues at the cut.
         let carry_pos = align_down(cut_pos);
-        let carry = if cut_pos > carry_pos {
-            let block = file.read(carry_pos, BLOCK as usize).await?;
-            let n = (cut_pos - carry_pos) as usize;
-            if block.len() < n {
-                return Err(LogError::Corrupt {
-                    path: file.path().to_path_buf(),
-                    reason: "segment shorter than the truncation point".into(),
-                });
-            }
-            block[..n].to_vec()
-        } else {
-            Vec::new()
-        };
+        let carry = file.read_partial_block(cut_pos).await?;
         let mut st = inner.state.borrow_mut();
         for b in &later {
             st.segments.remove(b);
@@ -427,6 +386,21 @@ impl Log {
         st.truncations += 1;
         st.cache.clear();
         Ok(())
+    }
+
+    /// Whether truncating to `offset` removes anything: refused outside
+    /// [log start, log end], false at the log end.
+    fn truncation_needed(&self, offset: u64) -> Result<bool, LogError> {
+        let st = self.inner.state.borrow();
+        let start = *st.segments.keys().next().expect("a log has a segment");
+        if offset < start || offset > st.next_offset {
+            return Err(LogError::TruncateOutOfRange {
+                offset,
+                start,
+                end: st.next_offset,
+            });
+        }
+        Ok(offset < st.next_offset)
     }
 
     /// Waits for the log to be free (no roll, close, truncation, epoch

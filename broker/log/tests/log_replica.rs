@@ -6,10 +6,13 @@
 
 mod common;
 
-use std::rc::Rc;
+use std::{
+    cell::{Cell, RefCell},
+    rc::Rc,
+};
 
 use broker_log::{EpochEnd, Faults, FsyncPolicy, Log, LogConfig, LogError, LogFault};
-use common::{make_batch, read_all, run, with_base};
+use common::{make_batch, read_all, run, split, with_base, Rng};
 
 fn config() -> LogConfig {
     LogConfig {
@@ -519,6 +522,105 @@ fn retention_moves_the_first_epoch_entry_to_the_new_log_start() {
         log.close().await.unwrap();
         let (log, _) = Log::open(dir.path(), cfg).await.unwrap();
         assert_eq!(entries(&log), e);
+        log.close().await.unwrap();
+    });
+}
+
+/// Readers whose disk reads span a truncation never return what it
+/// removed: every batch a read returns is the log's batch at that offset
+/// when the read returns, and ends at or below the log's end then.
+#[test]
+fn reads_racing_truncations_never_return_truncated_bytes() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        // No read cache: every read goes to the disk and awaits.
+        let cfg = LogConfig {
+            read_cache_buffers: 0,
+            ..small_segments()
+        };
+        let (log, _) = Log::open(dir.path(), cfg).await.unwrap();
+        // The batches the log holds (or is being given), by position.
+        let model: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+        let stop = Rc::new(Cell::new(false));
+        let readers: Vec<_> = (0..4u64)
+            .map(|r| {
+                let (log, model, stop) = (log.clone(), model.clone(), stop.clone());
+                glommio::spawn_local(async move {
+                    let mut rng = Rng(r + 1);
+                    let mut checked = 0u64;
+                    while !stop.get() {
+                        let end = log.durable_end();
+                        if end == 0 {
+                            futures_lite::future::yield_now().await;
+                            continue;
+                        }
+                        let at = rng.below(end);
+                        let read = match log.read(at, 3000).await {
+                            Ok(read) => read,
+                            Err(LogError::OffsetOutOfRange { .. }) => continue,
+                            Err(e) => panic!("read at {at}: {e}"),
+                        };
+                        let batches = split(read.bytes.as_slice());
+                        if batches.is_empty() {
+                            continue;
+                        }
+                        assert!(
+                            read.next_offset <= log.durable_end(),
+                            "a read returned offsets up to {} past the end {}",
+                            read.next_offset,
+                            log.durable_end()
+                        );
+                        let m = model.borrow();
+                        for b in batches {
+                            let base = broker_format::BatchHeader::parse(&b).unwrap().base_offset;
+                            let now = m.iter().find(|x| {
+                                broker_format::BatchHeader::parse(x).unwrap().base_offset == base
+                            });
+                            assert_eq!(
+                                Some(&b),
+                                now,
+                                "a read returned a truncated batch at {base}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                    checked
+                })
+            })
+            .collect();
+        let mut rng = Rng(99);
+        let mut seed = 0u64;
+        let mut epoch = 0;
+        for round in 0..40u64 {
+            if round > 0 {
+                let n = model.borrow().len();
+                let keep = (n - 1 - rng.below(n.min(10) as u64) as usize).max(1);
+                let cut = broker_format::BatchHeader::parse(&model.borrow()[keep])
+                    .unwrap()
+                    .base_offset as u64;
+                log.truncate_to(cut).await.unwrap();
+                model.borrow_mut().truncate(keep);
+                epoch += 1;
+            }
+            let mut at = log.log_end_offset();
+            let new: Vec<Vec<u8>> = (0..4 + rng.below(8))
+                .map(|_| {
+                    seed += 1;
+                    let b = stored(1_000 + seed, 5, at, epoch);
+                    at += 5;
+                    b
+                })
+                .collect();
+            model.borrow_mut().extend(new.iter().cloned());
+            log.append_replica(&new.concat()).await.unwrap();
+        }
+        stop.set(true);
+        let mut checked = 0;
+        for r in readers {
+            checked += r.await;
+        }
+        assert!(checked > 100, "only {checked} batches read back");
+        assert_eq!(read_all(&log).await, *model.borrow());
         log.close().await.unwrap();
     });
 }
