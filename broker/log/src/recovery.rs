@@ -30,11 +30,13 @@ use std::{
     time::Instant,
 };
 
+use broker_format::BatchHeader;
+
 use crate::{
     epochs::{LeaderEpochs, CHECKPOINT_FILE, NO_EPOCH},
     flusher::flusher,
     index::SegmentIndex,
-    io::{self, align_down, Faults, IoStats, SegmentFile},
+    io::{self, align_down, Faults, IoStats, SegmentFile, BLOCK},
     segment::{self, ScanEnd, Segment},
     state::{State, TAIL_START_BYTES},
     tail::{ReadCache, Tail},
@@ -367,25 +369,43 @@ async fn entries_match_batches(
         if e.start_offset >= seg.next_offset {
             return Ok(false);
         }
-        let from = seg
-            .index
-            .lookup((e.start_offset - seg.base_offset) as u32)
-            .position;
-        let mut epoch = None;
-        segment::scan_batches(&seg.file, u64::from(from), seg.len, |_, header, _| {
+        let mut pos = u64::from(
+            seg.index
+                .lookup((e.start_offset - seg.base_offset) as u32)
+                .position,
+        );
+        // Header to header from the index entry (at most an index interval
+        // of batches): two blocks read per batch, not the batches.
+        let epoch = loop {
+            let Some(header) = header_at(seg, pos).await? else {
+                break None;
+            };
             let base = header.base_offset as u64;
             if base >= e.start_offset {
-                epoch = (base == e.start_offset).then_some(header.partition_leader_epoch);
-                return ControlFlow::Break(());
+                break (base == e.start_offset).then_some(header.partition_leader_epoch);
             }
-            ControlFlow::Continue(())
-        })
-        .await?;
+            pos += header.total_len() as u64;
+        };
         if epoch != Some(e.epoch) {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// The header of the batch at `pos` in `seg`, if a whole header lies there
+/// below the segment's length.
+async fn header_at(seg: &Segment, pos: u64) -> Result<Option<BatchHeader>, LogError> {
+    let header_len = broker_format::HEADER_LEN as u64;
+    if pos + header_len > seg.len {
+        return Ok(None);
+    }
+    let at = align_down(pos);
+    let block = seg.file.read(at, 2 * BLOCK as usize).await?;
+    let from = (pos - at) as usize;
+    Ok(block
+        .get(from..from + broker_format::HEADER_LEN)
+        .and_then(|h| BatchHeader::parse(h).ok()))
 }
 
 /// The epochs of every batch below the tail scan, read from the segments
