@@ -187,6 +187,7 @@ impl Tail {
     /// Copies one batch in and sets its base offset and partition leader
     /// epoch in place (both outside the CRC). The caller has checked
     /// [`Tail::fits`].
+    #[inline]
     pub fn append(&mut self, batch: &[u8], base_offset: u64, next_offset: u64, leader_epoch: i32) {
         assert!(
             self.fits(batch.len()),
