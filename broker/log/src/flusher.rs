@@ -646,9 +646,7 @@ async fn reset_tail(inner: &Inner, to_durable: bool) {
                 // Epochs of batches given back go too (a leader's entry at
                 // the end stays); the file catches up before the next roll
                 // or close makes anything below it trusted.
-                if st.epoch_cache.truncate_after(target_offset) {
-                    st.epoch_cache_dirty = true;
-                }
+                st.forget_epochs_from(target_offset);
                 st.reset_to_durable = None;
                 st.reset_error = None;
                 st.wake_waiters();

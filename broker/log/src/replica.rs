@@ -141,10 +141,22 @@ impl Log {
     /// and the batches of the call before it stay. On an error after the
     /// checks, [`Log::log_end_offset`] tells how far the call got.
     pub async fn append_replica(&self, batches: &[u8]) -> Result<Appended, LogError> {
-        self.wait_until(|st| !st.replica_appending && !st.exclusive)
-            .await?;
-        self.inner.state.borrow_mut().replica_appending = true;
-        let before = self.inner.state.borrow().epoch_cache.clone();
+        // After a failure, the log end is settled only once the flusher
+        // has reset the tail: the checks below need it.
+        self.wait_until(|st| {
+            !st.replica_appending
+                && !st.exclusive
+                && (st.reset_to_durable.is_none() || st.reset_error.is_some())
+        })
+        .await?;
+        let before = {
+            let mut st = self.inner.state.borrow_mut();
+            if let (Some(_), Some(e)) = (&st.reset_to_durable, &st.reset_error) {
+                return Err(e.clone());
+            }
+            st.replica_appending = true;
+            st.epoch_cache.latest()
+        };
         let placed = self.place_replica(batches).await;
         {
             let mut st = self.inner.state.borrow_mut();
@@ -153,11 +165,12 @@ impl Log {
                 // No entry for batches the call did not place: the next
                 // fetch must not be refused for an epoch it never stored.
                 let end = st.next_offset;
-                if st.epoch_cache.truncate_from_end(end) {
-                    st.epoch_cache_dirty = true;
-                }
-                if before.entries().iter().any(|e| e.start_offset >= end) {
-                    st.epoch_cache = before;
+                st.forget_epochs_from(end);
+                // A leader's epoch at the end that a new epoch replaced.
+                if let Some(e) = before.filter(|e| e.start_offset == end) {
+                    if e.epoch == st.leader_epoch && st.epoch_cache.latest() != Some(e) {
+                        st.epoch_cache.assign(e.epoch, e.start_offset);
+                    }
                 }
             }
             st.wake_waiters();

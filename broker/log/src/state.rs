@@ -19,8 +19,11 @@
 //! - Appends of an epoch older than `epoch` are settled: acknowledged up to
 //!   their failure's `acked_end`, failed past it. (`epoch` counts failures;
 //!   leader epochs are `leader_epoch` and `epoch_cache`.)
-//! - `epoch_cache` holds no entry past `next_offset` except, for a leader,
-//!   one starting exactly there (its epoch before its first batch).
+//! - `epoch_cache` holds no entry at or past `next_offset`, save the
+//!   entries a follower append recorded for the batches it is placing, and
+//!   the epoch the log stamps as leader, starting exactly there before its
+//!   first batch. What a failure gives back, its entries go with
+//!   (`forget_epochs_from`).
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -143,6 +146,25 @@ impl State {
             .values_mut()
             .next_back()
             .expect("a log always has an active segment")
+    }
+
+    /// Drops the epoch cache's entries for batches at or past `end` that
+    /// the log does not hold (given back after a failure, or not placed by
+    /// a follower append): every entry past `end`, and the one at `end`
+    /// unless it is the epoch this log stamps as leader (its epoch before
+    /// its first batch). The file catches up before the next roll or close.
+    pub(crate) fn forget_epochs_from(&mut self, end: u64) {
+        let mut changed = self.epoch_cache.truncate_after(end);
+        if self
+            .epoch_cache
+            .latest()
+            .is_some_and(|l| l.start_offset == end && l.epoch != self.leader_epoch)
+        {
+            changed |= self.epoch_cache.truncate_from_end(end);
+        }
+        if changed {
+            self.epoch_cache_dirty = true;
+        }
     }
 
     pub(crate) fn wake_waiters(&mut self) {

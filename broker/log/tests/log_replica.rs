@@ -526,6 +526,41 @@ fn retention_moves_the_first_epoch_entry_to_the_new_log_start() {
     });
 }
 
+/// Regression: a follower write that failed left its new epoch's entry at
+/// the log end, and the next leader's batches there (an older epoch) were
+/// refused as a regression, with no truncation able to remove it.
+#[test]
+fn a_failed_follower_write_forgets_its_epoch_so_the_next_fetch_is_taken() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Rc::new(Faults::default());
+        let (log, _) = Log::open_with_faults(dir.path(), config(), Some(faults.clone()))
+            .await
+            .unwrap();
+        log.append_replica(&run_of(0, &[3, 3], 2).concat())
+            .await
+            .unwrap();
+        faults.fail_write_in.set(1);
+        assert!(log
+            .append_replica(&run_of(4, &[6, 6], 2).concat())
+            .await
+            .is_err());
+        // The next leader's history at the same offsets, in epoch 5.
+        let next = run_of(4, &[5, 5], 2);
+        let a = log.append_replica(&next.concat()).await.unwrap();
+        assert_eq!((a.base_offset, a.next_offset), (4, 8));
+        assert_eq!(entries(&log), vec![(3, 0), (5, 4)]);
+        let mut want = run_of(0, &[3, 3], 2);
+        want.extend(next);
+        assert_eq!(read_all(&log).await, want);
+        log.close().await.unwrap();
+        let (log, _) = Log::open(dir.path(), config()).await.unwrap();
+        assert_eq!(entries(&log), vec![(3, 0), (5, 4)]);
+        assert_eq!(read_all(&log).await, want);
+        log.close().await.unwrap();
+    });
+}
+
 /// Readers whose disk reads span a truncation never return what it
 /// removed: every batch a read returns is the log's batch at that offset
 /// when the read returns, and ends at or below the log's end then.
