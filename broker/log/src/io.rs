@@ -117,7 +117,7 @@ impl Drop for InFlightGuard<'_> {
 impl Faults {
     /// Fails with an injected error when the plan stops at `at` (see
     /// [`Faults::stop_at`]).
-    pub(crate) fn stop_at(&self, at: LogFault, dir: &Path) -> Result<(), LogError> {
+    pub(crate) fn check_stop(&self, at: LogFault, dir: &Path) -> Result<(), LogError> {
         if self.stop_at.get() != Some(at) {
             return Ok(());
         }

@@ -26,7 +26,7 @@
 
 use std::time::Instant;
 
-use broker_format::{BatchHeader, Validated};
+use broker_format::Validated;
 
 use crate::{
     append::Origin,
@@ -110,13 +110,19 @@ impl Log {
             st.synced_end = st.acked_end;
             st.synced_len = st.acked_len;
         }
-        let changed = {
+        let before = {
             let mut st = self.inner.state.borrow_mut();
+            let before = st.epoch_cache.clone();
             let end = st.next_offset;
-            st.epoch_cache.assign(epoch, end)
+            st.epoch_cache.assign(epoch, end).then_some(before)
         };
-        if changed {
-            self.persist_epochs().await?;
+        if let Some(before) = before {
+            if let Err(e) = self.persist_epochs().await {
+                // Not leading in `epoch` after all: its entry goes (the
+                // file may hold it, past the end, which an open drops).
+                self.inner.state.borrow_mut().epoch_cache = before;
+                return Err(e);
+            }
         }
         self.inner.state.borrow_mut().leader_epoch = epoch;
         Ok(())
@@ -181,14 +187,15 @@ impl Log {
     }
 
     /// Checks every batch, records new epochs, places the batches; returns
-    /// the failure epoch and offsets to wait on.
+    /// the failure epoch and offsets to wait on. Allocates nothing but for
+    /// a new epoch (two passes over the batches: validate, then place).
     async fn place_replica(&self, batches: &[u8]) -> Result<(u64, Appended), LogError> {
-        let mut checked: Vec<(&[u8], BatchHeader)> = Vec::new();
-        let (start, epoch_changed) = {
-            let mut st = self.inner.state.borrow_mut();
+        let (start, end, new_epochs) = {
+            let st = self.inner.state.borrow();
             let start = st.next_offset;
             let mut expected = start;
-            let mut cache = st.epoch_cache.clone();
+            let mut latest = st.epoch_cache.latest_epoch();
+            let mut new_epochs = Vec::new();
             let max = self.inner.config.batch_bytes_max;
             for b in broker_format::batches(batches) {
                 let (_, bytes) = b?;
@@ -206,20 +213,20 @@ impl Log {
                     });
                 }
                 let epoch = header.partition_leader_epoch;
-                if let Some(latest) = cache.latest_epoch() {
+                if let Some(latest) = latest {
                     if epoch < latest {
                         return Err(LogError::EpochRegression { epoch, latest });
                     }
                 }
-                cache.assign(epoch, expected);
+                if epoch >= 0 && latest != Some(epoch) {
+                    new_epochs.push((epoch, expected));
+                    latest = Some(epoch);
+                }
                 expected = header.next_offset() as u64;
-                checked.push((bytes, header));
             }
-            let changed = cache != st.epoch_cache;
-            st.epoch_cache = cache;
-            (start, changed)
+            (start, expected, new_epochs)
         };
-        if checked.is_empty() {
+        if start == end {
             return Ok((
                 self.inner.state.borrow().epoch,
                 Appended {
@@ -228,12 +235,20 @@ impl Log {
                 },
             ));
         }
-        if epoch_changed {
+        if !new_epochs.is_empty() {
+            {
+                let mut st = self.inner.state.borrow_mut();
+                for &(epoch, offset) in &new_epochs {
+                    st.epoch_cache.assign(epoch, offset);
+                }
+            }
             self.persist_epochs().await?;
         }
         let mut last = None;
-        for (bytes, header) in &checked {
-            last = Some(self.place(bytes, header, Origin::Replica).await?);
+        // Validated above: the same bytes, so only the headers again.
+        for b in broker_format::batches(batches) {
+            let (header, bytes) = b?;
+            last = Some(self.place(bytes, &header, Origin::Replica).await?);
         }
         let (epoch, appended) = last.expect("at least one batch");
         Ok((
@@ -467,7 +482,7 @@ impl Log {
     /// Fails with an injected error when the log's fault plan stops here.
     fn fault_point(&self, at: LogFault) -> Result<(), LogError> {
         match &self.inner.faults {
-            Some(f) => f.stop_at(at, &self.inner.dir),
+            Some(f) => f.check_stop(at, &self.inner.dir),
             None => Ok(()),
         }
     }
