@@ -87,13 +87,6 @@ impl LeaderEpochs {
         self.entries.last().map(|e| e.epoch)
     }
 
-    /// The epoch that `offset` was written in according to the cache: the
-    /// entry with the largest start offset at or below it.
-    pub fn epoch_at(&self, offset: u64) -> Option<i32> {
-        let i = self.entries.partition_point(|e| e.start_offset <= offset);
-        i.checked_sub(1).map(|i| self.entries[i].epoch)
-    }
-
     /// Records that `epoch` starts at `start_offset` (Kafka's `assign`);
     /// returns true when the entries changed. An epoch below 0 is ignored.
     pub fn assign(&mut self, epoch: i32, start_offset: u64) -> bool {
@@ -297,15 +290,6 @@ mod tests {
         assert_eq!(pairs(&c), vec![(3, 25), (4, 40)]);
         assert!(c.truncate_from_start(40));
         assert_eq!(pairs(&c), vec![(4, 40)]);
-    }
-
-    #[test]
-    fn epoch_at_is_the_floor_entry() {
-        let c = cache(&[(1, 5), (3, 20)]);
-        assert_eq!(c.epoch_at(4), None);
-        assert_eq!(c.epoch_at(5), Some(1));
-        assert_eq!(c.epoch_at(19), Some(1));
-        assert_eq!(c.epoch_at(1000), Some(3));
     }
 
     #[test]
