@@ -28,6 +28,15 @@ use crate::{
     Appended, Log, LogError,
 };
 
+/// Who places a batch: the leader, which gives it the log end offset as
+/// its base and stamps the log's leader epoch, or a follower, which keeps
+/// both as the leader stored them (and must start at the log end offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Leader,
+    Replica,
+}
+
 /// A deliberately broken build, for the chaos checker's own test: with the
 /// `fault-injection` feature and `BROKER_FAULT_ACK_BEFORE_DURABLE=1`, an
 /// append resolves as soon as its batch is in the write buffer, before any
@@ -60,15 +69,24 @@ impl Log {
     /// that a bad one appends nothing): not validated twice.
     pub async fn append_validated(&self, batch: Validated<'_>) -> Result<Appended, LogError> {
         self.check_size(batch.bytes())?;
-        let (epoch, appended) = self.place(batch.bytes(), batch.header()).await?;
+        let (epoch, appended) = self
+            .place(batch.bytes(), batch.header(), Origin::Leader)
+            .await?;
         #[cfg(feature = "fault-injection")]
         if fault_ack_before_durable() {
             return Ok(appended);
         }
+        self.acknowledged(epoch, appended.next_offset).await?;
+        Ok(appended)
+    }
+
+    /// Waits until the appends of failure epoch `epoch` that end at `end`
+    /// are acknowledged (`Ok`) or failed.
+    pub(crate) async fn acknowledged(&self, epoch: u64, end: u64) -> Result<(), LogError> {
         let inner = &self.inner;
         poll_fn(|cx| {
             let mut st = inner.state.borrow_mut();
-            match st.outcome(epoch, appended.next_offset) {
+            match st.outcome(epoch, end) {
                 Some(r) => Poll::Ready(r),
                 None => {
                     st.waiters.push(cx.waker().clone());
@@ -76,8 +94,7 @@ impl Log {
                 }
             }
         })
-        .await?;
-        Ok(appended)
+        .await
     }
 
     /// Refuses a batch larger than the log's limit.
@@ -94,13 +111,18 @@ impl Log {
 
     /// Copies the batch into the tail, rolling first if needed; returns the
     /// epoch and offsets to wait on.
-    async fn place(&self, batch: &[u8], header: &BatchHeader) -> Result<(u64, Appended), LogError> {
+    pub(crate) async fn place(
+        &self,
+        batch: &[u8],
+        header: &BatchHeader,
+        origin: Origin,
+    ) -> Result<(u64, Appended), LogError> {
         loop {
             self.wait_until(|st| {
                 !st.exclusive && (st.reset_to_durable.is_none() || st.reset_error.is_some())
             })
             .await?;
-            if let Some(placed) = self.try_place(batch, header)? {
+            if let Some(placed) = self.try_place(batch, header, origin)? {
                 return Ok(placed);
             }
             // Boxed: a roll happens once a segment, and its future (the
@@ -125,6 +147,7 @@ impl Log {
         &self,
         batch: &[u8],
         header: &BatchHeader,
+        origin: Origin,
     ) -> Result<Option<(u64, Appended)>, LogError> {
         let inner = &self.inner;
         let mut st = inner.state.borrow_mut();
@@ -133,6 +156,18 @@ impl Log {
                 return Err(e.clone());
             }
         }
+        let leader_epoch = match origin {
+            Origin::Leader => st.leader_epoch,
+            Origin::Replica => {
+                if header.base_offset != st.next_offset as i64 {
+                    return Err(LogError::OffsetMismatch {
+                        expected: st.next_offset,
+                        found: header.base_offset,
+                    });
+                }
+                header.partition_leader_epoch
+            }
+        };
         let active = st.active();
         let roll_by_size = active.len + batch.len() as u64 > inner.config.segment_bytes_max;
         let roll_by_age = inner
@@ -179,7 +214,7 @@ impl Log {
             active_len,
             "the tail and the active segment disagree on where the next batch goes"
         );
-        tail.append(batch, base, next);
+        tail.append(batch, base, next, leader_epoch);
         let interval = inner.config.index_interval_bytes;
         let seg = st.active_mut();
         assert_eq!(
@@ -199,7 +234,7 @@ impl Log {
     }
 
     /// Waits until `ready` holds; fails if the log closes meanwhile.
-    async fn wait_until(&self, ready: impl Fn(&State) -> bool) -> Result<(), LogError> {
+    pub(crate) async fn wait_until(&self, ready: impl Fn(&State) -> bool) -> Result<(), LogError> {
         let inner = &self.inner;
         poll_fn(|cx| {
             let mut st = inner.state.borrow_mut();
@@ -218,7 +253,7 @@ impl Log {
 
     /// Waits until every appended batch is written (and acknowledged); fails
     /// with the write error if a cycle fails meanwhile.
-    async fn drain(&self) -> Result<(), LogError> {
+    pub(crate) async fn drain(&self) -> Result<(), LogError> {
         let epoch = self.inner.state.borrow().epoch;
         {
             let mut st = self.inner.state.borrow_mut();
@@ -299,6 +334,16 @@ impl Log {
         };
         file.truncate(cp.valid_len).await?;
         file.sync().await?;
+        // The index checkpoint below makes this segment's batches trusted
+        // at the next open (not scanned): the epoch checkpoint must cover
+        // them first.
+        let stale = {
+            let st = inner.state.borrow();
+            st.epoch_cache_dirty || !st.epoch_file_exists
+        };
+        if stale {
+            self.persist_epochs().await?;
+        }
         let (_, idx_path, time_path) = segment::paths(&inner.dir, base);
         io::write_file_atomic(&time_path, times).await?;
         io::write_file_atomic(&idx_path, idx).await?;

@@ -60,6 +60,51 @@ pub enum LogError {
     /// The log was closed.
     #[error("the log is closed")]
     Closed,
+    /// A follower append whose batch does not start at the log end offset:
+    /// a gap (`found` above `expected`) or an overlap (below). Nothing of
+    /// the call was written.
+    #[error("replicated batch starts at offset {found}, the log ends at {expected}")]
+    OffsetMismatch {
+        /// The log end offset (or, for a later batch of the same call, the
+        /// end of the batch before it).
+        expected: u64,
+        /// The batch's base offset.
+        found: i64,
+    },
+    /// A batch (or a new leader epoch) whose leader epoch is below the
+    /// latest the log holds. Nothing was written.
+    #[error("leader epoch {epoch} is below the latest epoch {latest} of the log")]
+    EpochRegression {
+        /// The epoch refused.
+        epoch: i32,
+        /// The latest epoch of the log's epoch cache (or the epoch it stamps).
+        latest: i32,
+    },
+    /// A leader epoch below 0 given to [`Log::set_leader_epoch`](crate::Log::set_leader_epoch).
+    #[error("leader epoch {0} is not a valid epoch (must be >= 0)")]
+    InvalidLeaderEpoch(i32),
+    /// A truncation point outside [log start offset, log end offset].
+    #[error("cannot truncate to offset {offset}: the log holds {start}..{end}")]
+    TruncateOutOfRange {
+        /// The offset asked for.
+        offset: u64,
+        /// The log start offset.
+        start: u64,
+        /// The log end offset.
+        end: u64,
+    },
+    /// A truncation point inside a batch: the log is cut only between batches.
+    #[error(
+        "cannot truncate to offset {offset}: it is inside the batch {batch_base}..{batch_next}"
+    )]
+    NotBatchBoundary {
+        /// The offset asked for.
+        offset: u64,
+        /// The base offset of the batch holding it.
+        batch_base: u64,
+        /// The offset after that batch.
+        batch_next: u64,
+    },
 }
 
 impl LogError {

@@ -623,15 +623,7 @@ async fn reset_tail(inner: &Inner, to_durable: bool) {
     let carry_pos = align_down(target_len);
     let reloaded = async {
         file.truncate(target_len).await?;
-        let block = file.read(carry_pos, BLOCK as usize).await?;
-        let n = (target_len - carry_pos) as usize;
-        if block.len() < n {
-            return Err(LogError::Corrupt {
-                path: file.path().to_path_buf(),
-                reason: "file shorter than its acknowledged length".into(),
-            });
-        }
-        Ok(block[..n].to_vec())
+        file.read_partial_block(target_len).await
     }
     .await;
     let failed = {
@@ -651,6 +643,10 @@ async fn reset_tail(inner: &Inner, to_durable: bool) {
                 seg.len = target_len;
                 seg.next_offset = target_offset;
                 seg.index.truncate_to(target_len as u32);
+                // Epochs of batches given back go too (a leader's entry at
+                // the end stays); the file catches up before the next roll
+                // or close makes anything below it trusted.
+                st.forget_epochs_from(target_offset);
                 st.reset_to_durable = None;
                 st.reset_error = None;
                 st.wake_waiters();

@@ -131,6 +131,16 @@ impl SegmentIndex {
         }
     }
 
+    /// The last time-index entry of a batch before `relative_offset`: its
+    /// max timestamp is the segment's running max up to and including that
+    /// batch (a truncation scans from there for the max below its cut).
+    pub fn last_time_before(&self, relative_offset: u32) -> Option<TimeEntry> {
+        let i = self
+            .times
+            .partition_point(|e| e.relative_offset < relative_offset);
+        i.checked_sub(1).map(|i| self.times[i])
+    }
+
     /// Drops entries at or after `position` (after a truncation).
     pub fn truncate_to(&mut self, position: u32) {
         self.offsets.retain(|e| e.position < position);

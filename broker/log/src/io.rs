@@ -67,6 +67,30 @@ pub struct Faults {
     pub writes_in_flight: Cell<u32>,
     /// The most data writes that were in flight at once.
     pub max_writes_in_flight: Cell<u32>,
+    /// Stop the operation under way at this point with an injected error,
+    /// leaving the files as they are there (a crash, once the test drops
+    /// the log and reopens the directory).
+    pub stop_at: Cell<Option<LogFault>>,
+    /// Pass the `stop_at` point this many times before stopping there.
+    pub stop_after_passes: Cell<u32>,
+}
+
+/// A point inside a multi-step operation where a test can stop it
+/// ([`Faults::stop_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFault {
+    /// `truncate_to`: the cut segment's indexes were rewritten for the prefix.
+    TruncateIndexWritten,
+    /// `truncate_to`: one later segment's files were removed.
+    TruncateSegmentDeleted,
+    /// `truncate_to`: the directory was fsynced after the removals.
+    TruncateDirSynced,
+    /// `truncate_to`: the cut segment was truncated, not yet fdatasynced.
+    TruncateFileCut,
+    /// `truncate_to`: the cut was fdatasynced.
+    TruncateFileSynced,
+    /// `truncate_to`: the epoch checkpoint was rewritten (the tail not yet).
+    TruncateEpochsWritten,
 }
 
 /// Counts a data write as in flight while it lives.
@@ -91,6 +115,25 @@ impl Drop for InFlightGuard<'_> {
 }
 
 impl Faults {
+    /// Fails with an injected error when the plan stops at `at` (see
+    /// [`Faults::stop_at`]).
+    pub(crate) fn check_stop(&self, at: LogFault, dir: &Path) -> Result<(), LogError> {
+        if self.stop_at.get() != Some(at) {
+            return Ok(());
+        }
+        let passes = self.stop_after_passes.get();
+        if passes > 0 {
+            self.stop_after_passes.set(passes - 1);
+            return Ok(());
+        }
+        self.stop_at.set(None);
+        Err(LogError::io(
+            "stopping (injected)",
+            dir,
+            io::Error::other(format!("stopped at {at:?}")),
+        ))
+    }
+
     fn trip(counter: &Cell<u32>) -> bool {
         match counter.get() {
             0 => false,
@@ -256,6 +299,25 @@ impl SegmentFile {
             .read_at_aligned(pos, len)
             .await
             .map_err(|e| LogError::io("reading", &self.path, e.into()))
+    }
+
+    /// The bytes from the last block boundary at or below `len` to `len`
+    /// (none when `len` is aligned): what a new tail carries when it
+    /// continues the file at `len`.
+    pub async fn read_partial_block(&self, len: u64) -> Result<Vec<u8>, LogError> {
+        let pos = align_down(len);
+        if len == pos {
+            return Ok(Vec::new());
+        }
+        let block = self.read(pos, BLOCK as usize).await?;
+        let n = (len - pos) as usize;
+        if block.len() < n {
+            return Err(LogError::Corrupt {
+                path: self.path.clone(),
+                reason: format!("file shorter than the {len} bytes the log holds in it"),
+            });
+        }
+        Ok(block[..n].to_vec())
     }
 
     /// `fdatasync`.

@@ -3,7 +3,14 @@
 //!
 //! What it owns: the partition's directory, its segment files and indexes,
 //! its write buffer, group commit and fsync policy, reads by offset and by
-//! timestamp, recovery at open and retention.
+//! timestamp, recovery at open and retention; and what replication needs
+//! of a log: follower appends at the leader's offsets
+//! ([`Log::append_replica`]), the leader epoch stamped on leader appends
+//! ([`Log::set_leader_epoch`]), the leader-epoch cache and its checkpoint
+//! file ([`Log::end_offset_for_epoch`]), and suffix truncation
+//! ([`Log::truncate_to`]). Which replica leads, the high watermark of a
+//! replicated partition and when to truncate are the owner's: the log knows
+//! no other replica.
 //!
 //! What it never does: see a socket, take a lock, run on another thread, or
 //! block its thread. A [`Log`] is `!Send`: it lives on its shard's glommio
@@ -14,7 +21,20 @@
 //!
 //! Invariants (asserted where they must hold):
 //! - Offsets are consecutive from 0: each appended batch gets the log end
-//!   offset as its base and advances it by its record count.
+//!   offset as its base and advances it by its record count; a follower's
+//!   batch keeps its own base, which must be exactly the log end offset.
+//! - A leader append's batch carries the log's leader epoch (-1 until
+//!   [`Log::set_leader_epoch`]); a follower's keeps the leader's. The base
+//!   offset and that epoch are the only bytes the log writes into a batch,
+//!   both outside its CRC.
+//! - The leader-epoch cache is strictly increasing in epoch and start
+//!   offset, and no batch is stored with an epoch below its latest. Its
+//!   file is written (fsynced) before any batch of a new epoch is placed;
+//!   at open, entries at or past the log end are dropped and the entries of
+//!   the scanned tail rebuilt from its batches.
+//! - A truncation leaves, at every step, files that recovery opens as a
+//!   contiguous prefix of the old log at least as long as the cut; no reader
+//!   gets a byte at or past the cut once it began.
 //! - Record bytes are copied once on append (into the aligned tail buffer)
 //!   and never on read: a read returns a slice of a DMA read buffer or of a
 //!   written tail buffer.
@@ -24,21 +44,29 @@
 //! - After a failed write or fsync, nothing past the last acknowledged
 //!   (respectively durable) batch is trusted: pending appends fail, the file
 //!   is truncated back and the tail re-read from disk before new appends.
-//! - Only the active (last) segment is ever written; retention never deletes it.
+//! - Only the active (last) segment is ever written (a truncation removes
+//!   the later segments before it cuts one, which so becomes the active
+//!   one); retention never deletes it.
 //! - Write cycles are pipelined (at most `WRITE_DEPTH` data writes in
 //!   flight) but acknowledged in file order, and two writes in flight never
 //!   cover the same block.
 //!
 //! Module map:
 //! - `state`: the mutable state behind the handle (segments, tail, queue,
-//!   acknowledged and durable points, failures) and its small helpers.
+//!   acknowledged and durable points, failures, the leader epoch and the
+//!   epoch cache) and its small helpers.
 //! - `append`: [`Log::append`], rolling the active segment, [`Log::close`].
 //! - `flusher`: the per-log task that writes, fdatasyncs and acknowledges
 //!   (group commit, the write pipeline, the refill hold), and the reset
 //!   after a failed write or fsync.
 //! - `read`: [`Log::read`], [`Log::read_below`] and
 //!   [`Log::offset_for_timestamp`].
-//! - `recovery`: [`Log::open`]: recovering the directory at open.
+//! - `recovery`: [`Log::open`]: recovering the directory at open (the epoch
+//!   cache included).
+//! - `replica`: [`Log::append_replica`], [`Log::set_leader_epoch`],
+//!   [`Log::end_offset_for_epoch`], [`Log::truncate_to`], and the epoch
+//!   checkpoint's writes.
+//! - [`epochs`]: the leader-epoch cache and its file format (pure).
 //! - [`retention`]: which segments to delete, and [`Log::enforce_retention`].
 //! - [`segment`], [`index`], [`tail`]: one segment and its scan, its sparse
 //!   indexes (pure), the aligned write buffer and the read cache.
@@ -46,6 +74,7 @@
 //! - [`config`], [`error`], [`histogram`]: settings, errors, latency counts.
 
 pub mod config;
+pub mod epochs;
 pub mod error;
 pub mod histogram;
 pub mod index;
@@ -58,6 +87,7 @@ mod append;
 mod flusher;
 mod read;
 mod recovery;
+mod replica;
 mod state;
 
 use std::{
@@ -70,8 +100,9 @@ use std::{
 use glommio::io::{DmaBuffer, ReadResult};
 
 pub use config::{FsyncPolicy, LogConfig};
+pub use epochs::{EpochEnd, EpochEntry};
 pub use error::LogError;
-pub use io::{Faults, IoStats};
+pub use io::{Faults, IoStats, LogFault};
 
 use state::State;
 
@@ -144,6 +175,9 @@ pub struct RecoveryReport {
     pub rebuilt_indexes: Vec<u64>,
     /// Bytes validated batch by batch.
     pub scanned_bytes: u64,
+    /// The leader-epoch checkpoint was missing, invalid or disagreed with
+    /// the recovered batches, and was rewritten from them.
+    pub epoch_checkpoint_rewritten: bool,
 }
 
 /// What a retention pass did.

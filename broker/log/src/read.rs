@@ -12,6 +12,8 @@
 //!   progresses.
 //! - No copy: the bytes are a slice of a cached tail buffer (`Rc`, never
 //!   mutated after sealing) or of the DMA buffer a disk read filled.
+//! - No read returns bytes a truncation removed: a read whose disk I/O
+//!   spanned a [`Log::truncate_to`] (`State::truncations` moved) starts again.
 
 use std::{ops::ControlFlow, rc::Rc};
 
@@ -53,7 +55,23 @@ impl Log {
         max_bytes: usize,
         end: u64,
     ) -> Result<LogRead, LogError> {
-        let (file, start_pos, limit, hw, bound, log_start, cached) = {
+        loop {
+            if let Some(read) = self.read_below_once(offset, max_bytes, end).await? {
+                return Ok(read);
+            }
+        }
+    }
+
+    /// One attempt at [`Log::read_below`]: `None` when a truncation
+    /// happened while it awaited the disk (its bytes may be gone: the
+    /// caller starts again, with the log as it is now).
+    async fn read_below_once(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        end: u64,
+    ) -> Result<Option<LogRead>, LogError> {
+        let (file, start_pos, limit, hw, bound, log_start, cached, truncations) = {
             let st = self.inner.state.borrow();
             let log_start = *st
                 .segments
@@ -70,12 +88,12 @@ impl Log {
             }
             let bound = end.min(hw);
             if offset >= bound {
-                return Ok(LogRead {
+                return Ok(Some(LogRead {
                     bytes: ReadBytes::Empty,
                     next_offset: offset,
                     high_watermark: hw,
                     log_start_offset: log_start,
-                });
+                }));
             }
             let (_, seg) = st
                 .segments
@@ -95,6 +113,7 @@ impl Log {
                 bound,
                 log_start,
                 cached,
+                st.truncations,
             )
         };
         // Find the first batch holding `offset` and take whole batches.
@@ -117,12 +136,12 @@ impl Log {
                             len: take,
                         }
                     };
-                    return Ok(LogRead {
+                    return Ok(Some(LogRead {
                         bytes,
                         next_offset: next,
                         high_watermark: hw,
                         log_start_offset: log_start,
-                    });
+                    }));
                 }
             }
         }
@@ -136,7 +155,11 @@ impl Log {
         loop {
             let data = file
                 .read(read_pos, io::align_up(want_end - read_pos) as usize)
-                .await?;
+                .await;
+            if self.inner.state.borrow().truncations != truncations {
+                return Ok(None);
+            }
+            let data = data?;
             let valid = ((limit - read_pos) as usize).min(data.len());
             let at = (start_pos - read_pos) as usize;
             if valid < at {
@@ -148,12 +171,12 @@ impl Log {
             match pick_batches(&data[at..valid], offset, max_bytes, bound) {
                 Some((_, 0, next)) => {
                     check_below(next, bound);
-                    return Ok(LogRead {
+                    return Ok(Some(LogRead {
                         bytes: ReadBytes::Empty,
                         next_offset: next,
                         high_watermark: hw,
                         log_start_offset: log_start,
-                    });
+                    }));
                 }
                 Some((skip, take, next)) => {
                     check_below(next, bound);
@@ -163,12 +186,12 @@ impl Log {
                             reason: "read slice out of bounds".into(),
                         }
                     })?;
-                    return Ok(LogRead {
+                    return Ok(Some(LogRead {
                         bytes: ReadBytes::Disk(bytes),
                         next_offset: next,
                         high_watermark: hw,
                         log_start_offset: log_start,
-                    });
+                    }));
                 }
                 None if want_end < limit => {
                     // The batch holding `offset` runs past what was read:
@@ -188,6 +211,18 @@ impl Log {
     /// The first offset whose record timestamp is >= `timestamp`, among
     /// acknowledged records; `None` when there is none.
     pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>, LogError> {
+        loop {
+            let truncations = self.inner.state.borrow().truncations;
+            let found = self.offset_for_timestamp_once(timestamp).await;
+            if self.inner.state.borrow().truncations == truncations {
+                return found;
+            }
+        }
+    }
+
+    /// One attempt at [`Log::offset_for_timestamp`] (the caller starts
+    /// again if a truncation happened meanwhile).
+    async fn offset_for_timestamp_once(&self, timestamp: i64) -> Result<Option<u64>, LogError> {
         let candidates: Vec<(Rc<SegmentFile>, u64, u64)> = {
             let st = self.inner.state.borrow();
             let active = st.active().base_offset;

@@ -9,7 +9,10 @@
 //!
 //! Invariant: the log start offset is the first remaining segment's base;
 //! a segment leaves the in-memory map (and the read cache) before its files
-//! are removed, its `.log` last.
+//! are removed, its `.log` last; the leader-epoch cache's first entry then
+//! moves up to the new start (Kafka's `truncateFromStart`), persisted after
+//! the removals. A pass while a roll, close or truncation holds the log
+//! deletes nothing.
 
 use crate::{io, segment, segment::Segment, Log, LogError, RetentionReport};
 
@@ -60,6 +63,14 @@ impl Log {
         let inner = &self.inner;
         let removed: Vec<Segment> = {
             let mut st = inner.state.borrow_mut();
+            if st.exclusive {
+                // A roll, close or truncation is changing the segments:
+                // this pass deletes nothing (the next one will).
+                return Ok(RetentionReport {
+                    log_start_offset: *st.segments.keys().next().expect("a log has a segment"),
+                    ..RetentionReport::default()
+                });
+            }
             let infos: Vec<SegmentInfo> = st
                 .segments
                 .values()
@@ -97,6 +108,17 @@ impl Log {
         }
         if !report.deleted.is_empty() {
             io::sync_dir(&inner.dir).await?;
+            // After the files: a crash in between leaves entries below the
+            // log start, which the next open drops.
+            let start = self.log_start_offset();
+            let moved = inner
+                .state
+                .borrow_mut()
+                .epoch_cache
+                .truncate_from_start(start);
+            if moved {
+                self.persist_epochs().await?;
+            }
         }
         report.log_start_offset = self.log_start_offset();
         Ok(report)

@@ -17,7 +17,13 @@
 //! - The tail's end position is the active segment's length, and its end
 //!   offset the log end offset: appended bytes go nowhere else.
 //! - Appends of an epoch older than `epoch` are settled: acknowledged up to
-//!   their failure's `acked_end`, failed past it.
+//!   their failure's `acked_end`, failed past it. (`epoch` counts failures;
+//!   leader epochs are `leader_epoch` and `epoch_cache`.)
+//! - `epoch_cache` holds no entry at or past `next_offset`, save the
+//!   entries a follower append recorded for the batches it is placing, and
+//!   the epoch the log stamps as leader, starting exactly there before its
+//!   first batch. What a failure gives back, its entries go with
+//!   (`forget_epochs_from`).
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -27,6 +33,7 @@ use std::{
 };
 
 use crate::{
+    epochs::LeaderEpochs,
     io::SegmentFile,
     segment::Segment,
     tail::{Cut, ReadCache, Sealed, Tail},
@@ -95,6 +102,30 @@ pub(crate) struct State {
     /// instead of being split among several (see `flusher::next_write`).
     pub(crate) refill_pending: u64,
     pub(crate) closed: bool,
+    /// The partition leader epoch written into each leader append's batch
+    /// header ([`NO_EPOCH`](crate::epochs::NO_EPOCH) until the owner sets
+    /// one with [`Log::set_leader_epoch`](crate::Log::set_leader_epoch)).
+    pub(crate) leader_epoch: i32,
+    /// The leader-epoch cache; the checkpoint file holds it as of the last
+    /// persist (plus, possibly, entries past the log end).
+    pub(crate) epoch_cache: LeaderEpochs,
+    /// The cache changed since the file was written in a way that must be
+    /// written before the data below the active segment's checkpoint
+    /// becomes trusted (a roll, a close): entries were removed after a reset.
+    pub(crate) epoch_cache_dirty: bool,
+    /// The checkpoint file exists (was read at open, or written since).
+    pub(crate) epoch_file_exists: bool,
+    /// A write of the checkpoint file is under way: writers take turns (they
+    /// share its temporary file).
+    pub(crate) epoch_file_writing: bool,
+    /// An [`Log::append_replica`](crate::Log::append_replica) is checking
+    /// and placing its batches: follower appends, truncations and epoch
+    /// changes take turns with it.
+    pub(crate) replica_appending: bool,
+    /// Bumped by every [`Log::truncate_to`](crate::Log::truncate_to): a read
+    /// that awaited I/O across one starts again, so no reader gets bytes
+    /// that were truncated under it.
+    pub(crate) truncations: u64,
     pub(crate) flusher: Option<Waker>,
     pub(crate) waiters: Vec<Waker>,
 }
@@ -115,6 +146,25 @@ impl State {
             .values_mut()
             .next_back()
             .expect("a log always has an active segment")
+    }
+
+    /// Drops the epoch cache's entries for batches at or past `end` that
+    /// the log does not hold (given back after a failure, or not placed by
+    /// a follower append): every entry past `end`, and the one at `end`
+    /// unless it is the epoch this log stamps as leader (its epoch before
+    /// its first batch). The file catches up before the next roll or close.
+    pub(crate) fn forget_epochs_from(&mut self, end: u64) {
+        let mut changed = self.epoch_cache.truncate_after(end);
+        if self
+            .epoch_cache
+            .latest()
+            .is_some_and(|l| l.start_offset == end && l.epoch != self.leader_epoch)
+        {
+            changed |= self.epoch_cache.truncate_from_end(end);
+        }
+        if changed {
+            self.epoch_cache_dirty = true;
+        }
     }
 
     pub(crate) fn wake_waiters(&mut self) {

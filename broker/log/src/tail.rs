@@ -16,7 +16,8 @@
 //! - Record bytes are copied once, from the caller into the tail; the base
 //!   offset is then assigned in place. Nothing copies them again: the tail is
 //!   sealed (never mutated after) and written, then kept for reads. (Up to
-//!   one block is copied into the next tail at a seal.)
+//!   one block is copied into the next tail at a seal.) The base offset and
+//!   the partition leader epoch are the only header fields written in place.
 //! - Bytes of a sealed `Whole` buffer past its valid length up to the block
 //!   boundary are zeros, so a crash never leaves stale bytes that could pass
 //!   for a batch; an `AtBlock` buffer ends inside a batch, which recovery
@@ -183,9 +184,11 @@ impl Tail {
         (align_down(self.len as u64) as usize).saturating_sub(self.written_len)
     }
 
-    /// Copies one batch in and assigns its base offset in place. The caller
-    /// has checked [`Tail::fits`].
-    pub fn append(&mut self, batch: &[u8], base_offset: u64, next_offset: u64) {
+    /// Copies one batch in and sets its base offset and partition leader
+    /// epoch in place (both outside the CRC). The caller has checked
+    /// [`Tail::fits`].
+    #[inline]
+    pub fn append(&mut self, batch: &[u8], base_offset: u64, next_offset: u64, leader_epoch: i32) {
         assert!(
             self.fits(batch.len()),
             "tail overflow: the caller must seal first"
@@ -194,6 +197,7 @@ impl Tail {
         let dst = &mut self.buf.as_bytes_mut()[start..start + batch.len()];
         dst.copy_from_slice(batch);
         broker_format::set_base_offset(dst, base_offset as i64);
+        broker_format::set_partition_leader_epoch(dst, leader_epoch);
         self.len += batch.len();
         self.end_offset = next_offset;
         // Keep the boundaries around the last block boundary current.

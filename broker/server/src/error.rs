@@ -151,6 +151,13 @@ impl From<LogError> for ServiceError {
             e if e.is_no_space() => ErrorKind::NoSpace,
             LogError::Io { .. } | LogError::Corrupt { .. } | LogError::Closed => ErrorKind::Storage,
             LogError::Config { .. } => ErrorKind::Internal,
+            // Refusals of the replication primitives, which no client
+            // request reaches: the replication layer handles them itself.
+            LogError::OffsetMismatch { .. }
+            | LogError::EpochRegression { .. }
+            | LogError::InvalidLeaderEpoch(_)
+            | LogError::TruncateOutOfRange { .. }
+            | LogError::NotBatchBoundary { .. } => ErrorKind::Internal,
         };
         ServiceError::new(kind, e.to_string())
     }

@@ -25,8 +25,9 @@
 //! is never truncated under a reader. The answer that is true of that and
 //! never makes a client truncate or reset a valid position:
 //! - `leader_epoch >= 0` asked: error NONE, `leader_epoch` = the epoch
-//!   asked (the one epoch, whatever number the producer stamped on its
-//!   batches: this broker keeps batches' partition leader epoch as sent),
+//!   asked (the one epoch; a log given no leader epoch stores -1 in every
+//!   batch's partition leader epoch, so clients have none to validate,
+//!   but one that asks anyway gets this answer),
 //!   `end_offset` = the partition's high watermark. A consumer's position
 //!   is never above the high watermark (it only reads below it), so the
 //!   check `end_offset < position` never fires wrongly; a position above it
