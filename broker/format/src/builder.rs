@@ -3,7 +3,7 @@
 //! The builder keeps the whole batch in one buffer, header space first, so
 //! `finish` only fills the header and computes the CRC: no copy of records.
 
-use super::varint::{put_varint, put_varlong, varint_len, varlong_len};
+use super::varint::{encode_unsigned, put_varint, varint_len, varlong_len, zigzag_i32, zigzag_i64};
 use super::{
     BatchHeader, CRC_OFFSET, CRC_START, HEADER_LEN, LENGTH_FIELDS_LEN, MAGIC, MAX_BATCH_LEN,
 };
@@ -75,12 +75,28 @@ impl BatchBuilder {
         let buf = &mut self.buf;
         buf.reserve(varint_len(body_len) + body);
         let start = buf.len();
-        put_varint(buf, body_len);
-        buf.push(0);
-        put_varlong(buf, timestamp_delta);
-        put_varint(buf, offset_delta);
-        put_nullable(buf, key);
-        put_nullable(buf, value);
+        // The small fields before the value go through a scratch on the
+        // stack and into the buffer as one slice (pushed byte by byte,
+        // each checks the buffer's capacity).
+        let mut head = Scratch::default();
+        head.varint(body_len);
+        head.byte(0);
+        head.varlong(timestamp_delta);
+        head.varint(offset_delta);
+        head.nullable_len(key);
+        match key {
+            None => head.nullable_len(value),
+            Some(k) => {
+                buf.extend_from_slice(head.bytes());
+                buf.extend_from_slice(k);
+                head.len = 0;
+                head.nullable_len(value);
+            }
+        }
+        buf.extend_from_slice(head.bytes());
+        if let Some(v) = value {
+            buf.extend_from_slice(v);
+        }
         put_varint(buf, headers_count);
         for &(k, v) in headers {
             put_nullable(buf, Some(k));
@@ -138,6 +154,38 @@ impl BatchBuilder {
         let crc = crc32c::crc32c(&self.buf[CRC_START..]);
         self.buf[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
         self.buf
+    }
+}
+
+/// A record's small fields, encoded before they are appended: at most a
+/// length (5 bytes), the attributes (1), the timestamp delta (10), the
+/// offset delta (5), a key length (5) and a value length (5).
+#[derive(Default)]
+struct Scratch {
+    bytes: [u8; 31],
+    len: usize,
+}
+
+impl Scratch {
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    fn byte(&mut self, b: u8) {
+        self.bytes[self.len] = b;
+        self.len += 1;
+    }
+
+    fn varint(&mut self, value: i32) {
+        encode_unsigned(zigzag_i32(value), |b| self.byte(b));
+    }
+
+    fn varlong(&mut self, value: i64) {
+        encode_unsigned(zigzag_i64(value), |b| self.byte(b));
+    }
+
+    fn nullable_len(&mut self, bytes: Option<&[u8]>) {
+        self.varint(bytes.map_or(-1, len_i32));
     }
 }
 
