@@ -35,7 +35,7 @@ use crate::{
     chart, kafka, ours,
     peers::{self, PeerProcess, PeerRun},
     pin,
-    results::RunResult,
+    results::{CpuWindow, RunResult},
 };
 
 /// Message size of the paper's experiments.
@@ -352,6 +352,7 @@ fn run_peer(
         }
         for (workload, scenario) in [("produce", "produce-batch1"), ("consume", "consume")] {
             let cpu_before = process.cpu_time();
+            let own_cpu = CpuWindow::start(None);
             let addr = process.addr.clone();
             let mode_owned = mode.to_owned();
             let peer_owned = peer.to_owned();
@@ -389,9 +390,12 @@ fn run_peer(
                 measured.duration,
             );
             res.latency = measured.latency;
-            res.broker_cpu_s = cpu_after
-                .zip(cpu_before)
-                .map(|(a, b)| a.saturating_sub(b).as_secs_f64());
+            own_cpu.finish(&mut res);
+            res.set_broker_cpu(
+                cpu_after
+                    .zip(cpu_before)
+                    .map(|(a, b)| a.saturating_sub(b).as_secs_f64()),
+            );
             res.pinning = pin::describe(peer);
             save(&args.out_dir, &res, r)?;
             eprintln!("{peer} {}: {:.0} msgs/s", res.scenario, res.msgs_per_s);
