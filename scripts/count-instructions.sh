@@ -4,21 +4,19 @@
 # wall-clock figures on a shared 2-core machine; the count still moves by a
 # few percent with how many appends share a write cycle or an fdatasync).
 #
-#   scripts/count-instructions.sh [BIN_DIR] [BATCH] [FSYNC] [MESSAGES] [SIZE] [PRODUCERS]
+#   scripts/count-instructions.sh [BIN_DIR] [BATCH] [FSYNC] [MESSAGES]
 #
 # BIN_DIR holds `broker` and `loadgen` (default target/release: build them
-# with `cargo build --release -p broker -p loadgen`). One shard, SIZE-byte
-# messages (default 200), PRODUCERS producers (default 1); 1,000 messages
-# warm the broker up (topic creation, first segment) before the counted
-# ones. Needs valgrind (Debian: valgrind).
+# with `cargo build --release -p broker -p loadgen`). One shard, 200-byte
+# messages, one producer (SIZE=bytes and PRODUCERS=n in the environment
+# change them); 1,000 messages warm the broker up (topic creation, first
+# segment) before the counted ones. Needs valgrind (Debian: valgrind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${1:-target/release}"
 batch="${2:-1}"
 fsync="${3:-never}"
 n="${4:-100000}"
-size="${5:-200}"
-producers="${6:-1}"
 command -v valgrind >/dev/null || { echo "count-instructions: valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
@@ -30,8 +28,8 @@ vg=$!
 for _ in $(seq 1 600); do grep -q '^ready' "$out/broker.out" 2>/dev/null && break; sleep 0.1; done
 grep -q '^ready' "$out/broker.out" || { echo "count-instructions: the broker did not start" >&2; cat "$out/broker.err" >&2; kill "$vg"; exit 1; }
 produce() {
-  "$bin/loadgen" produce --bootstrap "127.0.0.1:$port" --topic t --messages "$1" --size "$size" \
-    --batch "$batch" --producers "$producers" --partitions 1 >>"$out/loadgen.log" 2>&1 ||
+  "$bin/loadgen" produce --bootstrap "127.0.0.1:$port" --topic t --messages "$1" --size "${SIZE:-200}" \
+    --batch "$batch" --producers "${PRODUCERS:-1}" --partitions 1 >>"$out/loadgen.log" 2>&1 ||
     { echo "count-instructions: loadgen failed" >&2; cat "$out/loadgen.log" >&2; kill "$vg"; exit 1; }
 }
 produce 1000
@@ -42,4 +40,4 @@ kill -TERM "$vg"
 wait "$vg" || true
 # The shard thread is the one that ran the most in the counted part.
 shard=$(for f in "$out"/cg.out.2-*; do grep -m1 '^summary' "$f" | cut -d' ' -f2; done | sort -n | tail -1)
-echo "size=$size producers=$producers batch=$batch fsync=$fsync messages=$n shard_thread_instructions=$shard per_message=$((shard / n))"
+echo "batch=$batch fsync=$fsync messages=$n shard_thread_instructions=$shard per_message=$((shard / n))"

@@ -59,6 +59,27 @@ fn consume_n(c: &mut Consumer, n: usize) -> Vec<ConsumedRecord> {
     got
 }
 
+/// A producer that retries twice, 10 ms apart, then fails the batch.
+fn producer_that_gives_up_soon(broker: &Broker) -> Producer {
+    Producer::connect(
+        &bootstrap(broker),
+        ProducerConfig {
+            retries: 2,
+            retry_backoff_ms: 10,
+            ..ProducerConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+/// The errors of a producer whose broker is gone.
+fn lost_the_broker(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Connect { .. } | ClientError::Disconnected { .. }
+    )
+}
+
 /// Deterministic bytes with every byte value, newlines and zeros included.
 fn value(i: usize) -> Vec<u8> {
     (0..(i * 37) % 300)
@@ -201,15 +222,7 @@ fn batches_sent_through_partition_handles_come_back_byte_for_byte() {
 #[test]
 fn a_batch_that_fails_reaches_every_record_of_the_call() {
     let (_dir, broker) = start();
-    let producer = Producer::connect(
-        &bootstrap(&broker),
-        ProducerConfig {
-            retries: 2,
-            retry_backoff_ms: 10,
-            ..ProducerConfig::default()
-        },
-    )
-    .unwrap();
+    let producer = producer_that_gives_up_soon(&broker);
     producer
         .client()
         .create_topic("dead-batch", 2, &TopicSettings::default())
@@ -228,13 +241,7 @@ fn a_batch_that_fails_reaches_every_record_of_the_call() {
         .wait_timeout(Duration::from_secs(20))
         .expect("resolved")
         .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            ClientError::Connect { .. } | ClientError::Disconnected { .. }
-        ),
-        "{e:?}"
-    );
+    assert!(lost_the_broker(&e), "{e:?}");
     for i in 0..100 {
         let e = delivery
             .record(i)
@@ -242,13 +249,7 @@ fn a_batch_that_fails_reaches_every_record_of_the_call() {
             .try_result()
             .unwrap()
             .unwrap_err();
-        assert!(
-            matches!(
-                e,
-                ClientError::Connect { .. } | ClientError::Disconnected { .. }
-            ),
-            "record {i}: {e:?}"
-        );
+        assert!(lost_the_broker(&e), "record {i}: {e:?}");
     }
 }
 
@@ -441,15 +442,7 @@ fn topics_are_created_refused_twice_and_deleted() {
 #[test]
 fn a_dead_broker_surfaces_as_an_error() {
     let (_dir, broker) = start();
-    let producer = Producer::connect(
-        &bootstrap(&broker),
-        ProducerConfig {
-            retries: 2,
-            retry_backoff_ms: 10,
-            ..ProducerConfig::default()
-        },
-    )
-    .unwrap();
+    let producer = producer_that_gives_up_soon(&broker);
     producer
         .client()
         .create_topic("dead", 1, &TopicSettings::default())
@@ -465,12 +458,6 @@ fn a_dead_broker_surfaces_as_an_error() {
         .wait_timeout(Duration::from_secs(20))
         .expect("resolved")
         .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            ClientError::Connect { .. } | ClientError::Disconnected { .. }
-        ),
-        "{e:?}"
-    );
+    assert!(lost_the_broker(&e), "{e:?}");
     assert!(e.is_retriable());
 }

@@ -415,19 +415,35 @@ fn fake_log(partitions: u32) -> Arc<Mutex<FakeLog>> {
     }))
 }
 
+/// A producer of the fake at `addr` with `settings` and the tests'
+/// connection settings.
+fn fake_producer(addr: &str, settings: ProducerConfig) -> Producer {
+    Producer::connect(
+        addr,
+        ProducerConfig {
+            client: config(),
+            ..settings
+        },
+    )
+    .unwrap()
+}
+
+/// A producer of the fake at `addr` whose batches wait 50 ms for more.
+fn lingering_producer(addr: &str) -> Producer {
+    fake_producer(
+        addr,
+        ProducerConfig {
+            linger_ms: 50,
+            ..ProducerConfig::default()
+        },
+    )
+}
+
 #[test]
 fn producer_batches_per_partition_and_resolves_each_record_to_its_offset() {
     let log = fake_log(3);
     let addr = fake_broker(Arc::clone(&log));
-    let producer = Producer::connect(
-        &addr,
-        ProducerConfig {
-            linger_ms: 50,
-            client: config(),
-            ..ProducerConfig::default()
-        },
-    )
-    .unwrap();
+    let producer = lingering_producer(&addr);
     let records: Vec<(Vec<u8>, Vec<u8>)> = (0..60)
         .map(|i| {
             (
@@ -544,15 +560,7 @@ fn producer_gives_up_after_its_retries() {
 fn send_batch_puts_a_call_in_one_batch_and_resolves_it_through_one_handle() {
     let log = fake_log(2);
     let addr = fake_broker(Arc::clone(&log));
-    let producer = Producer::connect(
-        &addr,
-        ProducerConfig {
-            linger_ms: 50,
-            client: config(),
-            ..ProducerConfig::default()
-        },
-    )
-    .unwrap();
+    let producer = lingering_producer(&addr);
     let handle = producer.partition_handle("t", 1).unwrap();
     assert_eq!((handle.topic(), handle.partition()), ("t", 1));
     let values: Vec<Vec<u8>> = (0..100).map(|i| format!("v{i}").into_bytes()).collect();
@@ -611,16 +619,14 @@ fn send_batch_puts_a_call_in_one_batch_and_resolves_it_through_one_handle() {
 fn a_call_larger_than_a_batch_spans_batches_under_one_handle() {
     let log = fake_log(1);
     let addr = fake_broker(Arc::clone(&log));
-    let producer = Producer::connect(
+    let producer = fake_producer(
         &addr,
         ProducerConfig {
             linger_ms: 0,
             batch_bytes_max: 1_000,
-            client: config(),
             ..ProducerConfig::default()
         },
-    )
-    .unwrap();
+    );
     let handle = producer.partition_handle("t", 0).unwrap();
     let value = [7u8; 100];
     let delivery = producer
@@ -643,17 +649,15 @@ fn a_failed_batch_reaches_the_handle_and_every_record_of_the_call() {
     let log = fake_log(1);
     log.lock().unwrap().not_owner = 100;
     let addr = fake_broker(Arc::clone(&log));
-    let producer = Producer::connect(
+    let producer = fake_producer(
         &addr,
         ProducerConfig {
             linger_ms: 0,
             retries: 1,
             retry_backoff_ms: 1,
-            client: config(),
             ..ProducerConfig::default()
         },
-    )
-    .unwrap();
+    );
     let handle = producer.partition_handle("t", 0).unwrap();
     let delivery = producer
         .send_batch(&handle, (0..20).map(|_| Record::value(b"x")))
@@ -710,15 +714,7 @@ fn a_partition_handle_works_with_its_own_producer_only() {
 fn records_without_a_timestamp_take_their_batchs_and_explicit_ones_stay() {
     let log = fake_log(1);
     let addr = fake_broker(Arc::clone(&log));
-    let producer = Producer::connect(
-        &addr,
-        ProducerConfig {
-            linger_ms: 50,
-            client: config(),
-            ..ProducerConfig::default()
-        },
-    )
-    .unwrap();
+    let producer = lingering_producer(&addr);
     let handle = producer.partition_handle("t", 0).unwrap();
     let before = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
