@@ -408,6 +408,15 @@ fn run_peer(
 
 /// Median msgs/s per (system, mode, workload): `[system index][workload]`.
 pub fn medians(all: &[RunResult]) -> Vec<[Option<f64>; 3]> {
+    medians_of(all, |r| Some(r.msgs_per_s))
+}
+
+/// Median of `figure` per (system, mode, workload), over the runs that
+/// have it.
+fn medians_of(
+    all: &[RunResult],
+    figure: impl Fn(&RunResult) -> Option<f64>,
+) -> Vec<[Option<f64>; 3]> {
     SYSTEMS
         .iter()
         .map(|(system, mode)| {
@@ -417,7 +426,7 @@ pub fn medians(all: &[RunResult]) -> Vec<[Option<f64>; 3]> {
                 let mut v: Vec<f64> = all
                     .iter()
                     .filter(|r| r.system == *system && r.scenario == scenario)
-                    .map(|r| r.msgs_per_s)
+                    .filter_map(&figure)
                     .collect();
                 row[w] = median(&mut v);
             }
@@ -502,6 +511,32 @@ pub fn summary_markdown(all: &[RunResult], failures: &[String], args: &PaperArgs
     }
     let _ = writeln!(
         s,
+        "\nCPU per message, median ns: loadgen's own process / the system's (`-`: \
+         not known), so a row shows whether loadgen could have been the limit:\n"
+    );
+    let _ = writeln!(
+        s,
+        "| system | mode | produce batch 1 | produce batch 50 | consume (200 KB fetch) |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|");
+    let own = medians_of(all, |r| r.loadgen_cpu_ns_per_msg);
+    let system = medians_of(all, |r| r.broker_cpu_ns_per_msg);
+    let ns = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.0}"));
+    for (i, (name, mode)) in SYSTEMS.iter().enumerate() {
+        if med[i].iter().all(Option::is_none) {
+            continue;
+        }
+        let cells: Vec<String> = (0..3)
+            .map(|w| format!("{} / {}", ns(own[i][w]), ns(system[i][w])))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {name} | {mode} | {} | {} | {} |",
+            cells[0], cells[1], cells[2]
+        );
+    }
+    let _ = writeln!(
+        s,
         "\nRatios, same run (ours / better peer in the same mode):\n"
     );
     let at = |system: &str, mode: &str| -> [Option<f64>; 3] {
@@ -574,6 +609,33 @@ pub fn summary_markdown(all: &[RunResult], failures: &[String], args: &PaperArgs
 #[allow(clippy::unwrap_used)] // a test may unwrap: a failure is the test failing
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_puts_loadgens_cpu_per_message_beside_the_systems() {
+        let mut r = RunResult::new(
+            "broker",
+            "produce-batch50-paper",
+            serde_json::json!({}),
+            1_000_000,
+            200,
+            std::time::Duration::from_secs(1),
+        );
+        r.loadgen_cpu_ns_per_msg = Some(120.4);
+        r.broker_cpu_ns_per_msg = Some(300.0);
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: PaperArgs,
+        }
+        let args = <Cli as clap::Parser>::try_parse_from(["paper"])
+            .unwrap()
+            .args;
+        let md = summary_markdown(&[r], &[], &args);
+        assert!(
+            md.contains("| broker | paper | - / - | 120 / 300 | - / - |"),
+            "{md}"
+        );
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {
