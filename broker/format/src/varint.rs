@@ -103,7 +103,9 @@ pub(crate) fn varint_len(value: i32) -> usize {
     unsigned_len(zigzag_i32(value))
 }
 
-/// Bytes the minimal zigzag encoding of `value` takes.
+/// Bytes the minimal zigzag encoding of `value` takes (the builder learns
+/// it from the bytes it encoded).
+#[cfg(test)]
 pub(crate) fn varlong_len(value: i64) -> usize {
     unsigned_len(zigzag_i64(value))
 }
