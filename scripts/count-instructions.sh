@@ -18,8 +18,9 @@
 #
 # BIN_DIR holds `broker` and `loadgen` (default target/release: build them
 # with `cargo build --release -p broker -p loadgen`). One shard, 200-byte
-# messages, one producer; 1,000 messages warm the broker up (topic creation,
-# first segment) before the counted ones. Needs valgrind (Debian: valgrind).
+# messages, one producer (SIZE=bytes and PRODUCERS=n in the environment
+# change them); 1,000 messages warm the broker up (topic creation, first
+# segment) before the counted ones. Needs valgrind (Debian: valgrind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${1:-target/release}"
@@ -47,8 +48,8 @@ vg=$!
 for _ in $(seq 1 3000); do grep -q '^ready' "$out/broker.out" 2>/dev/null && break; sleep 0.1; done
 grep -q '^ready' "$out/broker.out" || { echo "count-instructions: the broker did not start" >&2; cat "$out/broker.err" >&2; kill "$vg"; exit 1; }
 produce() {
-  "$bin/loadgen" produce --bootstrap "127.0.0.1:$port" --topic t --messages "$1" --size 200 \
-    --batch "$batch" --producers 1 --partitions 1 >>"$out/loadgen.log" 2>&1 ||
+  "$bin/loadgen" produce --bootstrap "127.0.0.1:$port" --topic t --messages "$1" --size "${SIZE:-200}" \
+    --batch "$batch" --producers "${PRODUCERS:-1}" --partitions 1 >>"$out/loadgen.log" 2>&1 ||
     { echo "count-instructions: loadgen failed" >&2; cat "$out/loadgen.log" >&2; kill "$vg"; exit 1; }
 }
 if [ "$mode" = cluster ]; then

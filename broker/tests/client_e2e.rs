@@ -1,9 +1,11 @@
 //! The client library against the real `broker` binary (2 shards): records
-//! produced with keys come back byte for byte from every partition, the
-//! metadata names the shard ports of the ready line, long polls wake on new
-//! data, out-of-range reads carry the valid range, offsets can be looked up
-//! and replayed, acks = none delivers, and a dead broker surfaces as an
-//! error.
+//! produced with keys come back byte for byte from every partition, and so
+//! do batches sent through partition handles (one delivery handle per call,
+//! per-record futures on request), the metadata names the shard ports of
+//! the ready line, long polls wake on new data, out-of-range reads carry the
+//! valid range, offsets can be looked up and replayed, acks = none
+//! delivers, and a dead broker surfaces as an error, to every record of a
+//! batch.
 #![allow(clippy::unwrap_used)]
 
 mod server_support;
@@ -16,12 +18,15 @@ use std::{
 
 use broker_client::{
     Acks, Client, ClientError, ConsumedRecord, Consumer, ConsumerConfig, ErrorCode, OffsetQuery,
-    Producer, ProducerConfig, StartOffset, TopicSettings,
+    Producer, ProducerConfig, Record, StartOffset, TopicSettings,
 };
 use server_support::Broker;
 
 /// A record's key and value.
 type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// A record's key, value and explicit timestamp.
+type Sent = (Option<Vec<u8>>, Vec<u8>, Option<i64>);
 
 fn start() -> (tempfile::TempDir, Broker) {
     let dir = tempfile::tempdir().unwrap();
@@ -52,6 +57,27 @@ fn consume_n(c: &mut Consumer, n: usize) -> Vec<ConsumedRecord> {
         got.extend(c.poll(Duration::from_millis(200)).unwrap());
     }
     got
+}
+
+/// A producer that retries twice, 10 ms apart, then fails the batch.
+fn producer_that_gives_up_soon(broker: &Broker) -> Producer {
+    Producer::connect(
+        &bootstrap(broker),
+        ProducerConfig {
+            retries: 2,
+            retry_backoff_ms: 10,
+            ..ProducerConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+/// The errors of a producer whose broker is gone.
+fn lost_the_broker(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Connect { .. } | ClientError::Disconnected { .. }
+    )
 }
 
 /// Deterministic bytes with every byte value, newlines and zeros included.
@@ -108,6 +134,123 @@ fn keyed_records_come_back_byte_for_byte_from_every_partition() {
     }
     // Nothing more.
     assert!(c.poll(Duration::from_millis(300)).unwrap().is_empty());
+}
+
+#[test]
+fn batches_sent_through_partition_handles_come_back_byte_for_byte() {
+    let (_dir, broker) = start();
+    let client = Client::connect(&bootstrap(&broker)).unwrap();
+    client
+        .create_topic("handles", 4, &TopicSettings::default())
+        .unwrap();
+    let producer = Producer::with_client(client.clone(), ProducerConfig::default()).unwrap();
+    // Every partition, hence both shards; a call of 500 records each, some
+    // with keys, headers and their own timestamps.
+    let handles: Vec<_> = (0..4)
+        .map(|p| producer.partition_handle("handles", p).unwrap())
+        .collect();
+    let header_value = b"h\0v".to_vec();
+    let mut sent: HashMap<u32, Vec<Sent>> = HashMap::new();
+    let mut deliveries = Vec::new();
+    for round in 0..3 {
+        for h in &handles {
+            let records: Vec<Sent> = (0..500)
+                .map(|i| {
+                    let n = round * 500 + i;
+                    let key = (n % 3 == 0).then(|| format!("k{n}").into_bytes());
+                    let ts = (n % 5 == 0).then_some(1_600_000_000_000 + n as i64);
+                    (key, value(n + h.partition() as usize), ts)
+                })
+                .collect();
+            let headers = [(&b"trace"[..], Some(&header_value[..]))];
+            let delivery = producer
+                .send_batch(
+                    h,
+                    records.iter().map(|(k, v, ts)| Record {
+                        key: k.as_deref(),
+                        value: Some(v),
+                        headers: if k.is_some() { &headers[..] } else { &[] },
+                        timestamp: *ts,
+                    }),
+                )
+                .unwrap();
+            assert_eq!(delivery.len(), 500);
+            sent.entry(h.partition()).or_default().extend(records);
+            deliveries.push(delivery);
+        }
+    }
+    for d in &deliveries {
+        let meta = d.wait().unwrap();
+        assert_eq!(meta.records, 500);
+        let (first, last) = (meta.first_offset.unwrap(), meta.last_offset.unwrap());
+        // One producer per partition: the records of a call are consecutive.
+        assert_eq!(last - first, 499);
+        assert_eq!(d.record(7).unwrap().wait().unwrap().offset, Some(first + 7));
+    }
+    let mut c = consumer(&broker);
+    c.assign_all("handles", StartOffset::Earliest).unwrap();
+    let got = consume_n(&mut c, 4 * 1500);
+    assert_eq!(got.len(), 4 * 1500);
+    let mut next: HashMap<u32, usize> = HashMap::new();
+    for r in &got {
+        let i = next.entry(r.partition).or_insert(0);
+        let (key, val, ts) = &sent[&r.partition][*i];
+        assert_eq!(r.offset, *i as i64, "in order, no gap");
+        assert_eq!(r.key.as_deref(), key.as_deref());
+        assert_eq!(r.value.as_deref(), Some(&val[..]));
+        if let Some(ts) = ts {
+            assert_eq!(r.timestamp, *ts);
+        }
+        let headers: Vec<(Vec<u8>, Option<Vec<u8>>)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.as_ref().map(|v| v.to_vec())))
+            .collect();
+        if key.is_some() {
+            assert_eq!(
+                headers,
+                vec![(b"trace".to_vec(), Some(header_value.clone()))]
+            );
+        } else {
+            assert!(headers.is_empty());
+        }
+        *i += 1;
+    }
+    assert!(c.poll(Duration::from_millis(300)).unwrap().is_empty());
+}
+
+#[test]
+fn a_batch_that_fails_reaches_every_record_of_the_call() {
+    let (_dir, broker) = start();
+    let producer = producer_that_gives_up_soon(&broker);
+    producer
+        .client()
+        .create_topic("dead-batch", 2, &TopicSettings::default())
+        .unwrap();
+    let handle = producer.partition_handle("dead-batch", 1).unwrap();
+    producer
+        .send_batch(&handle, [Record::value(b"before")])
+        .unwrap()
+        .wait()
+        .unwrap();
+    broker.kill();
+    let delivery = producer
+        .send_batch(&handle, (0..100).map(|_| Record::value(b"after")))
+        .unwrap();
+    let e = delivery
+        .wait_timeout(Duration::from_secs(20))
+        .expect("resolved")
+        .unwrap_err();
+    assert!(lost_the_broker(&e), "{e:?}");
+    for i in 0..100 {
+        let e = delivery
+            .record(i)
+            .unwrap()
+            .try_result()
+            .unwrap()
+            .unwrap_err();
+        assert!(lost_the_broker(&e), "record {i}: {e:?}");
+    }
 }
 
 #[test]
@@ -299,15 +442,7 @@ fn topics_are_created_refused_twice_and_deleted() {
 #[test]
 fn a_dead_broker_surfaces_as_an_error() {
     let (_dir, broker) = start();
-    let producer = Producer::connect(
-        &bootstrap(&broker),
-        ProducerConfig {
-            retries: 2,
-            retry_backoff_ms: 10,
-            ..ProducerConfig::default()
-        },
-    )
-    .unwrap();
+    let producer = producer_that_gives_up_soon(&broker);
     producer
         .client()
         .create_topic("dead", 1, &TopicSettings::default())
@@ -323,12 +458,6 @@ fn a_dead_broker_surfaces_as_an_error() {
         .wait_timeout(Duration::from_secs(20))
         .expect("resolved")
         .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            ClientError::Connect { .. } | ClientError::Disconnected { .. }
-        ),
-        "{e:?}"
-    );
+    assert!(lost_the_broker(&e), "{e:?}");
     assert!(e.is_retriable());
 }

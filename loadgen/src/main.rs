@@ -24,6 +24,11 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version)]
 struct Cli {
+    /// Where loadgen's threads run: others (every core but core 0, the
+    /// system's), all (round-robin over every core), none (not pinned), or
+    /// a list of cores such as 1 or 0,1.
+    #[arg(long, global = true, default_value = "others")]
+    loadgen_cores: pin::Placement,
     #[command(subcommand)]
     command: Command,
 }
@@ -100,7 +105,9 @@ struct ProduceArgs {
     /// Records per batch (one produce request each).
     #[arg(long, default_value_t = 50)]
     batch: usize,
-    /// Producer threads, each with its own connection.
+    /// Producer threads, each with its own connection (per shard) and
+    /// sender thread: with more producers and partitions than the broker
+    /// can take, the run measures the broker, not loadgen.
     #[arg(long, default_value_t = 1)]
     producers: usize,
     /// Partitions of the topic when it is created.
@@ -194,10 +201,25 @@ fn emit(result: &results::RunResult, out: Option<&PathBuf>) -> anyhow::Result<()
             l.kind, l.p50_us, l.p99_us
         ))
     );
+    eprintln!("{}", cpu_line(result));
     if let Some(path) = out {
         result.write(path)?;
     }
     Ok(())
+}
+
+/// CPU per message of loadgen and of the broker, and the cores each kept
+/// busy (CPU seconds over wall seconds), as far as they are known.
+fn cpu_line(r: &results::RunResult) -> String {
+    let part = |who: &str, ns: Option<f64>, s: Option<f64>| match ns.zip(s) {
+        Some((ns, s)) => format!("{who} {ns:.0} ns ({:.2} cores)", s / r.duration_s),
+        None => format!("{who} unknown"),
+    };
+    format!(
+        "CPU per message: {}, {}",
+        part("loadgen", r.loadgen_cpu_ns_per_msg, r.loadgen_cpu_s),
+        part(&r.system, r.broker_cpu_ns_per_msg, r.broker_cpu_s)
+    )
 }
 
 fn main() -> std::process::ExitCode {
@@ -211,6 +233,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    pin::set_placement(cli.loadgen_cores);
     match cli.command {
         Command::Produce(a) => {
             let spec = ours::ProduceSpec {

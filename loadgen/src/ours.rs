@@ -3,15 +3,21 @@
 //!
 //! Produce: K pinned threads, each with its own `Producer` (its own
 //! connection and sender thread), send N/K messages of one payload made
-//! once. Batches hold `batch` records: the producer's byte limit is set so
+//! once, through one `PartitionHandle` per partition resolved before the
+//! run. Batches hold `batch` records: the producer's byte limit is set so
 //! that exactly that many of these records fit. Open loop (no `--rate`):
-//! as fast as the producer accepts, which measures the maximum. Fixed rate:
-//! each message has a planned send time, and latency counts from that plan
-//! (so a stall is charged to every message it delayed, not hidden).
-//! With acks = leader a collector thread per producer records produce-to-ack
-//! latency; with acks = none the run ends once the broker's high watermarks
-//! show every message appended (so the figure is the broker's, not the
-//! client's buffer's).
+//! as fast as the producer accepts, which measures the maximum: each
+//! `send_batch` call hands over one batch's worth of records, thread k's
+//! j-th batch to partition (k + j) mod P. Fixed rate: each message has a
+//! planned send time and is sent alone when it is due (`batch` consecutive
+//! messages to one partition), and latency counts from that plan (so a
+//! stall is charged to every message it delayed, not hidden). With acks =
+//! leader a collector thread per producer records produce-to-ack latency,
+//! once per call for all its records (open loop: from the call, which
+//! hands over all of them at once); with acks = none the run ends once the
+//! broker's high watermarks show every message appended (so the figure is
+//! the broker's, not the client's buffer's). The CPU time of loadgen's own
+//! process is reported next to the broker's, per message.
 //!
 //! Consume: K pinned threads, partition p read by thread p mod K, from the
 //! earliest offset with `fetch_bytes` per fetch, until N messages came.
@@ -26,16 +32,16 @@ use std::{
 
 use anyhow::{bail, Context};
 use broker_client::{
-    Acks, Client, ConsumedRecord, Consumer, ConsumerConfig, DeliveryFuture, ErrorCode,
-    GroupConsumer, GroupConsumerConfig, OffsetQuery, Producer, ProducerConfig, StartOffset,
-    TopicSettings,
+    Acks, BatchDelivery, Client, ConsumedRecord, Consumer, ConsumerConfig, ErrorCode,
+    GroupConsumer, GroupConsumerConfig, OffsetQuery, PartitionHandle, Producer, ProducerConfig,
+    Record, StartOffset, TopicSettings,
 };
 use serde::Serialize;
 
 use crate::{
     pin,
     progress::Progress,
-    results::{latency_histogram, process_cpu_time, Latency, RunResult},
+    results::{latency_histogram, CpuWindow, Latency, RunResult},
 };
 
 /// Settings of a produce run.
@@ -166,7 +172,7 @@ pub fn produce(
         ..ProducerConfig::default()
     };
     let progress = Progress::new(&format!("produce batch {}", spec.batch), spec.messages);
-    let cpu_before = broker_pid.and_then(process_cpu_time);
+    let cpu = CpuWindow::start(broker_pid);
     let start = Instant::now();
     let workers: Vec<_> = (0..spec.producers)
         .map(|i| {
@@ -179,7 +185,16 @@ pub fn produce(
                 .name(format!("loadgen-produce-{i}"))
                 .spawn(move || {
                     pin::pin_loadgen_thread(i);
-                    produce_thread(&spec, config, &value, share, rate, start, &done)
+                    let job = ProduceJob {
+                        spec: &spec,
+                        value: &value,
+                        partitions,
+                        first_partition: i as u32,
+                        messages: share,
+                        rate,
+                        start,
+                    };
+                    job.run(config, &done)
                 })
         })
         .collect::<Result<_, _>>()?;
@@ -207,7 +222,6 @@ pub fn produce(
         std::thread::sleep(Duration::from_millis(1));
     }
     let elapsed = start.elapsed();
-    let cpu_after = broker_pid.and_then(process_cpu_time);
     drop(progress);
     let mut result = RunResult::new(
         "broker",
@@ -217,82 +231,120 @@ pub fn produce(
         spec.size as u64,
         elapsed,
     );
+    cpu.finish(&mut result);
     result.latency = Latency::from_histogram("produce-to-ack", &histogram);
-    result.broker_cpu_s = cpu_after
-        .zip(cpu_before)
-        .map(|(a, b)| (a.saturating_sub(b)).as_secs_f64());
     result.pinning = pin::describe("broker");
     Ok(result)
 }
 
-fn produce_thread(
-    spec: &ProduceSpec,
-    config: ProducerConfig,
-    value: &[u8],
+/// One producer thread's share of a produce run.
+struct ProduceJob<'a> {
+    spec: &'a ProduceSpec,
+    value: &'a [u8],
+    /// The topic's partitions.
+    partitions: u32,
+    /// The partition of this thread's first batch.
+    first_partition: u32,
     messages: u64,
+    /// This thread's messages per second; `None`: open loop.
     rate: Option<f64>,
     start: Instant,
-    done: &AtomicU64,
-) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
-    let acked = config.acks == Acks::Leader;
-    let producer = Producer::connect(&spec.bootstrap, config)?;
-    // Acks are awaited off the sending thread, in send order, so sending
-    // never waits for an answer (the paper's producer did not either).
-    let (tx, rx) = crossbeam_channel::bounded::<(Instant, DeliveryFuture)>(1 << 16);
-    let collector = acked.then(|| {
-        std::thread::spawn(move || -> anyhow::Result<hdrhistogram::Histogram<u64>> {
-            let mut h = latency_histogram();
-            for (sent, future) in rx {
-                future.wait().context("a produce failed")?;
-                let ns = sent.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
-                h.saturating_record(ns.max(1_000));
-            }
-            Ok(h)
-        })
-    });
-    let interval = rate.map(|r| Duration::from_secs_f64(1.0 / r));
-    for i in 0..messages {
-        let planned = match interval {
-            Some(iv) => {
-                let at = start + iv.mul_f64(i as f64);
-                let now = Instant::now();
-                if at > now {
-                    let wait = at - now;
-                    if wait > Duration::from_micros(100) {
-                        std::thread::sleep(wait - Duration::from_micros(50));
+}
+
+impl ProduceJob<'_> {
+    fn run(
+        &self,
+        config: ProducerConfig,
+        done: &AtomicU64,
+    ) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+        let acked = config.acks == Acks::Leader;
+        let producer = Producer::connect(&self.spec.bootstrap, config)?;
+        let handles = (0..self.partitions)
+            .map(|p| producer.partition_handle(&self.spec.topic, p))
+            .collect::<Result<Vec<PartitionHandle>, _>>()?;
+        // Acks are awaited off the sending thread, in send order, so sending
+        // never waits for an answer (the paper's producer did not either).
+        let (tx, rx) = crossbeam_channel::bounded::<(Instant, BatchDelivery)>(1 << 16);
+        let collector = acked.then(|| {
+            std::thread::spawn(move || -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+                let mut h = latency_histogram();
+                for (sent, delivery) in rx {
+                    delivery.wait().context("a produce failed")?;
+                    let ns = sent.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+                    h.saturating_record_n(ns.max(1_000), delivery.len() as u64);
+                }
+                Ok(h)
+            })
+        });
+        let record = Record::value(self.value);
+        let batch = self.spec.batch as u64;
+        let handle = |nth_batch: u64| {
+            let p = (u64::from(self.first_partition) + nth_batch) % handles.len() as u64;
+            &handles[p as usize]
+        };
+        let mut sent = 0u64;
+        match self.rate.map(|r| Duration::from_secs_f64(1.0 / r)) {
+            None => {
+                while sent < self.messages {
+                    let n = (self.messages - sent).min(batch);
+                    // Read only when an ack will be timed against it.
+                    let at = if acked { Instant::now() } else { self.start };
+                    let delivery = producer.send_batch(
+                        handle(sent / batch),
+                        std::iter::repeat_n(record, n as usize),
+                    )?;
+                    if acked {
+                        tx.send((at, delivery))
+                            .map_err(|_| anyhow::anyhow!("the ack collector stopped"))?;
                     }
-                    // Yield, not spin: the producer's sender and reader
-                    // threads share this core, and a spinning pacer would
-                    // hold them off until the scheduler's tick.
-                    while Instant::now() < at {
-                        std::thread::yield_now();
+                    sent += n;
+                    done.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+            Some(interval) => {
+                while sent < self.messages {
+                    let at = self.start + interval.mul_f64(sent as f64);
+                    pace_until(at);
+                    let delivery = producer.send_batch(handle(sent / batch), [record])?;
+                    if acked {
+                        tx.send((at, delivery))
+                            .map_err(|_| anyhow::anyhow!("the ack collector stopped"))?;
+                    }
+                    sent += 1;
+                    if sent % 1024 == 0 {
+                        done.fetch_add(1024, Ordering::Relaxed);
                     }
                 }
-                at
             }
-            // Read only when an ack will be timed against it.
-            None if acked => Instant::now(),
-            None => start,
+        }
+        producer.flush();
+        drop(tx);
+        let h = match collector {
+            Some(c) => c
+                .join()
+                .map_err(|_| anyhow::anyhow!("the ack collector panicked"))??,
+            None => latency_histogram(),
         };
-        let future = producer.send(&spec.topic, None, value)?;
-        if acked {
-            tx.send((planned, future))
-                .map_err(|_| anyhow::anyhow!("the ack collector stopped"))?;
-        }
-        if i % 1024 == 1023 {
-            done.fetch_add(1024, Ordering::Relaxed);
-        }
+        producer.close();
+        Ok(h)
     }
-    producer.flush();
-    drop(tx);
-    let h = match collector {
-        Some(c) => c
-            .join()
-            .map_err(|_| anyhow::anyhow!("the ack collector panicked"))??,
-        None => latency_histogram(),
-    };
-    producer.close();
-    Ok(h)
+}
+
+/// Waits until `at`: sleeps while it is far, then yields, not spins: the
+/// producer's sender and reader threads share this core, and a spinning
+/// pacer would hold them off until the scheduler's tick.
+fn pace_until(at: Instant) {
+    let now = Instant::now();
+    if at <= now {
+        return;
+    }
+    let wait = at - now;
+    if wait > Duration::from_micros(100) {
+        std::thread::sleep(wait - Duration::from_micros(50));
+    }
+    while Instant::now() < at {
+        std::thread::yield_now();
+    }
 }
 
 /// Runs a consume workload; `broker_pid` gives the broker's CPU time.
@@ -313,7 +365,7 @@ pub fn consume(
     let total = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
     let progress = Progress::new("consume", spec.messages);
-    let cpu_before = broker_pid.and_then(process_cpu_time);
+    let cpu = CpuWindow::start(broker_pid);
     let start = Instant::now();
     let workers: Vec<_> = (0..spec.consumers.min(partitions.max(1) as usize))
         .map(|i| {
@@ -336,7 +388,6 @@ pub fn consume(
         histogram.add(&h)?;
     }
     let elapsed = start.elapsed();
-    let cpu_after = broker_pid.and_then(process_cpu_time);
     drop(progress);
     let messages = total.load(Ordering::Relaxed);
     let mut result = RunResult::new(
@@ -350,10 +401,8 @@ pub fn consume(
     // Real payload bytes, whatever the producer's size was.
     result.bytes = bytes.load(Ordering::Relaxed);
     result.mb_per_s = result.bytes as f64 / result.duration_s / 1e6;
+    cpu.finish(&mut result);
     result.latency = Latency::from_histogram("produce-to-consume (ms resolution)", &histogram);
-    result.broker_cpu_s = cpu_after
-        .zip(cpu_before)
-        .map(|(a, b)| (a.saturating_sub(b)).as_secs_f64());
     result.pinning = pin::describe("broker");
     Ok(result)
 }

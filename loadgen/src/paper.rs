@@ -35,7 +35,7 @@ use crate::{
     chart, kafka, ours,
     peers::{self, PeerProcess, PeerRun},
     pin,
-    results::RunResult,
+    results::{CpuWindow, RunResult},
 };
 
 /// Message size of the paper's experiments.
@@ -352,6 +352,7 @@ fn run_peer(
         }
         for (workload, scenario) in [("produce", "produce-batch1"), ("consume", "consume")] {
             let cpu_before = process.cpu_time();
+            let own_cpu = CpuWindow::start(None);
             let addr = process.addr.clone();
             let mode_owned = mode.to_owned();
             let peer_owned = peer.to_owned();
@@ -389,9 +390,12 @@ fn run_peer(
                 measured.duration,
             );
             res.latency = measured.latency;
-            res.broker_cpu_s = cpu_after
-                .zip(cpu_before)
-                .map(|(a, b)| a.saturating_sub(b).as_secs_f64());
+            own_cpu.finish(&mut res);
+            res.set_broker_cpu(
+                cpu_after
+                    .zip(cpu_before)
+                    .map(|(a, b)| a.saturating_sub(b).as_secs_f64()),
+            );
             res.pinning = pin::describe(peer);
             save(&args.out_dir, &res, r)?;
             eprintln!("{peer} {}: {:.0} msgs/s", res.scenario, res.msgs_per_s);
@@ -404,6 +408,15 @@ fn run_peer(
 
 /// Median msgs/s per (system, mode, workload): `[system index][workload]`.
 pub fn medians(all: &[RunResult]) -> Vec<[Option<f64>; 3]> {
+    medians_of(all, |r| Some(r.msgs_per_s))
+}
+
+/// Median of `figure` per (system, mode, workload), over the runs that
+/// have it.
+fn medians_of(
+    all: &[RunResult],
+    figure: impl Fn(&RunResult) -> Option<f64>,
+) -> Vec<[Option<f64>; 3]> {
     SYSTEMS
         .iter()
         .map(|(system, mode)| {
@@ -413,7 +426,7 @@ pub fn medians(all: &[RunResult]) -> Vec<[Option<f64>; 3]> {
                 let mut v: Vec<f64> = all
                     .iter()
                     .filter(|r| r.system == *system && r.scenario == scenario)
-                    .map(|r| r.msgs_per_s)
+                    .filter_map(&figure)
                     .collect();
                 row[w] = median(&mut v);
             }
@@ -498,6 +511,32 @@ pub fn summary_markdown(all: &[RunResult], failures: &[String], args: &PaperArgs
     }
     let _ = writeln!(
         s,
+        "\nCPU per message, median ns: loadgen's own process / the system's (`-`: \
+         not known), so a row shows whether loadgen could have been the limit:\n"
+    );
+    let _ = writeln!(
+        s,
+        "| system | mode | produce batch 1 | produce batch 50 | consume (200 KB fetch) |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|");
+    let own = medians_of(all, |r| r.loadgen_cpu_ns_per_msg);
+    let system = medians_of(all, |r| r.broker_cpu_ns_per_msg);
+    let ns = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.0}"));
+    for (i, (name, mode)) in SYSTEMS.iter().enumerate() {
+        if med[i].iter().all(Option::is_none) {
+            continue;
+        }
+        let cells: Vec<String> = (0..3)
+            .map(|w| format!("{} / {}", ns(own[i][w]), ns(system[i][w])))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {name} | {mode} | {} | {} | {} |",
+            cells[0], cells[1], cells[2]
+        );
+    }
+    let _ = writeln!(
+        s,
         "\nRatios, same run (ours / better peer in the same mode):\n"
     );
     let at = |system: &str, mode: &str| -> [Option<f64>; 3] {
@@ -570,6 +609,33 @@ pub fn summary_markdown(all: &[RunResult], failures: &[String], args: &PaperArgs
 #[allow(clippy::unwrap_used)] // a test may unwrap: a failure is the test failing
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_puts_loadgens_cpu_per_message_beside_the_systems() {
+        let mut r = RunResult::new(
+            "broker",
+            "produce-batch50-paper",
+            serde_json::json!({}),
+            1_000_000,
+            200,
+            std::time::Duration::from_secs(1),
+        );
+        r.loadgen_cpu_ns_per_msg = Some(120.4);
+        r.broker_cpu_ns_per_msg = Some(300.0);
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: PaperArgs,
+        }
+        let args = <Cli as clap::Parser>::try_parse_from(["paper"])
+            .unwrap()
+            .args;
+        let md = summary_markdown(&[r], &[], &args);
+        assert!(
+            md.contains("| broker | paper | - / - | 120 / 300 | - / - |"),
+            "{md}"
+        );
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

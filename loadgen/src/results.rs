@@ -37,6 +37,17 @@ pub struct RunResult {
     /// CPU time (user + system) the broker process used during the run,
     /// when loadgen knows its pid.
     pub broker_cpu_s: Option<f64>,
+    /// The broker's CPU time per message moved, in nanoseconds.
+    #[serde(default)]
+    pub broker_cpu_ns_per_msg: Option<f64>,
+    /// CPU time (user + system, getrusage) loadgen's own process used
+    /// during the run, every thread of it (the client library's included).
+    #[serde(default)]
+    pub loadgen_cpu_s: Option<f64>,
+    /// loadgen's CPU time per message moved, in nanoseconds: next to the
+    /// broker's, it shows whether loadgen could have been the limit.
+    #[serde(default)]
+    pub loadgen_cpu_ns_per_msg: Option<f64>,
     /// How processes were placed on cores, in words.
     pub pinning: String,
     /// `git rev-parse HEAD` of the tree loadgen ran from (with "-dirty"
@@ -73,11 +84,27 @@ impl RunResult {
             mb_per_s: bytes as f64 / secs / 1e6,
             latency: None,
             broker_cpu_s: None,
+            broker_cpu_ns_per_msg: None,
+            loadgen_cpu_s: None,
+            loadgen_cpu_ns_per_msg: None,
             pinning: String::new(),
             git_revision: git_revision(),
             machine: Machine::detect(),
             timestamp: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         }
+    }
+
+    /// Sets the broker's CPU seconds, and from them its CPU per message.
+    pub fn set_broker_cpu(&mut self, seconds: Option<f64>) {
+        self.broker_cpu_s = seconds;
+        self.broker_cpu_ns_per_msg = self.per_message_ns(seconds);
+    }
+
+    /// `seconds` per message moved, in nanoseconds (`None` without messages).
+    fn per_message_ns(&self, seconds: Option<f64>) -> Option<f64> {
+        seconds
+            .filter(|_| self.messages > 0)
+            .map(|s| s * 1e9 / self.messages as f64)
     }
 
     /// Writes this result as pretty JSON.
@@ -205,6 +232,64 @@ pub fn git_revision() -> String {
     }
 }
 
+/// The CPU time of the broker (when its pid is known) and of loadgen's own
+/// process from one point of a run: [`CpuWindow::finish`] puts what each
+/// used since into a result, in seconds and per message.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuWindow {
+    broker_pid: Option<u32>,
+    broker: Option<Duration>,
+    own: Option<Duration>,
+}
+
+impl CpuWindow {
+    /// Starts the window now.
+    pub fn start(broker_pid: Option<u32>) -> CpuWindow {
+        CpuWindow {
+            broker_pid,
+            broker: broker_pid.and_then(process_cpu_time),
+            own: own_cpu_time(),
+        }
+    }
+
+    /// Ends the window: fills `result`'s CPU fields (per message from its
+    /// `messages`), leaving `None` where a figure could not be read.
+    pub fn finish(&self, result: &mut RunResult) {
+        let since = |before: Option<Duration>, now: Option<Duration>| {
+            now.zip(before)
+                .map(|(a, b)| a.saturating_sub(b).as_secs_f64())
+        };
+        let own = since(self.own, own_cpu_time());
+        result.loadgen_cpu_s = own;
+        result.loadgen_cpu_ns_per_msg = result.per_message_ns(own);
+        if self.broker_pid.is_some() {
+            result.set_broker_cpu(since(
+                self.broker,
+                self.broker_pid.and_then(process_cpu_time),
+            ));
+        }
+    }
+}
+
+/// CPU time (user + system) of this process so far, every thread of it,
+/// from getrusage; `None` if the call fails.
+pub fn own_cpu_time() -> Option<Duration> {
+    // SAFETY: getrusage writes only into the struct it is given, which is
+    // a plain C struct for which all zeroes is a valid value.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return None;
+        }
+        usage
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).ok()?)
+            .checked_add(Duration::from_micros(u64::try_from(t.tv_usec).ok()?))
+    };
+    tv(usage.ru_utime)?.checked_add(tv(usage.ru_stime)?)
+}
+
 /// CPU time (user + system, children excluded) of process `pid` so far,
 /// from /proc/PID/stat; `None` if it cannot be read.
 pub fn process_cpu_time(pid: u32) -> Option<Duration> {
@@ -274,6 +359,54 @@ mod tests {
         }
         assert!(x != 1);
         assert!(process_cpu_time(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn a_cpu_window_reports_own_cpu_per_message() {
+        let window = CpuWindow::start(Some(std::process::id()));
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        assert!(x != 1);
+        let mut r = RunResult::new(
+            "broker",
+            "produce",
+            serde_json::json!({}),
+            1000,
+            100,
+            Duration::from_millis(10),
+        );
+        window.finish(&mut r);
+        let own = r.loadgen_cpu_s.unwrap();
+        assert!(own > 0.0, "{r:?}");
+        let per_msg = r.loadgen_cpu_ns_per_msg.unwrap();
+        assert!((per_msg - own * 1e6).abs() < 1e-3, "{r:?}");
+        // The "broker" here is this process, read from /proc at 10 ms ticks.
+        assert!(r.broker_cpu_s.is_some() && r.broker_cpu_ns_per_msg.is_some());
+    }
+
+    #[test]
+    fn result_files_without_the_cpu_per_message_fields_still_read() {
+        let r = RunResult::new(
+            "broker",
+            "produce",
+            serde_json::json!({}),
+            1,
+            1,
+            Duration::from_millis(1),
+        );
+        let mut v = serde_json::to_value(&r).unwrap();
+        let m = v.as_object_mut().unwrap();
+        for f in [
+            "broker_cpu_ns_per_msg",
+            "loadgen_cpu_s",
+            "loadgen_cpu_ns_per_msg",
+        ] {
+            m.remove(f);
+        }
+        let back: RunResult = serde_json::from_value(v).unwrap();
+        assert_eq!(back.loadgen_cpu_s, None);
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //!   cache of where each partition lives.
 //! - [`Producer`]: accumulates records per partition into record batches and
 //!   sends each batch as one produce request, from a background thread,
-//!   straight to the shard that owns the partition.
+//!   straight to the shard that owns the partition. By topic name with a
+//!   future per record, or through a [`PartitionHandle`] resolved once with
+//!   one [`BatchDelivery`] per call ([`Producer::send_batch`]).
 //! - [`Consumer`]: fetches chosen partitions from chosen offsets with long
 //!   polls, checks every batch's CRC, and hands out records in order.
 //! - [`GroupConsumer`]: a member of a consumer group: the coordinator
@@ -53,7 +55,10 @@ pub use group::{
     GroupDescription, GroupListing, GroupMemberInfo, Joined, TopicPartition,
 };
 pub use partitioner::{murmur2, partition_for_key};
-pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use producer::{
+    BatchDelivery, BatchMetadata, DeliveryFuture, PartitionHandle, Producer, ProducerConfig,
+    ProducerRecord, Record, RecordMetadata,
+};
 
 pub use broker_protocol::{Acks, ErrorCode, OffsetQuery, TopicSettings, BROKER_DEFAULT, NO_LIMIT};
 

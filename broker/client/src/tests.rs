@@ -415,19 +415,35 @@ fn fake_log(partitions: u32) -> Arc<Mutex<FakeLog>> {
     }))
 }
 
+/// A producer of the fake at `addr` with `settings` and the tests'
+/// connection settings.
+fn fake_producer(addr: &str, settings: ProducerConfig) -> Producer {
+    Producer::connect(
+        addr,
+        ProducerConfig {
+            client: config(),
+            ..settings
+        },
+    )
+    .unwrap()
+}
+
+/// A producer of the fake at `addr` whose batches wait 50 ms for more.
+fn lingering_producer(addr: &str) -> Producer {
+    fake_producer(
+        addr,
+        ProducerConfig {
+            linger_ms: 50,
+            ..ProducerConfig::default()
+        },
+    )
+}
+
 #[test]
 fn producer_batches_per_partition_and_resolves_each_record_to_its_offset() {
     let log = fake_log(3);
     let addr = fake_broker(Arc::clone(&log));
-    let producer = Producer::connect(
-        &addr,
-        ProducerConfig {
-            linger_ms: 50,
-            client: config(),
-            ..ProducerConfig::default()
-        },
-    )
-    .unwrap();
+    let producer = lingering_producer(&addr);
     let records: Vec<(Vec<u8>, Vec<u8>)> = (0..60)
         .map(|i| {
             (
@@ -538,6 +554,195 @@ fn producer_gives_up_after_its_retries() {
             ..
         })
     ));
+}
+
+#[test]
+fn send_batch_puts_a_call_in_one_batch_and_resolves_it_through_one_handle() {
+    let log = fake_log(2);
+    let addr = fake_broker(Arc::clone(&log));
+    let producer = lingering_producer(&addr);
+    let handle = producer.partition_handle("t", 1).unwrap();
+    assert_eq!((handle.topic(), handle.partition()), ("t", 1));
+    let values: Vec<Vec<u8>> = (0..100).map(|i| format!("v{i}").into_bytes()).collect();
+    let delivery = producer
+        .send_batch(&handle, values.iter().map(|v| Record::value(v)))
+        .unwrap();
+    assert_eq!(delivery.len(), 100);
+    let second = producer
+        .send_batch(&handle, [Record::value(b"last")])
+        .unwrap();
+    let meta = delivery
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        meta,
+        BatchMetadata {
+            partition: 1,
+            records: 100,
+            first_offset: Some(0),
+            last_offset: Some(99),
+        }
+    );
+    assert_eq!(second.wait().unwrap().first_offset, Some(100));
+    // Per-record futures on request, each with its own offset.
+    for i in [0, 57, 99] {
+        let f = delivery.record(i).unwrap();
+        assert_eq!(
+            f.wait().unwrap(),
+            RecordMetadata {
+                partition: 1,
+                offset: Some(i as i64)
+            }
+        );
+    }
+    assert!(delivery.record(100).is_none());
+    let log = log.lock().unwrap();
+    // Both calls shared the partition's one open batch (linger 50 ms).
+    assert_eq!(log.produce_requests, 1);
+    let stored: Vec<Vec<u8>> = log.batches[&1]
+        .iter()
+        .flat_map(|(_, bytes)| {
+            batch::records(bytes)
+                .unwrap()
+                .map(|r| r.unwrap().value.unwrap().to_vec())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut expected = values.clone();
+    expected.push(b"last".to_vec());
+    assert_eq!(stored, expected);
+    assert!(!log.batches.contains_key(&0));
+}
+
+#[test]
+fn a_call_larger_than_a_batch_spans_batches_under_one_handle() {
+    let log = fake_log(1);
+    let addr = fake_broker(Arc::clone(&log));
+    let producer = fake_producer(
+        &addr,
+        ProducerConfig {
+            linger_ms: 0,
+            batch_bytes_max: 1_000,
+            ..ProducerConfig::default()
+        },
+    );
+    let handle = producer.partition_handle("t", 0).unwrap();
+    let value = [7u8; 100];
+    let delivery = producer
+        .send_batch(&handle, std::iter::repeat_n(Record::value(&value), 50))
+        .unwrap();
+    let meta = delivery
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert_eq!((meta.first_offset, meta.last_offset), (Some(0), Some(49)));
+    for i in 0..50 {
+        let offset = delivery.record(i).unwrap().wait().unwrap().offset;
+        assert_eq!(offset, Some(i as i64));
+    }
+    assert!(log.lock().unwrap().batches[&0].len() > 1, "several batches");
+}
+
+#[test]
+fn a_failed_batch_reaches_the_handle_and_every_record_of_the_call() {
+    let log = fake_log(1);
+    log.lock().unwrap().not_owner = 100;
+    let addr = fake_broker(Arc::clone(&log));
+    let producer = fake_producer(
+        &addr,
+        ProducerConfig {
+            linger_ms: 0,
+            retries: 1,
+            retry_backoff_ms: 1,
+            ..ProducerConfig::default()
+        },
+    );
+    let handle = producer.partition_handle("t", 0).unwrap();
+    let delivery = producer
+        .send_batch(&handle, (0..20).map(|_| Record::value(b"x")))
+        .unwrap();
+    let e = delivery
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotOwner));
+    for i in 0..20 {
+        let e = delivery.record(i).unwrap().wait().unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::NotOwner), "record {i}");
+    }
+    assert_eq!(log.lock().unwrap().produce_requests, 2);
+}
+
+#[test]
+fn a_partition_handle_works_with_its_own_producer_only() {
+    let log = fake_log(1);
+    let addr = fake_broker(Arc::clone(&log));
+    let config = ProducerConfig {
+        client: config(),
+        ..ProducerConfig::default()
+    };
+    let a = Producer::connect(&addr, config.clone()).unwrap();
+    let b = Producer::connect(&addr, config).unwrap();
+    let handle = a.partition_handle("t", 0).unwrap();
+    assert!(matches!(
+        b.send_batch(&handle, [Record::value(b"x")]),
+        Err(ClientError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        a.partition_handle("t", 1),
+        Err(ClientError::UnknownPartition {
+            partition: 1,
+            partitions: 1,
+            ..
+        })
+    ));
+    let empty = a.send_batch(&handle, []).unwrap();
+    assert!(empty.is_empty());
+    assert_eq!(
+        empty.try_result().unwrap().unwrap(),
+        BatchMetadata {
+            partition: 0,
+            records: 0,
+            first_offset: None,
+            last_offset: None,
+        }
+    );
+}
+
+#[test]
+fn records_without_a_timestamp_take_their_batchs_and_explicit_ones_stay() {
+    let log = fake_log(1);
+    let addr = fake_broker(Arc::clone(&log));
+    let producer = lingering_producer(&addr);
+    let handle = producer.partition_handle("t", 0).unwrap();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let records = [
+        Record::value(b"a"),
+        Record {
+            timestamp: Some(1_000),
+            ..Record::value(b"b")
+        },
+        Record::value(b"c"),
+    ];
+    producer
+        .send_batch(&handle, records)
+        .unwrap()
+        .wait()
+        .unwrap();
+    let log = log.lock().unwrap();
+    let (_, bytes) = &log.batches[&0][0];
+    let header = batch::BatchHeader::parse(bytes).unwrap();
+    let stamps: Vec<i64> = batch::records(bytes)
+        .unwrap()
+        .map(|r| header.base_timestamp + r.unwrap().timestamp_delta)
+        .collect();
+    assert_eq!(stamps[1], 1_000);
+    assert_eq!(stamps[0], stamps[2], "one clock read per batch");
+    assert!(stamps[0] >= before, "{stamps:?} vs {before}");
 }
 
 /// Two batches of 5 records each in partition 0 of a fresh fake.

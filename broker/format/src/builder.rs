@@ -3,7 +3,7 @@
 //! The builder keeps the whole batch in one buffer, header space first, so
 //! `finish` only fills the header and computes the CRC: no copy of records.
 
-use super::varint::{put_varint, put_varlong, varint_len, varlong_len};
+use super::varint::{encode_unsigned, put_varint, varint_len, zigzag_i32, zigzag_i64};
 use super::{
     BatchHeader, CRC_OFFSET, CRC_START, HEADER_LEN, LENGTH_FIELDS_LEN, MAGIC, MAX_BATCH_LEN,
 };
@@ -61,26 +61,41 @@ impl BatchBuilder {
             .expect("timestamp - base_timestamp overflows i64");
         let headers_count = i32::try_from(headers.len()).expect("at most i32::MAX headers");
 
-        let mut body = 1 // attributes
-            + varlong_len(timestamp_delta)
-            + varint_len(offset_delta)
-            + nullable_len(key)
-            + nullable_len(value)
-            + varint_len(headers_count);
+        // The fields before the key (and without a key, the value's
+        // length too) are encoded once, on the stack, behind room for the
+        // record's length, which goes in front once the body is known: the
+        // buffer then takes them as one slice (pushed byte by byte, each
+        // checked the buffer's capacity; their lengths were computed apart).
+        let mut head = RecordHead::new();
+        head.byte(0); // attributes
+        head.varlong(timestamp_delta);
+        head.varint(offset_delta);
+        head.nullable_len(key);
+        let value_len = value.map_or(-1, len_i32);
+        if key.is_none() {
+            head.varint(value_len);
+        }
+        let mut body = head.fields_len() + value.map_or(0, <[u8]>::len) + varint_len(headers_count);
+        if let Some(k) = key {
+            body += k.len() + varint_len(value_len);
+        }
         for &(k, v) in headers {
             body += nullable_len(Some(k)) + nullable_len(v);
         }
         let body_len = i32::try_from(body).expect("a record is at most i32::MAX bytes");
+        head.prepend_length(body_len);
 
         let buf = &mut self.buf;
         buf.reserve(varint_len(body_len) + body);
         let start = buf.len();
-        put_varint(buf, body_len);
-        buf.push(0);
-        put_varlong(buf, timestamp_delta);
-        put_varint(buf, offset_delta);
-        put_nullable(buf, key);
-        put_nullable(buf, value);
+        buf.extend_from_slice(head.bytes());
+        if let Some(k) = key {
+            buf.extend_from_slice(k);
+            put_varint(buf, value_len);
+        }
+        if let Some(v) = value {
+            buf.extend_from_slice(v);
+        }
         put_varint(buf, headers_count);
         for &(k, v) in headers {
             put_nullable(buf, Some(k));
@@ -138,6 +153,68 @@ impl BatchBuilder {
         let crc = crc32c::crc32c(&self.buf[CRC_START..]);
         self.buf[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
         self.buf
+    }
+}
+
+/// The start of a record, encoded on the stack: room for its length
+/// (a varint of at most 5 bytes, written last, in front), then at most the
+/// attributes (1), the timestamp delta (10), the offset delta (5), a key
+/// length (5) and a value length (5).
+struct RecordHead {
+    bytes: [u8; RecordHead::FIELDS_AT + 26],
+    /// Where the length begins, once it is written.
+    start: usize,
+    end: usize,
+}
+
+impl RecordHead {
+    /// Where the fields after the length begin.
+    const FIELDS_AT: usize = 5;
+
+    fn new() -> RecordHead {
+        RecordHead {
+            bytes: [0; RecordHead::FIELDS_AT + 26],
+            start: RecordHead::FIELDS_AT,
+            end: RecordHead::FIELDS_AT,
+        }
+    }
+
+    /// Bytes of the fields after the length.
+    fn fields_len(&self) -> usize {
+        self.end - RecordHead::FIELDS_AT
+    }
+
+    /// The length and the fields, once the length is written.
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[self.start..self.end]
+    }
+
+    fn byte(&mut self, b: u8) {
+        self.bytes[self.end] = b;
+        self.end += 1;
+    }
+
+    fn varint(&mut self, value: i32) {
+        encode_unsigned(zigzag_i32(value), |b| self.byte(b));
+    }
+
+    fn varlong(&mut self, value: i64) {
+        encode_unsigned(zigzag_i64(value), |b| self.byte(b));
+    }
+
+    fn nullable_len(&mut self, bytes: Option<&[u8]>) {
+        self.varint(bytes.map_or(-1, len_i32));
+    }
+
+    /// Writes the record's length in front of the fields.
+    fn prepend_length(&mut self, body_len: i32) {
+        self.start = RecordHead::FIELDS_AT - varint_len(body_len);
+        let mut at = self.start;
+        encode_unsigned(zigzag_i32(body_len), |b| {
+            self.bytes[at] = b;
+            at += 1;
+        });
+        debug_assert_eq!(at, RecordHead::FIELDS_AT);
     }
 }
 

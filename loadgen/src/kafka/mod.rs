@@ -60,7 +60,7 @@ use crate::{
     ours::{payload, ConsumeSpec, ProduceSpec},
     pin,
     progress::Progress,
-    results::{latency_histogram, process_cpu_time, Latency, RunResult},
+    results::{latency_histogram, CpuWindow, Latency, RunResult},
 };
 use conn::{Conn, Reader};
 
@@ -251,7 +251,7 @@ pub fn produce(
     let before = end_sum(&layout, &spec.topic)?;
     let value = Arc::new(payload(spec.size));
     let progress = Progress::new(&format!("produce batch {}", spec.batch), spec.messages);
-    let cpu_before = broker_pid.and_then(process_cpu_time);
+    let cpu = CpuWindow::start(broker_pid);
     let start = Instant::now();
     let workers: Vec<_> = (0..spec.producers)
         .map(|i| {
@@ -302,7 +302,6 @@ pub fn produce(
         std::thread::sleep(Duration::from_millis(1));
     }
     let elapsed = start.elapsed();
-    let cpu_after = broker_pid.and_then(process_cpu_time);
     drop(progress);
     let mut result = RunResult::new(
         system,
@@ -317,9 +316,7 @@ pub fn produce(
         m.insert("partitions".into(), layout.leaders.len().into());
     }
     result.latency = Latency::from_histogram("produce-to-ack", &histogram);
-    result.broker_cpu_s = cpu_after
-        .zip(cpu_before)
-        .map(|(a, b)| (a.saturating_sub(b)).as_secs_f64());
+    cpu.finish(&mut result);
     result.pinning = pin::describe(system);
     Ok(result)
 }
@@ -551,7 +548,7 @@ pub fn consume(
     let total = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
     let progress = Progress::new("consume", spec.messages);
-    let cpu_before = broker_pid.and_then(process_cpu_time);
+    let cpu = CpuWindow::start(broker_pid);
     let start = Instant::now();
     let workers: Vec<_> = (0..threads)
         .map(|i| {
@@ -578,7 +575,6 @@ pub fn consume(
         histogram.add(&h)?;
     }
     let elapsed = start.elapsed();
-    let cpu_after = broker_pid.and_then(process_cpu_time);
     drop(progress);
     let messages = total.load(Ordering::Relaxed);
     let mut result = RunResult::new(
@@ -593,9 +589,7 @@ pub fn consume(
     result.bytes = bytes.load(Ordering::Relaxed);
     result.mb_per_s = result.bytes as f64 / result.duration_s / 1e6;
     result.latency = Latency::from_histogram("produce-to-consume (ms resolution)", &histogram);
-    result.broker_cpu_s = cpu_after
-        .zip(cpu_before)
-        .map(|(a, b)| (a.saturating_sub(b)).as_secs_f64());
+    cpu.finish(&mut result);
     result.pinning = pin::describe(system);
     Ok(result)
 }
