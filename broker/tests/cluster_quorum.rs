@@ -216,6 +216,9 @@ fn creates_racing_a_leader_kill_happen_once_or_fail_cleanly() {
         .map(|k| {
             let topic = format!("before-{k}");
             create_retried(&at, &topic, PARTITIONS, Duration::from_secs(30));
+            // Usable here once created; the others apply it within a
+            // heartbeat (the producer's retries may not outlast that under load).
+            listed_everywhere(&cluster, &topic, PARTITIONS);
             let acked = records::produce(&at, &topic, k, 0..40, records::quick(10));
             (topic, acked)
         })

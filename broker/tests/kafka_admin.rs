@@ -25,9 +25,9 @@ fn start(dir: &tempfile::TempDir) -> (Broker, SocketAddr) {
     (broker, kafka)
 }
 
-/// Checks that the python clients are installed (a missing one fails the
-/// test: CI installs them).
-fn have_python_clients() -> bool {
+/// Fails the test unless the python clients are installed (CI installs
+/// them).
+fn require_python_clients() {
     let ok = Command::new("python3")
         .args(["-c", "import confluent_kafka, kafka"])
         .stderr(Stdio::null())
@@ -38,7 +38,6 @@ fn have_python_clients() -> bool {
         "python3 with confluent_kafka and kafka (kafka-python) is not installed: \
          run scripts/install-kafka-clients.sh"
     );
-    ok
 }
 
 /// Runs `script` with BOOTSTRAP set to `kafka` and parses what it prints.
@@ -108,9 +107,7 @@ print(json.dumps(out))
 
 #[test]
 fn confluent_admin_creates_describes_lists_and_deletes_a_topic_with_configs() {
-    if !have_python_clients() {
-        return;
-    }
+    require_python_clients();
     let dir = tempfile::tempdir().unwrap();
     let (broker, kafka) = start(&dir);
     let out = python(&broker, kafka, CONFLUENT_ADMIN);
@@ -213,9 +210,7 @@ print(json.dumps(out))
 
 #[test]
 fn kafka_python_admin_creates_describes_lists_and_deletes_a_topic() {
-    if !have_python_clients() {
-        return;
-    }
+    require_python_clients();
     let dir = tempfile::tempdir().unwrap();
     let (broker, kafka) = start(&dir);
     let out = python(&broker, kafka, KAFKA_PYTHON_ADMIN);
@@ -289,9 +284,7 @@ print(json.dumps({'values': values, 'errors': errors}))
 
 #[test]
 fn librdkafka_validates_a_position_with_a_leader_epoch_without_a_reset() {
-    if !have_python_clients() {
-        return;
-    }
+    require_python_clients();
     let dir = tempfile::tempdir().unwrap();
     let (broker, kafka) = start(&dir);
     let (out, log) = python_with_log(&broker, kafka, CONFLUENT_VALIDATE_POSITION);
@@ -312,9 +305,7 @@ fn librdkafka_validates_a_position_with_a_leader_epoch_without_a_reset() {
 
 #[test]
 fn kcat_lists_a_topic_created_by_an_admin_client() {
-    if !have_python_clients() {
-        return;
-    }
+    require_python_clients();
     assert!(
         Command::new("kcat").arg("-V").output().is_ok(),
         "kcat is not installed: run scripts/install-kafka-clients.sh"
@@ -396,9 +387,7 @@ print(json.dumps({'corr': corr, 'entries': entries, 'left': sorted(admin.list_to
 
 #[test]
 fn delete_topics_v6_refuses_an_id_only_entry_and_deletes_by_name() {
-    if !have_python_clients() {
-        return;
-    }
+    require_python_clients();
     let dir = tempfile::tempdir().unwrap();
     let (broker, kafka) = start(&dir);
     let out = python(&broker, kafka, DELETE_BY_ID);
@@ -463,9 +452,7 @@ print(json.dumps(out))
 
 #[test]
 fn log_append_time_topics_stamp_the_broker_clock_and_create_time_topics_keep_the_producers() {
-    if !have_python_clients() {
-        return;
-    }
+    require_python_clients();
     let dir = tempfile::tempdir().unwrap();
     let (broker, kafka) = start(&dir);
     let out = python(&broker, kafka, CONFLUENT_LOG_APPEND_TIME);
