@@ -45,6 +45,19 @@ fn view(s: &Value, node: u64) -> Option<(Option<u64>, u64, u64)> {
     })
 }
 
+/// Waits until the controllers have a leader and all three brokers are
+/// unfenced; the status then.
+fn leader_and_all_admitted(controllers: &str) -> Value {
+    wait(
+        "a leader and every broker admitted",
+        Duration::from_secs(30),
+        || {
+            let s = status(controllers);
+            (s["leader"].is_u64() && all_unfenced(&s, 3)).then_some(s)
+        },
+    )
+}
+
 fn all_unfenced(s: &Value, n: usize) -> bool {
     s["cluster"]["brokers"]
         .as_array()
@@ -75,14 +88,7 @@ fn create_retried(at: &str, topic: &str, partitions: u32, limit: Duration) {
 fn a_controller_cut_off_by_the_proxies_commits_nothing_and_catches_up_once_healed() {
     let cluster = Cluster::start_members_behind_proxies(3, 1, 3, 7);
     let direct = cluster.controllers();
-    let s = wait(
-        "a leader and every broker admitted",
-        Duration::from_secs(30),
-        || {
-            let s = status(&direct);
-            (s["leader"].is_u64() && all_unfenced(&s, 3)).then_some(s)
-        },
-    );
+    let s = leader_and_all_admitted(&direct);
     let old = s["leader"].as_u64().unwrap();
     let (_, old_term, _) = view(&s, old).unwrap();
     cluster
@@ -146,14 +152,7 @@ fn a_controller_cut_off_by_the_proxies_commits_nothing_and_catches_up_once_heale
 fn topic_admin_keeps_working_after_the_leader_is_killed() {
     let mut cluster = Cluster::start_members(3, 1, 3, |_| vec![]);
     let direct = cluster.controllers();
-    let s = wait(
-        "a leader and every broker admitted",
-        Duration::from_secs(30),
-        || {
-            let s = status(&direct);
-            (s["leader"].is_u64() && all_unfenced(&s, 3)).then_some(s)
-        },
-    );
+    let s = leader_and_all_admitted(&direct);
     let leader = s["leader"].as_u64().unwrap();
     cluster.kill(leader as usize - 1);
     let other = (1..=3).find(|&n| n != leader).unwrap();
@@ -201,14 +200,7 @@ fn creates_racing_a_leader_kill_happen_once_or_fail_cleanly() {
     const RACING: usize = 8;
     let mut cluster = Cluster::start_members(3, 1, 3, |_| vec![]);
     let direct = cluster.controllers();
-    let s = wait(
-        "a leader and every broker admitted",
-        Duration::from_secs(30),
-        || {
-            let s = status(&direct);
-            (s["leader"].is_u64() && all_unfenced(&s, 3)).then_some(s)
-        },
-    );
+    let s = leader_and_all_admitted(&direct);
     let leader = s["leader"].as_u64().unwrap() as usize - 1;
     let survivor = (0..3).find(|&i| i != leader).unwrap();
     let at = cluster.addr(survivor).to_string();

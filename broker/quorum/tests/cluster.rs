@@ -607,8 +607,9 @@ impl broker_quorum::ClientService for Reverse {
     }
 }
 
-#[test]
-fn client_frames_on_the_raft_address_reach_the_client_service_and_only_it() {
+/// A one-voter quorum whose client service is [`Reverse`]: its directory,
+/// address and handle.
+fn reversing_node() -> (tempfile::TempDir, SocketAddr, Quorum<Journal>) {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addrs(1)[0];
     let voters: BTreeMap<u64, SocketAddr> = [(1, addr)].into();
@@ -618,6 +619,12 @@ fn client_frames_on_the_raft_address_reach_the_client_service_and_only_it() {
         std::sync::Arc::new(Reverse),
     )
     .unwrap();
+    (dir, addr, q)
+}
+
+#[test]
+fn client_frames_on_the_raft_address_reach_the_client_service_and_only_it() {
+    let (_dir, addr, q) = reversing_node();
     let answer = broker_quorum::client::call(addr, "abc\"{}", Duration::from_secs(5)).unwrap();
     assert_eq!(answer, "}{\"cba");
     q.shutdown();
@@ -642,15 +649,7 @@ fn client_frames_on_the_raft_address_reach_the_client_service_and_only_it() {
 /// refused for up to a minute before.)
 #[test]
 fn connections_that_never_send_do_not_lock_out_a_new_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let addr = free_addrs(1)[0];
-    let voters: BTreeMap<u64, SocketAddr> = [(1, addr)].into();
-    let q = Quorum::start_with_clients(
-        QuorumConfig::new(1, voters, dir.path()),
-        Journal::default(),
-        std::sync::Arc::new(Reverse),
-    )
-    .unwrap();
+    let (_dir, addr, q) = reversing_node();
     let silent: Vec<TcpStream> = (0..broker_quorum::limits::MAX_INBOUND_CONNECTIONS)
         .map(|_| TcpStream::connect(addr).unwrap())
         .collect();
