@@ -56,6 +56,7 @@ mod image;
 pub mod limits;
 pub mod placement;
 mod registration;
+mod replicas;
 mod session;
 mod snapshot;
 
@@ -74,5 +75,6 @@ pub use image::{
 };
 pub use placement::Placement;
 pub use registration::{BrokerRegistration, Listener};
+pub use replicas::{IsrMember, PartitionReplicas};
 pub use session::{HeartbeatAnswer, SessionTracker};
 pub use snapshot::SNAPSHOT_FORMAT_VERSION;

@@ -68,6 +68,47 @@ pub fn place(topic: &str, partitions: u32, brokers: &[(BrokerId, u16)]) -> Vec<P
         .collect()
 }
 
+/// The replicas of every partition of `topic` over `brokers` (as for
+/// [`place`]), `replication_factor` each on distinct brokers (at most
+/// `brokers.len()`): replica `i` of partition `p` on broker `(h + p + i)
+/// mod B`, so replica 0, the preferred leader, is where [`place`] puts the
+/// partition and leaders spread as partitions do; on a broker, its `k`-th
+/// replica of the topic (in partition, then replica order) goes to shard
+/// `(h / B + k) mod S`, so replicas spread over its shards. With one
+/// replica this is [`place`], partition by partition.
+pub fn place_replicas(
+    topic: &str,
+    partitions: u32,
+    replication_factor: u16,
+    brokers: &[(BrokerId, u16)],
+) -> Vec<Vec<Placement>> {
+    if brokers.is_empty() {
+        return Vec::new();
+    }
+    let hash = u64::from(name_hash(topic));
+    let b = brokers.len() as u64;
+    let rf = u64::from(replication_factor).clamp(1, b);
+    let mut count = vec![0u64; brokers.len()];
+    (0..u64::from(partitions))
+        .map(|p| {
+            (0..rf)
+                .map(|i| {
+                    // Both indexes are below a length that fits in usize / u16.
+                    let index = ((hash + p + i) % b) as usize;
+                    let (broker, shards) = brokers[index];
+                    let k = count[index];
+                    count[index] += 1;
+                    let shard = ((hash / b + k) % u64::from(shards.max(1))) as u16;
+                    Placement {
+                        broker,
+                        shard: ShardIndex(shard),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Moves the partitions of `topic` that `broker` holds on shards it no
 /// longer has (it registered again with `shards` shards, fewer than before)
 /// onto its remaining shards. Partitions on remaining shards never move.

@@ -53,6 +53,8 @@ fn registration(id: u32, incarnation: u128) -> BrokerRegistration {
             shard_ports: vec![9093, 9094],
         },
         kafka: None,
+        previous_epoch: None,
+        fsync_every_write: false,
     }
 }
 
@@ -137,6 +139,9 @@ fn a_member_is_admitted_follows_the_image_and_is_fenced_when_silent() {
                 retention_bytes: None,
                 segment_bytes: 1 << 20,
                 log_append_time: false,
+                replication_factor: 1,
+                min_insync_replicas: 1,
+                unclean_leader_election: false,
             },
             request_id: RequestId(u128::MAX - 1),
         })

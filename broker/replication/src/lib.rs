@@ -101,7 +101,9 @@ mod replica;
 pub mod sim;
 
 pub use controller::{
-    update_elr, BrokerRecord, Controller, ControllerConfig, ControllerError, PartitionRegistration,
+    alter_partition, elect_preferred_leader, new_partition, next_clean_floor, on_fenced,
+    on_unclean_restart, on_unfenced, restart_is_clean, update_elr, BrokerRecord, BrokerView,
+    Controller, ControllerConfig, ControllerError, PartitionRegistration, Transition,
 };
 pub use epoch_cache::{truncation_point, EpochCache, EpochCacheError, EpochEnd, EpochEntry};
 #[cfg(any(test, feature = "sim"))]

@@ -175,6 +175,8 @@ pub fn join(
         shards: endpoints.native_shards.len() as u16,
         native: listener(endpoints.native, endpoints.native_shards),
         kafka: endpoints.kafka.map(|k| listener(k, endpoints.kafka_shards)),
+        previous_epoch: None,
+        fsync_every_write: false,
     };
     registration
         .validate()

@@ -130,6 +130,9 @@ pub fn resolve_topic_config(
         )?,
         segment_bytes,
         log_append_time: defaults.log_append_time,
+        replication_factor: defaults.replication_factor,
+        min_insync_replicas: defaults.min_insync_replicas,
+        unclean_leader_election: defaults.unclean_leader_election,
     })
 }
 
@@ -704,6 +707,9 @@ mod tests {
             retention_bytes: None,
             segment_bytes: 1 << 30,
             log_append_time: false,
+            replication_factor: 1,
+            min_insync_replicas: 1,
+            unclean_leader_election: false,
         };
         let all_default = resolve_topic_config(&TopicSettings::default(), &defaults).unwrap();
         assert_eq!(all_default, defaults);
@@ -748,6 +754,9 @@ mod tests {
                 retention_bytes: Some(10),
                 segment_bytes: 4096,
                 log_append_time: false,
+                replication_factor: 1,
+                min_insync_replicas: 1,
+                unclean_leader_election: false,
             },
             2,
         );
