@@ -58,6 +58,10 @@ pub struct TopicConfig {
     pub unclean_leader_election: bool,
 }
 
+fn yes() -> bool {
+    true
+}
+
 fn one() -> u16 {
     1
 }
@@ -96,7 +100,11 @@ pub struct BrokerRecord {
     pub registered_at_version: u64,
     /// This registration has been unfenced (its replicas may have joined
     /// an ISR): broker-replication's clean-restart rule needs it.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// An image written before replication has no such flag: its brokers
+    /// read as having served (with no `clean_floor` either, their clean
+    /// restart is the same: presenting their current epoch, which no broker
+    /// of that format recorded).
+    #[serde(default = "yes")]
     pub served: bool,
     /// Until this registration serves, the oldest epoch a clean restart
     /// may present (that of the last registration that served); None: its
