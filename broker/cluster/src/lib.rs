@@ -63,6 +63,7 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
+pub use broker_replication::limits::MAX_REPLICAS;
 pub use broker_replication::AlterPartitionError;
 pub use command::{validate_topic_name, CommandResult, MetadataCommand, Outcome};
 pub use error::{ClusterError, SnapshotError};

@@ -23,7 +23,7 @@ pub struct BrokerRegistration {
     /// The Kafka protocol's listener, if the broker runs one.
     pub kafka: Option<Listener>,
     /// The last broker epoch this broker recorded durably (its data
-    /// directory's `broker.epoch`), None for a new or wiped disk:
+    /// directory's `broker-epoch`), None for a new or wiped disk:
     /// broker-replication's clean-restart rule (a restart without it, or
     /// with one older than its last registration that served, leaves every
     /// ELR).

@@ -566,6 +566,40 @@ pub fn cluster_id(dir: &DataDir) -> Result<String, MetadataError> {
     }
 }
 
+/// The last broker epoch this cluster member recorded (file
+/// `broker-epoch`), None if it never did (a new or wiped directory). The
+/// broker presents it when it registers: broker-replication counts a
+/// restart clean only if it is the epoch of its last registration that
+/// served (or later), and otherwise takes the broker out of every ELR.
+pub fn broker_epoch(dir: &DataDir) -> Result<Option<broker_cluster::BrokerEpoch>, MetadataError> {
+    let path = dir.root().join("broker-epoch");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .map(|e| Some(broker_cluster::BrokerEpoch(e)))
+            .map_err(|_| MetadataError::Corrupt {
+                path,
+                reason: format!("{:?} is not a broker epoch", text.trim()),
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(MetadataError::io("read", &path, e)),
+    }
+}
+
+/// Records `epoch` as this member's broker epoch (`broker-epoch`, written
+/// atomically and fsynced, the directory too) once the controllers
+/// admitted it, before it serves.
+pub fn record_broker_epoch(
+    dir: &DataDir,
+    epoch: broker_cluster::BrokerEpoch,
+) -> Result<(), MetadataError> {
+    write_atomic_blocking(
+        &dir.root().join("broker-epoch"),
+        epoch.0.to_string().as_bytes(),
+    )
+}
+
 /// The cluster id of a cluster member: `expected`, which the data
 /// directory's `cluster.id` must already hold (or, for a new directory,
 /// is written to it). A directory of another cluster, or of a broker that
