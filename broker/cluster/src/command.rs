@@ -63,28 +63,8 @@ pub enum MetadataCommand {
         /// Its name.
         name: String,
     },
-    /// A partition leader's ISR change (KIP-497's AlterPartition): a
-    /// compare-and-set on the partition epoch, the leader's broker and
-    /// leader epochs current, every added member's broker epoch current
-    /// (KIP-903), every member unfenced. Decided by broker-replication's
-    /// `alter_partition`; refused with its typed reason
-    /// ([`ClusterError::AlterPartitionRefused`]).
-    AlterPartition {
-        /// The topic.
-        topic: String,
-        /// The partition.
-        partition: u32,
-        /// The leader asking.
-        leader: BrokerId,
-        /// Its broker epoch.
-        leader_broker_epoch: BrokerEpoch,
-        /// The leader epoch it leads in.
-        leader_epoch: u32,
-        /// The partition epoch its proposal starts from.
-        partition_epoch: u32,
-        /// The ISR it proposes.
-        new_isr: Vec<IsrMember>,
-    },
+    /// A partition leader's ISR change ([`AlterPartition`]).
+    AlterPartition(AlterPartition),
     /// Preferred-leader elections (Kafka's ElectLeaders, PREFERRED): every
     /// partition of `topic` (of every topic: None) whose first replica is
     /// in the ISR, unfenced and not leading gets it as leader in a new
@@ -93,6 +73,30 @@ pub enum MetadataCommand {
         /// The topic, or every one.
         topic: Option<String>,
     },
+}
+
+/// A partition leader's ISR change (KIP-497's AlterPartition): a
+/// compare-and-set on the partition epoch, the leader's broker and
+/// leader epochs current, every added member's broker epoch current
+/// (KIP-903), every member unfenced. Decided by broker-replication's
+/// `alter_partition`; refused with its typed reason
+/// ([`ClusterError::AlterPartitionRefused`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartition {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The leader asking.
+    pub leader: BrokerId,
+    /// Its broker epoch.
+    pub leader_broker_epoch: BrokerEpoch,
+    /// The leader epoch it leads in.
+    pub leader_epoch: u32,
+    /// The partition epoch its proposal starts from.
+    pub partition_epoch: u32,
+    /// The ISR it proposes.
+    pub new_isr: Vec<IsrMember>,
 }
 
 /// What an applied command answers.
@@ -154,22 +158,15 @@ impl MetadataImage {
                 }
                 None => Err(unknown_topic(name)),
             },
-            MetadataCommand::AlterPartition {
-                topic,
-                partition,
-                leader,
-                leader_broker_epoch,
-                leader_epoch,
-                partition_epoch,
-                new_isr,
-            } => {
+            MetadataCommand::AlterPartition(a) => {
                 let request = repl::AlterPartitionRequest {
-                    partition: repl::PartitionId(*partition),
-                    leader: rb(*leader),
-                    leader_broker_epoch: re(*leader_broker_epoch),
-                    leader_epoch: repl::LeaderEpoch(*leader_epoch),
-                    partition_epoch: repl::PartitionEpoch(*partition_epoch),
-                    new_isr: new_isr
+                    partition: repl::PartitionId(a.partition),
+                    leader: rb(a.leader),
+                    leader_broker_epoch: re(a.leader_broker_epoch),
+                    leader_epoch: repl::LeaderEpoch(a.leader_epoch),
+                    partition_epoch: repl::PartitionEpoch(a.partition_epoch),
+                    new_isr: a
+                        .new_isr
                         .iter()
                         .map(|m| repl::IsrMember {
                             broker: rb(m.broker),
@@ -177,7 +174,7 @@ impl MetadataImage {
                         })
                         .collect(),
                 };
-                self.alter_partition(topic, *partition, &request)
+                self.alter_partition(&a.topic, a.partition, &request)
             }
             MetadataCommand::ElectPreferredLeaders { topic } => {
                 self.elect_preferred(topic.as_deref())

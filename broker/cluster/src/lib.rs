@@ -74,7 +74,7 @@ mod tests;
 
 pub use broker_replication::limits::MAX_REPLICAS;
 pub use broker_replication::AlterPartitionError;
-pub use command::{validate_topic_name, CommandResult, MetadataCommand, Outcome};
+pub use command::{validate_topic_name, AlterPartition, CommandResult, MetadataCommand, Outcome};
 pub use error::{ClusterError, SnapshotError};
 pub use ids::{
     from_kafka_node_id, kafka_node_id, BrokerEpoch, BrokerId, Incarnation, RequestId, ShardIndex,

@@ -9,8 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use broker_cluster::{
-    BrokerEpoch, BrokerId, BrokerRegistration, ClusterError, Incarnation, IsrMember, Listener,
-    MetadataCommand, MetadataImage, Outcome, PartitionReplicas, RequestId, TopicConfig,
+    AlterPartition, BrokerEpoch, BrokerId, BrokerRegistration, ClusterError, Incarnation,
+    IsrMember, Listener, MetadataCommand, MetadataImage, Outcome, PartitionReplicas, RequestId,
+    TopicConfig,
 };
 use broker_replication::AlterPartitionError;
 use proptest::prelude::*;
@@ -361,7 +362,7 @@ fn alter(
 ) -> MetadataCommand {
     let reg = part(image, "r", 0);
     let leader = reg.leader.unwrap();
-    MetadataCommand::AlterPartition {
+    MetadataCommand::AlterPartition(AlterPartition {
         topic: "r".into(),
         partition: 0,
         leader,
@@ -375,7 +376,7 @@ fn alter(
                 broker_epoch: with_epoch.then(|| epochs[&broker]),
             })
             .collect(),
-    }
+    })
 }
 
 #[test]
@@ -423,8 +424,8 @@ fn alter_partition_is_a_compare_and_set_refused_with_a_typed_reason() {
     );
     // A stale leader epoch.
     let mut command = alter(&image, &epochs, &[(l, false), (a, false), (b, true)]);
-    if let MetadataCommand::AlterPartition { leader_epoch, .. } = &mut command {
-        *leader_epoch += 1;
+    if let MetadataCommand::AlterPartition(a) = &mut command {
+        a.leader_epoch += 1;
     }
     assert_eq!(
         refused(&mut image, &command),
@@ -439,8 +440,8 @@ fn alter_partition_is_a_compare_and_set_refused_with_a_typed_reason() {
     );
     // Unknown partition.
     let mut command = alter(&image, &epochs, &[(l, false)]);
-    if let MetadataCommand::AlterPartition { partition, .. } = &mut command {
-        *partition = 7;
+    if let MetadataCommand::AlterPartition(a) = &mut command {
+        a.partition = 7;
     }
     assert!(matches!(
         image.apply(&command),

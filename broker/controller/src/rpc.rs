@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use broker_cluster::{
-    BrokerEpoch, BrokerId, BrokerRegistration, ClusterStatus, IsrMember, MetadataImage, RequestId,
-    TopicConfig,
+    AlterPartition, BrokerEpoch, BrokerId, BrokerRegistration, ClusterStatus, MetadataImage,
+    RequestId, TopicConfig,
 };
 
 use crate::machine::Applied;
@@ -70,22 +70,7 @@ pub enum Request {
     /// refused with its typed reason (`RefusalKind::FencedLeaderEpoch`,
     /// `InvalidUpdateVersion`, `IneligibleReplica`, `UnknownPartition`,
     /// `Invalid`).
-    AlterPartition {
-        /// The topic.
-        topic: String,
-        /// The partition.
-        partition: u32,
-        /// The leader asking.
-        leader: BrokerId,
-        /// Its broker epoch.
-        leader_broker_epoch: BrokerEpoch,
-        /// Its leader epoch.
-        leader_epoch: u32,
-        /// The partition epoch the proposal starts from.
-        partition_epoch: u32,
-        /// The proposed ISR.
-        new_isr: Vec<IsrMember>,
-    },
+    AlterPartition(AlterPartition),
     /// Preferred-leader elections over `topic` (every topic: None):
     /// answered with `Done::LeadersElected`.
     ElectPreferredLeaders {

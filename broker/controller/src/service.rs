@@ -253,27 +253,8 @@ impl ControllerService {
                 Ok(q) => propose(q, MetadataCommand::DeleteTopic { name }).await,
                 Err(answer) => answer,
             },
-            Request::AlterPartition {
-                topic,
-                partition,
-                leader,
-                leader_broker_epoch,
-                leader_epoch,
-                partition_epoch,
-                new_isr,
-            } => match self.leading() {
-                Ok(q) => {
-                    let command = MetadataCommand::AlterPartition {
-                        topic,
-                        partition,
-                        leader,
-                        leader_broker_epoch,
-                        leader_epoch,
-                        partition_epoch,
-                        new_isr,
-                    };
-                    propose(q, command).await
-                }
+            Request::AlterPartition(a) => match self.leading() {
+                Ok(q) => propose(q, MetadataCommand::AlterPartition(a)).await,
                 Err(answer) => answer,
             },
             Request::ElectPreferredLeaders { topic } => match self.leading() {
