@@ -340,6 +340,24 @@ fn an_unclean_restart_leaves_the_elr_and_is_never_elected() {
 }
 
 #[test]
+fn status_counts_replicas_leaders_and_under_replicated_partitions() {
+    let (mut image, epochs) = cluster(3);
+    image.apply(&create("r", 6, config(3, 3))).unwrap();
+    let status = image.status();
+    assert_eq!((status.under_replicated, status.offline), (0, 0));
+    assert!(status
+        .brokers
+        .iter()
+        .all(|b| b.partitions == 6 && b.leaders == 2));
+    fence(&mut image, &epochs, BrokerId(1));
+    fence(&mut image, &epochs, BrokerId(2));
+    fence(&mut image, &epochs, BrokerId(3));
+    let status = image.status();
+    assert_eq!((status.under_replicated, status.offline), (6, 6));
+    assert!(status.brokers.iter().all(|b| b.leaders == 0));
+}
+
+#[test]
 fn a_controlled_shutdown_moves_leadership_at_once() {
     let (mut image, epochs) = cluster(3);
     image.apply(&create("r", 1, config(3, 1))).unwrap();

@@ -601,4 +601,26 @@ mod tests {
             assert!(err.contains(key), "{text:?}: {err}");
         }
     }
+
+    #[test]
+    fn a_default_replication_factor_above_one_needs_a_cluster_and_fsync_always() {
+        let controllers = ["--node-id", "1", "--controllers", "1@127.0.0.1:9300"];
+        let err = parse(&["--default-replication-factor", "3"])
+            .effective()
+            .unwrap_err();
+        assert!(err.contains("--controllers"), "{err}");
+        let mut args = controllers.to_vec();
+        args.extend(["--default-replication-factor", "3", "--fsync", "interval"]);
+        let err = parse(&args).effective().unwrap_err();
+        assert!(err.contains("--fsync always"), "{err}");
+        let mut args = controllers.to_vec();
+        args.extend(["--default-replication-factor", "3"]);
+        let (e, cfg) = parse(&args).effective().unwrap();
+        assert_eq!(e.default_replication_factor, 3);
+        assert_eq!(cfg.topic_defaults.replication_factor, 3);
+        let err = parse(&["--default-replication-factor", "0"])
+            .effective()
+            .unwrap_err();
+        assert!(err.contains("default_replication_factor"), "{err}");
+    }
 }

@@ -714,6 +714,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_broker_epoch_is_recorded_durably_and_absent_on_a_new_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path());
+        assert_eq!(broker_epoch(&dir).unwrap(), None);
+        record_broker_epoch(&dir, broker_cluster::BrokerEpoch(7)).unwrap();
+        assert_eq!(
+            broker_epoch(&dir).unwrap(),
+            Some(broker_cluster::BrokerEpoch(7))
+        );
+        record_broker_epoch(&dir, broker_cluster::BrokerEpoch(12)).unwrap();
+        assert_eq!(
+            broker_epoch(&dir).unwrap(),
+            Some(broker_cluster::BrokerEpoch(12))
+        );
+        std::fs::write(tmp.path().join("broker-epoch"), "twelve").unwrap();
+        assert!(matches!(
+            broker_epoch(&dir),
+            Err(MetadataError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
     fn placement_is_round_robin_from_a_name_dependent_start() {
         let shards: Vec<u16> = (0..6).map(|p| place("orders", p, 4)).collect();
         for w in shards.windows(2) {
