@@ -11,8 +11,11 @@ use crate::image::{
     unknown_topic, BrokerRecord, BrokerState, MetadataImage, TopicConfig, TopicRecord,
 };
 use crate::limits::{MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_LEN};
-use crate::placement::{fit_to_shards, place, Placement};
+use crate::placement::{fit_to_shards, place_replicas, Placement};
 use crate::registration::BrokerRegistration;
+use crate::replicas::{rb, re, ImageBrokers, IsrMember, PartitionReplicas};
+
+use broker_replication as repl;
 
 /// One change to the cluster's metadata, as the log carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +63,40 @@ pub enum MetadataCommand {
         /// Its name.
         name: String,
     },
+    /// A partition leader's ISR change ([`AlterPartition`]).
+    AlterPartition(AlterPartition),
+    /// Preferred-leader elections (Kafka's ElectLeaders, PREFERRED): every
+    /// partition of `topic` (of every topic: None) whose first replica is
+    /// in the ISR, unfenced and not leading gets it as leader in a new
+    /// leader epoch.
+    ElectPreferredLeaders {
+        /// The topic, or every one.
+        topic: Option<String>,
+    },
+}
+
+/// A partition leader's ISR change (KIP-497's AlterPartition): a
+/// compare-and-set on the partition epoch, the leader's broker and
+/// leader epochs current, every added member's broker epoch current
+/// (KIP-903), every member unfenced. Decided by broker-replication's
+/// `alter_partition`; refused with its typed reason
+/// ([`ClusterError::AlterPartitionRefused`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartition {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The leader asking.
+    pub leader: BrokerId,
+    /// Its broker epoch.
+    pub leader_broker_epoch: BrokerEpoch,
+    /// The leader epoch it leads in.
+    pub leader_epoch: u32,
+    /// The partition epoch its proposal starts from.
+    pub partition_epoch: u32,
+    /// The ISR it proposes.
+    pub new_isr: Vec<IsrMember>,
 }
 
 /// What an applied command answers.
@@ -74,6 +111,16 @@ pub enum Outcome {
     TopicCreated {
         /// `placement[p]` is where partition `p` lives.
         placement: Vec<Placement>,
+    },
+    /// The partition's registration after an accepted AlterPartition.
+    PartitionAltered {
+        /// Its registration.
+        replicas: PartitionReplicas,
+    },
+    /// How many partitions changed leader in preferred-leader elections.
+    LeadersElected {
+        /// The count.
+        partitions: u32,
     },
     /// Done (or already so: fencing a fenced broker changes nothing).
     Done,
@@ -111,6 +158,106 @@ impl MetadataImage {
                 }
                 None => Err(unknown_topic(name)),
             },
+            MetadataCommand::AlterPartition(a) => {
+                let request = repl::AlterPartitionRequest {
+                    partition: repl::PartitionId(a.partition),
+                    leader: rb(a.leader),
+                    leader_broker_epoch: re(a.leader_broker_epoch),
+                    leader_epoch: repl::LeaderEpoch(a.leader_epoch),
+                    partition_epoch: repl::PartitionEpoch(a.partition_epoch),
+                    new_isr: a
+                        .new_isr
+                        .iter()
+                        .map(|m| repl::IsrMember {
+                            broker: rb(m.broker),
+                            broker_epoch: m.broker_epoch.map(re),
+                        })
+                        .collect(),
+                };
+                self.alter_partition(&a.topic, a.partition, &request)
+            }
+            MetadataCommand::ElectPreferredLeaders { topic } => {
+                self.elect_preferred(topic.as_deref())
+            }
+        }
+    }
+
+    fn alter_partition(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        request: &repl::AlterPartitionRequest,
+    ) -> CommandResult {
+        let view = ImageBrokers(&self.brokers);
+        let record = self
+            .topics
+            .get_mut(topic)
+            .ok_or_else(|| unknown_topic(topic))?;
+        let count = record.replicas.len() as u32;
+        let reg = usize::try_from(partition)
+            .ok()
+            .and_then(|p| record.replicas.get_mut(p))
+            .ok_or_else(|| ClusterError::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+                partitions: count,
+            })?;
+        let mut r = reg.to_registration(partition, &record.config);
+        repl::alter_partition(&mut r, request, &view).map_err(|reason| {
+            ClusterError::AlterPartitionRefused {
+                topic: topic.to_owned(),
+                partition,
+                reason,
+            }
+        })?;
+        reg.set_from(&r);
+        let replicas = reg.clone();
+        self.bump();
+        Ok(Outcome::PartitionAltered { replicas })
+    }
+
+    fn elect_preferred(&mut self, topic: Option<&str>) -> CommandResult {
+        if let Some(t) = topic {
+            if !self.topics.contains_key(t) {
+                return Err(unknown_topic(t));
+            }
+        }
+        let view = ImageBrokers(&self.brokers);
+        let mut elected = 0u32;
+        for (name, record) in &mut self.topics {
+            if topic.is_some_and(|t| t != name) {
+                continue;
+            }
+            for (p, reg) in (0u32..).zip(record.replicas.iter_mut()) {
+                let mut r = reg.to_registration(p, &record.config);
+                if repl::elect_preferred_leader(&mut r, &view) {
+                    reg.set_from(&r);
+                    elected += 1;
+                }
+            }
+        }
+        if elected > 0 {
+            self.bump();
+        }
+        Ok(Outcome::LeadersElected {
+            partitions: elected,
+        })
+    }
+
+    /// Runs `transition` (one of broker-replication's) over every
+    /// partition of every topic, writing back those it changed.
+    fn each_partition(
+        &mut self,
+        mut transition: impl FnMut(&mut repl::PartitionRegistration, &ImageBrokers<'_>) -> bool,
+    ) {
+        let view = ImageBrokers(&self.brokers);
+        for record in self.topics.values_mut() {
+            for (p, reg) in (0u32..).zip(record.replicas.iter_mut()) {
+                let mut r = reg.to_registration(p, &record.config);
+                if transition(&mut r, &view) {
+                    reg.set_from(&r);
+                }
+            }
         }
     }
 
@@ -135,6 +282,24 @@ impl MetadataImage {
             }
         }
         let shrunk = previous.is_some_and(|r| r.registration.shards > registration.shards);
+        let was_serving = previous.is_some_and(|r| !r.is_fenced());
+        // broker-replication's clean-restart rule (KIP-966's Unclean
+        // Exclusion): the epoch the broker presents must be its last
+        // registration's, or one since the last that served.
+        let (clean, clean_floor) = match previous {
+            Some(r) => {
+                let floor = r.clean_floor.unwrap_or(r.epoch);
+                let clean = repl::restart_is_clean(
+                    re(r.epoch),
+                    r.served,
+                    re(floor),
+                    registration.previous_epoch.map(re),
+                );
+                let next = repl::next_clean_floor(re(r.epoch), r.served, re(floor));
+                (clean, clean.then_some(BrokerEpoch(next.0)))
+            }
+            None => (false, None),
+        };
         let epoch = self.next_broker_epoch;
         let next = epoch
             .0
@@ -143,7 +308,7 @@ impl MetadataImage {
         self.next_broker_epoch = BrokerEpoch(next);
         if shrunk {
             for (name, topic) in &mut self.topics {
-                fit_to_shards(name, &mut topic.partitions, id, registration.shards);
+                fit_replicas_to_shards(name, topic, id, registration.shards);
             }
         }
         self.bump();
@@ -154,8 +319,20 @@ impl MetadataImage {
                 epoch,
                 state: BrokerState::Fenced,
                 registered_at_version: self.version,
+                served: false,
+                clean_floor,
             },
         );
+        let broker = rb(id);
+        if was_serving {
+            // The previous incarnation was still unfenced (the leader's
+            // session tracker refuses that, but the log may hold it): it is
+            // fenced now, so out of its ISRs first.
+            self.each_partition(|r, view| repl::on_fenced(r, broker, view).changed);
+        }
+        if !clean {
+            self.each_partition(|r, view| repl::on_unclean_restart(r, broker, view).changed);
+        }
         Ok(Outcome::Registered { epoch })
     }
 
@@ -174,6 +351,18 @@ impl MetadataImage {
             (from, to) if from == to => return Ok(Outcome::Done),
             (_, to) => to,
         };
+        let broker = rb(id);
+        match to {
+            BrokerState::Unfenced => {
+                record.served = true;
+                self.each_partition(|r, view| repl::on_unfenced(r, view).changed);
+            }
+            BrokerState::Fenced | BrokerState::ShutDown => {
+                // Fenced from unfenced, or shut down from either: leaving
+                // an ISR it is not in changes nothing.
+                self.each_partition(|r, view| repl::on_fenced(r, broker, view).changed);
+            }
+        }
         self.bump();
         Ok(Outcome::Done)
     }
@@ -202,22 +391,83 @@ impl MetadataImage {
                 name: name.to_owned(),
             });
         }
-        let unfenced: Vec<(BrokerId, u16)> = self
+        let rf = config.replication_factor;
+        if config.min_insync_replicas == 0 || config.min_insync_replicas > rf.max(1) {
+            return Err(ClusterError::InvalidMinInsyncReplicas {
+                min_insync_replicas: config.min_insync_replicas,
+                replication_factor: rf,
+            });
+        }
+        let unfenced: Vec<(BrokerId, u16, bool)> = self
             .brokers
             .iter()
             .filter(|(_, record)| !record.is_fenced())
-            .map(|(&id, record)| (id, record.registration.shards))
+            .map(|(&id, record)| {
+                let r = &record.registration;
+                (id, r.shards, r.fsync_every_write)
+            })
             .collect();
         if unfenced.is_empty() {
             return Err(ClusterError::NoUnfencedBroker);
         }
-        let placement = place(name, partitions, &unfenced);
+        let invalid = |reason, eligible| ClusterError::InvalidReplicationFactor {
+            replication_factor: rf,
+            registered: self.brokers.len(),
+            eligible,
+            reason,
+        };
+        if rf == 0 || usize::from(rf) > repl::limits::MAX_REPLICAS {
+            return Err(invalid("it must be 1 to 16", unfenced.len()));
+        }
+        if usize::from(rf) > self.brokers.len() {
+            return Err(invalid(
+                "more replicas than registered brokers",
+                unfenced.len(),
+            ));
+        }
+        if usize::from(rf) > unfenced.len() {
+            return Err(invalid(
+                "more replicas than unfenced brokers",
+                unfenced.len(),
+            ));
+        }
+        let eligible: Vec<(BrokerId, u16)> = unfenced
+            .iter()
+            .filter(|(_, _, durable)| rf == 1 || *durable)
+            .map(|&(id, shards, _)| (id, shards))
+            .collect();
+        if usize::from(rf) > eligible.len() {
+            return Err(ClusterError::ReplicationNeedsFsync {
+                replication_factor: rf,
+                durable: eligible.len(),
+            });
+        }
+        let view = ImageBrokers(&self.brokers);
+        let mut replicas = Vec::with_capacity(partitions as usize);
+        for (p, set) in (0u32..).zip(place_replicas(name, partitions, rf, &eligible)) {
+            let brokers = set.iter().map(|r| rb(r.broker)).collect();
+            let single = set.len() == 1;
+            let reg = repl::new_partition(
+                repl::PartitionId(p),
+                brokers,
+                usize::from(config.min_insync_replicas),
+                config.unclean_leader_election || single,
+                &view,
+            )
+            .map_err(|_| invalid("the replica set is invalid", eligible.len()))?;
+            let mut record = PartitionReplicas::single(set[0]);
+            record.replicas = set;
+            record.set_from(&reg);
+            replicas.push(record);
+        }
+        let placement: Vec<Placement> = replicas.iter().map(|r| r.replicas[0]).collect();
         self.topics.insert(
             name.to_owned(),
             TopicRecord {
                 config: *config,
                 partitions: placement.clone(),
                 created_by: request_id,
+                replicas,
             },
         );
         self.bump();
@@ -229,6 +479,34 @@ impl MetadataImage {
         // at u64::MAX from panicking.
         self.version = self.version.saturating_add(1);
     }
+}
+
+/// Moves `broker`'s replicas of `topic` off the shards it no longer has
+/// (`placement::fit_to_shards` over each replica position in turn: with
+/// one replica, exactly the partitions' move), keeping `partitions` the
+/// first replicas.
+fn fit_replicas_to_shards(name: &str, topic: &mut TopicRecord, broker: BrokerId, shards: u16) {
+    let positions = topic
+        .replicas
+        .iter()
+        .map(|r| r.replicas.len())
+        .max()
+        .unwrap_or(0);
+    for i in 0..positions {
+        let mut column: Vec<Placement> = topic
+            .replicas
+            .iter()
+            .filter_map(|r| r.replicas.get(i).copied())
+            .collect();
+        fit_to_shards(name, &mut column, broker, shards);
+        let mut moved = column.into_iter();
+        for r in topic.replicas.iter_mut() {
+            if let (Some(slot), Some(pl)) = (r.replicas.get_mut(i), moved.next()) {
+                *slot = pl;
+            }
+        }
+    }
+    topic.partitions = topic.replicas.iter().map(|r| r.replicas[0]).collect();
 }
 
 /// Checks a topic name by Kafka's rules: 1 to [`MAX_TOPIC_NAME_LEN`]

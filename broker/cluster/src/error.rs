@@ -143,9 +143,13 @@ pub enum ClusterError {
         /// How many the topic has.
         partitions: u32,
     },
-    /// The partition's broker is fenced: nobody serves it until that broker
-    /// is unfenced (there are no replicas to move it to).
-    #[error("partition {partition} of {topic:?} is unavailable: its broker {broker} is fenced")]
+    /// The partition has no leader (its only replica's broker, or every
+    /// in-sync and eligible replica's, is fenced): nobody serves it until
+    /// one is unfenced. `broker` is its leader if fenced, else its
+    /// preferred replica.
+    #[error(
+        "partition {partition} of {topic:?} is unavailable: no leader (broker {broker} is fenced)"
+    )]
     Unavailable {
         /// The topic.
         topic: String,
@@ -153,6 +157,53 @@ pub enum ClusterError {
         partition: u32,
         /// The fenced broker that owns it.
         broker: BrokerId,
+    },
+    /// A replication factor the cluster cannot honour (Kafka's
+    /// INVALID_REPLICATION_FACTOR): 0, above
+    /// [`broker_replication::limits::MAX_REPLICAS`], or above the number of
+    /// brokers that can take a replica now (registered, unfenced, and for
+    /// more than one replica, fsyncing every write).
+    #[error("replication factor {replication_factor}: {reason} ({registered} brokers registered, {eligible} can take a replica now)")]
+    InvalidReplicationFactor {
+        /// The factor asked for.
+        replication_factor: u16,
+        /// Brokers registered.
+        registered: usize,
+        /// Brokers that can take a replica.
+        eligible: usize,
+        /// Why.
+        reason: &'static str,
+    },
+    /// `min.insync.replicas` of 0 or above the replication factor.
+    #[error("min.insync.replicas {min_insync_replicas} must be 1 to the replication factor {replication_factor}")]
+    InvalidMinInsyncReplicas {
+        /// The setting asked for.
+        min_insync_replicas: u16,
+        /// The topic's replication factor.
+        replication_factor: u16,
+    },
+    /// A replicated topic (more than one replica) needs brokers that fsync
+    /// every write before acknowledging it (the fsync decision, see
+    /// broker-replication): too few unfenced brokers run with
+    /// `--fsync always`.
+    #[error("a topic with {replication_factor} replicas needs as many brokers that fsync every write (--fsync always); {durable} of the unfenced brokers do")]
+    ReplicationNeedsFsync {
+        /// The factor asked for.
+        replication_factor: u16,
+        /// Unfenced brokers fsyncing every write.
+        durable: usize,
+    },
+    /// An AlterPartition the registration refused (compare-and-set on the
+    /// partition epoch, the leader's and the members' broker epochs,
+    /// KIP-903), with the typed reason.
+    #[error("AlterPartition of partition {partition} of {topic:?} refused: {reason:?}")]
+    AlterPartitionRefused {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// Why (broker-replication's reasons).
+        reason: broker_replication::AlterPartitionError,
     },
 }
 

@@ -14,6 +14,7 @@ use crate::ids::{BrokerEpoch, BrokerId, RequestId, ShardIndex};
 use crate::limits::{MAX_CLUSTER_ID_LEN, MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_LEN};
 use crate::placement::{name_hash, Placement};
 use crate::registration::BrokerRegistration;
+use crate::replicas::{ImageBrokers, PartitionReplicas};
 
 /// The internal topic holding committed offsets; a group's coordinator is
 /// the owner of its partition of it.
@@ -38,6 +39,35 @@ pub struct TopicConfig {
     /// rewritten and its attributes say so), not the producer's.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub log_append_time: bool,
+    /// How many replicas each partition has, on distinct brokers
+    /// (Kafka's `replication.factor`; default 1, Kafka's
+    /// `default.replication.factor`). A topic written before replication
+    /// existed reads as 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub replication_factor: u16,
+    /// Kafka's `min.insync.replicas` (default 1, Kafka's): an acks=all
+    /// produce is refused (NOT_ENOUGH_REPLICAS) while the ISR is smaller,
+    /// and the ELR is kept while it is. 1 to the replication factor.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub min_insync_replicas: u16,
+    /// Kafka's `unclean.leader.election.enable` (default false): when no
+    /// in-sync or eligible replica is unfenced, any unfenced replica may
+    /// lead. This MAY LOSE ACKNOWLEDGED DATA: the new leader may lack
+    /// records the old ISR acknowledged, and the others truncate to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unclean_leader_election: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> u16 {
+    1
+}
+
+fn is_one(n: &u16) -> bool {
+    *n == 1
 }
 
 /// Whether a broker may serve.
@@ -68,6 +98,19 @@ pub struct BrokerRecord {
     /// has caught up (and may be unfenced) once it has applied at least
     /// this version (KIP-631's "caught up to its registration").
     pub registered_at_version: u64,
+    /// This registration has been unfenced (its replicas may have joined
+    /// an ISR): broker-replication's clean-restart rule needs it.
+    /// An image written before replication has no such flag: its brokers
+    /// read as having served (with no `clean_floor` either, their clean
+    /// restart is the same: presenting their current epoch, which no broker
+    /// of that format recorded).
+    #[serde(default = "yes")]
+    pub served: bool,
+    /// Until this registration serves, the oldest epoch a clean restart
+    /// may present (that of the last registration that served); None: its
+    /// own epoch (broker-replication's `BrokerRecord::clean_floor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clean_floor: Option<BrokerEpoch>,
 }
 
 impl BrokerRecord {
@@ -82,10 +125,17 @@ impl BrokerRecord {
 pub struct TopicRecord {
     /// Its settings.
     pub config: TopicConfig,
-    /// `partitions[p]` is where partition `p` lives.
+    /// `partitions[p]` is where partition `p`'s preferred (first) replica
+    /// lives: with one replica, where the partition lives, as before
+    /// replication. Always `replicas[p].replicas[0]`.
     pub partitions: Vec<Placement>,
     /// The request that created it: its retry is answered, not refused.
     pub created_by: RequestId,
+    /// `replicas[p]` is partition `p`'s replication registration. Absent
+    /// in an image written before replication: derived on load from
+    /// `partitions` ([`PartitionReplicas::single`]).
+    #[serde(default)]
+    pub replicas: Vec<PartitionReplicas>,
 }
 
 /// The cluster's metadata. Every replica that starts from
@@ -130,13 +180,14 @@ impl TryFrom<UncheckedImage> for MetadataImage {
     type Error = String;
 
     fn try_from(u: UncheckedImage) -> Result<MetadataImage, String> {
-        let image = MetadataImage {
+        let mut image = MetadataImage {
             cluster_id: u.cluster_id,
             version: u.version,
             next_broker_epoch: u.next_broker_epoch,
             brokers: u.brokers,
             topics: u.topics,
         };
+        image.derive_old_registrations();
         image.check()?;
         Ok(image)
     }
@@ -153,8 +204,11 @@ pub struct BrokerStatus {
     pub state: BrokerState,
     /// Its shard count.
     pub shards: u16,
-    /// How many partitions it owns (of every topic).
+    /// How many partition replicas it holds (of every topic).
     pub partitions: u32,
+    /// How many partitions it leads.
+    #[serde(default)]
+    pub leaders: u32,
 }
 
 /// What `cluster status` shows.
@@ -170,6 +224,12 @@ pub struct ClusterStatus {
     pub topics: usize,
     /// How many partitions they have in all.
     pub partitions: u64,
+    /// Partitions whose ISR is smaller than their replica set.
+    #[serde(default)]
+    pub under_replicated: u64,
+    /// Partitions with no leader.
+    #[serde(default)]
+    pub offline: u64,
 }
 
 impl MetadataImage {
@@ -244,42 +304,55 @@ impl MetadataImage {
         Ok(())
     }
 
-    /// Where partition `partition` of `topic` is served. A partition whose
-    /// broker is fenced is [`ClusterError::Unavailable`], naming that
-    /// broker.
+    /// Where partition `partition` of `topic` is served: its leader's
+    /// replica. A partition with no leader, or whose leader's broker is
+    /// fenced, is [`ClusterError::Unavailable`], naming that broker (the
+    /// preferred replica's when there is no leader).
     pub fn partition_owner(&self, topic: &str, partition: u32) -> Result<Placement, ClusterError> {
+        let reg = self.partition_replicas(topic, partition)?;
+        let unavailable = |broker| ClusterError::Unavailable {
+            topic: topic.to_owned(),
+            partition,
+            broker,
+        };
+        match reg.leader_replica() {
+            Some(l) if !self.is_fenced(l.broker) => Ok(l),
+            Some(l) => Err(unavailable(l.broker)),
+            None => Err(unavailable(reg.replicas[0].broker)),
+        }
+    }
+
+    /// Partition `partition` of `topic`'s replication registration.
+    pub fn partition_replicas(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<&PartitionReplicas, ClusterError> {
         let record = self.topic(topic).ok_or_else(|| unknown_topic(topic))?;
-        let placement = usize::try_from(partition)
+        usize::try_from(partition)
             .ok()
-            .and_then(|p| record.partitions.get(p))
+            .and_then(|p| record.replicas.get(p))
             .ok_or_else(|| ClusterError::UnknownPartition {
                 topic: topic.to_owned(),
                 partition,
                 partitions: record.partitions.len() as u32,
-            })?;
-        if self.is_fenced(placement.broker) {
-            return Err(ClusterError::Unavailable {
-                topic: topic.to_owned(),
-                partition,
-                broker: placement.broker,
-            });
-        }
-        Ok(*placement)
+            })
     }
 
-    /// The partitions `broker` owns, as (topic, partition, shard), by topic
-    /// then partition; whether it is fenced or not.
+    /// The partitions `broker` has a replica of, as (topic, partition,
+    /// shard), by topic then partition; whether it is fenced or not.
     pub fn partitions_of(
         &self,
         broker: BrokerId,
     ) -> impl Iterator<Item = (&str, u32, ShardIndex)> + '_ {
         self.topics.iter().flat_map(move |(name, record)| {
             record
-                .partitions
+                .replicas
                 .iter()
                 .zip(0u32..)
-                .filter(move |(pl, _)| pl.broker == broker)
-                .map(move |(pl, p)| (name.as_str(), p, pl.shard))
+                .filter_map(move |(reg, p)| {
+                    reg.replica_on(broker).map(|r| (name.as_str(), p, r.shard))
+                })
         })
     }
 
@@ -299,8 +372,19 @@ impl MetadataImage {
     /// shards and partition count.
     pub fn status(&self) -> ClusterStatus {
         let mut owned: BTreeMap<BrokerId, u32> = BTreeMap::new();
-        for pl in self.topics.values().flat_map(|t| &t.partitions) {
-            *owned.entry(pl.broker).or_default() += 1;
+        let mut leading: BTreeMap<BrokerId, u32> = BTreeMap::new();
+        let (mut under_replicated, mut offline) = (0, 0);
+        for reg in self.topics.values().flat_map(|t| &t.replicas) {
+            for r in &reg.replicas {
+                *owned.entry(r.broker).or_default() += 1;
+            }
+            match reg.leader {
+                Some(l) => *leading.entry(l).or_default() += 1,
+                None => offline += 1,
+            }
+            if reg.under_replicated() {
+                under_replicated += 1;
+            }
         }
         ClusterStatus {
             cluster_id: self.cluster_id.clone(),
@@ -314,8 +398,11 @@ impl MetadataImage {
                     state: record.state,
                     shards: record.registration.shards,
                     partitions: owned.get(&id).copied().unwrap_or(0),
+                    leaders: leading.get(&id).copied().unwrap_or(0),
                 })
                 .collect(),
+            under_replicated,
+            offline,
             topics: self.topics.len(),
             partitions: self
                 .topics
@@ -359,17 +446,65 @@ impl MetadataImage {
             if !(1..=MAX_PARTITIONS_PER_TOPIC as usize).contains(&count) {
                 return Err(format!("topic {name:?}: {count} partitions"));
             }
-            for (p, pl) in record.partitions.iter().enumerate() {
-                let registered = self.brokers.get(&pl.broker);
-                if !registered.is_some_and(|b| b.registration.has_shard(pl.shard)) {
-                    return Err(format!(
-                        "topic {name:?}: partition {p} on shard {} of broker {}, which it does not have",
-                        pl.shard, pl.broker
-                    ));
+            if record.replicas.len() != count {
+                return Err(format!(
+                    "topic {name:?}: {} registrations for {count} partitions",
+                    record.replicas.len()
+                ));
+            }
+            let rf = usize::from(record.config.replication_factor);
+            let min_isr = record.config.min_insync_replicas;
+            if min_isr == 0 || min_isr > record.config.replication_factor {
+                return Err(format!("topic {name:?}: min.insync.replicas {min_isr}"));
+            }
+            for (p, (pl, reg)) in record.partitions.iter().zip(&record.replicas).enumerate() {
+                reg.check()
+                    .map_err(|e| format!("topic {name:?}: partition {p}: {e}"))?;
+                if reg.replicas.len() != rf || reg.replicas[0] != *pl {
+                    return Err(format!("topic {name:?}: partition {p}: replicas differ from the replication factor or the placement"));
+                }
+                for r in &reg.replicas {
+                    let registered = self.brokers.get(&r.broker);
+                    if !registered.is_some_and(|b| b.registration.has_shard(r.shard)) {
+                        return Err(format!(
+                            "topic {name:?}: partition {p} on shard {} of broker {}, which it does not have",
+                            r.shard, r.broker
+                        ));
+                    }
                 }
             }
         }
         Ok(())
+    }
+}
+
+impl MetadataImage {
+    /// Gives each topic of an image written before replication (no
+    /// `replicas`) the registration today's main implied: its placed broker
+    /// leads, in sync, epochs 0; then, for a broker that is fenced in the
+    /// image, what fencing it does now (broker-replication's `on_fenced`:
+    /// out of the ISR into the ELR, no leader). Deterministic, so every
+    /// replica loading the same snapshot derives the same image.
+    fn derive_old_registrations(&mut self) {
+        let view = ImageBrokers(&self.brokers);
+        for record in self.topics.values_mut() {
+            if !record.replicas.is_empty() {
+                continue;
+            }
+            record.replicas = record
+                .partitions
+                .iter()
+                .map(|pl| PartitionReplicas::single(*pl))
+                .collect();
+            for (p, reg) in (0u32..).zip(record.replicas.iter_mut()) {
+                let broker = reg.replicas[0].broker;
+                if view.0.get(&broker).is_none_or(BrokerRecord::is_fenced) {
+                    let mut r = reg.to_registration(p, &record.config);
+                    broker_replication::on_fenced(&mut r, crate::replicas::rb(broker), &view);
+                    reg.set_from(&r);
+                }
+            }
+        }
     }
 }
 

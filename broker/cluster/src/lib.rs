@@ -24,15 +24,22 @@
 //!   that incarnation. Every broker command carries the epoch: a stale one
 //!   is refused, so a zombie process cannot change a live broker's state.
 //! - Topics are placed on the unfenced brokers, then on their shards
-//!   ([`placement`]); a partition stays on its broker while it is fenced
-//!   and is reported unavailable ([`MetadataImage::partition_owner`]).
-//!   There are no replicas yet, so nothing moves between brokers.
+//!   ([`placement`]), each partition's `replication_factor` replicas on
+//!   distinct brokers (more than one only on brokers fsyncing every
+//!   write). Each partition has a replication registration
+//!   ([`PartitionReplicas`]: leader, leader and partition epochs, ISR,
+//!   ELR) that only broker-replication's functions change, run at apply
+//!   time when brokers are fenced, unfenced, shut down or register (clean
+//!   or not, by the epoch they present), and by
+//!   [`MetadataCommand::AlterPartition`] and
+//!   [`MetadataCommand::ElectPreferredLeaders`]. A partition is served by
+//!   its leader; with none it is reported unavailable
+//!   ([`MetadataImage::partition_owner`]).
 //! - A topic creation carries the client request's id: its retry after a
 //!   controller failover is answered with the placement instead of
 //!   TopicAlreadyExists.
 //!
-//! Not here yet, on purpose: replicas and partition leadership (a
-//! partition has one owner), unregistering a broker, feature levels for
+//! Not here yet, on purpose: reassigning replicas, unregistering a broker, feature levels for
 //! rolling upgrades (Kafka's `metadata.version`; unknown JSON fields are
 //! ignored when a command or snapshot is read), and Kafka's refusal of
 //! names that collide once '.' and '_' are equated.
@@ -41,6 +48,8 @@
 //! - `ids.rs`: the newtypes, Kafka node ids of (broker, shard).
 //! - `limits.rs`: every bound, with its reason.
 //! - `registration.rs`: [`BrokerRegistration`], [`Listener`], their checks.
+//! - `replicas.rs`: [`PartitionReplicas`], [`IsrMember`], the bridge to
+//!   broker-replication.
 //! - `image.rs`: [`MetadataImage`], its records, the queries, its invariants.
 //! - `command.rs`: [`MetadataCommand`], [`MetadataImage::apply`].
 //! - `placement.rs`: the placement rule (pure).
@@ -56,13 +65,16 @@ mod image;
 pub mod limits;
 pub mod placement;
 mod registration;
+mod replicas;
 mod session;
 mod snapshot;
 
 #[cfg(test)]
 mod tests;
 
-pub use command::{validate_topic_name, CommandResult, MetadataCommand, Outcome};
+pub use broker_replication::limits::MAX_REPLICAS;
+pub use broker_replication::AlterPartitionError;
+pub use command::{validate_topic_name, AlterPartition, CommandResult, MetadataCommand, Outcome};
 pub use error::{ClusterError, SnapshotError};
 pub use ids::{
     from_kafka_node_id, kafka_node_id, BrokerEpoch, BrokerId, Incarnation, RequestId, ShardIndex,
@@ -74,5 +86,6 @@ pub use image::{
 };
 pub use placement::Placement;
 pub use registration::{BrokerRegistration, Listener};
+pub use replicas::{IsrMember, PartitionReplicas};
 pub use session::{HeartbeatAnswer, SessionTracker};
 pub use snapshot::SNAPSHOT_FORMAT_VERSION;

@@ -68,6 +68,63 @@ pub fn place(topic: &str, partitions: u32, brokers: &[(BrokerId, u16)]) -> Vec<P
         .collect()
 }
 
+/// The replicas of every partition of `topic` over `brokers` (as for
+/// [`place`]), `replication_factor` each on distinct brokers (at most
+/// `brokers.len()`). Replica 0, the preferred leader, of partition `p` is
+/// on broker `(h + p) mod B`, where [`place`] puts the partition, so
+/// leaders spread as partitions do; each further replica goes to the
+/// broker holding the fewest of the topic's replicas so far among those
+/// the partition does not have yet, ties to the first from `(h + p + i)
+/// mod B` on, so replicas spread too. On a broker, its `k`-th replica of
+/// the topic (in partition, then replica order) goes to shard `(h / B + k)
+/// mod S`: replicas spread over its shards. With one replica this is
+/// [`place`], partition by partition.
+pub fn place_replicas(
+    topic: &str,
+    partitions: u32,
+    replication_factor: u16,
+    brokers: &[(BrokerId, u16)],
+) -> Vec<Vec<Placement>> {
+    if brokers.is_empty() {
+        return Vec::new();
+    }
+    let hash = u64::from(name_hash(topic));
+    let b = brokers.len();
+    let rf = usize::from(replication_factor).clamp(1, b);
+    let mut count = vec![0u64; b];
+    (0..u64::from(partitions))
+        .map(|p| {
+            // Below `b`, which is a usize.
+            let first = ((hash + p) % b as u64) as usize;
+            let mut chosen = vec![first];
+            for i in 1..rf {
+                let start = (first + i) % b;
+                let pick = (0..b)
+                    .map(|k| (start + k) % b)
+                    .filter(|x| !chosen.contains(x))
+                    .min_by_key(|&x| count[x]);
+                if let Some(x) = pick {
+                    chosen.push(x);
+                }
+            }
+            chosen
+                .into_iter()
+                .map(|index| {
+                    let (broker, shards) = brokers[index];
+                    let k = count[index];
+                    count[index] += 1;
+                    // Below the shard count, a u16.
+                    let shard = ((hash / b as u64 + k) % u64::from(shards.max(1))) as u16;
+                    Placement {
+                        broker,
+                        shard: ShardIndex(shard),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Moves the partitions of `topic` that `broker` holds on shards it no
 /// longer has (it registered again with `shards` shards, fewer than before)
 /// onto its remaining shards. Partitions on remaining shards never move.

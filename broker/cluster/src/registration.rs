@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ClusterError;
-use crate::ids::{BrokerId, Incarnation, ShardIndex};
+use crate::ids::{BrokerEpoch, BrokerId, Incarnation, ShardIndex};
 use crate::limits::{MAX_BROKER_ID, MAX_HOST_LEN, MAX_SHARDS_PER_BROKER};
 
 /// One broker process's registration.
@@ -22,6 +22,18 @@ pub struct BrokerRegistration {
     pub native: Listener,
     /// The Kafka protocol's listener, if the broker runs one.
     pub kafka: Option<Listener>,
+    /// The last broker epoch this broker recorded durably (its data
+    /// directory's `broker-epoch`), None for a new or wiped disk:
+    /// broker-replication's clean-restart rule (a restart without it, or
+    /// with one older than its last registration that served, leaves every
+    /// ELR).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_epoch: Option<BrokerEpoch>,
+    /// The broker fsyncs every write before acknowledging it (`--fsync
+    /// always`): only such brokers take replicas of replicated topics (the
+    /// fsync decision). Absent (false) in registrations written before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fsync_every_write: bool,
 }
 
 /// Where one protocol is served: a main address that forwards to the

@@ -23,6 +23,8 @@ fn registration(id: u32, incarnation: u128, shards: u16) -> BrokerRegistration {
         shards,
         native: listener(9000, shards),
         kafka: Some(listener(19000, shards)),
+        previous_epoch: None,
+        fsync_every_write: false,
     }
 }
 
@@ -32,6 +34,9 @@ fn config() -> TopicConfig {
         retention_bytes: None,
         segment_bytes: 1 << 30,
         log_append_time: false,
+        replication_factor: 1,
+        min_insync_replicas: 1,
+        unclean_leader_election: false,
     }
 }
 
@@ -662,6 +667,9 @@ fn topic_config_serializes_as_the_servers_topic_json() {
         retention_bytes: Some(5),
         segment_bytes: 1024,
         log_append_time: false,
+        replication_factor: 1,
+        min_insync_replicas: 1,
+        unclean_leader_election: false,
     };
     let json = serde_json::to_string(&config).unwrap();
     assert_eq!(

@@ -42,6 +42,8 @@ fn registration(id: u32, incarnation: u128, shards: u16) -> BrokerRegistration {
         shards,
         native: ports(9000),
         kafka: Some(ports(19000)),
+        previous_epoch: None,
+        fsync_every_write: false,
     }
 }
 
@@ -51,6 +53,9 @@ fn topic_config() -> TopicConfig {
         retention_bytes: None,
         segment_bytes: 1 << 20,
         log_append_time: false,
+        replication_factor: 1,
+        min_insync_replicas: 1,
+        unclean_leader_election: false,
     }
 }
 
@@ -181,6 +186,8 @@ fn registration_command() -> impl Strategy<Value = MetadataCommand> {
                     shards,
                     native,
                     kafka,
+                    previous_epoch: None,
+                    fsync_every_write: false,
                 })
             })
     })
@@ -264,6 +271,9 @@ fn step() -> impl Strategy<Value = Step> {
                 retention_bytes,
                 segment_bytes,
                 log_append_time,
+                replication_factor: 1,
+                min_insync_replicas: 1,
+                unclean_leader_election: false,
             },
         );
     let config = prop_oneof![4 => Just(topic_config()), 1 => config];

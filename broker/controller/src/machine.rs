@@ -10,7 +10,8 @@
 use serde::{Deserialize, Serialize};
 
 use broker_cluster::{
-    BrokerEpoch, ClusterError, MetadataCommand, MetadataImage, Outcome, Placement,
+    AlterPartitionError, BrokerEpoch, ClusterError, MetadataCommand, MetadataImage, Outcome,
+    PartitionReplicas, Placement,
 };
 
 /// The quorum's state: the cluster's metadata image.
@@ -76,6 +77,16 @@ pub enum Done {
         /// Where each partition lives.
         placement: Vec<Placement>,
     },
+    /// An accepted AlterPartition: the partition's registration now.
+    PartitionAltered {
+        /// Its registration.
+        replicas: PartitionReplicas,
+    },
+    /// Preferred-leader elections: how many partitions changed leader.
+    LeadersElected {
+        /// The count.
+        partitions: u32,
+    },
     /// Any other command.
     Done,
 }
@@ -85,6 +96,8 @@ impl From<Outcome> for Done {
         match o {
             Outcome::Registered { epoch } => Done::Registered { epoch },
             Outcome::TopicCreated { placement } => Done::TopicCreated { placement },
+            Outcome::PartitionAltered { replicas } => Done::PartitionAltered { replicas },
+            Outcome::LeadersElected { partitions } => Done::LeadersElected { partitions },
             Outcome::Done => Done::Done,
         }
     }
@@ -122,6 +135,19 @@ pub enum RefusalKind {
     BrokerShutDown,
     /// No unfenced broker can take partitions, or the owner is fenced.
     Unavailable,
+    /// Kafka's INVALID_REPLICATION_FACTOR: more replicas than brokers that
+    /// can take one (registered, unfenced, fsyncing every write for more
+    /// than one), or a bad `min.insync.replicas`.
+    InvalidReplicationFactor,
+    /// AlterPartition from a leader that is not the current one (its leader
+    /// epoch or broker epoch is stale): Kafka's FENCED_LEADER_EPOCH.
+    FencedLeaderEpoch,
+    /// AlterPartition from a stale partition epoch (the compare-and-set
+    /// failed): Kafka's INVALID_UPDATE_VERSION.
+    InvalidUpdateVersion,
+    /// AlterPartition naming a fenced member, or one with a stale broker
+    /// epoch (KIP-903): Kafka's INELIGIBLE_REPLICA.
+    IneligibleReplica,
 }
 
 impl From<&ClusterError> for Refused {
@@ -138,6 +164,16 @@ impl From<&ClusterError> for Refused {
             E::NoUnfencedBroker | E::Unavailable { .. } | E::EpochsExhausted => {
                 RefusalKind::Unavailable
             }
+            E::InvalidReplicationFactor { .. }
+            | E::InvalidMinInsyncReplicas { .. }
+            | E::ReplicationNeedsFsync { .. } => RefusalKind::InvalidReplicationFactor,
+            E::AlterPartitionRefused { reason, .. } => match reason {
+                AlterPartitionError::FencedLeaderEpoch => RefusalKind::FencedLeaderEpoch,
+                AlterPartitionError::InvalidUpdateVersion => RefusalKind::InvalidUpdateVersion,
+                AlterPartitionError::IneligibleReplica => RefusalKind::IneligibleReplica,
+                AlterPartitionError::UnknownPartition => RefusalKind::UnknownPartition,
+                AlterPartitionError::InvalidRequest => RefusalKind::Invalid,
+            },
             E::InvalidClusterId { .. }
             | E::BrokerIdOutOfRange { .. }
             | E::ShardCountOutOfRange { .. }

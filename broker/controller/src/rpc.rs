@@ -3,7 +3,7 @@
 //! (`broker_quorum::client`), on each controller's quorum address.
 //!
 //! Requests that change or depend on the leader's state (registration,
-//! heartbeats, topic commands, shutdown) are answered only by the leader;
+//! heartbeats, topic commands, shutdown, AlterPartition, elections) are answered only by the leader;
 //! any other controller answers [`Response::NotLeader`] naming it. Reads of
 //! the image and the status are answered by any controller from what it has
 //! applied (never ahead of what is committed).
@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use broker_cluster::{
-    BrokerEpoch, BrokerId, BrokerRegistration, ClusterStatus, MetadataImage, RequestId, TopicConfig,
+    AlterPartition, BrokerEpoch, BrokerId, BrokerRegistration, ClusterStatus, MetadataImage,
+    RequestId, TopicConfig,
 };
 
 use crate::machine::Applied;
@@ -62,6 +63,19 @@ pub enum Request {
     DeleteTopic {
         /// Its name.
         name: String,
+    },
+    /// A partition leader's ISR change, a compare-and-set on the partition
+    /// epoch (KIP-497's AlterPartition, KIP-903's broker epochs): answered
+    /// with [`Response::Applied`] holding `Done::PartitionAltered`, or
+    /// refused with its typed reason (`RefusalKind::FencedLeaderEpoch`,
+    /// `InvalidUpdateVersion`, `IneligibleReplica`, `UnknownPartition`,
+    /// `Invalid`).
+    AlterPartition(AlterPartition),
+    /// Preferred-leader elections over `topic` (every topic: None):
+    /// answered with `Done::LeadersElected`.
+    ElectPreferredLeaders {
+        /// The topic, or every one.
+        topic: Option<String>,
     },
     /// The image, if this controller has applied one newer than
     /// `since_version`.

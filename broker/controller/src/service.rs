@@ -253,6 +253,14 @@ impl ControllerService {
                 Ok(q) => propose(q, MetadataCommand::DeleteTopic { name }).await,
                 Err(answer) => answer,
             },
+            Request::AlterPartition(a) => match self.leading() {
+                Ok(q) => propose(q, MetadataCommand::AlterPartition(a)).await,
+                Err(answer) => answer,
+            },
+            Request::ElectPreferredLeaders { topic } => match self.leading() {
+                Ok(q) => propose(q, MetadataCommand::ElectPreferredLeaders { topic }).await,
+                Err(answer) => answer,
+            },
         }
     }
 

@@ -189,14 +189,8 @@ impl Controller {
         self.unclean_elections
     }
 
-    fn unfenced(&self, b: BrokerId) -> bool {
-        self.brokers
-            .get(&b)
-            .is_some_and(|r| !r.fenced && !r.shutting_down)
-    }
-
-    /// Creates a partition: every unfenced replica in the ISR (their logs
-    /// are empty, so all complete), the first of them leader.
+    /// Creates a partition ([`new_partition`] over this controller's
+    /// brokers).
     pub fn create_partition(
         &mut self,
         partition: PartitionId,
@@ -204,35 +198,16 @@ impl Controller {
         min_insync_replicas: usize,
         unclean_leader_election: bool,
     ) -> Result<&PartitionRegistration, ControllerError> {
-        let distinct: BTreeSet<BrokerId> = replicas.iter().copied().collect();
-        if replicas.is_empty()
-            || replicas.len() > MAX_REPLICAS
-            || distinct.len() != replicas.len()
-            || min_insync_replicas == 0
-            || min_insync_replicas > replicas.len()
-        {
-            return Err(ControllerError::InvalidPartition);
-        }
         if self.partitions.contains_key(&partition) {
             return Err(ControllerError::PartitionExists);
         }
-        let isr: BTreeSet<BrokerId> = replicas
-            .iter()
-            .copied()
-            .filter(|b| self.unfenced(*b))
-            .collect();
-        let leader = replicas.iter().copied().find(|b| isr.contains(b));
-        let registration = PartitionRegistration {
+        let registration = new_partition(
             partition,
             replicas,
-            leader,
-            leader_epoch: LeaderEpoch(0),
-            partition_epoch: PartitionEpoch(0),
-            isr,
-            elr: BTreeSet::new(),
             min_insync_replicas,
             unclean_leader_election,
-        };
+            &Brokers(&self.brokers),
+        )?;
         Ok(self.partitions.entry(partition).or_insert(registration))
     }
 
@@ -261,14 +236,15 @@ impl Controller {
             if !existing.fenced {
                 return Err(ControllerError::StillRegistered);
             }
-            let floor = if existing.served {
-                existing.epoch
-            } else {
-                existing.clean_floor
-            };
-            clean = previous_epoch.is_some_and(|p| p >= floor && p <= existing.epoch);
+            clean = restart_is_clean(
+                existing.epoch,
+                existing.served,
+                existing.clean_floor,
+                previous_epoch,
+            );
             if clean {
-                clean_floor = floor;
+                clean_floor =
+                    next_clean_floor(existing.epoch, existing.served, existing.clean_floor);
             }
         }
         self.next_broker_epoch += 1;
@@ -285,20 +261,9 @@ impl Controller {
             },
         );
         if !clean {
-            // ProcessUncleanBroker: out of every ELR (and ISR, which fencing
-            // already did).
-            let ids: Vec<PartitionId> = self.partitions.keys().copied().collect();
-            for p in ids {
-                let Some(reg) = self.partitions.get(&p) else {
-                    continue;
-                };
-                if reg.elr.contains(&broker) || reg.isr.contains(&broker) {
-                    let mut isr = reg.isr.clone();
-                    isr.remove(&broker);
-                    let mut elr = reg.elr.clone();
-                    elr.remove(&broker);
-                    self.change_on_broker_change(p, isr, elr);
-                }
+            let view = Brokers(&self.brokers);
+            for reg in self.partitions.values_mut() {
+                self.unclean_elections += u64::from(on_unclean_restart(reg, broker, &view).unclean);
             }
         }
         Ok(epoch)
@@ -318,15 +283,9 @@ impl Controller {
         if record.fenced && !record.shutting_down {
             record.fenced = false;
             record.served = true;
-            let ids: Vec<PartitionId> = self.partitions.keys().copied().collect();
-            for p in ids {
-                let Some(reg) = self.partitions.get(&p) else {
-                    continue;
-                };
-                if reg.leader.is_none() {
-                    let (isr, elr) = (reg.isr.clone(), reg.elr.clone());
-                    self.change_on_broker_change(p, isr, elr);
-                }
+            let view = Brokers(&self.brokers);
+            for reg in self.partitions.values_mut() {
+                self.unclean_elections += u64::from(on_unfenced(reg, &view).unclean);
             }
         }
         Ok(self.brokers.get(&broker).is_some_and(|r| r.fenced))
@@ -380,29 +339,10 @@ impl Controller {
     /// clean election (the ISR and ELR do not change). Returns whether the
     /// leader changed.
     pub fn elect_preferred_leader(&mut self, partition: PartitionId) -> bool {
-        let Some(reg) = self.partitions.get(&partition) else {
-            return false;
-        };
-        let Some(preferred) = reg.replicas.first().copied() else {
-            return false;
-        };
-        if reg.leader == Some(preferred)
-            || !reg.isr.contains(&preferred)
-            || !self.unfenced(preferred)
-        {
-            return false;
-        }
-        let (isr, elr) = (reg.isr.clone(), reg.elr.clone());
-        let (leader_epoch, partition_epoch) = (reg.leader_epoch.next(), reg.partition_epoch.next());
-        self.apply(
-            partition,
-            Some(preferred),
-            isr,
-            elr,
-            leader_epoch,
-            partition_epoch,
-        );
-        true
+        let view = Brokers(&self.brokers);
+        self.partitions
+            .get_mut(&partition)
+            .is_some_and(|reg| elect_preferred_leader(reg, &view))
     }
 
     /// Fences a broker (`HandleBrokerFenced` for each of its partitions).
@@ -411,207 +351,384 @@ impl Controller {
             return;
         };
         record.fenced = true;
-        let ids: Vec<PartitionId> = self.partitions.keys().copied().collect();
-        for p in ids {
-            let Some(reg) = self.partitions.get(&p) else {
-                continue;
-            };
-            if !reg.replicas.contains(&broker) {
-                continue;
-            }
-            let mut isr = reg.isr.clone();
-            isr.remove(&broker);
-            let elr = update_elr(reg, &isr);
-            self.change_on_broker_change(p, isr, elr);
+        let outside = flawed!(self.config, ElectOutsideIsr);
+        let view = Brokers(&self.brokers);
+        for reg in self.partitions.values_mut() {
+            self.unclean_elections += u64::from(fenced_inner(reg, broker, &view, outside).unclean);
         }
-    }
-
-    /// `MaybeUpdatePartitionOnBrokerChange`: applies a new ISR and ELR,
-    /// electing a leader if the current one is out of the ISR.
-    fn change_on_broker_change(
-        &mut self,
-        partition: PartitionId,
-        isr: BTreeSet<BrokerId>,
-        elr: BTreeSet<BrokerId>,
-    ) {
-        let Some(reg) = self.partitions.get(&partition) else {
-            return;
-        };
-        let leader_stays = reg.leader.is_some_and(|l| isr.contains(&l));
-        let elr_candidate = reg
-            .replicas
-            .iter()
-            .copied()
-            .find(|b| elr.contains(b) && self.unfenced(*b));
-        if leader_stays || (reg.leader.is_none() && isr.is_empty() && elr_candidate.is_none()) {
-            let unclean = reg.leader.is_none() && reg.unclean_leader_election;
-            if unclean {
-                if let Some(b) = reg.replicas.iter().copied().find(|b| self.unfenced(*b)) {
-                    self.unclean_elections += 1;
-                    let (leader_epoch, partition_epoch) = (reg.leader_epoch, reg.partition_epoch);
-                    self.apply(
-                        partition,
-                        Some(b),
-                        BTreeSet::from([b]),
-                        BTreeSet::new(),
-                        leader_epoch.next(),
-                        partition_epoch.next(),
-                    );
-                    return;
-                }
-            }
-            if isr != reg.isr || elr != reg.elr {
-                let (leader, leader_epoch, partition_epoch) =
-                    (reg.leader, reg.leader_epoch, reg.partition_epoch);
-                self.apply(
-                    partition,
-                    leader,
-                    isr,
-                    elr,
-                    leader_epoch,
-                    partition_epoch.next(),
-                );
-            }
-            return;
-        }
-        let (leader_epoch, partition_epoch) = (reg.leader_epoch.next(), reg.partition_epoch.next());
-        let outside = if flawed!(self.config, ElectOutsideIsr) {
-            reg.replicas
-                .iter()
-                .copied()
-                .find(|b| Some(*b) != reg.leader && self.unfenced(*b))
-        } else {
-            None
-        };
-        if let Some(b) = outside {
-            let mut isr = isr;
-            isr.insert(b);
-            let mut elr = elr;
-            elr.remove(&b);
-            if isr.len() >= reg.min_insync_replicas {
-                elr.clear();
-            }
-            self.apply(partition, Some(b), isr, elr, leader_epoch, partition_epoch);
-        } else if let Some(b) = reg.replicas.iter().copied().find(|b| isr.contains(b)) {
-            self.apply(partition, Some(b), isr, elr, leader_epoch, partition_epoch);
-        } else if let Some(b) = elr_candidate {
-            let mut isr = isr;
-            isr.insert(b);
-            let mut elr = elr;
-            elr.remove(&b);
-            self.apply(partition, Some(b), isr, elr, leader_epoch, partition_epoch);
-        } else {
-            self.apply(partition, None, isr, elr, leader_epoch, partition_epoch);
-            // A leaderless partition of an unclean topic: try at once.
-            if self
-                .partitions
-                .get(&partition)
-                .is_some_and(|r| r.unclean_leader_election)
-            {
-                let Some(reg) = self.partitions.get(&partition) else {
-                    return;
-                };
-                let (isr, elr) = (reg.isr.clone(), reg.elr.clone());
-                self.change_on_broker_change(partition, isr, elr);
-            }
-        }
-    }
-
-    fn apply(
-        &mut self,
-        partition: PartitionId,
-        leader: Option<BrokerId>,
-        isr: BTreeSet<BrokerId>,
-        elr: BTreeSet<BrokerId>,
-        leader_epoch: LeaderEpoch,
-        partition_epoch: PartitionEpoch,
-    ) {
-        let Some(reg) = self.partitions.get_mut(&partition) else {
-            return;
-        };
-        assert!(
-            leader.is_none_or(|l| isr.contains(&l)),
-            "leader outside the ISR"
-        );
-        assert!(isr.is_disjoint(&elr), "a broker in both ISR and ELR");
-        assert!(partition_epoch > reg.partition_epoch);
-        assert!(leader_epoch >= reg.leader_epoch);
-        reg.leader = leader;
-        reg.isr = isr;
-        reg.elr = elr;
-        reg.leader_epoch = leader_epoch;
-        reg.partition_epoch = partition_epoch;
     }
 
     /// Handles a leader's AlterPartition (`ReceiveAlterPartitionRequest`).
     pub fn alter_partition(&mut self, request: &AlterPartitionRequest) -> AlterPartitionResponse {
-        let result = self.try_alter_partition(request);
+        let view = Brokers(&self.brokers);
+        let result = match self.partitions.get_mut(&request.partition) {
+            Some(reg) => alter_partition(reg, request, &view),
+            None => Err(AlterPartitionError::UnknownPartition),
+        };
         AlterPartitionResponse {
             partition: request.partition,
             request_partition_epoch: request.partition_epoch,
             result,
         }
     }
+}
 
-    fn try_alter_partition(
-        &mut self,
-        request: &AlterPartitionRequest,
-    ) -> Result<PartitionState, AlterPartitionError> {
-        let reg = self
-            .partitions
-            .get(&request.partition)
-            .ok_or(AlterPartitionError::UnknownPartition)?;
-        let leader_epoch_ok = self
-            .brokers
-            .get(&request.leader)
-            .is_some_and(|r| r.epoch == request.leader_broker_epoch);
-        if reg.leader != Some(request.leader)
-            || reg.leader_epoch != request.leader_epoch
-            || !leader_epoch_ok
-        {
-            return Err(AlterPartitionError::FencedLeaderEpoch);
-        }
-        if reg.partition_epoch != request.partition_epoch {
-            return Err(AlterPartitionError::InvalidUpdateVersion);
-        }
-        let mut isr = BTreeSet::new();
-        for m in &request.new_isr {
-            if !reg.replicas.contains(&m.broker) || !isr.insert(m.broker) {
-                return Err(AlterPartitionError::InvalidRequest);
+/// The brokers as a partition's transitions see them: the controller's
+/// records ([`Controller`]) or the metadata image's (broker-cluster), which
+/// implement this so that one set of rules decides both.
+pub trait BrokerView {
+    /// Whether the broker may lead or be added to an ISR: registered,
+    /// unfenced and not in controlled shutdown.
+    fn is_unfenced(&self, broker: BrokerId) -> bool;
+    /// The broker's current epoch, if it is registered.
+    fn broker_epoch(&self, broker: BrokerId) -> Option<BrokerEpoch>;
+}
+
+/// What a transition did to a registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Transition {
+    /// The registration changed (its partition epoch was bumped).
+    pub changed: bool,
+    /// It was an unclean election (the topic's flag allowed it): the new
+    /// leader may lack acknowledged records.
+    pub unclean: bool,
+}
+
+struct Brokers<'a>(&'a BTreeMap<BrokerId, BrokerRecord>);
+
+impl BrokerView for Brokers<'_> {
+    fn is_unfenced(&self, b: BrokerId) -> bool {
+        self.0
+            .get(&b)
+            .is_some_and(|r| !r.fenced && !r.shutting_down)
+    }
+
+    fn broker_epoch(&self, b: BrokerId) -> Option<BrokerEpoch> {
+        self.0.get(&b).map(|r| r.epoch)
+    }
+}
+
+/// A new partition's registration: every unfenced replica in the ISR
+/// (their logs are empty, so all complete), the first of them leader, both
+/// epochs 0. Refused ([`ControllerError::InvalidPartition`]) with no
+/// replicas, more than [`MAX_REPLICAS`], duplicates, or a MinISR of 0 or
+/// above the replica count.
+pub fn new_partition(
+    partition: PartitionId,
+    replicas: Vec<BrokerId>,
+    min_insync_replicas: usize,
+    unclean_leader_election: bool,
+    brokers: &impl BrokerView,
+) -> Result<PartitionRegistration, ControllerError> {
+    let distinct: BTreeSet<BrokerId> = replicas.iter().copied().collect();
+    if replicas.is_empty()
+        || replicas.len() > MAX_REPLICAS
+        || distinct.len() != replicas.len()
+        || min_insync_replicas == 0
+        || min_insync_replicas > replicas.len()
+    {
+        return Err(ControllerError::InvalidPartition);
+    }
+    let isr: BTreeSet<BrokerId> = replicas
+        .iter()
+        .copied()
+        .filter(|b| brokers.is_unfenced(*b))
+        .collect();
+    let leader = replicas.iter().copied().find(|b| isr.contains(b));
+    Ok(PartitionRegistration {
+        partition,
+        replicas,
+        leader,
+        leader_epoch: LeaderEpoch(0),
+        partition_epoch: PartitionEpoch(0),
+        isr,
+        elr: BTreeSet::new(),
+        min_insync_replicas,
+        unclean_leader_election,
+    })
+}
+
+/// Whether a registration presenting `previous` (the last epoch the
+/// broker recorded durably; `None` for a new or wiped disk) is a clean
+/// restart of a broker whose registration on record has `epoch`, `served`
+/// and `clean_floor` ([`BrokerRecord`]): `previous` is that epoch, or one
+/// since the last registration that served (a registration whose answer
+/// was lost never served, so the broker could not know it).
+pub fn restart_is_clean(
+    epoch: BrokerEpoch,
+    served: bool,
+    clean_floor: BrokerEpoch,
+    previous: Option<BrokerEpoch>,
+) -> bool {
+    let floor = next_clean_floor(epoch, served, clean_floor);
+    previous.is_some_and(|p| p >= floor && p <= epoch)
+}
+
+/// The clean floor a clean restart's new registration inherits: the
+/// epoch on record if it served, else its own floor.
+pub fn next_clean_floor(epoch: BrokerEpoch, served: bool, clean_floor: BrokerEpoch) -> BrokerEpoch {
+    if served {
+        epoch
+    } else {
+        clean_floor
+    }
+}
+
+/// `HandleBrokerFenced` for one partition: `broker` (already fenced in
+/// `brokers`) leaves the ISR (into the ELR while the ISR is below MinISR);
+/// a leader outside the ISR is replaced from the ISR, else an unfenced ELR
+/// member, else none (or an unclean election if the topic allows it).
+/// Nothing changes for a partition `broker` is not a replica of.
+pub fn on_fenced(
+    reg: &mut PartitionRegistration,
+    broker: BrokerId,
+    brokers: &impl BrokerView,
+) -> Transition {
+    fenced_inner(reg, broker, brokers, false)
+}
+
+fn fenced_inner(
+    reg: &mut PartitionRegistration,
+    broker: BrokerId,
+    brokers: &impl BrokerView,
+    elect_outside_isr: bool,
+) -> Transition {
+    if !reg.replicas.contains(&broker) {
+        return Transition::default();
+    }
+    let mut isr = reg.isr.clone();
+    isr.remove(&broker);
+    let elr = update_elr(reg, &isr);
+    change_on_broker_change(reg, isr, elr, brokers, elect_outside_isr)
+}
+
+/// `HandleBrokerUnfenced` for one partition: a leaderless partition elects
+/// from its ELR (or uncleanly, if its topic allows); others do not change.
+pub fn on_unfenced(reg: &mut PartitionRegistration, brokers: &impl BrokerView) -> Transition {
+    if reg.leader.is_some() {
+        return Transition::default();
+    }
+    let (isr, elr) = (reg.isr.clone(), reg.elr.clone());
+    change_on_broker_change(reg, isr, elr, brokers, false)
+}
+
+/// `ProcessUncleanBroker` for one partition: a broker that registered
+/// without a clean restart ([`restart_is_clean`]) leaves the ELR (and the
+/// ISR, which its fencing already did).
+pub fn on_unclean_restart(
+    reg: &mut PartitionRegistration,
+    broker: BrokerId,
+    brokers: &impl BrokerView,
+) -> Transition {
+    if !reg.elr.contains(&broker) && !reg.isr.contains(&broker) {
+        return Transition::default();
+    }
+    let mut isr = reg.isr.clone();
+    isr.remove(&broker);
+    let mut elr = reg.elr.clone();
+    elr.remove(&broker);
+    change_on_broker_change(reg, isr, elr, brokers, false)
+}
+
+/// A preferred-leader election for one partition (Kafka's `ElectLeaders`
+/// with `PREFERRED`): the first replica becomes leader in a new epoch if it
+/// is in the ISR and unfenced; the ISR and ELR do not change. Returns
+/// whether the leader changed.
+pub fn elect_preferred_leader(reg: &mut PartitionRegistration, brokers: &impl BrokerView) -> bool {
+    let Some(preferred) = reg.replicas.first().copied() else {
+        return false;
+    };
+    if reg.leader == Some(preferred)
+        || !reg.isr.contains(&preferred)
+        || !brokers.is_unfenced(preferred)
+    {
+        return false;
+    }
+    let (isr, elr) = (reg.isr.clone(), reg.elr.clone());
+    let (leader_epoch, partition_epoch) = (reg.leader_epoch.next(), reg.partition_epoch.next());
+    set(
+        reg,
+        Some(preferred),
+        isr,
+        elr,
+        leader_epoch,
+        partition_epoch,
+    );
+    true
+}
+
+/// `MaybeUpdatePartitionOnBrokerChange`: applies a new ISR and ELR,
+/// electing a leader if the current one is out of the ISR.
+fn change_on_broker_change(
+    reg: &mut PartitionRegistration,
+    isr: BTreeSet<BrokerId>,
+    elr: BTreeSet<BrokerId>,
+    brokers: &impl BrokerView,
+    elect_outside_isr: bool,
+) -> Transition {
+    let changed = Transition {
+        changed: true,
+        unclean: false,
+    };
+    let leader_stays = reg.leader.is_some_and(|l| isr.contains(&l));
+    let elr_candidate = reg
+        .replicas
+        .iter()
+        .copied()
+        .find(|b| elr.contains(b) && brokers.is_unfenced(*b));
+    if leader_stays || (reg.leader.is_none() && isr.is_empty() && elr_candidate.is_none()) {
+        let unclean = reg.leader.is_none() && reg.unclean_leader_election;
+        if unclean {
+            if let Some(b) = reg
+                .replicas
+                .iter()
+                .copied()
+                .find(|b| brokers.is_unfenced(*b))
+            {
+                let (leader_epoch, partition_epoch) = (reg.leader_epoch, reg.partition_epoch);
+                set(
+                    reg,
+                    Some(b),
+                    BTreeSet::from([b]),
+                    BTreeSet::new(),
+                    leader_epoch.next(),
+                    partition_epoch.next(),
+                );
+                return Transition {
+                    changed: true,
+                    unclean: true,
+                };
             }
-            match m.broker_epoch {
-                None if !reg.isr.contains(&m.broker) => {
-                    return Err(AlterPartitionError::InvalidRequest)
-                }
-                Some(e) if self.brokers.get(&m.broker).is_none_or(|r| r.epoch != e) => {
-                    return Err(AlterPartitionError::IneligibleReplica)
-                }
-                _ => {}
-            }
-            if !self.unfenced(m.broker) {
-                return Err(AlterPartitionError::IneligibleReplica);
-            }
         }
-        if !isr.contains(&request.leader) {
+        if isr != reg.isr || elr != reg.elr {
+            let (leader, leader_epoch, partition_epoch) =
+                (reg.leader, reg.leader_epoch, reg.partition_epoch);
+            set(reg, leader, isr, elr, leader_epoch, partition_epoch.next());
+            return changed;
+        }
+        return Transition::default();
+    }
+    let (leader_epoch, partition_epoch) = (reg.leader_epoch.next(), reg.partition_epoch.next());
+    let outside = if elect_outside_isr {
+        reg.replicas
+            .iter()
+            .copied()
+            .find(|b| Some(*b) != reg.leader && brokers.is_unfenced(*b))
+    } else {
+        None
+    };
+    if let Some(b) = outside {
+        let mut isr = isr;
+        isr.insert(b);
+        let mut elr = elr;
+        elr.remove(&b);
+        if isr.len() >= reg.min_insync_replicas {
+            elr.clear();
+        }
+        set(reg, Some(b), isr, elr, leader_epoch, partition_epoch);
+        changed
+    } else if let Some(b) = reg.replicas.iter().copied().find(|b| isr.contains(b)) {
+        set(reg, Some(b), isr, elr, leader_epoch, partition_epoch);
+        changed
+    } else if let Some(b) = elr_candidate {
+        let mut isr = isr;
+        isr.insert(b);
+        let mut elr = elr;
+        elr.remove(&b);
+        set(reg, Some(b), isr, elr, leader_epoch, partition_epoch);
+        changed
+    } else {
+        set(reg, None, isr, elr, leader_epoch, partition_epoch);
+        // A leaderless partition of an unclean topic: try at once.
+        if reg.unclean_leader_election {
+            let (isr, elr) = (reg.isr.clone(), reg.elr.clone());
+            let again = change_on_broker_change(reg, isr, elr, brokers, elect_outside_isr);
+            return Transition {
+                changed: true,
+                unclean: again.unclean,
+            };
+        }
+        changed
+    }
+}
+
+fn set(
+    reg: &mut PartitionRegistration,
+    leader: Option<BrokerId>,
+    isr: BTreeSet<BrokerId>,
+    elr: BTreeSet<BrokerId>,
+    leader_epoch: LeaderEpoch,
+    partition_epoch: PartitionEpoch,
+) {
+    assert!(
+        leader.is_none_or(|l| isr.contains(&l)),
+        "leader outside the ISR"
+    );
+    assert!(isr.is_disjoint(&elr), "a broker in both ISR and ELR");
+    assert!(partition_epoch > reg.partition_epoch);
+    assert!(leader_epoch >= reg.leader_epoch);
+    reg.leader = leader;
+    reg.isr = isr;
+    reg.elr = elr;
+    reg.leader_epoch = leader_epoch;
+    reg.partition_epoch = partition_epoch;
+}
+
+/// A leader's AlterPartition for one partition
+/// (`ReceiveAlterPartitionRequest`, `ValidateAlterPartitionRequest`): the
+/// leader and its broker epoch and leader epoch must be current
+/// ([`AlterPartitionError::FencedLeaderEpoch`]), the partition epoch must
+/// be the registration's (compare-and-set,
+/// [`AlterPartitionError::InvalidUpdateVersion`]), every member a replica
+/// once, unfenced, and a member not already in the ISR given with its
+/// current broker epoch (KIP-903, [`AlterPartitionError::IneligibleReplica`]).
+/// On success the ISR (and ELR) change and the partition epoch is bumped;
+/// refused, nothing changes.
+pub fn alter_partition(
+    reg: &mut PartitionRegistration,
+    request: &AlterPartitionRequest,
+    brokers: &impl BrokerView,
+) -> Result<PartitionState, AlterPartitionError> {
+    if reg.partition != request.partition {
+        return Err(AlterPartitionError::UnknownPartition);
+    }
+    let leader_epoch_ok = brokers.broker_epoch(request.leader) == Some(request.leader_broker_epoch);
+    if reg.leader != Some(request.leader)
+        || reg.leader_epoch != request.leader_epoch
+        || !leader_epoch_ok
+    {
+        return Err(AlterPartitionError::FencedLeaderEpoch);
+    }
+    if reg.partition_epoch != request.partition_epoch {
+        return Err(AlterPartitionError::InvalidUpdateVersion);
+    }
+    let mut isr = BTreeSet::new();
+    for m in &request.new_isr {
+        if !reg.replicas.contains(&m.broker) || !isr.insert(m.broker) {
             return Err(AlterPartitionError::InvalidRequest);
         }
-        let mut elr = update_elr(reg, &isr);
-        elr.retain(|b| !isr.contains(b));
-        let (leader, leader_epoch, partition_epoch) =
-            (reg.leader, reg.leader_epoch, reg.partition_epoch.next());
-        self.apply(
-            request.partition,
-            leader,
-            isr,
-            elr,
-            leader_epoch,
-            partition_epoch,
-        );
-        self.partitions
-            .get(&request.partition)
-            .map(PartitionRegistration::broker_view)
-            .ok_or(AlterPartitionError::UnknownPartition)
+        match m.broker_epoch {
+            None if !reg.isr.contains(&m.broker) => {
+                return Err(AlterPartitionError::InvalidRequest)
+            }
+            Some(e) if brokers.broker_epoch(m.broker) != Some(e) => {
+                return Err(AlterPartitionError::IneligibleReplica)
+            }
+            _ => {}
+        }
+        if !brokers.is_unfenced(m.broker) {
+            return Err(AlterPartitionError::IneligibleReplica);
+        }
     }
+    if !isr.contains(&request.leader) {
+        return Err(AlterPartitionError::InvalidRequest);
+    }
+    let mut elr = update_elr(reg, &isr);
+    elr.retain(|b| !isr.contains(b));
+    let (leader, leader_epoch, partition_epoch) =
+        (reg.leader, reg.leader_epoch, reg.partition_epoch.next());
+    set(reg, leader, isr, elr, leader_epoch, partition_epoch);
+    Ok(reg.broker_view())
 }
 
 /// KIP-966's ELR after the ISR changes to `new_isr` (`UpdateElr`): empty

@@ -75,8 +75,13 @@
 //! from the log's flusher, [`Event::Tick`] from a timer. Carry out the
 //! [`Action`]s in order; [`Action::TruncateTo`] and
 //! [`Action::WriteEpochCheckpoint`] must be durable before the next
-//! action. The controller's methods are commands of the metadata state
-//! machine. The simulator (`sim`, feature `sim`) is a complete driver.
+//! action. The controller's rules are commands of the metadata state
+//! machine: broker-cluster's image runs the per-partition functions
+//! ([`new_partition`], [`on_fenced`], [`on_unfenced`],
+//! [`on_unclean_restart`], [`restart_is_clean`], [`alter_partition`],
+//! [`elect_preferred_leader`]) over its own brokers through a
+//! [`BrokerView`], the same functions the [`Controller`] runs over its
+//! records, so the simulator checks what the quorum decides. The simulator (`sim`, feature `sim`) is a complete driver.
 //!
 //! Module map:
 //! - `ids.rs`: the newtypes. `limits.rs`: every bound.
@@ -101,7 +106,9 @@ mod replica;
 pub mod sim;
 
 pub use controller::{
-    update_elr, BrokerRecord, Controller, ControllerConfig, ControllerError, PartitionRegistration,
+    alter_partition, elect_preferred_leader, new_partition, next_clean_floor, on_fenced,
+    on_unclean_restart, on_unfenced, restart_is_clean, update_elr, BrokerRecord, BrokerView,
+    Controller, ControllerConfig, ControllerError, PartitionRegistration, Transition,
 };
 pub use epoch_cache::{truncation_point, EpochCache, EpochCacheError, EpochEnd, EpochEntry};
 #[cfg(any(test, feature = "sim"))]

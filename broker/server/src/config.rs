@@ -234,6 +234,9 @@ impl Default for ServerConfig {
                 retention_bytes: None,
                 segment_bytes: log_config::DEFAULT_SEGMENT_BYTES,
                 log_append_time: false,
+                replication_factor: 1,
+                min_insync_replicas: 1,
+                unclean_leader_election: false,
             },
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_batch_bytes: log_config::DEFAULT_BATCH_BYTES_MAX,
@@ -264,6 +267,26 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.shards == Some(0) {
             return Err(ConfigError("shards must be at least 1".into()));
+        }
+        let rf = self.topic_defaults.replication_factor;
+        if rf == 0 || usize::from(rf) > broker_replication_max_replicas() {
+            return Err(ConfigError(format!(
+                "default_replication_factor = {rf}: must be 1 to {}",
+                broker_replication_max_replicas()
+            )));
+        }
+        if rf > 1 && self.cluster.is_none() {
+            return Err(ConfigError(format!(
+                "default_replication_factor = {rf}: a broker on its own keeps one copy of each \
+                 partition; replication needs --controllers"
+            )));
+        }
+        if rf > 1 && self.fsync != FsyncPolicy::Always {
+            return Err(ConfigError(format!(
+                "default_replication_factor = {rf} with fsync {:?}: replicated topics are durable \
+                 before ack on every replica, so they need --fsync always",
+                self.fsync
+            )));
         }
         if self.group_min_session_timeout_ms == 0
             || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms
@@ -397,4 +420,9 @@ impl ServerConfig {
             None => main_port.saturating_add(1).saturating_add(shard),
         }
     }
+}
+
+/// Most replicas of one partition (broker-replication's bound).
+fn broker_replication_max_replicas() -> usize {
+    broker_cluster::MAX_REPLICAS
 }

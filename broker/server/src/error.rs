@@ -39,6 +39,10 @@ pub enum ErrorKind {
     InvalidRequest,
     /// A topic with this name exists (or is being created or deleted).
     TopicExists,
+    /// A replication factor the cluster cannot honour: more replicas than
+    /// brokers that can take one, more than one on a broker on its own, a
+    /// bad min.insync.replicas (Kafka's INVALID_REPLICATION_FACTOR).
+    InvalidReplicationFactor,
     /// The member is not (or no longer) in the group.
     UnknownMember,
     /// The request's generation is not the group's current one.

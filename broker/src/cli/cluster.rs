@@ -1,6 +1,7 @@
 //! `broker cluster status`: the controller quorum (each controller's view:
 //! the leader it knows, its term, what it has applied) and the cluster's
-//! brokers (epoch, fenced or not, shards, partitions), as the leader's
+//! brokers (epoch, fenced or not, shards, replicas held, partitions led;
+//! the under-replicated and leaderless partition counts), as the leader's
 //! image says.
 
 use std::{net::SocketAddr, time::Duration};
@@ -198,8 +199,9 @@ fn status(a: StatusArgs) -> CliResult {
             }
             let c = &best.cluster;
             text.push_str(&format!(
-                "\ncluster {}: metadata version {}, {} topics, {} partitions\n",
-                c.cluster_id, c.version, c.topics, c.partitions
+                "\ncluster {}: metadata version {}, {} topics, {} partitions \
+                 ({} under-replicated, {} without a leader)\n",
+                c.cluster_id, c.version, c.topics, c.partitions, c.under_replicated, c.offline
             ));
             let rows: Vec<Vec<String>> = c
                 .brokers
@@ -214,11 +216,12 @@ fn status(a: StatusArgs) -> CliResult {
                             .unwrap_or_default(),
                         b.shards.to_string(),
                         b.partitions.to_string(),
+                        b.leaders.to_string(),
                     ]
                 })
                 .collect();
             text.push_str(&table(
-                &["BROKER", "EPOCH", "STATE", "SHARDS", "PARTITIONS"],
+                &["BROKER", "EPOCH", "STATE", "SHARDS", "REPLICAS", "LEADERS"],
                 &rows,
             ));
             emit(&text)

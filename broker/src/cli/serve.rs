@@ -78,6 +78,11 @@ pub struct Settings {
     /// Partitions of a topic created without a count [default: 1].
     #[arg(long)]
     pub default_partitions: Option<u32>,
+    /// Replicas of each partition of a topic created without a replication
+    /// factor (Kafka's default.replication.factor) [default: 1]. Above 1
+    /// needs --controllers and --fsync always.
+    #[arg(long)]
+    pub default_replication_factor: Option<u16>,
     /// Default segment size in bytes [default: 1073741824].
     #[arg(long)]
     pub segment_bytes: Option<u64>,
@@ -220,6 +225,7 @@ pub struct Effective {
     fsync: Fsync,
     fsync_interval_ms: u64,
     default_partitions: u32,
+    default_replication_factor: u16,
     segment_bytes: u64,
     retention_ms: i64,
     retention_bytes: i64,
@@ -266,6 +272,7 @@ impl ServeArgs {
             fsync,
             fsync_interval_ms,
             default_partitions,
+            default_replication_factor,
             segment_bytes,
             retention_ms,
             retention_bytes,
@@ -383,6 +390,9 @@ impl ServeArgs {
         };
         cfg.topic_defaults.segment_bytes =
             s.segment_bytes.unwrap_or(d.topic_defaults.segment_bytes);
+        cfg.topic_defaults.replication_factor = s
+            .default_replication_factor
+            .unwrap_or(d.topic_defaults.replication_factor);
         cfg.topic_defaults.retention_ms = limit("retention_ms", retention_ms)?;
         cfg.topic_defaults.retention_bytes = limit("retention_bytes", retention_bytes)?;
         cfg.connection_in_flight_bytes = cfg.connection_in_flight_bytes.max(cfg.max_frame_bytes);
@@ -406,6 +416,7 @@ impl ServeArgs {
             fsync,
             fsync_interval_ms,
             default_partitions: cfg.default_partitions,
+            default_replication_factor: cfg.topic_defaults.replication_factor,
             segment_bytes: cfg.topic_defaults.segment_bytes,
             retention_ms,
             retention_bytes,
@@ -589,5 +600,27 @@ mod tests {
                 .unwrap_err();
             assert!(err.contains(key), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_default_replication_factor_above_one_needs_a_cluster_and_fsync_always() {
+        let controllers = ["--node-id", "1", "--controllers", "1@127.0.0.1:9300"];
+        let err = parse(&["--default-replication-factor", "3"])
+            .effective()
+            .unwrap_err();
+        assert!(err.contains("--controllers"), "{err}");
+        let mut args = controllers.to_vec();
+        args.extend(["--default-replication-factor", "3", "--fsync", "interval"]);
+        let err = parse(&args).effective().unwrap_err();
+        assert!(err.contains("--fsync always"), "{err}");
+        let mut args = controllers.to_vec();
+        args.extend(["--default-replication-factor", "3"]);
+        let (e, cfg) = parse(&args).effective().unwrap();
+        assert_eq!(e.default_replication_factor, 3);
+        assert_eq!(cfg.topic_defaults.replication_factor, 3);
+        let err = parse(&["--default-replication-factor", "0"])
+            .effective()
+            .unwrap_err();
+        assert!(err.contains("default_replication_factor"), "{err}");
     }
 }

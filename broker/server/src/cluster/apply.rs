@@ -32,13 +32,23 @@ const ATTEMPTS: u32 = 5;
 /// The pause between those tries.
 const RETRY_PAUSE: Duration = Duration::from_millis(300);
 
-/// The topic as this broker's table holds it, from the image's record.
+/// The topic as this broker's table holds it, from the image's record:
+/// each partition's broker and shard are its leader's replica (the
+/// preferred replica's while it has none; with one replica, its placement,
+/// as before replication). A leader change is a new table entry (the
+/// partition opens on the new leader's shard).
 pub fn topic_meta(name: &str, record: &TopicRecord) -> TopicMeta {
+    let serving: Vec<broker_cluster::Placement> = record
+        .partitions
+        .iter()
+        .zip(&record.replicas)
+        .map(|(pl, reg)| reg.leader_replica().unwrap_or(*pl))
+        .collect();
     TopicMeta {
         name: name.to_owned(),
         config: record.config,
-        shards: record.partitions.iter().map(|p| p.shard.0).collect(),
-        brokers: record.partitions.iter().map(|p| p.broker.0).collect(),
+        shards: serving.iter().map(|p| p.shard.0).collect(),
+        brokers: serving.iter().map(|p| p.broker.0).collect(),
         created_by: Some(record.created_by.0),
     }
 }
@@ -235,6 +245,11 @@ fn refusal(r: Refused) -> ServiceError {
         RefusalKind::UnknownTopic => ErrorKind::UnknownTopic,
         RefusalKind::UnknownPartition => ErrorKind::UnknownPartition,
         RefusalKind::Invalid => ErrorKind::InvalidRequest,
+        RefusalKind::InvalidReplicationFactor => ErrorKind::InvalidReplicationFactor,
+        // Answers to AlterPartition, which topic commands never get.
+        RefusalKind::FencedLeaderEpoch
+        | RefusalKind::InvalidUpdateVersion
+        | RefusalKind::IneligibleReplica => ErrorKind::Internal,
         RefusalKind::UnknownBroker
         | RefusalKind::StaleBrokerEpoch
         | RefusalKind::DuplicateBrokerRegistration

@@ -175,6 +175,9 @@ pub fn join(
         shards: endpoints.native_shards.len() as u16,
         native: listener(endpoints.native, endpoints.native_shards),
         kafka: endpoints.kafka.map(|k| listener(k, endpoints.kafka_shards)),
+        previous_epoch: metadata::broker_epoch(&metadata::DataDir::new(&config.data_dir))
+            .map_err(|e| StartError::Cluster(format!("this broker's recorded epoch: {e}")))?,
+        fsync_every_write: config.fsync == broker_log::FsyncPolicy::Always,
     };
     registration
         .validate()
@@ -212,6 +215,10 @@ pub fn join(
                 ..
             }) => {
                 tracing::info!(node = config.broker_id, %epoch, "admitted to the cluster");
+                // Recorded before serving: the next registration presents
+                // it, so the controllers know the restart clean.
+                metadata::record_broker_epoch(&metadata::DataDir::new(&config.data_dir), epoch)
+                    .map_err(|e| StartError::Cluster(format!("recording the broker epoch: {e}")))?;
                 return Ok(Membership { member, controller });
             }
             Some(s) => {

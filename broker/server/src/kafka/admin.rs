@@ -4,8 +4,10 @@
 //!
 //! CreateTopics, per topic, in this order of checks:
 //! - a name given twice in one request: INVALID_REQUEST (as Kafka);
-//! - `replication_factor` other than -1 or 1: INVALID_REPLICATION_FACTOR
-//!   (one copy per partition until replication lands);
+//! - `replication_factor` other than -1 (the broker's default,
+//!   `--default-replication-factor`) or 1..=16: INVALID_REPLICATION_FACTOR
+//!   (and so is more than 1 on a broker on its own, or more than the
+//!   cluster's brokers that can take a replica: the controllers' refusal);
 //! - manual `assignments`: INVALID_REQUEST (placement is the broker's);
 //! - `num_partitions` other than -1 (the broker's default) or
 //!   1..=[`MAX_PARTITIONS_PER_TOPIC`]: INVALID_PARTITIONS;
@@ -130,16 +132,19 @@ type Refusal = (i16, String);
 /// The service's request for `t`, or why the codec refuses it (the checks
 /// of the module's doc, up to the configs).
 pub fn check_topic(t: &CreatableTopic<'_>) -> Result<topics::CreateTopic, Refusal> {
-    if !matches!(t.replication_factor, -1 | 1) {
-        return Err((
-            errors::INVALID_REPLICATION_FACTOR,
-            format!(
-                "replication factor {}: this broker keeps one copy of each partition until \
-                 replication lands; ask for 1 or -1",
-                t.replication_factor
-            ),
-        ));
-    }
+    let replication_factor = match t.replication_factor {
+        -1 => None,
+        n if n >= 1 && n as usize <= broker_cluster::MAX_REPLICAS => Some(n as u16),
+        n => {
+            return Err((
+                errors::INVALID_REPLICATION_FACTOR,
+                format!(
+                    "replication factor {n}: must be -1 (the broker's default) or 1..={}",
+                    broker_cluster::MAX_REPLICAS
+                ),
+            ))
+        }
+    };
     if !t.assignments.is_empty() {
         return Err((
             errors::INVALID_REQUEST,
@@ -180,6 +185,7 @@ pub fn check_topic(t: &CreatableTopic<'_>) -> Result<topics::CreateTopic, Refusa
         partitions,
         settings,
         log_append_time: configs::log_append_time(&t.configs),
+        replication_factor,
     })
 }
 
@@ -250,7 +256,7 @@ pub async fn create_topics(shard: &Rc<Shard>, mut request: Request<'_>) -> Decod
                         .collect();
                     r = r
                         .with_num_partitions(partitions as i32)
-                        .with_replication_factor(1)
+                        .with_replication_factor(config.replication_factor as i16)
                         .with_configs(Some(entries));
                 }
                 r
@@ -404,18 +410,27 @@ mod tests {
             ..topic("orders")
         };
         assert_eq!(check_topic(&defaults).unwrap().partitions, None);
+        assert_eq!(check_topic(&defaults).unwrap().replication_factor, None);
     }
 
     #[test]
     fn each_bad_field_gets_its_kafka_error() {
         let code = |t: CreatableTopic<'_>| check_topic(&t).unwrap_err().0;
-        assert_eq!(
-            code(CreatableTopic {
-                replication_factor: 3,
-                ..topic("a")
-            }),
-            errors::INVALID_REPLICATION_FACTOR
-        );
+        for rf in [0, -2, 17] {
+            assert_eq!(
+                code(CreatableTopic {
+                    replication_factor: rf,
+                    ..topic("a")
+                }),
+                errors::INVALID_REPLICATION_FACTOR
+            );
+        }
+        // Three replicas pass the codec: the cluster decides.
+        let three = CreatableTopic {
+            replication_factor: 3,
+            ..topic("a")
+        };
+        assert_eq!(check_topic(&three).unwrap().replication_factor, Some(3));
         assert_eq!(
             code(CreatableTopic {
                 assignments: vec![(0, vec![0])],

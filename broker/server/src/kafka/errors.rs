@@ -73,6 +73,7 @@ pub fn code(e: &ServiceError) -> i16 {
     match e.kind {
         ErrorKind::UnknownTopic | ErrorKind::UnknownPartition => UNKNOWN_TOPIC_OR_PARTITION,
         ErrorKind::OffsetOutOfRange => OFFSET_OUT_OF_RANGE,
+        ErrorKind::InvalidReplicationFactor => INVALID_REPLICATION_FACTOR,
         ErrorKind::NotOwner => NOT_LEADER_OR_FOLLOWER,
         ErrorKind::CorruptBatch => CORRUPT_MESSAGE,
         ErrorKind::BatchTooLarge => MESSAGE_TOO_LARGE,

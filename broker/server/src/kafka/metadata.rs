@@ -204,6 +204,7 @@ async fn auto_create(
     let created = topics::create(
         shard,
         topics::CreateTopic {
+            replication_factor: None,
             name: name.to_owned(),
             partitions: None,
             settings: Default::default(),
@@ -240,10 +241,19 @@ fn topic_entry(
     meta: Option<&TopicMeta>,
     live: Option<&[i32]>,
 ) -> MetadataResponseTopic {
+    let image = shard.image();
     let partitions = meta
         .map(|m| {
             (0..m.partition_count())
                 .map(|p| {
+                    if m.config.replication_factor > 1 {
+                        if let Some(reg) = image
+                            .as_ref()
+                            .and_then(|i| i.partition_replicas(name, p).ok())
+                        {
+                            return replicated_partition(shard, p, reg, live);
+                        }
+                    }
                     let id = leader_of(shard, m.broker_of(p), m.owner(p).unwrap_or(0));
                     let leader = BrokerId(id);
                     let up = live.is_none_or(|live| live.contains(&id));
@@ -266,4 +276,39 @@ fn topic_entry(
         .with_name(Some(TopicName(StrBytes::from_string(name.to_owned()))))
         .with_is_internal(is_internal(name))
         .with_partitions(partitions)
+}
+
+/// A replicated partition's entry, from its registration in the image:
+/// its leader (none while it has none or its broker is not among the live
+/// nodes: LEADER_NOT_AVAILABLE), every replica, the ISR, and the leader
+/// epoch (v7+). Node ids are each replica's (broker, shard).
+fn replicated_partition(
+    shard: &Shard,
+    p: u32,
+    reg: &broker_cluster::PartitionReplicas,
+    live: Option<&[i32]>,
+) -> MetadataResponsePartition {
+    let node =
+        |pl: &broker_cluster::Placement| BrokerId(leader_of(shard, Some(pl.broker.0), pl.shard.0));
+    let leader = reg
+        .leader_replica()
+        .map(|pl| node(&pl))
+        .filter(|id| live.is_none_or(|live| live.contains(&id.0)));
+    let isr = reg
+        .replicas
+        .iter()
+        .filter(|r| reg.isr.contains(&r.broker))
+        .map(node)
+        .collect();
+    MetadataResponsePartition::default()
+        .with_error_code(if leader.is_some() {
+            errors::NONE
+        } else {
+            errors::LEADER_NOT_AVAILABLE
+        })
+        .with_partition_index(p as i32)
+        .with_leader_id(leader.unwrap_or(BrokerId(-1)))
+        .with_leader_epoch(reg.leader_epoch as i32)
+        .with_replica_nodes(reg.replicas.iter().map(node).collect())
+        .with_isr_nodes(isr)
 }

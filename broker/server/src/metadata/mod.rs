@@ -130,6 +130,9 @@ pub fn resolve_topic_config(
         )?,
         segment_bytes,
         log_append_time: defaults.log_append_time,
+        replication_factor: defaults.replication_factor,
+        min_insync_replicas: defaults.min_insync_replicas,
+        unclean_leader_election: defaults.unclean_leader_election,
     })
 }
 
@@ -563,6 +566,40 @@ pub fn cluster_id(dir: &DataDir) -> Result<String, MetadataError> {
     }
 }
 
+/// The last broker epoch this cluster member recorded (file
+/// `broker-epoch`), None if it never did (a new or wiped directory). The
+/// broker presents it when it registers: broker-replication counts a
+/// restart clean only if it is the epoch of its last registration that
+/// served (or later), and otherwise takes the broker out of every ELR.
+pub fn broker_epoch(dir: &DataDir) -> Result<Option<broker_cluster::BrokerEpoch>, MetadataError> {
+    let path = dir.root().join("broker-epoch");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .map(|e| Some(broker_cluster::BrokerEpoch(e)))
+            .map_err(|_| MetadataError::Corrupt {
+                path,
+                reason: format!("{:?} is not a broker epoch", text.trim()),
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(MetadataError::io("read", &path, e)),
+    }
+}
+
+/// Records `epoch` as this member's broker epoch (`broker-epoch`, written
+/// atomically and fsynced, the directory too) once the controllers
+/// admitted it, before it serves.
+pub fn record_broker_epoch(
+    dir: &DataDir,
+    epoch: broker_cluster::BrokerEpoch,
+) -> Result<(), MetadataError> {
+    write_atomic_blocking(
+        &dir.root().join("broker-epoch"),
+        epoch.0.to_string().as_bytes(),
+    )
+}
+
 /// The cluster id of a cluster member: `expected`, which the data
 /// directory's `cluster.id` must already hold (or, for a new directory,
 /// is written to it). A directory of another cluster, or of a broker that
@@ -677,6 +714,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_broker_epoch_is_recorded_durably_and_absent_on_a_new_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path());
+        assert_eq!(broker_epoch(&dir).unwrap(), None);
+        record_broker_epoch(&dir, broker_cluster::BrokerEpoch(7)).unwrap();
+        assert_eq!(
+            broker_epoch(&dir).unwrap(),
+            Some(broker_cluster::BrokerEpoch(7))
+        );
+        record_broker_epoch(&dir, broker_cluster::BrokerEpoch(12)).unwrap();
+        assert_eq!(
+            broker_epoch(&dir).unwrap(),
+            Some(broker_cluster::BrokerEpoch(12))
+        );
+        std::fs::write(tmp.path().join("broker-epoch"), "twelve").unwrap();
+        assert!(matches!(
+            broker_epoch(&dir),
+            Err(MetadataError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
     fn placement_is_round_robin_from_a_name_dependent_start() {
         let shards: Vec<u16> = (0..6).map(|p| place("orders", p, 4)).collect();
         for w in shards.windows(2) {
@@ -704,6 +763,9 @@ mod tests {
             retention_bytes: None,
             segment_bytes: 1 << 30,
             log_append_time: false,
+            replication_factor: 1,
+            min_insync_replicas: 1,
+            unclean_leader_election: false,
         };
         let all_default = resolve_topic_config(&TopicSettings::default(), &defaults).unwrap();
         assert_eq!(all_default, defaults);
@@ -748,6 +810,9 @@ mod tests {
                 retention_bytes: Some(10),
                 segment_bytes: 4096,
                 log_append_time: false,
+                replication_factor: 1,
+                min_insync_replicas: 1,
+                unclean_leader_election: false,
             },
             2,
         );

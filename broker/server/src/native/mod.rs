@@ -297,6 +297,7 @@ async fn create_topic(shard: &Rc<Shard>, id: u64, r: CreateTopicRequest<'_>) -> 
         }
     };
     let request = CreateTopic {
+        replication_factor: None,
         name: r.name().to_owned(),
         partitions,
         settings: TopicSettings::from_table(r.config()),
@@ -414,6 +415,9 @@ pub fn error_code(kind: ErrorKind) -> ErrorCode {
         ErrorKind::NoSpace => ErrorCode::NoSpace,
         ErrorKind::Storage => ErrorCode::StorageError,
         ErrorKind::InvalidRequest => ErrorCode::InvalidRequest,
+        // The native protocol has no code of its own for it (adding one
+        // changes the wire's enum): the message says which rule.
+        ErrorKind::InvalidReplicationFactor => ErrorCode::InvalidRequest,
         ErrorKind::TopicExists => ErrorCode::TopicExists,
         ErrorKind::UnknownMember => ErrorCode::UnknownMember,
         ErrorKind::IllegalGeneration => ErrorCode::IllegalGeneration,

@@ -61,6 +61,9 @@ pub fn offsets_topic(shard_count: u16) -> TopicMeta {
             retention_bytes: None,
             segment_bytes: OFFSETS_SEGMENT_BYTES,
             log_append_time: false,
+            replication_factor: 1,
+            min_insync_replicas: 1,
+            unclean_leader_election: false,
         },
         shard_count,
     )

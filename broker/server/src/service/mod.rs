@@ -223,8 +223,27 @@ pub fn owner(shard: &Shard, topic: &str, partition: u32) -> ServiceResult<ShardI
                  does not run; the controllers place it again"
             ),
         )),
+        // A replicated partition is served by its leader only: the table
+        // names the preferred replica while there is none (RF 1 never
+        // looks: its table entry is its only copy, as before).
+        _ if meta.config.replication_factor > 1 && !leads(shard, topic, partition) => {
+            Err(ServiceError::new(
+                ErrorKind::NotOwner,
+                format!("partition {topic}/{partition} has no leader now"),
+            ))
+        }
         _ => Ok(owner),
     }
+}
+
+/// Whether this broker leads `partition` of `topic` by the image applied.
+fn leads(shard: &Shard, topic: &str, partition: u32) -> bool {
+    let me = broker_cluster::BrokerId(shard.config().broker_id);
+    shard.image().is_some_and(|image| {
+        image
+            .partition_replicas(topic, partition)
+            .is_ok_and(|r| r.leader == Some(me) && !image.is_fenced(me))
+    })
 }
 
 /// Where a partition request runs: here, on another shard, or nowhere.

@@ -31,6 +31,11 @@ pub struct CreateTopic {
     /// Kafka's `message.timestamp.type`: Some(true) for LogAppendTime,
     /// None for the broker's default.
     pub log_append_time: Option<bool>,
+    /// Replicas of each partition; None for the broker's default
+    /// (`--default-replication-factor`). The native CreateTopic cannot
+    /// carry it (its TopicSettings table has no such field): Kafka's
+    /// CreateTopics can.
+    pub replication_factor: Option<u16>,
 }
 
 /// A topic as described by metadata: None for an unknown name.
@@ -152,6 +157,21 @@ fn plan(shard: &Shard, r: &CreateTopic) -> ServiceResult<TopicMeta> {
     if let Some(l) = r.log_append_time {
         config.log_append_time = l;
     }
+    if let Some(rf) = r.replication_factor {
+        config.replication_factor = rf;
+    }
+    if config.replication_factor != 1 && shard.cluster().is_none() {
+        return Err(ServiceError::new(
+            ErrorKind::InvalidReplicationFactor,
+            format!(
+                "replication factor {}: a broker on its own keeps one copy of each partition \
+                 (replication needs a cluster: --controllers)",
+                config.replication_factor
+            ),
+        ));
+    }
+    // min.insync.replicas above the factor is the controllers' to refuse;
+    // a default of 1 always fits.
     Ok(TopicMeta::new(
         &r.name,
         partitions,
