@@ -111,6 +111,7 @@ impl Log {
             epoch_file_writing: false,
             replica_appending: false,
             truncations: 0,
+            read_ahead: None,
             flusher: None,
             waiters: Vec::new(),
         };
