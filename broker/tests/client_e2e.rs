@@ -516,6 +516,9 @@ fn a_partition_read_from_disk_comes_back_byte_for_byte_across_segment_rolls_and_
         ..TopicSettings::default()
     };
     client.create_topic("rolls", 1, &settings).unwrap();
+    // Several produce requests in flight on one connection (the default):
+    // they must land in order across the rolls too (they did not: an
+    // append waiting out a roll could be overtaken by a newer one).
     let producer = Producer::with_client(client, ProducerConfig::default()).unwrap();
     let handle = producer.partition_handle("rolls", 0).unwrap();
     // About 6 MB: six segments of 1 MiB.

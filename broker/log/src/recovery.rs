@@ -112,6 +112,8 @@ impl Log {
             replica_appending: false,
             truncations: 0,
             read_ahead: None,
+            place_queue: VecDeque::new(),
+            place_next_ticket: 0,
             flusher: None,
             waiters: Vec::new(),
         };

@@ -143,6 +143,13 @@ pub(crate) struct State {
     /// that awaited I/O across one starts again, so no reader gets bytes
     /// that were truncated under it.
     pub(crate) truncations: u64,
+    /// Appends that found the log busy (a roll, a reset) and wait to be
+    /// placed, by ticket, oldest first: they are placed in this order, and
+    /// an append arriving while any waits queues behind them (see
+    /// `Log::place`).
+    pub(crate) place_queue: VecDeque<u64>,
+    /// The next ticket of `place_queue`.
+    pub(crate) place_next_ticket: u64,
     /// The disk read a sequential reader will want next, issued when the
     /// last read from disk ended before the data did (see `read.rs`).
     pub(crate) read_ahead: Option<ReadAhead>,
