@@ -165,6 +165,24 @@ impl Log {
         }
         let slack =
             u64::from(self.inner.config.index_interval_bytes) + broker_format::HEADER_LEN as u64;
+        // The answer cut out of a disk read whose `data[at..]` starts at file
+        // position `pos`; a non-empty one issues the read of the window
+        // after it.
+        let answer = |data: &ReadResult, at: usize, pos: u64, (skip, take, next)| {
+            let bytes = if take == 0 {
+                ReadBytes::Empty
+            } else {
+                let end_pos = pos + (skip + take) as u64;
+                self.read_ahead(&file, seg_base, next, end_pos, max_bytes + slack as usize);
+                ReadBytes::Disk(self.slice(&file, data, at + skip, take)?)
+            };
+            Ok::<_, LogError>(LogRead {
+                bytes,
+                next_offset: next,
+                high_watermark: hw,
+                log_start_offset: log_start,
+            })
+        };
         // From the read-ahead the previous read issued, when it holds the
         // batch at `offset` whole (else the disk, as if there were none).
         if let Some(a) = ahead {
@@ -183,23 +201,7 @@ impl Log {
                             .stats
                             .read_ahead_hits
                             .fetch_add(1, Ordering::Relaxed);
-                        if take == 0 {
-                            return Ok(Some(LogRead {
-                                bytes: ReadBytes::Empty,
-                                next_offset: next,
-                                high_watermark: hw,
-                                log_start_offset: log_start,
-                            }));
-                        }
-                        let bytes = self.slice(&file, &data, at + skip, take)?;
-                        let end_pos = a.pos + (skip + take) as u64;
-                        self.read_ahead(&file, seg_base, next, end_pos, max_bytes + slack as usize);
-                        return Ok(Some(LogRead {
-                            bytes: ReadBytes::Disk(bytes),
-                            next_offset: next,
-                            high_watermark: hw,
-                            log_start_offset: log_start,
-                        }));
+                        return answer(&data, at, a.pos, (skip, take, next)).map(Some);
                     }
                 }
             }
@@ -227,26 +229,9 @@ impl Log {
                 });
             }
             match pick_batches(&data[at..valid], offset, max_bytes, bound) {
-                Some((_, 0, next)) => {
-                    check_below(next, bound);
-                    return Ok(Some(LogRead {
-                        bytes: ReadBytes::Empty,
-                        next_offset: next,
-                        high_watermark: hw,
-                        log_start_offset: log_start,
-                    }));
-                }
-                Some((skip, take, next)) => {
-                    check_below(next, bound);
-                    let bytes = self.slice(&file, &data, at + skip, take)?;
-                    let end_pos = start_pos + (skip + take) as u64;
-                    self.read_ahead(&file, seg_base, next, end_pos, max_bytes + slack as usize);
-                    return Ok(Some(LogRead {
-                        bytes: ReadBytes::Disk(bytes),
-                        next_offset: next,
-                        high_watermark: hw,
-                        log_start_offset: log_start,
-                    }));
+                Some(picked) => {
+                    check_below(picked.2, bound);
+                    return answer(&data, at, start_pos, picked).map(Some);
                 }
                 None if want_end < limit => {
                     // The batch holding `offset` runs past what was read:

@@ -10,7 +10,7 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use broker_log::{Log, LogConfig};
-use common::{make_batch, run, split, with_base, Rng};
+use common::{run, split, Rng};
 
 /// Small segments so that a walk crosses several rolls.
 fn config() -> LogConfig {
@@ -21,18 +21,13 @@ fn config() -> LogConfig {
     }
 }
 
-/// Appends `n` batches of 1 to 8 records of 10 to 1,500 bytes and returns
-/// them as the log stores them, with their next offsets.
+/// Appends `n` random batches: (next offset, bytes as stored) each.
 async fn fill(log: &Log, rng: &mut Rng, n: usize) -> Vec<(u64, Vec<u8>)> {
-    let mut model = Vec::new();
-    for i in 0..n {
-        let records = 1 + rng.below(8) as usize;
-        let value_len = 10 + rng.below(1_500) as usize;
-        let batch = make_batch(rng.next(), records, value_len, i as i64);
-        let a = log.append(&batch).await.unwrap();
-        model.push((a.next_offset, with_base(&batch, a.base_offset)));
-    }
-    model
+    common::fill_random(log, rng, n)
+        .await
+        .into_iter()
+        .map(|(_, next, bytes)| (next, bytes))
+        .collect()
 }
 
 /// Reads from `offset` to the end, `max_bytes` at a time.
