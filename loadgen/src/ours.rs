@@ -20,7 +20,8 @@
 //! process is reported next to the broker's, per message.
 //!
 //! Consume: K pinned threads, partition p read by thread p mod K, from the
-//! earliest offset with `fetch_bytes` per fetch, until N messages came.
+//! earliest offset with `fetch_bytes` per fetch of a partition (default
+//! 1 MiB, Kafka's max.partition.fetch.bytes), until N messages came.
 
 use std::{
     sync::{
@@ -417,7 +418,8 @@ fn consume_thread(
 ) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
     let config = ConsumerConfig {
         fetch_max_bytes: spec.fetch_bytes,
-        fetch_max_wait_ms: 100,
+        // The long poll is Kafka's fetch.max.wait.ms (500), the client's
+        // default; a run with data waits for none.
         ..ConsumerConfig::default()
     };
     let mut source = match &spec.group {

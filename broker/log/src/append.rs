@@ -11,6 +11,9 @@
 //!   no append is placed while the active segment is drained, fsynced,
 //!   trimmed and its indexes written, and the new segment starts at exactly
 //!   the log end offset.
+//! - Appends are placed in the order they were first polled: one that
+//!   finds the log busy waits with a ticket (`State::place_queue`), and
+//!   while any waits, newer ones queue behind it; the roller places first.
 //! - An append resolves `Ok` only once its epoch has acknowledged past its
 //!   end (`State::outcome`), never earlier (save the `fault-injection`
 //!   build's deliberate bug).
@@ -117,11 +120,23 @@ impl Log {
         header: &BatchHeader,
         origin: Origin,
     ) -> Result<(u64, Appended), LogError> {
+        // Appends are placed in the order they were first polled (a
+        // connection's pipelined produces keep their order): one that finds
+        // the log busy takes a ticket and waits its turn, and while any
+        // waits, a newer one queues behind it. Waking the waiters does not
+        // order them by itself: a newer append already scheduled would be
+        // polled before them and place first.
+        let mut ticket = PlaceTicket {
+            log: self,
+            ticket: None,
+        };
+        let mut after_roll = false;
         loop {
-            self.wait_until(|st| {
-                !st.exclusive && (st.reset_to_durable.is_none() || st.reset_error.is_some())
-            })
-            .await?;
+            if !after_roll {
+                // Straight after its own roll the roller places at once: it
+                // is the oldest, and nothing ran in between.
+                self.wait_turn(&mut ticket).await?;
+            }
             if let Some(placed) = self.try_place(batch, header, origin)? {
                 return Ok(placed);
             }
@@ -138,7 +153,34 @@ impl Log {
                 st.wake_flusher();
             }
             rolled?;
+            after_roll = true;
         }
+    }
+
+    /// Waits until the log is free to place an append and it is `ticket`'s
+    /// turn (none queued before it), taking a ticket if it must wait.
+    async fn wait_turn(&self, ticket: &mut PlaceTicket<'_>) -> Result<(), LogError> {
+        let inner = &self.inner;
+        poll_fn(|cx| {
+            let mut st = inner.state.borrow_mut();
+            if st.closed {
+                return Poll::Ready(Err(LogError::Closed));
+            }
+            let free = !st.exclusive && (st.reset_to_durable.is_none() || st.reset_error.is_some());
+            let turn = st.place_queue.front().copied() == ticket.ticket;
+            if free && turn {
+                return Poll::Ready(Ok(()));
+            }
+            if ticket.ticket.is_none() {
+                let t = st.place_next_ticket;
+                st.place_next_ticket += 1;
+                st.place_queue.push_back(t);
+                ticket.ticket = Some(t);
+            }
+            st.waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
     }
 
     /// The synchronous part of [`Log::place`]: `Ok(None)` when the active
@@ -373,5 +415,24 @@ impl Log {
         st.synced_end = st.acked_end;
         st.synced_len = st.acked_len;
         Ok(())
+    }
+}
+
+/// An append's place in `State::place_queue`, if it took one: leaves the
+/// queue when the append is placed, fails or is dropped, and wakes the
+/// waiters so that the next in line goes on.
+struct PlaceTicket<'a> {
+    log: &'a Log,
+    ticket: Option<u64>,
+}
+
+impl Drop for PlaceTicket<'_> {
+    fn drop(&mut self) {
+        let Some(t) = self.ticket else {
+            return;
+        };
+        let mut st = self.log.inner.state.borrow_mut();
+        st.place_queue.retain(|&q| q != t);
+        st.wake_waiters();
     }
 }

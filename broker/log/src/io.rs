@@ -208,6 +208,11 @@ pub struct IoStats {
     pub syncs: AtomicU64,
     /// How long each fdatasync took.
     pub sync_latency: Histogram,
+    /// Reads of a segment from the disk for readers (read-aheads included).
+    pub disk_reads: AtomicU64,
+    /// Reads for readers served by a read-ahead issued after the previous
+    /// read of the same partition (see `Log::read`).
+    pub read_ahead_hits: AtomicU64,
 }
 
 /// A segment's `.log` file, opened read-write with O_DIRECT.

@@ -14,14 +14,24 @@
 //!   mutated after sealing) or of the DMA buffer a disk read filled.
 //! - No read returns bytes a truncation removed: a read whose disk I/O
 //!   spanned a [`Log::truncate_to`] (`State::truncations` moved) starts again.
+//! - Read-ahead: a read from disk that stops before the readable data ends
+//!   issues the next window's read (one per log, `State::read_ahead`); only
+//!   a read at exactly that offset, in that segment, with no truncation
+//!   since, uses it, and only the bytes that were readable when it was
+//!   issued, cut into whole batches as any disk read.
 
-use std::{ops::ControlFlow, rc::Rc};
+use std::{
+    ops::ControlFlow,
+    rc::Rc,
+    sync::{atomic::Ordering, Arc},
+};
 
 use glommio::io::ReadResult;
 
 use crate::{
     io::{self, align_down, SegmentFile},
     segment::{self, ScanEnd},
+    state::ReadAhead,
     Log, LogError, LogRead, ReadBytes,
 };
 
@@ -71,8 +81,8 @@ impl Log {
         max_bytes: usize,
         end: u64,
     ) -> Result<Option<LogRead>, LogError> {
-        let (file, start_pos, limit, hw, bound, log_start, cached, truncations) = {
-            let st = self.inner.state.borrow();
+        let (file, seg_base, start_pos, limit, hw, bound, log_start, cached, truncations, ahead) = {
+            let mut st = self.inner.state.borrow_mut();
             let log_start = *st
                 .segments
                 .keys()
@@ -105,8 +115,15 @@ impl Log {
             let entry = seg.index.lookup((offset - seg.base_offset) as u32);
             let start_pos = u64::from(entry.position);
             let cached = st.cache.find(seg.base_offset, offset);
+            let (file, seg_base) = (seg.file.clone(), seg.base_offset);
+            // A read-ahead is for one reader's next read; any read takes it
+            // (one that does not match drops it: the reader moved on).
+            let ahead = st.read_ahead.take().filter(|a| {
+                a.segment == seg_base && a.offset == offset && a.truncations == st.truncations
+            });
             (
-                seg.file.clone(),
+                file,
+                seg_base,
                 start_pos,
                 limit,
                 hw,
@@ -114,6 +131,7 @@ impl Log {
                 log_start,
                 cached,
                 st.truncations,
+                ahead,
             )
         };
         // Find the first batch holding `offset` and take whole batches.
@@ -145,14 +163,56 @@ impl Log {
                 }
             }
         }
+        let slack =
+            u64::from(self.inner.config.index_interval_bytes) + broker_format::HEADER_LEN as u64;
+        // The answer cut out of a disk read whose `data[at..]` starts at file
+        // position `pos`; a non-empty one issues the read of the window
+        // after it.
+        let answer = |data: &ReadResult, at: usize, pos: u64, (skip, take, next)| {
+            let bytes = if take == 0 {
+                ReadBytes::Empty
+            } else {
+                let end_pos = pos + (skip + take) as u64;
+                self.read_ahead(&file, seg_base, next, end_pos, max_bytes + slack as usize);
+                ReadBytes::Disk(self.slice(&file, data, at + skip, take)?)
+            };
+            Ok::<_, LogError>(LogRead {
+                bytes,
+                next_offset: next,
+                high_watermark: hw,
+                log_start_offset: log_start,
+            })
+        };
+        // From the read-ahead the previous read issued, when it holds the
+        // batch at `offset` whole (else the disk, as if there were none).
+        if let Some(a) = ahead {
+            if let Ok(data) = a.data.await {
+                if self.inner.state.borrow().truncations != truncations {
+                    return Ok(None);
+                }
+                let valid = ((a.limit - a.read_pos) as usize).min(data.len());
+                let at = (a.pos - a.read_pos) as usize;
+                if at <= valid {
+                    if let Some((skip, take, next)) =
+                        pick_batches(&data[at..valid], offset, max_bytes, bound)
+                    {
+                        check_below(next, bound);
+                        self.inner
+                            .stats
+                            .read_ahead_hits
+                            .fetch_add(1, Ordering::Relaxed);
+                        return answer(&data, at, a.pos, (skip, take, next)).map(Some);
+                    }
+                }
+            }
+        }
         // From disk: one aligned read covering the index gap and the budget.
         // Slack for the index gap (up to one interval of batches before
         // `offset`); a batch that runs past the window doubles it.
-        let slack =
-            u64::from(self.inner.config.index_interval_bytes) + broker_format::HEADER_LEN as u64;
         let read_pos = align_down(start_pos);
         let mut want_end = limit.min(start_pos + max_bytes as u64 + slack);
         loop {
+            self.inner.stats.disk_reads.fetch_add(1, Ordering::Relaxed);
             let data = file
                 .read(read_pos, io::align_up(want_end - read_pos) as usize)
                 .await;
@@ -169,29 +229,9 @@ impl Log {
                 });
             }
             match pick_batches(&data[at..valid], offset, max_bytes, bound) {
-                Some((_, 0, next)) => {
-                    check_below(next, bound);
-                    return Ok(Some(LogRead {
-                        bytes: ReadBytes::Empty,
-                        next_offset: next,
-                        high_watermark: hw,
-                        log_start_offset: log_start,
-                    }));
-                }
-                Some((skip, take, next)) => {
-                    check_below(next, bound);
-                    let bytes = ReadResult::slice(&data, at + skip, take).ok_or_else(|| {
-                        LogError::Corrupt {
-                            path: file.path().to_path_buf(),
-                            reason: "read slice out of bounds".into(),
-                        }
-                    })?;
-                    return Ok(Some(LogRead {
-                        bytes: ReadBytes::Disk(bytes),
-                        next_offset: next,
-                        high_watermark: hw,
-                        log_start_offset: log_start,
-                    }));
+                Some(picked) => {
+                    check_below(picked.2, bound);
+                    return answer(&data, at, start_pos, picked).map(Some);
                 }
                 None if want_end < limit => {
                     // The batch holding `offset` runs past what was read:
@@ -206,6 +246,67 @@ impl Log {
                 }
             }
         }
+    }
+
+    /// `len` bytes of `data` from `at`, without a copy.
+    fn slice(
+        &self,
+        file: &SegmentFile,
+        data: &ReadResult,
+        at: usize,
+        len: usize,
+    ) -> Result<ReadResult, LogError> {
+        ReadResult::slice(data, at, len).ok_or_else(|| LogError::Corrupt {
+            path: file.path().to_path_buf(),
+            reason: "read slice out of bounds".into(),
+        })
+    }
+
+    /// After a read from disk that ended at `pos` (the batch at `offset`) in
+    /// segment `segment`, issues the read of the next `window` bytes there, so
+    /// that a sequential reader's next read finds them read (the disk works
+    /// while the answer travels and the reader decodes it). Nothing when the
+    /// readable data ends at `pos` or the tail cache holds `offset`: those
+    /// reads are answered without the disk. One per log: a new one replaces
+    /// (and cancels) the last.
+    fn read_ahead(
+        &self,
+        file: &Rc<SegmentFile>,
+        segment: u64,
+        offset: u64,
+        pos: u64,
+        window: usize,
+    ) {
+        let mut st = self.inner.state.borrow_mut();
+        let Some(seg) = st.segments.get(&segment) else {
+            return;
+        };
+        let limit = if segment == st.active().base_offset {
+            st.acked_len
+        } else {
+            seg.len
+        };
+        if pos >= limit || st.cache.find(segment, offset).is_some() {
+            st.read_ahead = None;
+            return;
+        }
+        let read_pos = align_down(pos);
+        let len = io::align_up(limit.min(pos + window as u64) - read_pos) as usize;
+        let reader = Rc::clone(file);
+        let stats = Arc::clone(&self.inner.stats);
+        let data = glommio::spawn_local(async move {
+            stats.disk_reads.fetch_add(1, Ordering::Relaxed);
+            reader.read(read_pos, len).await
+        });
+        st.read_ahead = Some(ReadAhead {
+            segment,
+            offset,
+            pos,
+            read_pos,
+            limit,
+            truncations: st.truncations,
+            data,
+        });
     }
 
     /// The first offset whose record timestamp is >= `timestamp`, among

@@ -111,6 +111,9 @@ impl Log {
             epoch_file_writing: false,
             replica_appending: false,
             truncations: 0,
+            read_ahead: None,
+            place_queue: VecDeque::new(),
+            place_next_ticket: 0,
             flusher: None,
             waiters: Vec::new(),
         };

@@ -56,6 +56,23 @@ pub(crate) struct Failure {
     pub(crate) error: LogError,
 }
 
+/// A disk read issued ahead of a sequential reader: the window of segment
+/// `segment` that starts with the batch at `offset` (file position `pos`).
+pub(crate) struct ReadAhead {
+    pub(crate) segment: u64,
+    pub(crate) offset: u64,
+    pub(crate) pos: u64,
+    /// The aligned position the read starts at (`pos` rounded down).
+    pub(crate) read_pos: u64,
+    /// The segment's readable length when the read was issued: bytes past
+    /// it in the buffer are not data yet.
+    pub(crate) limit: u64,
+    /// `State::truncations` when the read was issued: a truncation since
+    /// makes it stale.
+    pub(crate) truncations: u64,
+    pub(crate) data: glommio::Task<Result<glommio::io::ReadResult, LogError>>,
+}
+
 /// Everything about an open log that changes.
 pub(crate) struct State {
     pub(crate) segments: BTreeMap<u64, Segment>,
@@ -126,6 +143,16 @@ pub(crate) struct State {
     /// that awaited I/O across one starts again, so no reader gets bytes
     /// that were truncated under it.
     pub(crate) truncations: u64,
+    /// Appends that found the log busy (a roll, a reset) and wait to be
+    /// placed, by ticket, oldest first: they are placed in this order, and
+    /// an append arriving while any waits queues behind them (see
+    /// `Log::place`).
+    pub(crate) place_queue: VecDeque<u64>,
+    /// The next ticket of `place_queue`.
+    pub(crate) place_next_ticket: u64,
+    /// The disk read a sequential reader will want next, issued when the
+    /// last read from disk ended before the data did (see `read.rs`).
+    pub(crate) read_ahead: Option<ReadAhead>,
     pub(crate) flusher: Option<Waker>,
     pub(crate) waiters: Vec<Waker>,
 }

@@ -8,7 +8,7 @@
 mod common;
 
 use broker_log::{Log, LogConfig, LogError, LogRead};
-use common::{make_batch, run, split, with_base, Rng};
+use common::{run, split, Rng};
 
 /// One appended batch, as the log stores it.
 struct Stored {
@@ -31,22 +31,13 @@ fn below(model: &[Stored], offset: u64, bound: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Appends `n` batches of 1 to 8 records of 10 to 1,500 bytes, one at a
-/// time, and returns what the log must hold.
+/// Appends `n` random batches and returns what the log must hold.
 async fn fill(log: &Log, rng: &mut Rng, n: usize) -> Vec<Stored> {
-    let mut model = Vec::new();
-    for i in 0..n {
-        let records = 1 + rng.below(8) as usize;
-        let value_len = 10 + rng.below(1_500) as usize;
-        let batch = make_batch(rng.next(), records, value_len, i as i64);
-        let a = log.append(&batch).await.unwrap();
-        model.push(Stored {
-            base: a.base_offset,
-            next: a.next_offset,
-            bytes: with_base(&batch, a.base_offset),
-        });
-    }
-    model
+    common::fill_random(log, rng, n)
+        .await
+        .into_iter()
+        .map(|(base, next, bytes)| Stored { base, next, bytes })
+        .collect()
 }
 
 /// Reads once and checks the answer against the model: a prefix of what

@@ -17,8 +17,9 @@
 //! goes on.
 //!
 //! Ordering: requests are spawned in arrival order on the shard's executor,
-//! which runs tasks first-in first-out, and a log places an append when the
-//! append is first polled; so produce requests pipelined on one connection
+//! which runs tasks first-in first-out, and a log places appends in the
+//! order they were first polled (those that wait out a roll keep their
+//! place in a queue); so produce requests pipelined on one connection
 //! to one partition are appended in the order they were sent.
 
 use std::{

@@ -75,3 +75,26 @@ pub fn split(bytes: &[u8]) -> Vec<Vec<u8>> {
         .map(|r| r.expect("well-formed batches").1.to_vec())
         .collect()
 }
+
+/// Appends `n` batches of 1 to 8 records of 10 to 1,500 bytes, one at a
+/// time; returns each as the log stores it: (base offset, next offset,
+/// bytes).
+pub async fn fill_random(
+    log: &broker_log::Log,
+    rng: &mut Rng,
+    n: usize,
+) -> Vec<(u64, u64, Vec<u8>)> {
+    let mut model = Vec::new();
+    for i in 0..n {
+        let records = 1 + rng.below(8) as usize;
+        let value_len = 10 + rng.below(1_500) as usize;
+        let batch = make_batch(rng.next(), records, value_len, i as i64);
+        let a = log.append(&batch).await.unwrap();
+        model.push((
+            a.base_offset,
+            a.next_offset,
+            with_base(&batch, a.base_offset),
+        ));
+    }
+    model
+}
