@@ -94,10 +94,17 @@ pub struct ProducerConfig {
     pub acks: Acks,
     /// Produce requests in flight per connection (per shard).
     pub max_in_flight: usize,
-    /// Retries of a batch after a routing or connection error.
+    /// Retries of a batch after a routing or connection error. With the
+    /// default backoff, 10 retries span about 7.5 s: longer than a cluster
+    /// member takes to apply a topic created at another broker (within a
+    /// heartbeat, 2 s by default) or a metadata refresh after a move.
     pub retries: u32,
-    /// Pause before a retry, in milliseconds.
+    /// Pause before the first retry, in milliseconds; it doubles at each
+    /// retry up to `retry_backoff_max_ms` (Kafka's `retry.backoff.ms` and
+    /// `retry.backoff.max.ms`, KIP-580).
     pub retry_backoff_ms: u64,
+    /// The longest pause between retries, in milliseconds.
+    pub retry_backoff_max_ms: u64,
     /// Bytes of records sent but not yet acknowledged (or not yet sent) a
     /// producer holds; a send blocks above it.
     pub buffer_bytes_max: usize,
@@ -112,8 +119,9 @@ impl Default for ProducerConfig {
             batch_bytes_max: 256 << 10,
             acks: Acks::Leader,
             max_in_flight: 5,
-            retries: 5,
+            retries: 10,
             retry_backoff_ms: 100,
+            retry_backoff_max_ms: 1000,
             buffer_bytes_max: 64 << 20,
             client: ClientConfig::default(),
         }
@@ -1112,6 +1120,15 @@ fn send_ready(shared: &Arc<Shared>, batch: ReadyBatch, corks: &mut HashMap<Strin
 
 /// Resolves a batch, or puts it back in front of its partition's queue for
 /// a retry; releases its in-flight slot.
+/// The pause before retry number `attempt` (1 for the first): the
+/// configured backoff doubled per earlier retry, at most the maximum.
+pub(crate) fn retry_backoff(config: &ProducerConfig, attempt: u32) -> Duration {
+    let doubled = config
+        .retry_backoff_ms
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
+    Duration::from_millis(doubled.min(config.retry_backoff_max_ms.max(config.retry_backoff_ms)))
+}
+
 fn complete(
     shared: &Shared,
     mut batch: ReadyBatch,
@@ -1142,10 +1159,7 @@ fn complete(
     }
     if retry {
         batch.attempts += 1;
-        batch.not_before = Some(
-            Instant::now()
-                + Duration::from_millis(shared.config.retry_backoff_ms) * batch.attempts.min(10),
-        );
+        batch.not_before = Some(Instant::now() + retry_backoff(&shared.config, batch.attempts));
         let queue = &mut st.queues[batch.slot];
         let at = queue
             .ready

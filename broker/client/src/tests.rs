@@ -902,3 +902,23 @@ fn consumer_poll_returns_on_time_while_empty_fetches_keep_completing() {
         "a 20 ms poll took {slowest:?}"
     );
 }
+
+#[test]
+fn retry_backoff_doubles_up_to_its_maximum() {
+    let config = ProducerConfig::default();
+    let pauses: Vec<u64> = (1..=6)
+        .map(|a| super::producer::retry_backoff(&config, a).as_millis() as u64)
+        .collect();
+    assert_eq!(pauses, [100, 200, 400, 800, 1000, 1000]);
+    let total: u64 = (1..=config.retries)
+        .map(|a| super::producer::retry_backoff(&config, a).as_millis() as u64)
+        .sum();
+    assert_eq!(total, 7500, "the default retries' span");
+    // A maximum below the first pause does not shorten it.
+    let odd = ProducerConfig {
+        retry_backoff_ms: 300,
+        retry_backoff_max_ms: 10,
+        ..ProducerConfig::default()
+    };
+    assert_eq!(super::producer::retry_backoff(&odd, 3).as_millis(), 300);
+}
