@@ -9,6 +9,8 @@
 //! explore others. A failure prints the seed and the minimal failing input.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 
 use broker_cluster::limits::{MAX_BROKER_ID, MAX_PARTITIONS_PER_TOPIC, MAX_SHARDS_PER_BROKER};
@@ -17,34 +19,15 @@ use broker_cluster::{
     MetadataCommand, MetadataImage, Outcome, Placement, RequestId, TopicConfig,
 };
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 
 const CLUSTER: &str = "props";
 
 fn config() -> ProptestConfig {
-    let mut config = ProptestConfig::default();
-    if config.rng_seed == RngSeed::Random {
-        config.rng_seed = RngSeed::Fixed(0xc1_0573_5eed);
-    }
-    // Captured by the harness: shown only when a property fails.
-    eprintln!("proptest seed: {}", config.rng_seed);
-    config
+    support::seeded(0xc1_0573_5eed)
 }
 
 fn registration(id: u32, incarnation: u128, shards: u16) -> BrokerRegistration {
-    let ports = |base: u16| Listener {
-        addr: format!("b{id}.local:{base}"),
-        shard_ports: (0..shards).map(|s| base + 1 + s).collect(),
-    };
-    BrokerRegistration {
-        id: BrokerId(id),
-        incarnation: Incarnation(incarnation),
-        shards,
-        native: ports(9000),
-        kafka: Some(ports(19000)),
-        previous_epoch: None,
-        fsync_every_write: false,
-    }
+    support::registration(id, incarnation, shards, false)
 }
 
 fn topic_config() -> TopicConfig {

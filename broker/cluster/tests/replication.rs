@@ -6,33 +6,21 @@
 //! (fixtures in `tests/fixtures/`, written with main at fe49b4a).
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use broker_cluster::{
-    AlterPartition, BrokerEpoch, BrokerId, BrokerRegistration, ClusterError, Incarnation,
-    IsrMember, Listener, MetadataCommand, MetadataImage, Outcome, PartitionReplicas, RequestId,
-    TopicConfig,
+    AlterPartition, BrokerEpoch, BrokerId, BrokerRegistration, ClusterError, IsrMember,
+    MetadataCommand, MetadataImage, Outcome, PartitionReplicas, RequestId, TopicConfig,
 };
 use broker_replication::AlterPartitionError;
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 
 const CLUSTER: &str = "MkU3OEVBNTcwNTJENDM2Qk";
 
 fn registration(id: u32, incarnation: u128, shards: u16) -> BrokerRegistration {
-    let ports = |base: u16| Listener {
-        addr: format!("b{id}.local:{base}"),
-        shard_ports: (0..shards).map(|s| base + 1 + s).collect(),
-    };
-    BrokerRegistration {
-        id: BrokerId(id),
-        incarnation: Incarnation(incarnation),
-        shards,
-        native: ports(9000),
-        kafka: Some(ports(19000)),
-        previous_epoch: None,
-        fsync_every_write: true,
-    }
+    support::registration(id, incarnation, shards, true)
 }
 
 fn config(rf: u16, min_isr: u16) -> TopicConfig {
@@ -516,12 +504,7 @@ fn a_preferred_leader_election_returns_leadership_to_the_first_replica() {
 }
 
 fn proptest_config() -> ProptestConfig {
-    let mut config = ProptestConfig::default();
-    if config.rng_seed == RngSeed::Random {
-        config.rng_seed = RngSeed::Fixed(0x5e_9117_ca7e);
-    }
-    eprintln!("proptest seed: {}", config.rng_seed);
-    config
+    support::seeded(0x5e_9117_ca7e)
 }
 
 proptest! {
