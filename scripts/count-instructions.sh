@@ -47,27 +47,24 @@ vg=$!
 # and admit its broker on this 2-core machine.
 for _ in $(seq 1 3000); do grep -q '^ready' "$out/broker.out" 2>/dev/null && break; sleep 0.1; done
 grep -q '^ready' "$out/broker.out" || { echo "count-instructions: the broker did not start" >&2; cat "$out/broker.err" >&2; kill "$vg"; exit 1; }
+# produce N [TRIES]: N messages, tried up to TRIES times (default 1).
 produce() {
-  "$bin/loadgen" produce --bootstrap "127.0.0.1:$port" --topic t --messages "$1" --size "${SIZE:-200}" \
-    --batch "$batch" --producers "${PRODUCERS:-1}" --partitions 1 >>"$out/loadgen.log" 2>&1 ||
-    { echo "count-instructions: loadgen failed" >&2; cat "$out/loadgen.log" >&2; kill "$vg"; exit 1; }
+  for try in $(seq 1 "${2:-1}"); do
+    "$bin/loadgen" produce --bootstrap "127.0.0.1:$port" --topic t --messages "$1" --size "${SIZE:-200}" \
+      --batch "$batch" --producers "${PRODUCERS:-1}" --partitions 1 >>"$out/loadgen.log" 2>&1 && return 0
+    [ "$try" -lt "${2:-1}" ] && sleep 5
+  done
+  echo "count-instructions: loadgen failed" >&2; cat "$out/loadgen.log" >&2; kill "$vg"; exit 1
 }
 if [ "$mode" = cluster ]; then
   # Under valgrind the member's calls to its controller can outlast their
   # timeouts, so a create may answer "not applied here yet": try again.
-  for try in 1 2 3 4 5; do
-    "$bin/loadgen" produce --bootstrap "127.0.0.1:$port" --topic t --messages 1000 --size 200 \
-      --batch "$batch" --producers 1 --partitions 1 >>"$out/loadgen.log" 2>&1 && break
-    [ "$try" = 5 ] && { echo "count-instructions: loadgen failed" >&2; cat "$out/loadgen.log" >&2; kill "$vg"; exit 1; }
-    sleep 5
-  done
-else
-  produce 1000
-fi
-if [ "$mode" = cluster ]; then
+  produce 1000 5
   # The offsets topic is created through the quorum after the broker is
   # admitted; wait for it so that its creation is not counted.
   for _ in $(seq 1 3000); do grep -q 'the offsets topic is created' "$out/broker.err" && break; sleep 0.1; done
+else
+  produce 1000
 fi
 now() { date +%s.%N; }
 seconds() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
