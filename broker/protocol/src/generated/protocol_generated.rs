@@ -13,10 +13,10 @@ pub mod protocol {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_API_KEY: u16 = 1;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_API_KEY: u16 = 27;
+pub const ENUM_MAX_API_KEY: u16 = 40;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_API_KEY: [ApiKey; 15] = [
+pub const ENUM_VALUES_API_KEY: [ApiKey; 16] = [
   ApiKey::CreateTopic,
   ApiKey::DeleteTopic,
   ApiKey::ListTopics,
@@ -32,6 +32,7 @@ pub const ENUM_VALUES_API_KEY: [ApiKey; 15] = [
   ApiKey::OffsetFetch,
   ApiKey::ListGroups,
   ApiKey::DescribeGroup,
+  ApiKey::ReplicaFetch,
 ];
 
 /// Which API a frame belongs to. It travels in the frame prefix (bytes 6-7),
@@ -84,9 +85,13 @@ impl ApiKey {
   /// A group's state, members, assignment and committed offsets:
   /// DescribeGroupRequest / DescribeGroupResponse.
   pub const DescribeGroup: Self = Self(27);
+  /// A follower shard's long-poll fetch of every partition it follows on
+  /// one leader shard (Kafka's replica fetcher): ReplicaFetchRequest /
+  /// ReplicaFetchResponse (+ batches of every partition, back to back).
+  pub const ReplicaFetch: Self = Self(40);
 
   pub const ENUM_MIN: u16 = 1;
-  pub const ENUM_MAX: u16 = 27;
+  pub const ENUM_MAX: u16 = 40;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::CreateTopic,
     Self::DeleteTopic,
@@ -103,6 +108,7 @@ impl ApiKey {
     Self::OffsetFetch,
     Self::ListGroups,
     Self::DescribeGroup,
+    Self::ReplicaFetch,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -122,6 +128,7 @@ impl ApiKey {
       Self::OffsetFetch => Some("OffsetFetch"),
       Self::ListGroups => Some("ListGroups"),
       Self::DescribeGroup => Some("DescribeGroup"),
+      Self::ReplicaFetch => Some("ReplicaFetch"),
       _ => None,
     }
   }
@@ -553,6 +560,127 @@ impl<'a> ::flatbuffers::Verifiable for OffsetSpec {
 }
 
 impl ::flatbuffers::SimpleToVerifyInSlice for OffsetSpec {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_REPLICA_FETCH_ERROR: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_REPLICA_FETCH_ERROR: u8 = 6;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_REPLICA_FETCH_ERROR: [ReplicaFetchError; 7] = [
+  ReplicaFetchError::None,
+  ReplicaFetchError::NotLeaderOrFollower,
+  ReplicaFetchError::FencedLeaderEpoch,
+  ReplicaFetchError::UnknownLeaderEpoch,
+  ReplicaFetchError::UnknownReplica,
+  ReplicaFetchError::UnknownTopicOrPartition,
+  ReplicaFetchError::StorageError,
+];
+
+/// Why one partition of a ReplicaFetch was not served. Stable values; 0
+/// means success. Per partition, so one partition's trouble does not stall
+/// the others of the session.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ReplicaFetchError(pub u8);
+#[allow(non_upper_case_globals)]
+impl ReplicaFetchError {
+  /// Success: the partition's batches from `fetch_offset` are in the
+  /// payload (possibly none).
+  pub const None: Self = Self(0);
+  /// The addressed broker is not the partition's leader (or the follower is
+  /// not one of its replicas). Refresh the partition's state and fetch from
+  /// the leader it names.
+  pub const NotLeaderOrFollower: Self = Self(1);
+  /// The request's `leader_epoch` is older than the leader's: the follower
+  /// missed a leader change. Refresh, then fetch with the new epoch.
+  pub const FencedLeaderEpoch: Self = Self(2);
+  /// The request's `leader_epoch` is newer than the leader's: the leader
+  /// has not yet learned of its own epoch. Retry after a backoff.
+  pub const UnknownLeaderEpoch: Self = Self(3);
+  /// The follower (`replica`, `replica_epoch`) is not a replica the leader
+  /// knows, or its broker epoch is stale (a restarted broker's old
+  /// session). Re-register, then fetch again.
+  pub const UnknownReplica: Self = Self(4);
+  /// The leader has no such topic or partition.
+  pub const UnknownTopicOrPartition: Self = Self(5);
+  /// The leader's storage failed reading the partition. Retry.
+  pub const StorageError: Self = Self(6);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::None,
+    Self::NotLeaderOrFollower,
+    Self::FencedLeaderEpoch,
+    Self::UnknownLeaderEpoch,
+    Self::UnknownReplica,
+    Self::UnknownTopicOrPartition,
+    Self::StorageError,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::None => Some("None"),
+      Self::NotLeaderOrFollower => Some("NotLeaderOrFollower"),
+      Self::FencedLeaderEpoch => Some("FencedLeaderEpoch"),
+      Self::UnknownLeaderEpoch => Some("UnknownLeaderEpoch"),
+      Self::UnknownReplica => Some("UnknownReplica"),
+      Self::UnknownTopicOrPartition => Some("UnknownTopicOrPartition"),
+      Self::StorageError => Some("StorageError"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for ReplicaFetchError {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for ReplicaFetchError {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for ReplicaFetchError {
+    type Output = ReplicaFetchError;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ReplicaFetchError {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ReplicaFetchError {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ReplicaFetchError {}
 pub enum ErrorOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5800,6 +5928,861 @@ impl ::core::fmt::Debug for DescribeGroupResponse<'_> {
       ds.field("generation", &self.generation());
       ds.field("members", &self.members());
       ds.field("offsets", &self.offsets());
+      ds.finish()
+  }
+}
+pub enum ReplicaFetchRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A follower shard's fetch of every partition it follows on one leader
+/// shard. The leader keys the session by (`replica`, `replica_shard`): one
+/// long-poll request in flight per pair. The leader learns each
+/// follower's durable log end from `fetch_offset`, which advances its high
+/// watermark.
+pub struct ReplicaFetchRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ReplicaFetchRequest<'a> {
+  type Inner = ReplicaFetchRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ReplicaFetchRequest<'a> {
+  pub const VT_REPLICA: ::flatbuffers::VOffsetT = 4;
+  pub const VT_REPLICA_EPOCH: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REPLICA_SHARD: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MAX_WAIT_MS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_MAX_BYTES: ::flatbuffers::VOffsetT = 12;
+  pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ReplicaFetchRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ReplicaFetchRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ReplicaFetchRequest<'bldr>> {
+    let mut builder = ReplicaFetchRequestBuilder::new(_fbb);
+    builder.add_replica_epoch(args.replica_epoch);
+    if let Some(x) = args.partitions { builder.add_partitions(x); }
+    builder.add_max_bytes(args.max_bytes);
+    builder.add_max_wait_ms(args.max_wait_ms);
+    builder.add_replica(args.replica);
+    builder.add_replica_shard(args.replica_shard);
+    builder.finish()
+  }
+
+
+  /// The follower's broker id.
+  #[inline]
+  pub fn replica(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ReplicaFetchRequest::VT_REPLICA, Some(0)).unwrap()}
+  }
+  /// The follower's broker epoch (from its registration), so the leader
+  /// can fence a restarted broker's old session.
+  #[inline]
+  pub fn replica_epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ReplicaFetchRequest::VT_REPLICA_EPOCH, Some(0)).unwrap()}
+  }
+  /// The follower's shard: with `replica`, the key of the session.
+  #[inline]
+  pub fn replica_shard(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(ReplicaFetchRequest::VT_REPLICA_SHARD, Some(0)).unwrap()}
+  }
+  /// Long poll: when no partition has data past its `fetch_offset`, wait
+  /// up to this many milliseconds for some before answering with an empty
+  /// payload.
+  #[inline]
+  pub fn max_wait_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ReplicaFetchRequest::VT_MAX_WAIT_MS, Some(0)).unwrap()}
+  }
+  /// Byte budget for the whole payload. Whole batches only, but at least
+  /// one batch of one partition is returned even if it alone exceeds the
+  /// budget.
+  #[inline]
+  pub fn max_bytes(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ReplicaFetchRequest::VT_MAX_BYTES, Some(0)).unwrap()}
+  }
+  /// The partitions fetched, each at most once.
+  #[inline]
+  pub fn partitions(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaFetchPartition<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaFetchPartition>>>>(ReplicaFetchRequest::VT_PARTITIONS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ReplicaFetchRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("replica", Self::VT_REPLICA, false)?
+     .visit_field::<u64>("replica_epoch", Self::VT_REPLICA_EPOCH, false)?
+     .visit_field::<u16>("replica_shard", Self::VT_REPLICA_SHARD, false)?
+     .visit_field::<u32>("max_wait_ms", Self::VT_MAX_WAIT_MS, false)?
+     .visit_field::<u32>("max_bytes", Self::VT_MAX_BYTES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ReplicaFetchPartition>>>>("partitions", Self::VT_PARTITIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReplicaFetchRequestArgs<'a> {
+    pub replica: u32,
+    pub replica_epoch: u64,
+    pub replica_shard: u16,
+    pub max_wait_ms: u32,
+    pub max_bytes: u32,
+    pub partitions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaFetchPartition<'a>>>>>,
+}
+impl<'a> Default for ReplicaFetchRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ReplicaFetchRequestArgs {
+      replica: 0,
+      replica_epoch: 0,
+      replica_shard: 0,
+      max_wait_ms: 0,
+      max_bytes: 0,
+      partitions: None,
+    }
+  }
+}
+
+pub struct ReplicaFetchRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicaFetchRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_replica(&mut self, replica: u32) {
+    self.fbb_.push_slot::<u32>(ReplicaFetchRequest::VT_REPLICA, replica, 0);
+  }
+  #[inline]
+  pub fn add_replica_epoch(&mut self, replica_epoch: u64) {
+    self.fbb_.push_slot::<u64>(ReplicaFetchRequest::VT_REPLICA_EPOCH, replica_epoch, 0);
+  }
+  #[inline]
+  pub fn add_replica_shard(&mut self, replica_shard: u16) {
+    self.fbb_.push_slot::<u16>(ReplicaFetchRequest::VT_REPLICA_SHARD, replica_shard, 0);
+  }
+  #[inline]
+  pub fn add_max_wait_ms(&mut self, max_wait_ms: u32) {
+    self.fbb_.push_slot::<u32>(ReplicaFetchRequest::VT_MAX_WAIT_MS, max_wait_ms, 0);
+  }
+  #[inline]
+  pub fn add_max_bytes(&mut self, max_bytes: u32) {
+    self.fbb_.push_slot::<u32>(ReplicaFetchRequest::VT_MAX_BYTES, max_bytes, 0);
+  }
+  #[inline]
+  pub fn add_partitions(&mut self, partitions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ReplicaFetchPartition<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicaFetchRequest::VT_PARTITIONS, partitions);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReplicaFetchRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ReplicaFetchRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ReplicaFetchRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ReplicaFetchRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ReplicaFetchRequest");
+      ds.field("replica", &self.replica());
+      ds.field("replica_epoch", &self.replica_epoch());
+      ds.field("replica_shard", &self.replica_shard());
+      ds.field("max_wait_ms", &self.max_wait_ms());
+      ds.field("max_bytes", &self.max_bytes());
+      ds.field("partitions", &self.partitions());
+      ds.finish()
+  }
+}
+pub enum ReplicaFetchPartitionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One partition of a ReplicaFetchRequest: where the follower's log stands.
+pub struct ReplicaFetchPartition<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ReplicaFetchPartition<'a> {
+  type Inner = ReplicaFetchPartition<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ReplicaFetchPartition<'a> {
+  pub const VT_TOPIC: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LEADER_EPOCH: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FETCH_OFFSET: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LAST_FETCHED_EPOCH: ::flatbuffers::VOffsetT = 12;
+  pub const VT_FETCH_ID: ::flatbuffers::VOffsetT = 14;
+  pub const VT_MAX_BYTES: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ReplicaFetchPartition { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ReplicaFetchPartitionArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ReplicaFetchPartition<'bldr>> {
+    let mut builder = ReplicaFetchPartitionBuilder::new(_fbb);
+    builder.add_fetch_id(args.fetch_id);
+    builder.add_last_fetched_epoch(args.last_fetched_epoch);
+    builder.add_fetch_offset(args.fetch_offset);
+    builder.add_max_bytes(args.max_bytes);
+    builder.add_leader_epoch(args.leader_epoch);
+    builder.add_partition(args.partition);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.finish()
+  }
+
+
+  /// The topic.
+  #[inline]
+  pub fn topic(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ReplicaFetchPartition::VT_TOPIC, None).unwrap()}
+  }
+  /// The partition within the topic.
+  #[inline]
+  pub fn partition(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ReplicaFetchPartition::VT_PARTITION, Some(0)).unwrap()}
+  }
+  /// The leader epoch the follower knows; the leader fences an older one
+  /// (FencedLeaderEpoch) and refuses a newer one (UnknownLeaderEpoch).
+  #[inline]
+  pub fn leader_epoch(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ReplicaFetchPartition::VT_LEADER_EPOCH, Some(0)).unwrap()}
+  }
+  /// The follower's durable log end offset: the first offset it wants.
+  #[inline]
+  pub fn fetch_offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ReplicaFetchPartition::VT_FETCH_OFFSET, Some(0)).unwrap()}
+  }
+  /// The leader epoch of the follower's last record; -1 for an empty log.
+  /// The leader checks it against its own epochs (KIP-320) and answers
+  /// `diverging_epoch` when the follower's log has diverged.
+  #[inline]
+  pub fn last_fetched_epoch(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ReplicaFetchPartition::VT_LAST_FETCHED_EPOCH, Some(-1)).unwrap()}
+  }
+  /// Chosen by the follower, echoed by the result: pairs an answer with
+  /// the follower's state when it asked.
+  #[inline]
+  pub fn fetch_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ReplicaFetchPartition::VT_FETCH_ID, Some(0)).unwrap()}
+  }
+  /// Byte budget for this partition's batches (whole batches; at least one
+  /// if this is the first partition with data).
+  #[inline]
+  pub fn max_bytes(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ReplicaFetchPartition::VT_MAX_BYTES, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ReplicaFetchPartition<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, true)?
+     .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<u32>("leader_epoch", Self::VT_LEADER_EPOCH, false)?
+     .visit_field::<i64>("fetch_offset", Self::VT_FETCH_OFFSET, false)?
+     .visit_field::<i64>("last_fetched_epoch", Self::VT_LAST_FETCHED_EPOCH, false)?
+     .visit_field::<u64>("fetch_id", Self::VT_FETCH_ID, false)?
+     .visit_field::<u32>("max_bytes", Self::VT_MAX_BYTES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReplicaFetchPartitionArgs<'a> {
+    pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub partition: u32,
+    pub leader_epoch: u32,
+    pub fetch_offset: i64,
+    pub last_fetched_epoch: i64,
+    pub fetch_id: u64,
+    pub max_bytes: u32,
+}
+impl<'a> Default for ReplicaFetchPartitionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ReplicaFetchPartitionArgs {
+      topic: None, // required field
+      partition: 0,
+      leader_epoch: 0,
+      fetch_offset: 0,
+      last_fetched_epoch: -1,
+      fetch_id: 0,
+      max_bytes: 0,
+    }
+  }
+}
+
+pub struct ReplicaFetchPartitionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicaFetchPartitionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicaFetchPartition::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: u32) {
+    self.fbb_.push_slot::<u32>(ReplicaFetchPartition::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_leader_epoch(&mut self, leader_epoch: u32) {
+    self.fbb_.push_slot::<u32>(ReplicaFetchPartition::VT_LEADER_EPOCH, leader_epoch, 0);
+  }
+  #[inline]
+  pub fn add_fetch_offset(&mut self, fetch_offset: i64) {
+    self.fbb_.push_slot::<i64>(ReplicaFetchPartition::VT_FETCH_OFFSET, fetch_offset, 0);
+  }
+  #[inline]
+  pub fn add_last_fetched_epoch(&mut self, last_fetched_epoch: i64) {
+    self.fbb_.push_slot::<i64>(ReplicaFetchPartition::VT_LAST_FETCHED_EPOCH, last_fetched_epoch, -1);
+  }
+  #[inline]
+  pub fn add_fetch_id(&mut self, fetch_id: u64) {
+    self.fbb_.push_slot::<u64>(ReplicaFetchPartition::VT_FETCH_ID, fetch_id, 0);
+  }
+  #[inline]
+  pub fn add_max_bytes(&mut self, max_bytes: u32) {
+    self.fbb_.push_slot::<u32>(ReplicaFetchPartition::VT_MAX_BYTES, max_bytes, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReplicaFetchPartitionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ReplicaFetchPartitionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ReplicaFetchPartition<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ReplicaFetchPartition::VT_TOPIC,"topic");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ReplicaFetchPartition<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ReplicaFetchPartition");
+      ds.field("topic", &self.topic());
+      ds.field("partition", &self.partition());
+      ds.field("leader_epoch", &self.leader_epoch());
+      ds.field("fetch_offset", &self.fetch_offset());
+      ds.field("last_fetched_epoch", &self.last_fetched_epoch());
+      ds.field("fetch_id", &self.fetch_id());
+      ds.field("max_bytes", &self.max_bytes());
+      ds.finish()
+  }
+}
+pub enum ReplicaFetchResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Result of ReplicaFetch. The payload is every partition's whole record
+/// batches back to back, in the order of `partitions`, written from the
+/// leader's log buffers; `payload_bytes` of each result says how many of
+/// its bytes belong to it. The first batch of a partition may start before
+/// its `fetch_offset` (batches are not split).
+pub struct ReplicaFetchResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ReplicaFetchResponse<'a> {
+  type Inner = ReplicaFetchResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ReplicaFetchResponse<'a> {
+  pub const VT_ERROR: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ReplicaFetchResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ReplicaFetchResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ReplicaFetchResponse<'bldr>> {
+    let mut builder = ReplicaFetchResponseBuilder::new(_fbb);
+    if let Some(x) = args.partitions { builder.add_partitions(x); }
+    if let Some(x) = args.error { builder.add_error(x); }
+    builder.finish()
+  }
+
+
+  /// Absent unless the whole request was refused (then `partitions` is
+  /// absent and the payload empty); per-partition failures are in
+  /// `partitions`.
+  #[inline]
+  pub fn error(&self) -> Option<Error<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Error>>(ReplicaFetchResponse::VT_ERROR, None)}
+  }
+  /// One result per partition of the request, in the request's order.
+  #[inline]
+  pub fn partitions(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaFetchPartitionResult<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaFetchPartitionResult>>>>(ReplicaFetchResponse::VT_PARTITIONS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ReplicaFetchResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Error>>("error", Self::VT_ERROR, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ReplicaFetchPartitionResult>>>>("partitions", Self::VT_PARTITIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReplicaFetchResponseArgs<'a> {
+    pub error: Option<::flatbuffers::WIPOffset<Error<'a>>>,
+    pub partitions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaFetchPartitionResult<'a>>>>>,
+}
+impl<'a> Default for ReplicaFetchResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ReplicaFetchResponseArgs {
+      error: None,
+      partitions: None,
+    }
+  }
+}
+
+pub struct ReplicaFetchResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicaFetchResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<Error<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Error>>(ReplicaFetchResponse::VT_ERROR, error);
+  }
+  #[inline]
+  pub fn add_partitions(&mut self, partitions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ReplicaFetchPartitionResult<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicaFetchResponse::VT_PARTITIONS, partitions);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReplicaFetchResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ReplicaFetchResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ReplicaFetchResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ReplicaFetchResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ReplicaFetchResponse");
+      ds.field("error", &self.error());
+      ds.field("partitions", &self.partitions());
+      ds.finish()
+  }
+}
+pub enum ReplicaFetchPartitionResultOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One partition of a ReplicaFetchResponse.
+pub struct ReplicaFetchPartitionResult<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ReplicaFetchPartitionResult<'a> {
+  type Inner = ReplicaFetchPartitionResult<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ReplicaFetchPartitionResult<'a> {
+  pub const VT_TOPIC: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ERROR: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LEADER: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LEADER_EPOCH: ::flatbuffers::VOffsetT = 12;
+  pub const VT_FETCH_ID: ::flatbuffers::VOffsetT = 14;
+  pub const VT_FETCH_OFFSET: ::flatbuffers::VOffsetT = 16;
+  pub const VT_REPLICA_EPOCH: ::flatbuffers::VOffsetT = 18;
+  pub const VT_DIVERGING_EPOCH: ::flatbuffers::VOffsetT = 20;
+  pub const VT_DIVERGING_END_OFFSET: ::flatbuffers::VOffsetT = 22;
+  pub const VT_HIGH_WATERMARK: ::flatbuffers::VOffsetT = 24;
+  pub const VT_LOG_START_OFFSET: ::flatbuffers::VOffsetT = 26;
+  pub const VT_PAYLOAD_BYTES: ::flatbuffers::VOffsetT = 28;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ReplicaFetchPartitionResult { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ReplicaFetchPartitionResultArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ReplicaFetchPartitionResult<'bldr>> {
+    let mut builder = ReplicaFetchPartitionResultBuilder::new(_fbb);
+    builder.add_log_start_offset(args.log_start_offset);
+    builder.add_high_watermark(args.high_watermark);
+    builder.add_diverging_end_offset(args.diverging_end_offset);
+    builder.add_diverging_epoch(args.diverging_epoch);
+    builder.add_replica_epoch(args.replica_epoch);
+    builder.add_fetch_offset(args.fetch_offset);
+    builder.add_fetch_id(args.fetch_id);
+    builder.add_payload_bytes(args.payload_bytes);
+    builder.add_leader_epoch(args.leader_epoch);
+    builder.add_leader(args.leader);
+    builder.add_partition(args.partition);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  /// The topic.
+  #[inline]
+  pub fn topic(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ReplicaFetchPartitionResult::VT_TOPIC, None).unwrap()}
+  }
+  /// The partition within the topic.
+  #[inline]
+  pub fn partition(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ReplicaFetchPartitionResult::VT_PARTITION, Some(0)).unwrap()}
+  }
+  /// Why the partition was not served; None on success. On error
+  /// `payload_bytes` is 0.
+  #[inline]
+  pub fn error(&self) -> ReplicaFetchError {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ReplicaFetchError>(ReplicaFetchPartitionResult::VT_ERROR, Some(ReplicaFetchError::None)).unwrap()}
+  }
+  /// The broker id of the partition's leader as the answering broker knows
+  /// it (itself on success).
+  #[inline]
+  pub fn leader(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ReplicaFetchPartitionResult::VT_LEADER, Some(0)).unwrap()}
+  }
+  /// The request's `leader_epoch`, echoed.
+  #[inline]
+  pub fn leader_epoch(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ReplicaFetchPartitionResult::VT_LEADER_EPOCH, Some(0)).unwrap()}
+  }
+  /// The request's `fetch_id`, echoed.
+  #[inline]
+  pub fn fetch_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ReplicaFetchPartitionResult::VT_FETCH_ID, Some(0)).unwrap()}
+  }
+  /// The request's `fetch_offset`, echoed.
+  #[inline]
+  pub fn fetch_offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ReplicaFetchPartitionResult::VT_FETCH_OFFSET, Some(0)).unwrap()}
+  }
+  /// The request's `replica_epoch`, echoed.
+  #[inline]
+  pub fn replica_epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ReplicaFetchPartitionResult::VT_REPLICA_EPOCH, Some(0)).unwrap()}
+  }
+  /// KIP-320, set when the follower's log diverges from the leader's: the
+  /// largest leader epoch at or below the request's `last_fetched_epoch`
+  /// that the leader has; -1 otherwise. The follower truncates to
+  /// `diverging_end_offset` (or its own end of that epoch, if lower) and
+  /// fetches again; the payload holds nothing for the partition then.
+  #[inline]
+  pub fn diverging_epoch(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ReplicaFetchPartitionResult::VT_DIVERGING_EPOCH, Some(-1)).unwrap()}
+  }
+  /// With `diverging_epoch`: where that epoch ends in the leader's log (the
+  /// start of the next epoch); -1 otherwise.
+  #[inline]
+  pub fn diverging_end_offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ReplicaFetchPartitionResult::VT_DIVERGING_END_OFFSET, Some(-1)).unwrap()}
+  }
+  /// The leader's high watermark for the partition: one past the last
+  /// committed offset.
+  #[inline]
+  pub fn high_watermark(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ReplicaFetchPartitionResult::VT_HIGH_WATERMARK, Some(-1)).unwrap()}
+  }
+  /// The leader's first readable offset of the partition.
+  #[inline]
+  pub fn log_start_offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ReplicaFetchPartitionResult::VT_LOG_START_OFFSET, Some(-1)).unwrap()}
+  }
+  /// How many bytes of the frame's payload belong to this partition: whole
+  /// record batches, following those of the results before it.
+  #[inline]
+  pub fn payload_bytes(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ReplicaFetchPartitionResult::VT_PAYLOAD_BYTES, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ReplicaFetchPartitionResult<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, true)?
+     .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<ReplicaFetchError>("error", Self::VT_ERROR, false)?
+     .visit_field::<u32>("leader", Self::VT_LEADER, false)?
+     .visit_field::<u32>("leader_epoch", Self::VT_LEADER_EPOCH, false)?
+     .visit_field::<u64>("fetch_id", Self::VT_FETCH_ID, false)?
+     .visit_field::<i64>("fetch_offset", Self::VT_FETCH_OFFSET, false)?
+     .visit_field::<u64>("replica_epoch", Self::VT_REPLICA_EPOCH, false)?
+     .visit_field::<i64>("diverging_epoch", Self::VT_DIVERGING_EPOCH, false)?
+     .visit_field::<i64>("diverging_end_offset", Self::VT_DIVERGING_END_OFFSET, false)?
+     .visit_field::<i64>("high_watermark", Self::VT_HIGH_WATERMARK, false)?
+     .visit_field::<i64>("log_start_offset", Self::VT_LOG_START_OFFSET, false)?
+     .visit_field::<u32>("payload_bytes", Self::VT_PAYLOAD_BYTES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReplicaFetchPartitionResultArgs<'a> {
+    pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub partition: u32,
+    pub error: ReplicaFetchError,
+    pub leader: u32,
+    pub leader_epoch: u32,
+    pub fetch_id: u64,
+    pub fetch_offset: i64,
+    pub replica_epoch: u64,
+    pub diverging_epoch: i64,
+    pub diverging_end_offset: i64,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub payload_bytes: u32,
+}
+impl<'a> Default for ReplicaFetchPartitionResultArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ReplicaFetchPartitionResultArgs {
+      topic: None, // required field
+      partition: 0,
+      error: ReplicaFetchError::None,
+      leader: 0,
+      leader_epoch: 0,
+      fetch_id: 0,
+      fetch_offset: 0,
+      replica_epoch: 0,
+      diverging_epoch: -1,
+      diverging_end_offset: -1,
+      high_watermark: -1,
+      log_start_offset: -1,
+      payload_bytes: 0,
+    }
+  }
+}
+
+pub struct ReplicaFetchPartitionResultBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicaFetchPartitionResultBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicaFetchPartitionResult::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: u32) {
+    self.fbb_.push_slot::<u32>(ReplicaFetchPartitionResult::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_error(&mut self, error: ReplicaFetchError) {
+    self.fbb_.push_slot::<ReplicaFetchError>(ReplicaFetchPartitionResult::VT_ERROR, error, ReplicaFetchError::None);
+  }
+  #[inline]
+  pub fn add_leader(&mut self, leader: u32) {
+    self.fbb_.push_slot::<u32>(ReplicaFetchPartitionResult::VT_LEADER, leader, 0);
+  }
+  #[inline]
+  pub fn add_leader_epoch(&mut self, leader_epoch: u32) {
+    self.fbb_.push_slot::<u32>(ReplicaFetchPartitionResult::VT_LEADER_EPOCH, leader_epoch, 0);
+  }
+  #[inline]
+  pub fn add_fetch_id(&mut self, fetch_id: u64) {
+    self.fbb_.push_slot::<u64>(ReplicaFetchPartitionResult::VT_FETCH_ID, fetch_id, 0);
+  }
+  #[inline]
+  pub fn add_fetch_offset(&mut self, fetch_offset: i64) {
+    self.fbb_.push_slot::<i64>(ReplicaFetchPartitionResult::VT_FETCH_OFFSET, fetch_offset, 0);
+  }
+  #[inline]
+  pub fn add_replica_epoch(&mut self, replica_epoch: u64) {
+    self.fbb_.push_slot::<u64>(ReplicaFetchPartitionResult::VT_REPLICA_EPOCH, replica_epoch, 0);
+  }
+  #[inline]
+  pub fn add_diverging_epoch(&mut self, diverging_epoch: i64) {
+    self.fbb_.push_slot::<i64>(ReplicaFetchPartitionResult::VT_DIVERGING_EPOCH, diverging_epoch, -1);
+  }
+  #[inline]
+  pub fn add_diverging_end_offset(&mut self, diverging_end_offset: i64) {
+    self.fbb_.push_slot::<i64>(ReplicaFetchPartitionResult::VT_DIVERGING_END_OFFSET, diverging_end_offset, -1);
+  }
+  #[inline]
+  pub fn add_high_watermark(&mut self, high_watermark: i64) {
+    self.fbb_.push_slot::<i64>(ReplicaFetchPartitionResult::VT_HIGH_WATERMARK, high_watermark, -1);
+  }
+  #[inline]
+  pub fn add_log_start_offset(&mut self, log_start_offset: i64) {
+    self.fbb_.push_slot::<i64>(ReplicaFetchPartitionResult::VT_LOG_START_OFFSET, log_start_offset, -1);
+  }
+  #[inline]
+  pub fn add_payload_bytes(&mut self, payload_bytes: u32) {
+    self.fbb_.push_slot::<u32>(ReplicaFetchPartitionResult::VT_PAYLOAD_BYTES, payload_bytes, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReplicaFetchPartitionResultBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ReplicaFetchPartitionResultBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ReplicaFetchPartitionResult<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ReplicaFetchPartitionResult::VT_TOPIC,"topic");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ReplicaFetchPartitionResult<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ReplicaFetchPartitionResult");
+      ds.field("topic", &self.topic());
+      ds.field("partition", &self.partition());
+      ds.field("error", &self.error());
+      ds.field("leader", &self.leader());
+      ds.field("leader_epoch", &self.leader_epoch());
+      ds.field("fetch_id", &self.fetch_id());
+      ds.field("fetch_offset", &self.fetch_offset());
+      ds.field("replica_epoch", &self.replica_epoch());
+      ds.field("diverging_epoch", &self.diverging_epoch());
+      ds.field("diverging_end_offset", &self.diverging_end_offset());
+      ds.field("high_watermark", &self.high_watermark());
+      ds.field("log_start_offset", &self.log_start_offset());
+      ds.field("payload_bytes", &self.payload_bytes());
       ds.finish()
   }
 }
