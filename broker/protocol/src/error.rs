@@ -124,6 +124,18 @@ pub enum FrameError {
         /// The raw value.
         value: u64,
     },
+    /// The per-partition byte counts of a response do not add up to its
+    /// payload exactly (a ReplicaFetchResponse's `payload_bytes`), so its
+    /// batches cannot be told apart.
+    #[error("{table} results claim {claimed} payload bytes, but the frame carries {payload_len}")]
+    PayloadMismatch {
+        /// The table of the header, e.g. "ReplicaFetchResponse".
+        table: &'static str,
+        /// The sum of the results' byte counts.
+        claimed: u64,
+        /// Bytes after the header.
+        payload_len: usize,
+    },
 }
 
 impl FrameError {
@@ -144,7 +156,8 @@ impl FrameError {
             | FrameError::InvalidHeader { .. }
             | FrameError::UnexpectedPayload { .. }
             | FrameError::LimitExceeded { .. }
-            | FrameError::UnknownEnumValue { .. } => false,
+            | FrameError::UnknownEnumValue { .. }
+            | FrameError::PayloadMismatch { .. } => false,
         }
     }
 

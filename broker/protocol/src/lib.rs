@@ -10,8 +10,9 @@
 //!
 //! Invariants:
 //! - Record bytes never go through flatbuffers: they are the payload, which
-//!   the codec only delimits. A produce request's batches and a fetch
-//!   response's batches are borrowed or sent as they are, never copied here.
+//!   the codec only delimits. A produce request's batches and a fetch or
+//!   replica fetch response's batches are borrowed or sent as they are,
+//!   never copied here.
 //! - Every length and count from the peer is checked against a limit of
 //!   [`limits`] before it is trusted; decoding allocates nothing on success
 //!   and never panics, whatever the bytes.
@@ -23,6 +24,7 @@
 
 mod encode;
 mod encode_groups;
+mod encode_replication;
 mod error;
 pub mod frame;
 pub mod generated;
@@ -34,9 +36,12 @@ pub use encode::{
     TopicDescription, TopicSettings, TopicSummary, BROKER_DEFAULT, NO_LIMIT,
 };
 pub use encode_groups::{GroupSummary, MemberSummary, OffsetEntry, TopicAssignment};
+pub use encode_replication::{
+    replica_fetch_slices, ReplicaFetchParams, ReplicaFetchPartitionParams, ReplicaFetchResult,
+};
 pub use error::FrameError;
 pub use frame::{
     decode_prefix, encode_prefix, FrameHeader, FLAG_RESPONSE, FRAME_PREFIX_LEN, PROTOCOL_VERSION,
 };
-pub use generated::{Acks, ApiKey, ErrorCode, OffsetSpec};
+pub use generated::{Acks, ApiKey, ErrorCode, OffsetSpec, ReplicaFetchError};
 pub use message::{decode_as, decode_frame, Body, Frame, Message};

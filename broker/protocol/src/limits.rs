@@ -81,3 +81,15 @@ pub const MAX_GROUP_NAME_BYTES: usize = 249;
 /// Most partition offsets one OffsetCommit, OffsetFetch or JoinGroup
 /// answer may carry.
 pub const MAX_PARTITIONS_PER_REQUEST: usize = 100_000;
+
+/// Most partitions one ReplicaFetch request or response may carry, checked
+/// on decode of both (and on encode, so a peer never receives one it must
+/// refuse).
+///
+/// A follower shard keeps one fetch session with each leader shard for all
+/// the partitions that pair shares, so this bounds the work one request
+/// makes the leader do and the follower do with the answer. A result is
+/// about 100 bytes of header with shared topic names, so 10 000 of them fit
+/// in [`MAX_HEADER_BYTES`] (the crate's tests build that largest answer); a
+/// pair that shares more partitions needs a second session.
+pub const MAX_PARTITIONS_PER_REPLICA_FETCH: usize = 10_000;

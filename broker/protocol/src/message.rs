@@ -8,7 +8,7 @@
 //!   the generated accessors (which unwrap) never fail on peer bytes.
 //! - Decoding never allocates on success: the result borrows the frame.
 //! - A payload only follows the headers that carry one (ProduceRequest,
-//!   FetchResponse); elsewhere it is refused.
+//!   FetchResponse, ReplicaFetchResponse); elsewhere it is refused.
 
 use flatbuffers::{Follow, Verifiable, VerifierOptions};
 
@@ -22,11 +22,12 @@ use super::generated::{
     ListGroupsResponse, ListOffsetsRequest, ListOffsetsResponse, ListTopicsRequest,
     ListTopicsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
     OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse,
+    ReplicaFetchRequest, ReplicaFetchResponse,
 };
 use super::limits::{
-    MAX_GROUP_NAME_BYTES, MAX_PARTITIONS_PER_REQUEST, MAX_PARTITIONS_PER_TOPIC,
-    MAX_TOPICS_PER_REQUEST, MAX_TOPIC_NAME_BYTES, VERIFIER_MAX_APPARENT_BYTES, VERIFIER_MAX_DEPTH,
-    VERIFIER_MAX_TABLES,
+    MAX_GROUP_NAME_BYTES, MAX_PARTITIONS_PER_REPLICA_FETCH, MAX_PARTITIONS_PER_REQUEST,
+    MAX_PARTITIONS_PER_TOPIC, MAX_TOPICS_PER_REQUEST, MAX_TOPIC_NAME_BYTES,
+    VERIFIER_MAX_APPARENT_BYTES, VERIFIER_MAX_DEPTH, VERIFIER_MAX_TABLES,
 };
 
 /// The verifier's bounds (see [`super::limits`]) for every header.
@@ -50,8 +51,10 @@ pub trait Message<'a>: Follow<'a, Inner = Self> + Verifiable + Copy + 'a {
     const NAME: &'static str;
 
     /// Checks what the verifier cannot: the protocol's limits and that enum
-    /// fields hold known values. Only requests have checks; a response may
-    /// carry values a newer peer defined.
+    /// fields hold known values. Enum values are checked in requests only:
+    /// a response may carry values a newer peer defined. A response is
+    /// checked only against the limits that bound its receiver's work (the
+    /// partition count of a ReplicaFetchResponse).
     fn validate(&self) -> Result<(), FrameError>;
 }
 
@@ -214,6 +217,34 @@ messages! {
     ListGroupsResponse: ListGroups, response: true, payload: false, validate: nothing;
     DescribeGroupRequest: DescribeGroup, response: false, payload: false, validate: validate_describe_group;
     DescribeGroupResponse: DescribeGroup, response: true, payload: false, validate: nothing;
+    ReplicaFetchRequest: ReplicaFetch, response: false, payload: false, validate: validate_replica_fetch;
+    ReplicaFetchResponse: ReplicaFetch, response: true, payload: true, validate: validate_replica_fetch_response;
+}
+
+fn validate_replica_fetch(r: &ReplicaFetchRequest<'_>) -> Result<(), FrameError> {
+    let Some(partitions) = r.partitions() else {
+        return Ok(());
+    };
+    at_most(
+        "ReplicaFetchRequest.partitions",
+        partitions.len() as u64,
+        MAX_PARTITIONS_PER_REPLICA_FETCH,
+    )?;
+    partitions
+        .iter()
+        .try_for_each(|p| topic_name("ReplicaFetchRequest.partitions[].topic", p.topic()))
+}
+
+/// The one response check: a follower walks every result (and slices the
+/// payload by them), so their count is bounded as a request's is. Error
+/// values are not checked: a newer leader may send one this code does not
+/// know, which the follower treats as a failure of that partition only.
+fn validate_replica_fetch_response(r: &ReplicaFetchResponse<'_>) -> Result<(), FrameError> {
+    at_most(
+        "ReplicaFetchResponse.partitions",
+        r.partitions().map_or(0, |p| p.len()) as u64,
+        MAX_PARTITIONS_PER_REPLICA_FETCH,
+    )
 }
 
 fn group_name(field: &'static str, name: &str) -> Result<(), FrameError> {
