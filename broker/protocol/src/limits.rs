@@ -89,7 +89,11 @@ pub const MAX_PARTITIONS_PER_REQUEST: usize = 100_000;
 /// A follower shard keeps one fetch session with each leader shard for all
 /// the partitions that pair shares, so this bounds the work one request
 /// makes the leader do and the follower do with the answer. A result is
-/// about 100 bytes of header with shared topic names, so 10 000 of them fit
-/// in [`MAX_HEADER_BYTES`] (the crate's tests build that largest answer); a
-/// pair that shares more partitions needs a second session.
+/// about 100 bytes of header when topic names are shared (the writers share
+/// them): 10 000 results with every field set, over 1 000 topics of
+/// 100-byte names, take 1 016 224 bytes, just inside [`MAX_HEADER_BYTES`]
+/// (the crate's tests build that answer). Many distinct long names do not
+/// fit: the writer then refuses with `HeaderTooLarge`, and the follower must
+/// ask for fewer partitions per request (a request costs about half as much
+/// per partition).
 pub const MAX_PARTITIONS_PER_REPLICA_FETCH: usize = 10_000;

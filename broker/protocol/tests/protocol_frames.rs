@@ -15,18 +15,24 @@ use broker_format::BatchBuilder;
 use broker_protocol::generated::{
     CreateTopicResponse, DeleteTopicResponse, FetchRequest, FetchResponse, ListOffsetsResponse,
     ListTopicsResponse, ListTopicsResponseArgs, MetadataResponse, MetadataResponseArgs,
-    ProduceRequest, ProduceRequestArgs, ProduceResponse, ShardEndpoint, ShardEndpointArgs,
-    TopicListing, TopicListingArgs,
+    ProduceRequest, ProduceRequestArgs, ProduceResponse, ReplicaFetchPartition,
+    ReplicaFetchPartitionArgs, ReplicaFetchPartitionResult, ReplicaFetchPartitionResultArgs,
+    ReplicaFetchRequest, ReplicaFetchRequestArgs, ReplicaFetchResponse, ReplicaFetchResponseArgs,
+    ShardEndpoint, ShardEndpointArgs, TopicListing, TopicListingArgs,
 };
 use broker_protocol::limits::{
-    DEFAULT_MAX_FRAME_BYTES, MAX_HEADER_BYTES, MAX_PARTITIONS_PER_TOPIC, MAX_TOPICS_PER_REQUEST,
-    MAX_TOPIC_NAME_BYTES,
+    DEFAULT_MAX_FRAME_BYTES, MAX_HEADER_BYTES, MAX_PARTITIONS_PER_REPLICA_FETCH,
+    MAX_PARTITIONS_PER_TOPIC, MAX_TOPICS_PER_REQUEST, MAX_TOPIC_NAME_BYTES,
 };
 use broker_protocol::{
     decode_as, decode_frame, decode_prefix, encode_prefix, Acks, ApiKey, Body, ErrorCode,
     FetchParams, FetchPosition, FrameError, FrameHeader, FrameWriter, OffsetQuery, OffsetSpec,
     ResponseError, ShardAddress, TopicDescription, TopicSettings, TopicSummary, BROKER_DEFAULT,
     FRAME_PREFIX_LEN, NO_LIMIT, PROTOCOL_VERSION,
+};
+use broker_protocol::{
+    replica_fetch_slices, ReplicaFetchError, ReplicaFetchParams, ReplicaFetchPartitionParams,
+    ReplicaFetchResult,
 };
 use broker_protocol::{GroupSummary, MemberSummary, OffsetEntry, TopicAssignment};
 use proptest::prelude::*;
@@ -80,21 +86,113 @@ fn allocations_during<T>(f: impl FnOnce() -> T) -> (T, u64) {
 // Sample frames: one of every request and response.
 
 fn batches() -> Vec<u8> {
-    let mut out = Vec::new();
-    for (i, n) in [3usize, 1, 7].into_iter().enumerate() {
-        let mut b = BatchBuilder::new(1_700_000_000_000 + i as i64);
-        for r in 0..n {
-            let value = format!("record {i}.{r}");
-            b.push(
-                1_700_000_000_000 + r as i64,
-                Some(b"key"),
-                Some(value.as_bytes()),
-                &[],
-            );
-        }
-        out.extend_from_slice(&b.finish());
-    }
-    out
+    each_batch().concat()
+}
+
+/// The three batches of [`batches`], each on its own.
+fn each_batch() -> Vec<Vec<u8>> {
+    [3usize, 1, 7]
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut b = BatchBuilder::new(1_700_000_000_000 + i as i64);
+            for r in 0..n {
+                let value = format!("record {i}.{r}");
+                b.push(
+                    1_700_000_000_000 + r as i64,
+                    Some(b"key"),
+                    Some(value.as_bytes()),
+                    &[],
+                );
+            }
+            b.finish().to_vec()
+        })
+        .collect()
+}
+
+/// The partitions of the sample ReplicaFetchRequest.
+const REPLICA_FETCH_PARTITIONS: [ReplicaFetchPartitionParams<'static>; 3] = [
+    ReplicaFetchPartitionParams {
+        topic: "orders",
+        partition: 0,
+        leader_epoch: 4,
+        fetch_offset: 120,
+        last_fetched_epoch: 3,
+        fetch_id: 1 << 40,
+        max_bytes: 1 << 20,
+    },
+    ReplicaFetchPartitionParams {
+        topic: "orders",
+        partition: 2,
+        leader_epoch: 4,
+        fetch_offset: 0,
+        last_fetched_epoch: -1,
+        fetch_id: 7,
+        max_bytes: 4096,
+    },
+    ReplicaFetchPartitionParams {
+        topic: "clicks",
+        partition: 5,
+        leader_epoch: 9,
+        fetch_offset: 77,
+        last_fetched_epoch: 9,
+        fetch_id: u64::MAX,
+        max_bytes: 65536,
+    },
+];
+
+/// The results of the sample ReplicaFetchResponse, whose payload is
+/// `each_batch()`: batches 0 and 1 for the first partition, none for the
+/// two that failed or diverged, batch 2 for the last.
+fn replica_fetch_results(batches: &[Vec<u8>]) -> [ReplicaFetchResult<'static>; 4] {
+    let ok = ReplicaFetchResult {
+        topic: "orders",
+        partition: 0,
+        error: ReplicaFetchError::None,
+        leader: 2,
+        leader_epoch: 4,
+        fetch_id: 1 << 40,
+        fetch_offset: 120,
+        replica_epoch: 1 << 33,
+        diverging: None,
+        high_watermark: 130,
+        log_start_offset: 10,
+        payload_bytes: (batches[0].len() + batches[1].len()) as u32,
+    };
+    [
+        ok,
+        ReplicaFetchResult {
+            partition: 2,
+            error: ReplicaFetchError::NotLeaderOrFollower,
+            leader: 3,
+            fetch_id: 7,
+            fetch_offset: 0,
+            high_watermark: -1,
+            log_start_offset: -1,
+            payload_bytes: 0,
+            ..ok
+        },
+        ReplicaFetchResult {
+            topic: "clicks",
+            partition: 5,
+            leader_epoch: 9,
+            fetch_id: u64::MAX,
+            fetch_offset: 77,
+            diverging: Some((8, 70)),
+            payload_bytes: 0,
+            ..ok
+        },
+        ReplicaFetchResult {
+            topic: "clicks",
+            partition: 6,
+            fetch_id: 8,
+            fetch_offset: 0,
+            high_watermark: 11,
+            log_start_offset: 0,
+            payload_bytes: batches[2].len() as u32,
+            ..ok
+        },
+    ]
 }
 
 const SETTINGS: TopicSettings = TopicSettings {
@@ -322,6 +420,22 @@ fn samples() -> Vec<Sample> {
             w.describe_group_response(o, id, "Stable", 7, &m, &e)
                 .unwrap();
         }),
+        frame("ReplicaFetchRequest", &[], &mut |w, o, id| {
+            let params = ReplicaFetchParams {
+                replica: 3,
+                replica_epoch: 1 << 33,
+                replica_shard: 1,
+                max_wait_ms: 500,
+                max_bytes: 8 << 20,
+                partitions: &REPLICA_FETCH_PARTITIONS,
+            };
+            w.replica_fetch_request(o, id, &params).unwrap();
+        }),
+        frame("ReplicaFetchResponse", &records, &mut |w, o, id| {
+            let results = replica_fetch_results(&each_batch());
+            w.replica_fetch_response(o, id, &results, records.len())
+                .unwrap();
+        }),
     ]
 }
 
@@ -335,7 +449,7 @@ fn sample(name: &str) -> Sample {
 #[test]
 fn every_request_and_response_round_trips_with_its_payload() {
     let all = samples();
-    assert_eq!(all.len(), 30, "one sample per api and direction");
+    assert_eq!(all.len(), 32, "one sample per api and direction");
     for (i, s) in all.iter().enumerate() {
         let frame = decode_frame(&s.frame, DEFAULT_MAX_FRAME_BYTES)
             .unwrap_or_else(|e| panic!("{}: {e}", s.name));
@@ -536,6 +650,57 @@ fn check_fields(body: &Body<'_>) {
             );
             assert_eq!(r.offsets().unwrap().get(0).offset(), 120);
         }
+        Body::ReplicaFetchRequest(r) => {
+            assert_eq!(
+                (
+                    r.replica(),
+                    r.replica_epoch(),
+                    r.replica_shard(),
+                    r.max_wait_ms(),
+                    r.max_bytes()
+                ),
+                (3, 1 << 33, 1, 500, 8 << 20)
+            );
+            let got: Vec<_> = r
+                .partitions()
+                .unwrap()
+                .iter()
+                .map(|p| ReplicaFetchPartitionParams {
+                    topic: p.topic(),
+                    partition: p.partition(),
+                    leader_epoch: p.leader_epoch(),
+                    fetch_offset: p.fetch_offset(),
+                    last_fetched_epoch: p.last_fetched_epoch(),
+                    fetch_id: p.fetch_id(),
+                    max_bytes: p.max_bytes(),
+                })
+                .collect();
+            assert_eq!(got, REPLICA_FETCH_PARTITIONS);
+        }
+        Body::ReplicaFetchResponse(r) => {
+            assert!(r.error().is_none());
+            let got: Vec<_> = r.partitions().unwrap().iter().map(read_result).collect();
+            assert_eq!(got, replica_fetch_results(&each_batch()));
+        }
+    }
+}
+
+/// A decoded result as the value that encoded it.
+fn read_result<'a>(r: ReplicaFetchPartitionResult<'a>) -> ReplicaFetchResult<'a> {
+    ReplicaFetchResult {
+        topic: r.topic(),
+        partition: r.partition(),
+        error: r.error(),
+        leader: r.leader(),
+        leader_epoch: r.leader_epoch(),
+        fetch_id: r.fetch_id(),
+        fetch_offset: r.fetch_offset(),
+        replica_epoch: r.replica_epoch(),
+        diverging: (r.diverging_epoch() >= 0)
+            .then(|| (r.diverging_epoch() as i32, r.diverging_end_offset() as u64)),
+        high_watermark: r.high_watermark(),
+        log_start_offset: r.log_start_offset(),
+        payload_bytes: r.payload_bytes(),
     }
 }
 
@@ -716,6 +881,12 @@ fn error_response_reads_as_the_response_of_every_api() {
             .body
             .error()
             .map(|e| e.code())
+    });
+    check(ApiKey::ReplicaFetch, &|b| {
+        let f = decode_as::<ReplicaFetchResponse>(b, max).unwrap();
+        // A refusal has no results and no payload: nothing to slice.
+        assert_eq!(replica_fetch_slices(&f.body, f.payload), Ok(Vec::new()));
+        f.body.error().map(|e| e.code())
     });
 
     // An api this code does not know still gets an answer under its key.
@@ -1296,6 +1467,12 @@ fn decode_everything(bytes: &[u8], max_frame: usize) {
                 }
                 let _ = decode_as::<FetchResponse>(frame, max_frame).map(|f| format!("{f:?}"));
                 let _ = decode_as::<MetadataResponse>(frame, max_frame).map(|f| format!("{f:?}"));
+                if let Ok(f) = decode_as::<ReplicaFetchResponse>(frame, max_frame) {
+                    if let Ok(slices) = replica_fetch_slices(&f.body, f.payload) {
+                        let total: usize = slices.iter().map(|s| s.len()).sum();
+                        assert_eq!(total, f.payload.len());
+                    }
+                }
             }
         }
         Ok(None) => assert!(bytes.len() < FRAME_PREFIX_LEN),
@@ -1330,7 +1507,7 @@ proptest! {
     /// verifier of every table.
     #[test]
     fn random_headers_behind_a_valid_prefix_never_panic(
-        api in prop_oneof![1u16..=4, 10u16..=12, any::<u16>()],
+        api in prop_oneof![1u16..=4, 10u16..=12, 20u16..=27, Just(40u16), any::<u16>()],
         response in any::<bool>(),
         header in prop::collection::vec(any::<u8>(), 0..512),
         payload_len in 0usize..64,
@@ -1346,7 +1523,7 @@ proptest! {
     /// verifier's deeper paths are reached.
     #[test]
     fn damaged_valid_frames_never_panic(
-        which in 0usize..14,
+        which in 0usize..32,
         edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
     ) {
         let mut frame = samples().swap_remove(which).frame;
@@ -1356,4 +1533,412 @@ proptest! {
         }
         decode_everything(&frame, DEFAULT_MAX_FRAME_BYTES);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Replication: ReplicaFetch's payload is shared by its partitions.
+
+/// A ReplicaFetchResponse built by hand (past the writer's checks): one
+/// result per `payload_bytes` entry, then `payload`.
+fn raw_replica_fetch_response(payload_bytes: &[u32], payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    FrameWriter::new()
+        .write::<ReplicaFetchResponse>(&mut out, 1, payload.len(), |fbb| {
+            let topic = fbb.create_shared_string("orders");
+            let results: Vec<_> = payload_bytes
+                .iter()
+                .zip(0u32..)
+                .map(|(&payload_bytes, partition)| {
+                    ReplicaFetchPartitionResult::create(
+                        fbb,
+                        &ReplicaFetchPartitionResultArgs {
+                            topic: Some(topic),
+                            partition,
+                            payload_bytes,
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect();
+            let partitions = Some(fbb.create_vector(&results));
+            ReplicaFetchResponse::create(
+                fbb,
+                &ReplicaFetchResponseArgs {
+                    error: None,
+                    partitions,
+                },
+            )
+        })
+        .unwrap();
+    out.extend_from_slice(payload);
+    out
+}
+
+#[test]
+fn replica_fetch_slices_are_each_partitions_batches_borrowed_from_the_frame() {
+    let s = sample("ReplicaFetchResponse");
+    let f = decode_as::<ReplicaFetchResponse>(&s.frame, DEFAULT_MAX_FRAME_BYTES).unwrap();
+    let slices = replica_fetch_slices(&f.body, f.payload).unwrap();
+    let b = each_batch();
+    let first_two = [&b[0][..], &b[1][..]].concat();
+    assert_eq!(
+        slices,
+        [&first_two[..], &[][..], &[][..], &b[2][..]],
+        "one slice per result, in order, byte for byte"
+    );
+    assert_eq!(
+        slices[0].as_ptr(),
+        f.payload.as_ptr(),
+        "borrowed, not copied"
+    );
+    assert_eq!(
+        slices[3].as_ptr_range().end,
+        s.frame.as_ptr_range().end,
+        "the last partition's batches end the frame"
+    );
+    let (slices_again, allocations) =
+        allocations_during(|| replica_fetch_slices(&f.body, f.payload).map(|v| v.len()));
+    assert_eq!(slices_again, Ok(4));
+    assert_eq!(
+        allocations, 1,
+        "the vector of slices, nothing per partition"
+    );
+}
+
+#[test]
+fn replica_fetch_payload_bytes_that_do_not_add_up_are_refused() {
+    let payload = batches();
+    let len = payload.len() as u32;
+    let max = DEFAULT_MAX_FRAME_BYTES;
+    for (claims, claimed) in [
+        // Beyond the payload: by a byte, and by u32s that would overflow a
+        // u32 sum.
+        (vec![len - 10, 11], u64::from(len) + 1),
+        (vec![u32::MAX, u32::MAX, 1], 2 * u64::from(u32::MAX) + 1),
+        // Short of it: the tail would belong to no partition.
+        (vec![len - 10, 9], u64::from(len) - 1),
+        (vec![0, 0], 0),
+        (vec![], 0),
+    ] {
+        let frame = raw_replica_fetch_response(&claims, &payload);
+        let f = decode_as::<ReplicaFetchResponse>(&frame, max).unwrap();
+        let err = replica_fetch_slices(&f.body, f.payload).unwrap_err();
+        assert_eq!(
+            err,
+            FrameError::PayloadMismatch {
+                table: "ReplicaFetchResponse",
+                claimed,
+                payload_len: payload.len(),
+            },
+            "{claims:?}"
+        );
+        assert!(!err.is_fatal());
+        assert_eq!(err.error_code(), ErrorCode::InvalidRequest);
+    }
+    let frame = raw_replica_fetch_response(&[len - 10, 11], &payload);
+    let f = decode_as::<ReplicaFetchResponse>(&frame, max).unwrap();
+    assert_eq!(
+        replica_fetch_slices(&f.body, f.payload)
+            .unwrap_err()
+            .to_string(),
+        format!(
+            "ReplicaFetchResponse results claim {} payload bytes, but the frame carries {len}",
+            len + 1
+        )
+    );
+    // A response without results and with a payload.
+    let mut out = Vec::new();
+    FrameWriter::new()
+        .write::<ReplicaFetchResponse>(&mut out, 1, 3, |fbb| {
+            ReplicaFetchResponse::create(fbb, &ReplicaFetchResponseArgs::default())
+        })
+        .unwrap();
+    out.extend_from_slice(b"abc");
+    let f = decode_as::<ReplicaFetchResponse>(&out, max).unwrap();
+    assert!(matches!(
+        replica_fetch_slices(&f.body, f.payload),
+        Err(FrameError::PayloadMismatch { claimed: 0, .. })
+    ));
+
+    // The leader's writer refuses to build either, and leaves `out` as it was.
+    let results = replica_fetch_results(&each_batch());
+    let mut out = b"earlier frame".to_vec();
+    let mut w = FrameWriter::new();
+    for payload_len in [payload.len() - 1, payload.len() + 1, 0] {
+        let err = w
+            .replica_fetch_response(&mut out, 1, &results, payload_len)
+            .unwrap_err();
+        assert!(
+            matches!(err, FrameError::PayloadMismatch { claimed, .. } if claimed == payload.len() as u64),
+            "{err}"
+        );
+        assert_eq!(out, b"earlier frame");
+    }
+}
+
+#[test]
+fn truncated_replica_fetch_frames_are_refused() {
+    let max = DEFAULT_MAX_FRAME_BYTES;
+    for name in ["ReplicaFetchRequest", "ReplicaFetchResponse"] {
+        let s = sample(name);
+        for cut in [1, s.payload.len().max(1), s.frame.len() - FRAME_PREFIX_LEN] {
+            let part = &s.frame[..s.frame.len() - cut];
+            assert_eq!(
+                decode_frame(part, max).unwrap_err(),
+                FrameError::LengthMismatch {
+                    declared: s.frame.len(),
+                    actual: part.len()
+                },
+                "{name} cut by {cut}"
+            );
+        }
+    }
+    // A response whose prefix was rewritten to match a cut payload is a
+    // valid frame, but its batches no longer add up.
+    let s = sample("ReplicaFetchResponse");
+    let h = decode_prefix(&s.frame, max).unwrap().unwrap();
+    let cut = &s.frame[..s.frame.len() - 5];
+    let short = FrameHeader::new(
+        ApiKey::ReplicaFetch,
+        true,
+        h.request_id(),
+        h.header_len(),
+        h.payload_len() - 5,
+    )
+    .unwrap();
+    let mut frame = encode_prefix(&short).to_vec();
+    frame.extend_from_slice(&cut[FRAME_PREFIX_LEN..]);
+    let f = decode_as::<ReplicaFetchResponse>(&frame, max).unwrap();
+    assert!(matches!(
+        replica_fetch_slices(&f.body, f.payload),
+        Err(FrameError::PayloadMismatch { .. })
+    ));
+    // The request carries no payload.
+    let frame = reframe(
+        &sample("ReplicaFetchRequest").frame,
+        ApiKey::ReplicaFetch,
+        false,
+        b"junk",
+    );
+    assert!(matches!(
+        decode_frame(&frame, max),
+        Err(FrameError::UnexpectedPayload {
+            table: "ReplicaFetchRequest",
+            payload_len: 4
+        })
+    ));
+}
+
+/// A ReplicaFetchRequest of `count` partitions of `topic`, built by hand
+/// (past the writer's limit).
+fn raw_replica_fetch_request(count: usize, topic: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    FrameWriter::new()
+        .write::<ReplicaFetchRequest>(&mut out, 1, 0, |fbb| {
+            let topic = fbb.create_shared_string(topic);
+            let partitions: Vec<_> = (0..count as u32)
+                .map(|partition| {
+                    ReplicaFetchPartition::create(
+                        fbb,
+                        &ReplicaFetchPartitionArgs {
+                            topic: Some(topic),
+                            partition,
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect();
+            let partitions = Some(fbb.create_vector(&partitions));
+            ReplicaFetchRequest::create(
+                fbb,
+                &ReplicaFetchRequestArgs {
+                    partitions,
+                    ..Default::default()
+                },
+            )
+        })
+        .unwrap();
+    out
+}
+
+#[test]
+fn replica_fetch_partition_limit_is_checked_on_requests_and_responses() {
+    let max = DEFAULT_MAX_FRAME_BYTES;
+    let over = MAX_PARTITIONS_PER_REPLICA_FETCH + 1;
+
+    let err = decode_frame(&raw_replica_fetch_request(over, "orders"), max).unwrap_err();
+    assert_eq!(
+        err,
+        FrameError::LimitExceeded {
+            field: "ReplicaFetchRequest.partitions",
+            value: over as u64,
+            max: MAX_PARTITIONS_PER_REPLICA_FETCH as u64
+        }
+    );
+    assert!(!err.is_fatal());
+    let at_limit = raw_replica_fetch_request(MAX_PARTITIONS_PER_REPLICA_FETCH, "orders");
+    assert!(decode_as::<ReplicaFetchRequest>(&at_limit, max).is_ok());
+
+    let err = decode_frame(&raw_replica_fetch_response(&vec![0; over], &[]), max).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FrameError::LimitExceeded {
+                field: "ReplicaFetchResponse.partitions",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(matches!(
+        decode_as::<ReplicaFetchResponse>(&raw_replica_fetch_response(&vec![0; over], &[]), max),
+        Err(FrameError::LimitExceeded { .. })
+    ));
+    let at_limit = raw_replica_fetch_response(&vec![0; MAX_PARTITIONS_PER_REPLICA_FETCH], &[]);
+    assert!(decode_frame(&at_limit, max).is_ok());
+
+    // Topic names are limited in requests as everywhere.
+    let long_name = "n".repeat(MAX_TOPIC_NAME_BYTES + 1);
+    assert!(matches!(
+        decode_frame(&raw_replica_fetch_request(1, &long_name), max),
+        Err(FrameError::LimitExceeded {
+            field: "ReplicaFetchRequest.partitions[].topic",
+            ..
+        })
+    ));
+
+    // Neither writer builds what the peer would refuse.
+    let mut w = FrameWriter::new();
+    let mut out = Vec::new();
+    let partitions = vec![REPLICA_FETCH_PARTITIONS[0]; over];
+    let params = ReplicaFetchParams {
+        replica: 1,
+        replica_epoch: 1,
+        replica_shard: 0,
+        max_wait_ms: 0,
+        max_bytes: 0,
+        partitions: &partitions,
+    };
+    assert!(matches!(
+        w.replica_fetch_request(&mut out, 1, &params),
+        Err(FrameError::LimitExceeded {
+            field: "ReplicaFetchRequest.partitions",
+            ..
+        })
+    ));
+    let mut results = vec![replica_fetch_results(&each_batch())[1]; over];
+    assert!(matches!(
+        w.replica_fetch_response(&mut out, 1, &results, 0),
+        Err(FrameError::LimitExceeded {
+            field: "ReplicaFetchResponse.partitions",
+            ..
+        })
+    ));
+    results.truncate(1);
+    results[0].diverging = Some((3, u64::MAX));
+    assert!(matches!(
+        w.replica_fetch_response(&mut out, 1, &results, 0),
+        Err(FrameError::LimitExceeded {
+            field: "ReplicaFetchPartitionResult.diverging_end_offset",
+            ..
+        })
+    ));
+    assert!(out.is_empty());
+}
+
+#[test]
+fn largest_replica_fetch_request_and_response_fit_the_header_limit() {
+    // 10 000 partitions over 1 000 topics of 100-byte names, every field
+    // away from its default.
+    let names: Vec<String> = (0..1000).map(|i| format!("topic-{i:0>94}")).collect();
+    let partitions: Vec<_> = (0..MAX_PARTITIONS_PER_REPLICA_FETCH)
+        .map(|i| ReplicaFetchPartitionParams {
+            topic: &names[i / 10],
+            partition: (i % 10) as u32,
+            leader_epoch: u32::MAX,
+            fetch_offset: i64::MAX,
+            last_fetched_epoch: i64::MAX,
+            fetch_id: u64::MAX,
+            max_bytes: u32::MAX,
+        })
+        .collect();
+    let params = ReplicaFetchParams {
+        replica: u32::MAX,
+        replica_epoch: u64::MAX,
+        replica_shard: u16::MAX,
+        max_wait_ms: u32::MAX,
+        max_bytes: u32::MAX,
+        partitions: &partitions,
+    };
+    let mut w = FrameWriter::new();
+    let mut out = Vec::new();
+    let h = w.replica_fetch_request(&mut out, 1, &params).unwrap();
+    assert!(
+        h.header_len() < MAX_HEADER_BYTES,
+        "{} bytes",
+        h.header_len()
+    );
+    let f = decode_as::<ReplicaFetchRequest>(&out, DEFAULT_MAX_FRAME_BYTES).unwrap();
+    assert_eq!(
+        f.body.partitions().unwrap().len(),
+        MAX_PARTITIONS_PER_REPLICA_FETCH
+    );
+
+    let results: Vec<_> = partitions
+        .iter()
+        .map(|p| ReplicaFetchResult {
+            topic: p.topic,
+            partition: p.partition,
+            error: ReplicaFetchError::StorageError,
+            leader: u32::MAX,
+            leader_epoch: u32::MAX,
+            fetch_id: u64::MAX,
+            fetch_offset: i64::MAX,
+            replica_epoch: u64::MAX,
+            diverging: Some((i32::MAX, i64::MAX as u64)),
+            high_watermark: i64::MAX,
+            log_start_offset: i64::MAX,
+            payload_bytes: 1,
+        })
+        .collect();
+    out.clear();
+    let payload = vec![0xab; results.len()];
+    let h = w
+        .replica_fetch_response(&mut out, 2, &results, payload.len())
+        .unwrap();
+    assert!(
+        h.header_len() < MAX_HEADER_BYTES,
+        "{} bytes",
+        h.header_len()
+    );
+    eprintln!(
+        "largest replica fetch response header: {} bytes",
+        h.header_len()
+    );
+    out.extend_from_slice(&payload);
+    let f = decode_as::<ReplicaFetchResponse>(&out, DEFAULT_MAX_FRAME_BYTES).unwrap();
+    let slices = replica_fetch_slices(&f.body, f.payload).unwrap();
+    assert_eq!(slices.len(), MAX_PARTITIONS_PER_REPLICA_FETCH);
+    assert!(slices.iter().all(|s| s == &[0xab]));
+}
+
+#[test]
+fn replica_fetch_results_read_unknown_error_values_as_they_came() {
+    // Like every response, a ReplicaFetchResponse is not checked for enum
+    // values: a newer leader's error reaches the follower as its raw value
+    // (a failure of that partition only), rather than failing every
+    // partition of the session.
+    let mut results = replica_fetch_results(&each_batch());
+    results[1].error = ReplicaFetchError(200);
+    let payload = batches();
+    let mut out = Vec::new();
+    FrameWriter::new()
+        .replica_fetch_response(&mut out, 1, &results, payload.len())
+        .unwrap();
+    out.extend_from_slice(&payload);
+    let f = decode_as::<ReplicaFetchResponse>(&out, DEFAULT_MAX_FRAME_BYTES).unwrap();
+    let error = f.body.partitions().unwrap().get(1).error();
+    assert_eq!(error, ReplicaFetchError(200));
+    assert_eq!(error.variant_name(), None);
+    assert_eq!(replica_fetch_slices(&f.body, f.payload).unwrap().len(), 4);
 }
