@@ -1911,10 +1911,6 @@ fn largest_replica_fetch_request_and_response_fit_the_header_limit() {
         "{} bytes",
         h.header_len()
     );
-    eprintln!(
-        "largest replica fetch response header: {} bytes",
-        h.header_len()
-    );
     out.extend_from_slice(&payload);
     let f = decode_as::<ReplicaFetchResponse>(&out, DEFAULT_MAX_FRAME_BYTES).unwrap();
     let slices = replica_fetch_slices(&f.body, f.payload).unwrap();
