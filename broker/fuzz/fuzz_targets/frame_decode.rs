@@ -8,10 +8,11 @@
 //! even though random bytes rarely form a valid prefix.
 #![no_main]
 
-use broker_protocol::generated::{FetchResponse, MetadataResponse};
+use broker_protocol::generated::{FetchResponse, MetadataResponse, ReplicaFetchResponse};
 use broker_protocol::limits::{DEFAULT_MAX_FRAME_BYTES, MAX_HEADER_BYTES};
 use broker_protocol::{
-    decode_as, decode_frame, decode_prefix, encode_prefix, ApiKey, FrameHeader, FRAME_PREFIX_LEN,
+    decode_as, decode_frame, decode_prefix, encode_prefix, replica_fetch_slices, ApiKey,
+    FrameHeader, FRAME_PREFIX_LEN,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -87,6 +88,15 @@ fn check_frame(frame: &[u8], h: FrameHeader, max_frame: usize) {
     }
     if let Ok(f) = decode_as::<MetadataResponse>(frame, max_frame) {
         let _ = format!("{:?}", f.body);
+    }
+    // A follower slices an accepted answer's payload by its results.
+    if let Ok(f) = decode_as::<ReplicaFetchResponse>(frame, max_frame) {
+        if let Ok(slices) = replica_fetch_slices(&f.body, f.payload) {
+            assert_eq!(
+                slices.iter().map(|s| s.len()).sum::<usize>(),
+                f.payload.len()
+            );
+        }
     }
 }
 
