@@ -24,9 +24,8 @@ use std::{
     time::Duration,
 };
 
-use broker_cluster::{from_kafka_node_id, BrokerId, MetadataImage, PartitionReplicas};
-use broker_controller::{ControllerClient, Request, Response};
-use cluster_support::{wait, Cluster};
+use broker_cluster::{from_kafka_node_id, BrokerId, PartitionReplicas};
+use cluster_support::{image, wait, Cluster};
 
 const TOPIC: &str = "replicated";
 const PARTITIONS: u32 = 3;
@@ -89,18 +88,6 @@ fn broker_of(node: i64) -> BrokerId {
     from_kafka_node_id(node as i32).unwrap().0
 }
 
-/// The image a controller has applied.
-fn image(controllers: &[SocketAddr]) -> Option<MetadataImage> {
-    let mut client = ControllerClient::new(controllers.to_vec(), Duration::from_secs(2));
-    match client
-        .call(&Request::FetchImage { since_version: 0 })
-        .ok()?
-    {
-        Response::Image(Some(image)) => Some(*image),
-        _ => None,
-    }
-}
-
 /// Partition 0's registration in the image a controller has applied.
 fn registration(controllers: &[SocketAddr]) -> Option<PartitionReplicas> {
     image(controllers)?
@@ -160,11 +147,7 @@ print('created')
             );
         }
     }
-    let controllers: Vec<SocketAddr> = cluster
-        .controllers()
-        .split(',')
-        .map(|c| c.split_once('@').unwrap().1.parse().unwrap())
-        .collect();
+    let controllers = cluster.controller_addrs();
     let before = wait(
         "partition 0's registration",
         Duration::from_secs(10),
@@ -176,12 +159,7 @@ print('created')
     // Broker ids are index + 1.
     let killed = leader.0 as usize - 1;
     cluster.kill(killed);
-    let survivors: Vec<SocketAddr> = controllers
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != killed)
-        .map(|(_, a)| *a)
-        .collect();
+    let survivors = cluster.controller_addrs_but(killed);
     let after = wait(
         "a new leader of partition 0",
         Duration::from_secs(30),

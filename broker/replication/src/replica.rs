@@ -153,6 +153,9 @@ pub enum Event {
         /// The durable end.
         end: Offset,
     },
+    /// The brokers that may not join an ISR now (fenced or shutting down,
+    /// by the metadata; KIP-841): the leader proposes none of them.
+    Ineligible(BTreeSet<BrokerId>),
     /// Time passed.
     Tick,
 }
@@ -330,6 +333,8 @@ pub struct Replica {
     state: Option<PartitionState>,
     role: Role,
     next_fetch_id: u64,
+    /// Brokers the metadata says are fenced or shutting down.
+    ineligible: BTreeSet<BrokerId>,
 }
 
 /// The high watermark a leader may move to (kafka-tlaplus
@@ -377,6 +382,7 @@ impl Replica {
             state: None,
             role: Role::None,
             next_fetch_id: 1,
+            ineligible: BTreeSet::new(),
         })
     }
 
@@ -461,6 +467,7 @@ impl Replica {
             Event::AlterPartitionAnswer(answer) => self.on_alter_answer(now, answer, out),
             Event::Produce(request) => self.on_produce(now, request, out),
             Event::Durable { end } => self.on_durable(now, end, out),
+            Event::Ineligible(brokers) => self.ineligible = brokers,
             Event::Tick => self.on_tick(now, out),
         }
         debug_assert!(self.hw <= self.log_end);
@@ -805,8 +812,16 @@ impl Replica {
     }
 
     /// Proposes a new ISR if members lag or non-members caught up
-    /// (`SendAlterPartitionRequest`, `FollowerIsCaughtUp`). One change in
-    /// flight at a time.
+    /// (`SendAlterPartitionRequest`, `FollowerIsCaughtUp`), never with a
+    /// broker the metadata says is fenced or shutting down (KIP-841's
+    /// eligibility; the controller would refuse it). One change in flight at
+    /// a time. After a refusal, while the Maximal ISR still counts members
+    /// the committed ISR lacks, the committed ISR itself is proposed (a
+    /// compare-and-set that changes nothing): accepted, it proves that no
+    /// other proposal from that partition epoch was or will be applied, and
+    /// the Maximal ISR falls back to the committed one; otherwise the
+    /// Maximal ISR would keep counting a member that never joined, and the
+    /// high watermark would wait for it forever.
     fn propose_isr(&mut self, now: Millis, out: &mut Vec<Action>) {
         let me = self.me();
         let (hw, lag_max) = (self.hw, self.config.replica_lag_time_max_ms);
@@ -817,7 +832,13 @@ impl Replica {
             return;
         }
         let mut proposed = BTreeSet::from([me]);
-        for r in state.replicas.iter().copied().filter(|r| *r != me) {
+        let ineligible = &self.ineligible;
+        for r in state
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| *r != me && !ineligible.contains(r))
+        {
             let progress = l.followers.get(&r);
             if state.isr.contains(&r) {
                 let caught_up = progress.map_or(l.became_leader_at, |p| p.last_caught_up);
@@ -833,7 +854,7 @@ impl Replica {
                 }
             }
         }
-        if proposed == state.isr {
+        if proposed == state.isr && l.maximal_isr == state.isr {
             return;
         }
         let new_isr = proposed

@@ -144,7 +144,7 @@ impl Writer {
     /// when this returns (written by the flusher, whose failure marks the
     /// connection broken).
     async fn send(&self, response: &Response) -> io::Result<()> {
-        if response.payload.is_some() {
+        if response.payload.is_some() || !response.pieces.is_empty() {
             return self.send_now(response).await;
         }
         self.queue.borrow_mut().extend_from_slice(&response.head);
@@ -170,7 +170,7 @@ impl Writer {
         let _turn = self.take_turn().await?;
         self.write_queued().await?;
         self.stream.write_all(&response.head).await?;
-        if let Some(payload) = &response.payload {
+        for payload in response.payload.iter().chain(&response.pieces) {
             let bytes = payload.as_slice();
             if let Records::Log(_) = payload {
                 // Straight from the log's buffer (a DMA read or the written

@@ -62,6 +62,18 @@ pub enum ErrorKind {
     /// An idempotent producer this partition does not know sent a batch
     /// that does not start its sequence.
     UnknownProducer,
+    /// acks=all with fewer in-sync replicas than the topic's
+    /// `min.insync.replicas`: nothing was written (Kafka's
+    /// NOT_ENOUGH_REPLICAS).
+    NotEnoughReplicas,
+    /// Written, but the in-sync replicas fell below `min.insync.replicas`
+    /// before it was committed: indeterminate (Kafka's
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND).
+    NotEnoughReplicasAfterAppend,
+    /// Written on the leader, but its outcome is unknown (leadership lost,
+    /// or not committed in time): it may or may not be committed. Never
+    /// reported as a failure that wrote nothing.
+    Indeterminate,
     /// A failure the other kinds do not describe (a bug, a shard stopping).
     Internal,
 }

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod native;
 pub mod partition;
 pub mod producers;
+pub mod replication;
 pub mod service;
 pub mod shard;
 

@@ -10,11 +10,11 @@
 //! acknowledges it the partition advances its high watermark and wakes its
 //! long polls itself.
 //!
-//! Room left for replication: a follower's appends keep the leader's offsets
-//! (`Log` would take them at given offsets) and a new leader's followers
-//! truncate (`Log::truncate_to`); both would end in [`Partition::advance`]
-//! with the high watermark the leader sent, never above the log's durable
-//! end.
+//! A replicated partition ([`Partition::set_replicated`]) is driven by its
+//! replica (`crate::replication`): its appends go through the replica, and
+//! its high watermark is the replica's (the smallest durable end over the
+//! in-sync replicas), published with [`Partition::advance`], never the
+//! log's durable end alone.
 //!
 //! Invariants:
 //! - The high watermark never passes the log's durable end: no reader sees
@@ -55,6 +55,9 @@ pub struct Partition {
     metrics: Arc<PartitionMetrics>,
     /// Idempotent producers' sequences (Kafka's producer state).
     producers: RefCell<Producers>,
+    /// Replicated (a [`crate::replication::Replicated`] drives it): the
+    /// high watermark is the replica's, never the log's durable end.
+    replicated: Cell<bool>,
 }
 
 impl Partition {
@@ -69,9 +72,46 @@ impl Partition {
             arrivals: Arrivals::default(),
             metrics,
             producers: RefCell::new(Producers::default()),
+            replicated: Cell::new(false),
         };
         partition.update_gauges();
         partition
+    }
+
+    /// Makes the partition a replica's: from now on only the replica moves
+    /// its high watermark, which starts again from nothing readable (a
+    /// replica's is known true only once it leads and reached its epoch's
+    /// start).
+    pub fn set_replicated(&self) {
+        self.replicated.set(true);
+        self.high_watermark.set(0);
+        self.metrics.end_offset.store(0, Relaxed);
+    }
+
+    /// Whether a replica drives the partition.
+    pub fn is_replicated(&self) -> bool {
+        self.replicated.get()
+    }
+
+    /// Counts a follower's append of `bytes` (whole batches) in the metrics.
+    pub fn count_appended(&self, bytes: &[u8]) {
+        let records: u64 = broker_format::batches(bytes)
+            .map_while(Result::ok)
+            .map(|(h, _)| h.records_count.max(0) as u64)
+            .sum();
+        self.count(records, bytes.len());
+    }
+
+    /// Counts a leader's append of `[base, next)` in `bytes` bytes.
+    pub fn count_appended_len(&self, base: u64, next: u64, bytes: usize) {
+        self.count(next - base, bytes);
+    }
+
+    fn count(&self, records: u64, bytes: usize) {
+        let m = &self.metrics;
+        m.records_in.fetch_add(records, Relaxed);
+        m.bytes_in.fetch_add(bytes as u64, Relaxed);
+        m.size_bytes.store(self.log.size_bytes(), Relaxed);
     }
 
     /// The topic's name.
@@ -210,11 +250,10 @@ impl Partition {
 
     /// Bookkeeping after the log acknowledged `[base, next)`.
     fn appended(&self, base: u64, next: u64, bytes: usize) {
-        let m = &self.metrics;
-        m.records_in.fetch_add(next - base, Relaxed);
-        m.bytes_in.fetch_add(bytes as u64, Relaxed);
-        m.size_bytes.store(self.log.size_bytes(), Relaxed);
-        self.advance(self.log.durable_end());
+        self.count(next - base, bytes);
+        if !self.replicated.get() {
+            self.advance(self.log.durable_end());
+        }
     }
 
     /// Moves the high watermark up to `to` (never past the log's durable

@@ -218,6 +218,8 @@ pub struct Shard {
     image: RefCell<Option<Arc<broker_cluster::MetadataImage>>>,
     /// Signalled when `image` changes.
     image_changed: Arrivals,
+    /// This shard's replicated partitions.
+    replication: crate::replication::ShardReplication,
 }
 
 /// Counts a request in flight on its shard for as long as it lives.
@@ -270,6 +272,7 @@ impl Shard {
             cluster: parts.cluster,
             image: RefCell::new(None),
             image_changed: Arrivals::default(),
+            replication: Default::default(),
         }
     }
 
@@ -285,17 +288,24 @@ impl Shard {
         self.image.borrow().clone()
     }
 
-    /// Takes a newer image (an older or equal one is ignored).
-    pub fn set_image(&self, image: Arc<broker_cluster::MetadataImage>) {
+    /// Takes a newer image (an older or equal one is ignored), and hands
+    /// it to this shard's replicas.
+    pub fn set_image(self: &Rc<Self>, image: Arc<broker_cluster::MetadataImage>) {
         let newer = self
             .image
             .borrow()
             .as_ref()
             .is_none_or(|have| image.version() > have.version());
         if newer {
-            *self.image.borrow_mut() = Some(image);
+            *self.image.borrow_mut() = Some(Arc::clone(&image));
             self.image_changed.notify();
+            glommio::spawn_local(crate::replication::on_image(Rc::clone(self), image)).detach();
         }
+    }
+
+    /// This shard's replicated partitions.
+    pub fn replication(&self) -> &crate::replication::ShardReplication {
+        &self.replication
     }
 
     /// Waits (at most `limit`) until this shard has an image of at least
@@ -461,6 +471,7 @@ impl Shard {
 
     /// Stops serving this shard's partitions of `topic` and closes them.
     pub async fn close_partitions(&self, topic: &str) {
+        self.replication.remove_topic(topic);
         let removed = self.partitions.borrow_mut().remove(topic);
         self.metrics.remove_topic(topic);
         for (p, partition) in removed.into_iter().flatten() {

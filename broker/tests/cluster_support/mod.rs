@@ -17,6 +17,19 @@
 
 pub mod records;
 
+/// The metadata image a controller of `controllers` has applied.
+pub fn image(controllers: &[SocketAddr]) -> Option<broker_cluster::MetadataImage> {
+    use broker_controller::{ControllerClient, Request, Response};
+    let mut client = ControllerClient::new(controllers.to_vec(), Duration::from_secs(2));
+    match client
+        .call(&Request::FetchImage { since_version: 0 })
+        .ok()?
+    {
+        Response::Image(Some(image)) => Some(*image),
+        _ => None,
+    }
+}
+
 /// Polls `f` every 100 ms until it gives Some (at most `limit`, then the
 /// test fails naming `what`).
 pub fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -241,6 +254,28 @@ impl Cluster {
     /// Broker `i`'s shard-aware addresses (the same after a restart).
     pub fn shard_addrs(&self, i: usize) -> Vec<SocketAddr> {
         self.nodes[i].shard_addrs()
+    }
+
+    /// The controllers' quorum addresses, by broker index.
+    pub fn controller_addrs(&self) -> Vec<SocketAddr> {
+        self.nodes[..self.controllers]
+            .iter()
+            .map(Node::controller)
+            .collect()
+    }
+
+    /// The controllers' addresses but broker `i`'s.
+    pub fn controller_addrs_but(&self, i: usize) -> Vec<SocketAddr> {
+        let mut addrs = self.controller_addrs();
+        if i < addrs.len() {
+            addrs.remove(i);
+        }
+        addrs
+    }
+
+    /// Broker `i`'s data directory (the same after a restart).
+    pub fn data_dir(&self, i: usize) -> &std::path::Path {
+        &self.nodes[i].data_dir
     }
 
     /// Broker `i`'s process id, while it runs.

@@ -9,7 +9,7 @@ use std::{
 };
 
 use broker_client::{
-    ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, StartOffset,
+    Acks, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, StartOffset,
 };
 
 /// A record's key and value.
@@ -45,10 +45,23 @@ pub fn produce(
     ids: Range<usize>,
     client: ClientConfig,
 ) -> Acked {
+    produce_with(bootstrap, topic, seed, ids, client, Acks::Leader)
+}
+
+/// [`produce`] with the acknowledgement asked for.
+pub fn produce_with(
+    bootstrap: &str,
+    topic: &str,
+    seed: usize,
+    ids: Range<usize>,
+    client: ClientConfig,
+    acks: Acks,
+) -> Acked {
     let producer = Producer::connect(
         bootstrap,
         ProducerConfig {
             client,
+            acks,
             ..ProducerConfig::default()
         },
     )

@@ -186,10 +186,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ApiKey {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 23;
+pub const ENUM_MAX_ERROR_CODE: u16 = 41;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 20] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 22] = [
   ErrorCode::None,
   ErrorCode::UnknownTopic,
   ErrorCode::UnknownPartition,
@@ -210,6 +210,8 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 20] = [
   ErrorCode::IllegalGeneration,
   ErrorCode::RebalanceInProgress,
   ErrorCode::NotAssigned,
+  ErrorCode::NotEnoughReplicas,
+  ErrorCode::Indeterminate,
 ];
 
 /// Why a request failed. Stable values; 0 means success. A code tells the
@@ -276,9 +278,18 @@ impl ErrorCode {
   /// OffsetCommit: a partition is not assigned to this member in this
   /// generation. Nothing of the request was committed.
   pub const NotAssigned: Self = Self(23);
+  /// Produce with acks = All: the partition's in-sync replicas are fewer
+  /// than its topic's min.insync.replicas. Nothing was written; retry
+  /// later.
+  pub const NotEnoughReplicas: Self = Self(40);
+  /// Produce: the batch was written on the leader, but its outcome is not
+  /// known (the in-sync replicas fell below min.insync.replicas, the
+  /// leadership moved, or it was not committed within the produce
+  /// timeout): it may or may not be committed. Never "nothing written".
+  pub const Indeterminate: Self = Self(41);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 23;
+  pub const ENUM_MAX: u16 = 41;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::UnknownTopic,
@@ -300,6 +311,8 @@ impl ErrorCode {
     Self::IllegalGeneration,
     Self::RebalanceInProgress,
     Self::NotAssigned,
+    Self::NotEnoughReplicas,
+    Self::Indeterminate,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -324,6 +337,8 @@ impl ErrorCode {
       Self::IllegalGeneration => Some("IllegalGeneration"),
       Self::RebalanceInProgress => Some("RebalanceInProgress"),
       Self::NotAssigned => Some("NotAssigned"),
+      Self::NotEnoughReplicas => Some("NotEnoughReplicas"),
+      Self::Indeterminate => Some("Indeterminate"),
       _ => None,
     }
   }
@@ -381,12 +396,13 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ACKS: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ACKS: u8 = 1;
+pub const ENUM_MAX_ACKS: u8 = 2;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ACKS: [Acks; 2] = [
+pub const ENUM_VALUES_ACKS: [Acks; 3] = [
   Acks::None,
   Acks::Leader,
+  Acks::All,
 ];
 
 /// Durability a producer asks for before the broker answers.
@@ -402,18 +418,24 @@ impl Acks {
   /// Answer once the partition's log acknowledged the append, i.e. written
   /// and, with fsync policy `always`, fdatasynced.
   pub const Leader: Self = Self(1);
+  /// Answer once every in-sync replica has the batch durable (the
+  /// partition's high watermark passed it); for a partition of one
+  /// replica, the same as Leader.
+  pub const All: Self = Self(2);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 1;
+  pub const ENUM_MAX: u8 = 2;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::Leader,
+    Self::All,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
     match self {
       Self::None => Some("None"),
       Self::Leader => Some("Leader"),
+      Self::All => Some("All"),
       _ => None,
     }
   }

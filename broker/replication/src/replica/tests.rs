@@ -396,6 +396,58 @@ fn a_refused_copy_of_an_alter_partition_does_not_roll_the_maximal_isr_back() {
     assert_eq!(l.high_watermark(), Offset(1));
 }
 
+#[test]
+fn a_fenced_broker_is_never_proposed_and_a_refusal_is_settled_by_the_committed_isr() {
+    // Found on real processes: the leader's follower died while caught up;
+    // the controller fenced it and took it out of the ISR; the leader,
+    // seeing it still caught up, proposed it back, was refused
+    // IneligibleReplica again and again, and its high watermark waited for
+    // it in the Maximal ISR forever.
+    let mut l = replica(1, 0, &[]);
+    handle(&mut l, 0, Event::Metadata(state(1, 0, 0, &[1, 2, 3])));
+    handle(&mut l, 1, fetch(2, 0, 0, None));
+    handle(&mut l, 1, fetch(3, 0, 0, None));
+    // Broker 3 is fenced: out of the ISR, and ineligible.
+    handle(&mut l, 2, Event::Ineligible([BrokerId(3)].into()));
+    let out = handle(&mut l, 2, Event::Metadata(state(1, 0, 1, &[1, 2])));
+    assert!(alter(&out).is_none(), "{out:?}");
+    assert!(alter(&handle(&mut l, 3, Event::Tick)).is_none());
+    // Without the eligibility (an older image), it is proposed and
+    // refused; the next proposal is the committed ISR, which settles it.
+    let mut l = replica(1, 0, &[]);
+    handle(&mut l, 0, Event::Metadata(state(1, 0, 0, &[1, 2, 3])));
+    handle(&mut l, 1, fetch(2, 0, 0, None));
+    handle(&mut l, 1, fetch(3, 0, 0, None));
+    handle(&mut l, 2, Event::Metadata(state(1, 0, 1, &[1, 2])));
+    let out = handle(&mut l, 3, Event::Tick);
+    let request = alter(&out).expect("broker 3 looks caught up").clone();
+    assert!(request.new_isr.iter().any(|m| m.broker == BrokerId(3)));
+    let refused = AlterPartitionResponse {
+        partition: P,
+        request_partition_epoch: request.partition_epoch,
+        result: Err(AlterPartitionError::IneligibleReplica),
+    };
+    handle(&mut l, 4, Event::AlterPartitionAnswer(refused));
+    handle(&mut l, 5, Event::Ineligible([BrokerId(3)].into()));
+    handle(&mut l, 6, produce(1, 1, Acks::All));
+    handle(&mut l, 7, Event::Durable { end: Offset(1) });
+    let out = handle(&mut l, 8, fetch(2, 0, 1, Some(0)));
+    assert!(alter(&out).is_none(), "within the refusal's pause");
+    assert_eq!(l.high_watermark(), Offset(0), "broker 3 is still counted");
+    let out = handle(&mut l, 600, fetch(2, 0, 1, Some(0)));
+    let settle = alter(&out).expect("the committed ISR proposed").clone();
+    let members: Vec<BrokerId> = settle.new_isr.iter().map(|m| m.broker).collect();
+    assert_eq!(members, vec![BrokerId(1), BrokerId(2)]);
+    let accepted = AlterPartitionResponse {
+        partition: P,
+        request_partition_epoch: settle.partition_epoch,
+        result: Ok(state(1, 0, 2, &[1, 2])),
+    };
+    let out = handle(&mut l, 601, Event::AlterPartitionAnswer(accepted));
+    assert_eq!(l.high_watermark(), Offset(1));
+    assert_eq!(answers(&out), vec![(ProduceId(1), Ok(Offset(0)))]);
+}
+
 /// One step of the robustness test: an event of any kind, with values
 /// chosen at random, or an answer (random too) to the last fetch sent.
 #[derive(Debug, Clone)]

@@ -44,12 +44,30 @@ pub fn topic_meta(name: &str, record: &TopicRecord) -> TopicMeta {
         .zip(&record.replicas)
         .map(|(pl, reg)| reg.leader_replica().unwrap_or(*pl))
         .collect();
+    let replicated = record.replicas.iter().any(|r| r.replicas.len() > 1);
     TopicMeta {
         name: name.to_owned(),
         config: record.config,
         shards: serving.iter().map(|p| p.shard.0).collect(),
         brokers: serving.iter().map(|p| p.broker.0).collect(),
         created_by: Some(record.created_by.0),
+        replicas: if replicated {
+            record
+                .replicas
+                .iter()
+                .map(|r| {
+                    r.replicas
+                        .iter()
+                        .map(|p| crate::metadata::ReplicaAt {
+                            broker: p.broker.0,
+                            shard: p.shard.0,
+                        })
+                        .collect()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -72,6 +90,14 @@ pub async fn apply(shard: &Rc<Shard>, image: Arc<MetadataImage>) {
         let want = topic_meta(name, record);
         match shard.topic(name) {
             Some(have) if *have == want => {}
+            // A replicated topic whose leaders moved: its replicas stay
+            // open where they are; only the routing changes.
+            Some(have) if have.same_but_routing(&want) => {
+                if let Err(e) = topics::commit_and_route(shard, want).await {
+                    tracing::error!(topic = %name, error = %e,
+                        "recording the topic's new leaders failed");
+                }
+            }
             have => {
                 if have.is_some() {
                     // Placed again (its broker came back with fewer

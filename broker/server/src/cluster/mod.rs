@@ -321,7 +321,7 @@ pub fn kafka_nodes(image: &MetadataImage, per_shard: bool) -> Vec<(i32, String, 
 }
 
 /// The host and port of `host:port` (an IPv6 host without its brackets).
-fn split_host_port(addr: &str) -> (String, u16) {
+pub(crate) fn split_host_port(addr: &str) -> (String, u16) {
     match addr.rsplit_once(':') {
         Some((host, port)) => (
             host.trim_start_matches('[')

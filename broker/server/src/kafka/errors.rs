@@ -57,6 +57,12 @@ pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 /// UNKNOWN_PRODUCER_ID (the producer bumps its epoch, KIP-360).
 pub const UNKNOWN_PRODUCER_ID: i16 = 59;
+/// REQUEST_TIMED_OUT (retriable; the outcome is unknown).
+pub const REQUEST_TIMED_OUT: i16 = 7;
+/// NOT_ENOUGH_REPLICAS (retriable; nothing was written).
+pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+/// NOT_ENOUGH_REPLICAS_AFTER_APPEND (retriable; written, outcome unknown).
+pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
 /// KAFKA_STORAGE_ERROR (retriable).
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
 /// UNKNOWN_TOPIC_ID (topic ids are not supported: every id is unknown).
@@ -88,6 +94,9 @@ pub fn code(e: &ServiceError) -> i16 {
         ErrorKind::OutOfOrderSequence => OUT_OF_ORDER_SEQUENCE_NUMBER,
         ErrorKind::ProducerFenced => INVALID_PRODUCER_EPOCH,
         ErrorKind::UnknownProducer => UNKNOWN_PRODUCER_ID,
+        ErrorKind::NotEnoughReplicas => NOT_ENOUGH_REPLICAS,
+        ErrorKind::NotEnoughReplicasAfterAppend => NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        ErrorKind::Indeterminate => REQUEST_TIMED_OUT,
     }
 }
 

@@ -84,7 +84,8 @@ pub async fn handle(shard: &Rc<Shard>, mut r: Request<'_>, route: Route) -> Deco
     let ProduceRequest { acks, topics, .. } = decode(&mut r.body, r.version, r.flexible)?;
     let acks = match acks {
         0 => Acks::None,
-        1 | -1 => Acks::Leader,
+        1 => Acks::Leader,
+        -1 => Acks::All,
         _ => {
             let answers = topics
                 .iter()

@@ -165,6 +165,21 @@ pub struct TopicMeta {
     /// old one's files are never taken for the new one's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<u128>,
+    /// In a cluster, for a topic of more than one replica: each partition's
+    /// replicas (`replicas[p]`, preference order), each a broker and its
+    /// shard that opens the partition; empty for one replica, whose only
+    /// copy is `brokers[p]`/`shards[p]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Vec<ReplicaAt>>,
+}
+
+/// Where one replica of a partition lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaAt {
+    /// The broker.
+    pub broker: u32,
+    /// Its shard that owns the replica's log.
+    pub shard: u16,
 }
 
 impl TopicMeta {
@@ -178,6 +193,7 @@ impl TopicMeta {
                 .collect(),
             brokers: Vec::new(),
             created_by: None,
+            replicas: Vec::new(),
         }
     }
 
@@ -187,10 +203,28 @@ impl TopicMeta {
         self.brokers.get(partition as usize).copied()
     }
 
-    /// Whether `partition` lives on shard `shard` of broker `broker`.
+    /// Whether `partition` lives on shard `shard` of broker `broker`: its
+    /// only copy, or (replicated) one of its replicas.
     pub fn lives_on(&self, partition: u32, broker: u32, shard: u16) -> bool {
-        self.owner(partition) == Some(shard)
-            && self.broker_of(partition).is_none_or(|b| b == broker)
+        match self.replicas.get(partition as usize) {
+            Some(replicas) if !replicas.is_empty() => replicas
+                .iter()
+                .any(|r| r.broker == broker && r.shard == shard),
+            _ => {
+                self.owner(partition) == Some(shard)
+                    && self.broker_of(partition).is_none_or(|b| b == broker)
+            }
+        }
+    }
+
+    /// Whether `other` is this topic with only its leaders moved: the same
+    /// settings and replicas, so its partitions stay open where they are.
+    pub fn same_but_routing(&self, other: &TopicMeta) -> bool {
+        !self.replicas.is_empty()
+            && self.replicas == other.replicas
+            && self.config == other.config
+            && self.created_by == other.created_by
+            && self.name == other.name
     }
 
     /// The number of partitions.

@@ -23,7 +23,7 @@ use crate::service::{self, Acks, FetchRequest, OffsetQuery, Records, Route};
 use crate::shard::Shard;
 use broker_protocol::generated::{
     CreateTopicRequest, FetchRequest as WireFetch, ListOffsetsRequest, MetadataRequest,
-    ProduceRequest,
+    ProduceRequest, ReplicaFetchRequest,
 };
 use broker_protocol::{
     decode_frame, Acks as WireAcks, ApiKey, Body, ErrorCode, FetchPosition, FrameError,
@@ -66,6 +66,9 @@ pub struct Response {
     /// Record batches that follow the header: the log's own buffer (or, for
     /// a fetch forwarded from another shard, its one copy).
     pub payload: Option<Records>,
+    /// More record pieces after `payload`, in order (a replica fetch's
+    /// answer: one piece per partition, each the log's own buffer).
+    pub pieces: Vec<Records>,
     /// The error code it carries (None on success), for metrics.
     pub code: ErrorCode,
 }
@@ -76,6 +79,7 @@ impl Response {
         Response {
             head,
             payload: None,
+            pieces: Vec::new(),
             code: ErrorCode::None,
         }
     }
@@ -158,6 +162,7 @@ async fn dispatch(shard: &Rc<Shard>, frame: Bytes, via: Via) -> Reply {
             produce(shard, id, r, frame.slice(start..), route).await
         }
         Body::FetchRequest(r) => Reply::Send(fetch(shard, id, r, route).await),
+        Body::ReplicaFetchRequest(r) => Reply::Send(replica_fetch(shard, id, r).await),
         Body::ListOffsetsRequest(r) => Reply::Send(list_offsets(shard, id, r, route).await),
         // Boxed, as every rare and large path here: the future of this
         // function is allocated and moved with every request's task, so its
@@ -195,10 +200,11 @@ async fn dispatch(shard: &Rc<Shard>, frame: Bytes, via: Via) -> Reply {
 }
 
 fn acks(a: WireAcks) -> Acks {
-    if a == WireAcks::None {
-        Acks::None
-    } else {
-        Acks::Leader
+    match a {
+        WireAcks::None => Acks::None,
+        WireAcks::All => Acks::All,
+        // decode_frame has checked the value.
+        _ => Acks::Leader,
     }
 }
 
@@ -216,10 +222,12 @@ async fn produce(
         // closed so the producer notices.
         (Ok(_), Acks::None) => Reply::Nothing,
         (Err(_), Acks::None) => Reply::Close(None),
-        (Ok(p), Acks::Leader) => Reply::Send(encode(ApiKey::Produce, id, 128, |w, out| {
-            w.produce_response(out, id, p.base_offset as i64, p.last_offset as i64)
-        })),
-        (Err(e), Acks::Leader) => Reply::Send(error_response(ApiKey::Produce, id, &e)),
+        (Ok(p), Acks::Leader | Acks::All) => {
+            Reply::Send(encode(ApiKey::Produce, id, 128, |w, out| {
+                w.produce_response(out, id, p.base_offset as i64, p.last_offset as i64)
+            }))
+        }
+        (Err(e), Acks::Leader | Acks::All) => Reply::Send(error_response(ApiKey::Produce, id, &e)),
     }
 }
 
@@ -249,6 +257,33 @@ async fn fetch(shard: &Rc<Shard>, id: u64, r: WireFetch<'_>, route: Route) -> Re
     }
     Response {
         payload: (len > 0).then_some(fetched.records),
+        ..Response::head(head)
+    }
+}
+
+/// A follower shard's poll (see `crate::replication::serve`): the answer's
+/// header, then each partition's batches from the log's buffers.
+async fn replica_fetch(shard: &Rc<Shard>, id: u64, r: ReplicaFetchRequest<'_>) -> Response {
+    let parts = crate::replication::serve::replica_fetch(shard, &r).await;
+    let len: usize = parts.iter().map(|p| p.records.as_slice().len()).sum();
+    let mut head = Vec::with_capacity(64 + 96 * parts.len());
+    let encoded = {
+        let results: Vec<_> = parts.iter().map(|p| p.result()).collect();
+        with_writer(|w| w.replica_fetch_response(&mut head, id, &results, len))
+    };
+    if let Err(e) = encoded {
+        return error_response(
+            ApiKey::ReplicaFetch,
+            id,
+            &ServiceError::internal(e.to_string()),
+        );
+    }
+    Response {
+        pieces: parts
+            .into_iter()
+            .map(|p| p.records)
+            .filter(|r| !r.as_slice().is_empty())
+            .collect(),
         ..Response::head(head)
     }
 }
@@ -430,6 +465,10 @@ pub fn error_code(kind: ErrorKind) -> ErrorCode {
         // a producer id gets these.
         ErrorKind::OutOfOrderSequence | ErrorKind::ProducerFenced | ErrorKind::UnknownProducer => {
             ErrorCode::InvalidRequest
+        }
+        ErrorKind::NotEnoughReplicas => ErrorCode::NotEnoughReplicas,
+        ErrorKind::NotEnoughReplicasAfterAppend | ErrorKind::Indeterminate => {
+            ErrorCode::Indeterminate
         }
     }
 }

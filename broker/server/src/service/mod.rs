@@ -45,6 +45,9 @@ pub enum Acks {
     /// Once the partition's log acknowledged the append (written, and
     /// fdatasynced under fsync policy `always`).
     Leader,
+    /// Once every in-sync replica has it durable (the high watermark passed
+    /// it); for a partition of one replica, as `Leader`.
+    All,
 }
 
 /// A produce answer: the offsets the batches got.
@@ -357,11 +360,11 @@ enum Part<F> {
 
 /// [`produce`] on the owning shard.
 pub async fn produce_here(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     topic: &str,
     partition: u32,
     payload: &[u8],
-    _acks: Acks,
+    acks: Acks,
 ) -> ServiceResult<Produced> {
     if is_internal(topic) {
         return Err(ServiceError::invalid(format!(
@@ -371,11 +374,22 @@ pub async fn produce_here(
     let Some(p) = shard.partition(topic, partition) else {
         return Err(ServiceError::not_open(topic, partition));
     };
+    let replica = shard.replication().get(topic, partition);
+    let to = Appender {
+        partition: &p,
+        replica: replica.as_ref().map(|r| (shard, r, acks == Acks::All)),
+    };
+    if to.replica.is_none() && p.is_replicated() {
+        return Err(ServiceError::new(
+            ErrorKind::NotOwner,
+            format!("partition {topic}/{partition} has no replica running here"),
+        ));
+    }
     let max_batch = shard.config().max_batch_bytes;
     let produced = if shard.topic(topic).is_some_and(|t| t.config.log_append_time) {
-        produce_log_append_time(&p, payload, max_batch).await?
+        produce_log_append_time(to, payload, max_batch).await?
     } else {
-        append_validated(&p, &validate_batches(payload, max_batch)?).await?
+        append_validated(to, &validate_batches(payload, max_batch)?).await?
     };
     Ok(Produced {
         log_start_offset: p.log_start_offset(),
@@ -383,13 +397,44 @@ pub async fn produce_here(
     })
 }
 
+/// Where a produce's batches go: the partition's log, or (a replicated
+/// partition) its replica, which places them and answers once they are as
+/// durable as asked (`all`: every in-sync replica).
+#[derive(Clone, Copy)]
+struct Appender<'a> {
+    partition: &'a Partition,
+    replica: Option<(&'a Rc<Shard>, &'a Rc<crate::replication::Replicated>, bool)>,
+}
+
+impl Appender<'_> {
+    /// Appends one batch: its base offset and next offset.
+    async fn append(&self, batch: Validated<'_>) -> ServiceResult<(u64, u64)> {
+        match self.replica {
+            None => {
+                let a = self.partition.append(batch).await?;
+                Ok((a.base_offset, a.next_offset))
+            }
+            Some((shard, r, all)) => r.append_batches(shard, &[batch], all).await,
+        }
+    }
+
+    /// Appends batches with consecutive offsets (see
+    /// [`Partition::append_batches`]).
+    async fn append_batches(&self, batches: &[Validated<'_>]) -> ServiceResult<(u64, u64)> {
+        match self.replica {
+            None => Ok(self.partition.append_batches(batches).await?),
+            Some((shard, r, all)) => r.append_batches(shard, batches, all).await,
+        }
+    }
+}
+
 /// Appends a request's validated batches: through the producers' sequence
 /// checks ([`produce_idempotent`]) when any carries a producer id.
-async fn append_validated(p: &Partition, batches: &[Validated<'_>]) -> ServiceResult<Produced> {
+async fn append_validated(to: Appender<'_>, batches: &[Validated<'_>]) -> ServiceResult<Produced> {
     if batches.iter().any(is_idempotent) {
-        return produce_idempotent(p, batches).await;
+        return produce_idempotent(to, batches).await;
     }
-    let (base, next) = p.append_batches(batches).await?;
+    let (base, next) = to.append_batches(batches).await?;
     Ok(Produced {
         base_offset: base,
         last_offset: next - 1,
@@ -404,7 +449,7 @@ async fn append_validated(p: &Partition, batches: &[Validated<'_>]) -> ServiceRe
 /// ([`Validated::stamp_log_append_time`]). (A copy of the payload: the
 /// request's bytes are shared and immutable.)
 async fn produce_log_append_time(
-    p: &Partition,
+    to: Appender<'_>,
     payload: &[u8],
     max_batch: usize,
 ) -> ServiceResult<Produced> {
@@ -419,7 +464,7 @@ async fn produce_log_append_time(
         rest = tail;
         batches.push(Validated::stamp_log_append_time(this, now).map_err(corrupt_batch)?);
     }
-    let mut produced = append_validated(p, &batches).await?;
+    let mut produced = append_validated(to, &batches).await?;
     produced.log_append_time = Some(now);
     Ok(produced)
 }
@@ -438,8 +483,12 @@ const DUPLICATE_WAIT: Duration = Duration::from_secs(30);
 /// ([`crate::producers`]): a retry of a batch already in the log is not
 /// appended again and gets the original's offsets; a gap, a reordering or
 /// a fenced epoch is refused. Transactions are not supported.
-async fn produce_idempotent(p: &Partition, batches: &[Validated<'_>]) -> ServiceResult<Produced> {
+async fn produce_idempotent(
+    to: Appender<'_>,
+    batches: &[Validated<'_>],
+) -> ServiceResult<Produced> {
     use crate::producers::{BatchIds, Check, Refusal};
+    let p = to.partition;
     let mut first = None;
     let mut last = 0;
     for &batch in batches {
@@ -450,10 +499,7 @@ async fn produce_idempotent(p: &Partition, batches: &[Validated<'_>]) -> Service
             ));
         }
         let (base, next) = match BatchIds::of(header) {
-            None => {
-                let a = p.append(batch).await?;
-                (a.base_offset, a.next_offset)
-            }
+            None => to.append(batch).await?,
             Some(ids) => {
                 let check = p.producers().borrow().check(&ids);
                 match check {
@@ -461,23 +507,19 @@ async fn produce_idempotent(p: &Partition, batches: &[Validated<'_>]) -> Service
                         // Recorded before the append is first polled (which
                         // places it): a pipelined next batch checks against it.
                         p.producers().borrow_mut().placed(&ids);
-                        match p.append(batch).await {
-                            Ok(a) => {
-                                p.producers().borrow_mut().acked(
-                                    &ids,
-                                    a.base_offset,
-                                    a.next_offset,
-                                );
+                        match to.append(batch).await {
+                            Ok((base, next)) => {
+                                p.producers().borrow_mut().acked(&ids, base, next);
                                 if p.arrivals().waiting() > 0 {
                                     // A retry may be waiting for these offsets.
                                     p.wake_readers();
                                 }
-                                (a.base_offset, a.next_offset)
+                                (base, next)
                             }
                             Err(e) => {
                                 p.producers().borrow_mut().failed(&ids);
                                 p.wake_readers();
-                                return Err(e.into());
+                                return Err(e);
                             }
                         }
                     }

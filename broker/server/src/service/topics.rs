@@ -232,6 +232,13 @@ pub(crate) async fn commit_and_open(
             None => return Err(ServiceError::storage("a shard did not answer")),
         }
     }
+    route_everywhere(shard, &topic).await;
+    tracing::info!(topic = %topic.name, partitions = topic.partition_count(), "topic created");
+    Ok(topic)
+}
+
+/// Routes `topic` on every shard.
+async fn route_everywhere(shard: &Rc<Shard>, topic: &Arc<TopicMeta>) {
     shard
         .on_all_shards(
             |reply| ShardMessage::TopicAdded {
@@ -241,8 +248,14 @@ pub(crate) async fn commit_and_open(
             async { shard.route_topic(topic.clone()) },
         )
         .await;
-    tracing::info!(topic = %topic.name, partitions = topic.partition_count(), "topic created");
-    Ok(topic)
+}
+
+/// Records `topic` (`topic.json`) and routes it on every shard, its
+/// partitions left open as they are (a replicated topic's leaders moved).
+pub(crate) async fn commit_and_route(shard: &Rc<Shard>, topic: TopicMeta) -> ServiceResult<()> {
+    metadata::commit_topic(shard.data(), &topic).await?;
+    route_everywhere(shard, &Arc::new(topic)).await;
+    Ok(())
 }
 
 /// [`delete`] on the controller shard: stops routing the topic on every

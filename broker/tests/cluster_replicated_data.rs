@@ -1,0 +1,156 @@
+//! Replicated records on real processes: three brokers (also the
+//! controllers) with a default replication factor of 3. Records produced
+//! with acks=all are read back byte for byte; the leader of partition 0 is
+//! SIGKILLed and everything acknowledged is read back from the new leader;
+//! more is produced with one broker down; the killed broker comes back,
+//! truncates what it must and catches up (the ISR is whole again); then it
+//! is stopped and its own log, opened from its data directory, holds every
+//! acknowledged record of the partitions it replicates at the offset it
+//! was acknowledged at.
+#![allow(clippy::unwrap_used)]
+
+mod cluster_support;
+
+use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
+
+use broker_client::{Acks, Client as Admin, TopicSettings};
+use broker_cluster::PartitionReplicas;
+use cluster_support::records::{self, Acked, KeyValue};
+use cluster_support::{image, wait, Cluster};
+
+const TOPIC: &str = "replicated-data";
+const PARTITIONS: u32 = 3;
+
+fn registrations(controllers: &[SocketAddr]) -> Option<Vec<PartitionReplicas>> {
+    let image = image(controllers)?;
+    (0..PARTITIONS)
+        .map(|p| image.partition_replicas(TOPIC, p).ok().cloned())
+        .collect()
+}
+
+/// Produces records `ids` with acks=all; every acknowledgement awaited.
+fn produce_all(bootstrap: &str, seed: usize, ids: std::ops::Range<usize>) -> Acked {
+    records::produce_with(bootstrap, TOPIC, seed, ids, records::quick(10), Acks::All)
+}
+
+/// Every record of `partition` in the log at `dir`, by offset.
+fn read_log(dir: std::path::PathBuf) -> Vec<(i64, KeyValue)> {
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let (log, _) = broker_log::Log::open(&dir, broker_log::LogConfig::default())
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            let mut offset = log.log_start_offset();
+            let end = log.log_end_offset();
+            while offset < end {
+                let read = log.read(offset, 1 << 20).await.unwrap();
+                for (header, bytes) in broker_format::batches(read.bytes.as_slice()).flatten() {
+                    for r in broker_format::records(bytes).unwrap() {
+                        let r = r.unwrap();
+                        out.push((
+                            header.base_offset + i64::from(r.offset_delta),
+                            (
+                                r.key.map(<[u8]>::to_vec).unwrap_or_default(),
+                                r.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                            ),
+                        ));
+                    }
+                }
+                offset = read.next_offset;
+            }
+            log.close().await.unwrap();
+            out
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+#[test]
+fn acks_all_records_survive_a_leader_kill_and_a_returning_replica_catches_up() {
+    let mut cluster = Cluster::start_members(3, 2, 3, |_| {
+        vec!["--default-replication-factor".into(), "3".into()]
+    });
+    let controllers = cluster.controller_addrs();
+    let bootstrap = format!(
+        "{},{},{}",
+        cluster.addr(0),
+        cluster.addr(1),
+        cluster.addr(2)
+    );
+    let admin = Admin::connect_with(&cluster.addr(0).to_string(), records::quick(10)).unwrap();
+    admin
+        .create_topic(TOPIC, PARTITIONS, &TopicSettings::default())
+        .unwrap();
+    let regs = wait("the topic's registrations", Duration::from_secs(20), || {
+        registrations(&controllers).filter(|r| r.iter().all(|p| p.isr.len() == 3))
+    });
+    assert!(regs.iter().all(|r| r.replicas.len() == 3));
+
+    let mut acked = produce_all(&bootstrap, 1, 0..300);
+    records::consume_exactly(&bootstrap, TOPIC, &acked, records::quick(5));
+
+    // The leader of partition 0 dies: everything acknowledged is on the
+    // others.
+    let leader = regs[0].leader.unwrap();
+    let killed = leader.0 as usize - 1;
+    cluster.kill(killed);
+    let survivors = cluster.controller_addrs_but(killed);
+    wait("new leaders", Duration::from_secs(30), || {
+        registrations(&survivors).filter(|r| {
+            r.iter()
+                .all(|p| p.leader.is_some_and(|l| l != leader) && !p.isr.contains(&leader))
+        })
+    });
+    let alive: Vec<String> = (0..3)
+        .filter(|i| *i != killed)
+        .map(|i| cluster.addr(i).to_string())
+        .collect();
+    let alive = alive.join(",");
+    records::consume_exactly(&alive, TOPIC, &acked, records::quick(5));
+    let more = std::panic::catch_unwind(|| produce_all(&alive, 2, 300..600));
+    let more = more.unwrap_or_else(|_| {
+        for i in 0..3 {
+            eprintln!("---- broker {i}\n{}", cluster.stderr(i));
+        }
+        panic!("produce with one broker down failed");
+    });
+    acked.extend(more);
+    records::consume_exactly(&alive, TOPIC, &acked, records::quick(5));
+
+    // Back: it catches up and rejoins every ISR.
+    cluster.restart(killed);
+    wait("the ISR whole again", Duration::from_secs(60), || {
+        registrations(&controllers).filter(|r| r.iter().all(|p| p.isr.len() == 3))
+    });
+    acked.extend(produce_all(&bootstrap, 3, 600..700));
+    records::consume_exactly(&bootstrap, TOPIC, &acked, records::quick(5));
+
+    // Its own log holds every acknowledged record at its offset.
+    cluster.kill(killed);
+    let data = broker_server::metadata::DataDir::new(cluster.data_dir(killed));
+    let mut checked = 0;
+    for p in 0..PARTITIONS {
+        let dir = data.partition_dir(TOPIC, p);
+        assert!(
+            dir.exists(),
+            "broker {killed} has no replica of partition {p}"
+        );
+        let log: std::collections::BTreeMap<i64, KeyValue> = read_log(dir).into_iter().collect();
+        let expected: BTreeSet<(i64, &KeyValue)> = acked
+            .iter()
+            .filter(|((q, _), _)| *q == p)
+            .map(|((_, o), kv)| (*o, kv))
+            .collect();
+        for (offset, kv) in expected {
+            assert_eq!(
+                log.get(&offset),
+                Some(kv),
+                "broker {killed}'s replica of partition {p} at offset {offset}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, acked.len());
+}
