@@ -17,7 +17,11 @@
 //! before anything is allocated, and an answer must come within the long
 //! poll's wait plus [`ANSWER_MARGIN`].
 
-use std::{rc::Rc, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    rc::Rc,
+    time::Duration,
+};
 
 use broker_protocol::{
     decode_as, decode_prefix, generated::ReplicaFetchError, generated::ReplicaFetchResponse,
@@ -117,7 +121,11 @@ async fn session(shard: Rc<Shard>, leader: u32, leader_shard: u16) {
             continue;
         };
         if conn.is_none() {
-            match connect(&addr).await {
+            let local = shard
+                .endpoints()
+                .get(usize::from(shard.id()))
+                .map(SocketAddr::ip);
+            match connect(&addr, local).await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     tracing::debug!(leader, leader_shard, addr = %addr, error = %e,
@@ -166,22 +174,34 @@ fn leader_addr(shard: &Shard, leader: u32, leader_shard: u16) -> Option<String> 
     Some(format!("{host}:{port}"))
 }
 
-async fn connect(addr: &str) -> std::io::Result<TcpStream> {
-    let addr: std::net::SocketAddr = match addr.parse() {
+/// Connects to `addr` from this broker's own address `local` (so that
+/// faults injected per address pair between brokers apply), on a blocking
+/// thread: a shard never waits in connect(2).
+async fn connect(addr: &str, local: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let addr: SocketAddr = match addr.parse() {
         Ok(a) => a,
         Err(_) => std::net::ToSocketAddrs::to_socket_addrs(addr)?
             .next()
             .ok_or_else(|| std::io::Error::other(format!("{addr} resolves to nothing")))?,
     };
-    let stream = within(CONNECT_TIMEOUT, async {
-        TcpStream::connect(addr)
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))
-    })
-    .await
-    .ok_or_else(|| std::io::Error::other(format!("connecting to {addr} timed out")))??;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+    let connected = glommio::executor()
+        .spawn_blocking(move || -> std::io::Result<std::net::TcpStream> {
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            if let Some(ip) =
+                local.filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4())
+            {
+                socket.bind(&SocketAddr::new(ip, 0).into())?;
+            }
+            socket.connect_timeout(&addr.into(), CONNECT_TIMEOUT)?;
+            socket.set_tcp_nodelay(true)?;
+            Ok(socket.into())
+        })
+        .await?;
+    // SAFETY: the descriptor is a connected TCP socket whose ownership
+    // moves to the glommio stream here (into_raw_fd gave it up).
+    Ok(unsafe { TcpStream::from_raw_fd(connected.into_raw_fd()) })
 }
 
 /// Sends one poll with `wanted` and reads its answer: each partition's
