@@ -368,6 +368,23 @@ impl MetadataImage {
         Ok((partition, self.partition_owner(OFFSETS_TOPIC, partition)?))
     }
 
+    /// How many partitions a preferred-leader election would move: their
+    /// first replica is unfenced and in the ISR but does not lead (Kafka's
+    /// leader imbalance, which `auto.leader.rebalance.enable` corrects).
+    pub fn preferred_leaders_off(&self) -> usize {
+        self.topics
+            .values()
+            .flat_map(|t| &t.replicas)
+            .filter(|r| {
+                r.replicas.first().is_some_and(|p| {
+                    r.leader != Some(p.broker)
+                        && r.isr.contains(&p.broker)
+                        && !self.is_fenced(p.broker)
+                })
+            })
+            .count()
+    }
+
     /// The summary `cluster status` shows: per broker its epoch, state,
     /// shards and partition count.
     pub fn status(&self) -> ClusterStatus {

@@ -39,11 +39,20 @@ use crate::rpc::{BrokerStanding, ControllerStatus, Request, Response};
 /// How often the leader looks for expired sessions.
 pub const TICK: Duration = Duration::from_millis(100);
 
+/// How often the leader moves leaderships back to their preferred replicas
+/// (Kafka's `auto.leader.rebalance.enable`, checked every
+/// `leader.imbalance.check.interval.seconds`; shorter here, since a
+/// returning broker's leaderships are the whole point).
+pub const LEADER_REBALANCE_INTERVAL: Duration = Duration::from_secs(5);
+
 /// One controller's service.
 pub struct ControllerService {
     quorum: OnceLock<Quorum<MetadataMachine>>,
     sessions: Mutex<Sessions>,
     started: Instant,
+    /// When the leader last looked for leaderships off their preferred
+    /// replica.
+    rebalanced: Mutex<Instant>,
 }
 
 /// The leader's liveness view, and the term it was built in.
@@ -66,6 +75,7 @@ impl ControllerService {
                 leading_term: None,
             }),
             started: Instant::now(),
+            rebalanced: Mutex::new(Instant::now()),
         })
     }
 
@@ -265,7 +275,8 @@ impl ControllerService {
     }
 
     /// The leader's periodic work: fences the brokers whose sessions
-    /// expired. A follower does nothing.
+    /// expired, and every [`LEADER_REBALANCE_INTERVAL`] moves leaderships
+    /// back to preferred replicas that are in sync. A follower does nothing.
     pub async fn tick(&self) {
         let Ok(quorum) = self.leading() else {
             return;
@@ -294,6 +305,24 @@ impl ControllerService {
                         s.tracker.fence_failed(id, epoch);
                     }
                 }
+            }
+        }
+        let due = self.rebalanced.lock().is_ok_and(|mut last| {
+            let due = last.elapsed() >= LEADER_REBALANCE_INTERVAL;
+            if due {
+                *last = Instant::now();
+            }
+            due
+        });
+        if due && image.preferred_leaders_off() > 0 {
+            let command = MetadataCommand::ElectPreferredLeaders { topic: None };
+            match propose(quorum, command).await {
+                Response::Applied(Applied {
+                    result: Ok(done), ..
+                }) => {
+                    tracing::info!(result = ?done, "leaderships moved back to preferred replicas")
+                }
+                other => tracing::warn!(answer = ?other, "preferred-leader election not done"),
             }
         }
     }

@@ -169,6 +169,23 @@ impl Controller {
         }
     }
 
+    /// The replicas of `partition` that may not join its ISR now: fenced,
+    /// shutting down or unknown (what a broker learns from the metadata,
+    /// [`crate::Event::Ineligible`]).
+    pub fn ineligible(&self, partition: PartitionId) -> BTreeSet<BrokerId> {
+        let view = Brokers(&self.brokers);
+        self.partitions
+            .get(&partition)
+            .map(|p| {
+                p.replicas
+                    .iter()
+                    .copied()
+                    .filter(|b| !view.is_unfenced(*b))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// A partition's registration.
     pub fn partition(&self, partition: PartitionId) -> Option<&PartitionRegistration> {
         self.partitions.get(&partition)

@@ -102,6 +102,18 @@ impl Partition {
         self.count(records, bytes.len());
     }
 
+    /// Records the idempotent producers' batches a follower appended (the
+    /// leader's sequence checks, so that a new leader knows them).
+    pub fn replicated_producers(&self, bytes: &[u8]) {
+        let mut producers = self.producers.borrow_mut();
+        for (header, _) in broker_format::batches(bytes).map_while(Result::ok) {
+            if let Some(ids) = BatchIds::of(&header) {
+                let base = header.base_offset as u64;
+                producers.recovered(&ids, base, base + header.records_count.max(0) as u64);
+            }
+        }
+    }
+
     /// Counts a leader's append of `[base, next)` in `bytes` bytes.
     pub fn count_appended_len(&self, base: u64, next: u64, bytes: usize) {
         self.count(next - base, bytes);

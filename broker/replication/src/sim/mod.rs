@@ -220,7 +220,7 @@ enum Payload {
     },
     Heartbeat(BrokerEpoch),
     ControlledShutdown(BrokerEpoch),
-    HeartbeatAnswer(BrokerEpoch, Option<PartitionState>),
+    HeartbeatAnswer(BrokerEpoch, Option<PartitionState>, BTreeSet<BrokerId>),
     Metadata(PartitionState),
     Produce(ProduceRequest, Vec<u64>),
     ProduceAnswer(ProduceId, Result<Offset, ProduceError>),
@@ -622,10 +622,11 @@ impl World {
                     .partition(PARTITION)
                     .map(|p| p.broker_view());
                 if accepted {
+                    let ineligible = self.controller.ineligible(PARTITION);
                     self.send(
                         Node::Controller,
                         from,
-                        Payload::HeartbeatAnswer(epoch, state),
+                        Payload::HeartbeatAnswer(epoch, state, ineligible),
                     );
                 }
             }
@@ -716,9 +717,10 @@ impl World {
             } if incarnation == self.brokers[b].incarnation && self.brokers[b].epoch.is_none() => {
                 self.on_registered(b, epoch);
             }
-            Payload::HeartbeatAnswer(epoch, Some(state))
+            Payload::HeartbeatAnswer(epoch, Some(state), ineligible)
                 if Some(epoch) == self.brokers[b].epoch =>
             {
+                self.replica_event(b, Event::Ineligible(ineligible));
                 self.replica_event(b, Event::Metadata(state));
             }
             Payload::Metadata(state) => self.replica_event(b, Event::Metadata(state)),

@@ -296,7 +296,7 @@ fn each_flaw_loses_committed_data_that_clients_see() {
             Scenario::LeaderIsolation,
             292,
         ),
-        (Flaw::ElectOutsideIsr, Scenario::PausedBroker, 4),
+        (Flaw::ElectOutsideIsr, Scenario::PausedBroker, 6),
         (Flaw::FollowerAcksBeforeFsync, Scenario::Outage, 20),
         (Flaw::NoMaximalIsr, Scenario::Flapping, 157),
     ] {

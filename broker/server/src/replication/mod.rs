@@ -435,11 +435,17 @@ impl Replicated {
                     ));
                 }
                 self.partition.count_appended(&bytes[..len]);
+                self.partition.replicated_producers(&bytes[..len]);
             }
             Action::TruncateTo { end } => {
                 log.truncate_to(end.0)
                     .await
                     .map_err(|e| format!("truncating to {}: {e}", end.0))?;
+                // What the producers' state knew of the cut tail is gone.
+                self.partition
+                    .recover_producers()
+                    .await
+                    .map_err(|e| format!("rebuilding producers after truncation: {e}"))?;
                 tracing::info!(
                     topic = self.partition.topic(),
                     partition = self.partition.number(),
