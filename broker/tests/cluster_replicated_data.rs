@@ -33,6 +33,37 @@ fn produce_all(bootstrap: &str, seed: usize, ids: std::ops::Range<usize>) -> Ack
     records::produce_with(bootstrap, TOPIC, seed, ids, records::quick(10), Acks::All)
 }
 
+/// The leader broker of each partition as broker `i`'s native Metadata
+/// routes it (broker `b` serves on 127.0.0.b).
+fn leaders_seen_by(cluster: &Cluster, i: usize) -> Option<Vec<u32>> {
+    let client = Admin::connect_with(&cluster.addr(i).to_string(), records::quick(2)).ok()?;
+    let topic = client.describe_topic(TOPIC).ok()?;
+    topic
+        .partitions
+        .iter()
+        .map(|p| {
+            let addr: SocketAddr = p.address.parse().ok()?;
+            match addr.ip() {
+                std::net::IpAddr::V4(ip) => Some(u32::from(ip.octets()[3])),
+                std::net::IpAddr::V6(_) => None,
+            }
+        })
+        .collect()
+}
+
+/// Waits until every running broker routes each partition to the leader
+/// the controllers elected (a produce sent before would meet a leader
+/// that is about to step down: an indeterminate answer).
+fn wait_brokers_route_to(cluster: &Cluster, running: &[usize], leaders: &[u32]) {
+    for &i in running {
+        wait(
+            &format!("broker {i} routing to the leaders {leaders:?}"),
+            Duration::from_secs(20),
+            || (leaders_seen_by(cluster, i)? == leaders).then_some(()),
+        );
+    }
+}
+
 /// Every record of `partition` in the log at `dir`, by offset.
 fn read_log(dir: std::path::PathBuf) -> Vec<(i64, KeyValue)> {
     glommio::LocalExecutorBuilder::default()
@@ -119,11 +150,21 @@ fn acks_all_records_survive_a_leader_kill_and_a_returning_replica_catches_up() {
     acked.extend(more);
     records::consume_exactly(&alive, TOPIC, &acked, records::quick(5));
 
-    // Back: it catches up and rejoins every ISR.
+    // Back: it catches up, rejoins every ISR and leads again what it
+    // prefers to.
     cluster.restart(killed);
-    wait("the ISR whole again", Duration::from_secs(60), || {
-        registrations(&controllers).filter(|r| r.iter().all(|p| p.isr.len() == 3))
-    });
+    let back = wait(
+        "the ISR whole again, the preferred replicas leading",
+        Duration::from_secs(60),
+        || {
+            registrations(&controllers).filter(|r| {
+                r.iter()
+                    .all(|p| p.isr.len() == 3 && p.leader == p.replicas.first().map(|r| r.broker))
+            })
+        },
+    );
+    let leaders: Vec<u32> = back.iter().map(|r| r.leader.unwrap().0).collect();
+    wait_brokers_route_to(&cluster, &[0, 1, 2], &leaders);
     acked.extend(produce_all(&bootstrap, 3, 600..700));
     records::consume_exactly(&bootstrap, TOPIC, &acked, records::quick(5));
 
@@ -153,4 +194,71 @@ fn acks_all_records_survive_a_leader_kill_and_a_returning_replica_catches_up() {
         }
     }
     assert_eq!(checked, acked.len());
+}
+
+/// SIGTERM moves a broker's leaderships before it stops (a controlled
+/// shutdown: by the time the process is gone, the controllers have new
+/// leaders, with no session timeout waited for), producers with acks=all
+/// lose nothing across it, and once the broker is back in sync the
+/// controllers hand its preferred leaderships back to it.
+#[test]
+fn sigterm_moves_leaderships_first_and_they_come_back_to_the_preferred_replica() {
+    let mut cluster = Cluster::start_members(3, 2, 3, |_| {
+        vec!["--default-replication-factor".into(), "3".into()]
+    });
+    let controllers = cluster.controller_addrs();
+    let bootstrap = format!(
+        "{},{},{}",
+        cluster.addr(0),
+        cluster.addr(1),
+        cluster.addr(2)
+    );
+    let admin = Admin::connect_with(&cluster.addr(0).to_string(), records::quick(10)).unwrap();
+    admin
+        .create_topic(TOPIC, PARTITIONS, &TopicSettings::default())
+        .unwrap();
+    let regs = wait("the topic in sync", Duration::from_secs(20), || {
+        registrations(&controllers).filter(|r| r.iter().all(|p| p.isr.len() == 3))
+    });
+    let mut acked = produce_all(&bootstrap, 4, 0..200);
+    let leader = regs[0].leader.unwrap();
+    let stopped = leader.0 as usize - 1;
+    let status = cluster.terminate(stopped);
+    assert!(status.success(), "broker {stopped} exited with {status}");
+    assert!(
+        cluster
+            .stderr(stopped)
+            .contains("controlled shutdown acknowledged"),
+        "{}",
+        cluster.stderr(stopped)
+    );
+    // Read at once: the leaderships moved before the process exited.
+    let survivors = cluster.controller_addrs_but(stopped);
+    let now = registrations(&survivors).unwrap();
+    for (p, r) in now.iter().enumerate() {
+        assert!(
+            r.leader.is_some_and(|l| l != leader),
+            "partition {p} still led by the stopped broker: {r:?}"
+        );
+    }
+    let alive: Vec<String> = (0..3)
+        .filter(|i| *i != stopped)
+        .map(|i| cluster.addr(i).to_string())
+        .collect();
+    acked.extend(produce_all(&alive.join(","), 5, 200..400));
+    cluster.restart(stopped);
+    let back = wait(
+        "every partition in sync and led by its preferred replica",
+        Duration::from_secs(60),
+        || {
+            registrations(&controllers).filter(|r| {
+                r.iter()
+                    .all(|p| p.isr.len() == 3 && p.leader == p.replicas.first().map(|r| r.broker))
+            })
+        },
+    );
+    let leaders: Vec<u32> = back.iter().map(|r| r.leader.unwrap().0).collect();
+    wait_brokers_route_to(&cluster, &[0, 1, 2], &leaders);
+    acked.extend(produce_all(&bootstrap, 6, 400..500));
+    records::consume_exactly(&bootstrap, TOPIC, &acked, records::quick(5));
 }

@@ -134,7 +134,22 @@ impl ClientError {
                     | ErrorCode::UnknownPartition
                     | ErrorCode::StorageError
                     | ErrorCode::TooManyConnections
+                    | ErrorCode::NotEnoughReplicas
             ),
+            _ => false,
+        }
+    }
+
+    /// Whether the request's outcome is unknown: the broker wrote it but
+    /// could not tell whether it will be committed (it lost the
+    /// leadership, the in-sync replicas fell below `min.insync.replicas`,
+    /// or it was not committed in time), or the answer never came (the
+    /// connection broke or timed out after the request was sent). Such a
+    /// record may or may not be in the log; it is never "not written".
+    pub fn is_indeterminate(&self) -> bool {
+        match self {
+            ClientError::Disconnected { .. } | ClientError::TimedOut { .. } => true,
+            ClientError::Broker { code, .. } => *code == ErrorCode::Indeterminate,
             _ => false,
         }
     }
@@ -162,3 +177,32 @@ impl ClientError {
 
 /// What client calls return.
 pub type ClientResult<T> = Result<T, ClientError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(code: ErrorCode) -> ClientError {
+        ClientError::Broker {
+            code,
+            message: String::new(),
+            valid_range: None,
+        }
+    }
+
+    #[test]
+    fn replication_errors_say_whether_anything_was_written() {
+        // Nothing written: retried.
+        let refused = broker(ErrorCode::NotEnoughReplicas);
+        assert!(refused.is_retriable() && !refused.is_indeterminate());
+        // Written, outcome unknown: reported as such, never retried blindly.
+        let unknown = broker(ErrorCode::Indeterminate);
+        assert!(unknown.is_indeterminate() && !unknown.is_retriable());
+        let lost = ClientError::Disconnected {
+            addr: "a".into(),
+            reason: "reset".into(),
+        };
+        assert!(lost.is_indeterminate());
+        assert!(!broker(ErrorCode::CorruptBatch).is_indeterminate());
+    }
+}

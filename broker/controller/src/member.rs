@@ -240,7 +240,22 @@ fn run(
                 if let Some(epoch) = epoch {
                     match client.call(&Request::Shutdown { id, epoch }) {
                         Ok(Response::Applied(Applied { result: Ok(_), .. })) => {
-                            tracing::info!(broker = %id, %epoch, "controlled shutdown acknowledged")
+                            tracing::info!(broker = %id, %epoch, "controlled shutdown acknowledged");
+                            // The image with this broker fenced: its
+                            // leaderships have moved, and its replicas,
+                            // still running, learn it before they stop.
+                            if let Ok(Response::Image(Some(image))) =
+                                client.call(&Request::FetchImage {
+                                    since_version: version,
+                                })
+                            {
+                                let image: Arc<MetadataImage> = Arc::from(image);
+                                if image.cluster_id() == config.cluster_id
+                                    && image.version() > version
+                                {
+                                    on_image(image);
+                                }
+                            }
                         }
                         other => {
                             tracing::warn!(broker = %id, answer = ?other, "controlled shutdown not acknowledged")

@@ -72,8 +72,12 @@ pub struct RunningServer {
     pub node_id: u32,
     handles: Vec<ExecutorJoinHandle<Result<(), StartError>>>,
     stop: Arc<AtomicBool>,
-    /// This broker's part in its cluster (None: a broker on its own).
-    membership: Option<cluster::Membership>,
+    /// This broker's part in its cluster (None: a broker on its own, or
+    /// once it left).
+    membership: Arc<std::sync::Mutex<Option<cluster::Membership>>>,
+    /// A cluster member's leaving thread: once asked to stop, a controlled
+    /// shutdown (its leaderships move), then `left` for the shards.
+    leaver: Option<std::thread::JoinHandle<()>>,
     /// Why this broker was evicted from its cluster, if it was (it then
     /// stops).
     evicted: Arc<std::sync::Mutex<Option<String>>>,
@@ -114,7 +118,12 @@ impl RunningServer {
                 result = r;
             }
         }
-        if let Some(m) = self.membership {
+        // Shards that stopped on their own (a failure) release the leaver.
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.leaver {
+            let _ = t.join();
+        }
+        if let Some(m) = self.membership.lock().ok().and_then(|mut m| m.take()) {
             m.leave();
         }
         if let Some(why) = self.evicted.lock().ok().and_then(|mut w| w.take()) {
@@ -146,10 +155,13 @@ impl RunningServer {
                 join(&self.kafka_shard_addrs)
             ));
         }
-        if let Some(m) = &self.membership {
-            if let Some(epoch) = m.standing().epoch {
-                line.push_str(&format!(" node={} epoch={epoch}", self.node_id));
-            }
+        let epoch = self
+            .membership
+            .lock()
+            .ok()
+            .and_then(|m| m.as_ref().and_then(|m| m.standing().epoch));
+        if let Some(epoch) = epoch {
+            line.push_str(&format!(" node={} epoch={epoch}", self.node_id));
         }
         line
     }
@@ -157,6 +169,10 @@ impl RunningServer {
 
 /// How often a shard checks whether it was asked to stop.
 const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// How long a stopping cluster member waits for its controlled shutdown
+/// (its leaderships moved) before it stops serving anyway.
+const LEAVE_WAIT: Duration = Duration::from_secs(20);
 
 /// How long a stopping shard waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -246,6 +262,8 @@ struct Boot {
     /// once the controllers admitted it; at once otherwise).
     admitted: Receiver<()>,
     stop: Arc<AtomicBool>,
+    /// Set once a stopping cluster member's controlled shutdown is done.
+    left: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     open_connections: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -326,6 +344,7 @@ pub fn start_with_metrics(
     );
 
     let stop = Arc::new(AtomicBool::new(false));
+    let left = Arc::new(AtomicBool::new(false));
     let (events_tx, events) = crossbeam_channel::unbounded();
     let (main_addr_tx, main_addr) = crossbeam_channel::unbounded();
     let (endpoints_tx, endpoints) = crossbeam_channel::unbounded();
@@ -358,6 +377,7 @@ pub fn start_with_metrics(
         producer_ids,
         admitted,
         stop: stop.clone(),
+        left: left.clone(),
         metrics: metrics.clone(),
         open_connections: Arc::default(),
     };
@@ -459,6 +479,31 @@ pub fn start_with_metrics(
             }
         }
     };
+    let membership = Arc::new(std::sync::Mutex::new(membership));
+    let leaver = match membership.lock().ok().is_some_and(|m| m.is_some()) {
+        false => {
+            left.store(true, Ordering::Release);
+            None
+        }
+        true => {
+            let (stop, left, membership) = (stop.clone(), left.clone(), membership.clone());
+            let leave = move || {
+                while !stop.load(Ordering::Acquire) {
+                    std::thread::sleep(STOP_POLL);
+                }
+                if let Some(m) = membership.lock().ok().and_then(|mut m| m.take()) {
+                    m.leave();
+                }
+                left.store(true, Ordering::Release);
+            };
+            Some(
+                std::thread::Builder::new()
+                    .name("cluster-leave".into())
+                    .spawn(leave)
+                    .map_err(|e| StartError::Cluster(format!("the leaving thread: {e}")))?,
+            )
+        }
+    };
     metrics.set_ready();
     Ok(RunningServer {
         listen: listen.native,
@@ -469,6 +514,7 @@ pub fn start_with_metrics(
         handles,
         stop,
         membership,
+        leaver,
         evicted,
         _lock: lock,
     })
@@ -655,6 +701,21 @@ async fn run_shard(
         }
     }
     while !boot.stop.load(Ordering::Acquire) {
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+    // A cluster member keeps serving until its controlled shutdown moved
+    // its leaderships and this shard's replicas saw it: produces in flight
+    // are answered (by the new leaders, after a client's retry) rather than
+    // cut off.
+    let leaving = std::time::Instant::now() + LEAVE_WAIT;
+    while std::time::Instant::now() < leaving
+        && (!boot.left.load(Ordering::Acquire)
+            || shard
+                .replication()
+                .all()
+                .iter()
+                .any(|r| r.role() == broker_replication::RoleKind::Leader))
+    {
         glommio::timer::sleep(STOP_POLL).await;
     }
     // Cancelling drops both listeners: no new connection from here on.
