@@ -158,7 +158,8 @@ pub fn produce(
     let acks = match spec.acks.as_str() {
         "none" => Acks::None,
         "leader" => Acks::Leader,
-        other => bail!("--acks {other}: expected none or leader (all is for --protocol kafka)"),
+        "all" => Acks::All,
+        other => bail!("--acks {other}: expected none, leader or all"),
     };
     ensure_topic(&spec.bootstrap, &spec.topic, spec.partitions)?;
     let admin = Client::connect(&spec.bootstrap)?;
@@ -258,7 +259,7 @@ impl ProduceJob<'_> {
         config: ProducerConfig,
         done: &AtomicU64,
     ) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
-        let acked = config.acks == Acks::Leader;
+        let acked = config.acks != Acks::None;
         let producer = Producer::connect(&self.spec.bootstrap, config)?;
         let handles = (0..self.partitions)
             .map(|p| producer.partition_handle(&self.spec.topic, p))

@@ -17,6 +17,9 @@ pub enum AcksArg {
     /// Once the partition's log has the batch (written; fsynced with
     /// `--fsync always`). Failed records are reported.
     Leader,
+    /// Once every in-sync replica has the batch on disk (a replicated
+    /// topic; for one replica, as `leader`).
+    All,
     /// Nothing: fire and forget. Only a lost connection is noticed.
     None,
 }
@@ -65,6 +68,7 @@ pub fn run(args: ProduceArgs) -> CliResult {
             linger_ms: args.linger_ms,
             acks: match args.acks {
                 AcksArg::Leader => Acks::Leader,
+                AcksArg::All => Acks::All,
                 AcksArg::None => Acks::None,
             },
             client: ClientConfig::default(),
