@@ -28,6 +28,29 @@ fn registrations(controllers: &[SocketAddr]) -> Option<Vec<PartitionReplicas>> {
         .collect()
 }
 
+/// `n` members (`shards` each, the first three controllers) with a default
+/// replication factor of 3 and `TOPIC` created, every partition in sync:
+/// the cluster, its controllers, a bootstrap naming every broker, and the
+/// partitions' registrations.
+fn replicated_cluster(
+    n: usize,
+    shards: usize,
+) -> (Cluster, Vec<SocketAddr>, String, Vec<PartitionReplicas>) {
+    let cluster = Cluster::start_members(n, shards, 3, |_| {
+        vec!["--default-replication-factor".into(), "3".into()]
+    });
+    let controllers = cluster.controller_addrs();
+    let bootstrap: Vec<String> = (0..n).map(|i| cluster.addr(i).to_string()).collect();
+    let admin = Admin::connect_with(&cluster.addr(0).to_string(), records::quick(10)).unwrap();
+    admin
+        .create_topic(TOPIC, PARTITIONS, &TopicSettings::default())
+        .unwrap();
+    let regs = wait("the topic in sync", Duration::from_secs(20), || {
+        registrations(&controllers).filter(|r| r.iter().all(|p| p.isr.len() == 3))
+    });
+    (cluster, controllers, bootstrap.join(","), regs)
+}
+
 /// Produces records `ids` with acks=all; every acknowledgement awaited.
 fn produce_all(bootstrap: &str, seed: usize, ids: std::ops::Range<usize>) -> Acked {
     records::produce_with(bootstrap, TOPIC, seed, ids, records::quick(10), Acks::All)
@@ -100,23 +123,7 @@ fn read_log(dir: std::path::PathBuf) -> Vec<(i64, KeyValue)> {
 
 #[test]
 fn acks_all_records_survive_a_leader_kill_and_a_returning_replica_catches_up() {
-    let mut cluster = Cluster::start_members(3, 2, 3, |_| {
-        vec!["--default-replication-factor".into(), "3".into()]
-    });
-    let controllers = cluster.controller_addrs();
-    let bootstrap = format!(
-        "{},{},{}",
-        cluster.addr(0),
-        cluster.addr(1),
-        cluster.addr(2)
-    );
-    let admin = Admin::connect_with(&cluster.addr(0).to_string(), records::quick(10)).unwrap();
-    admin
-        .create_topic(TOPIC, PARTITIONS, &TopicSettings::default())
-        .unwrap();
-    let regs = wait("the topic's registrations", Duration::from_secs(20), || {
-        registrations(&controllers).filter(|r| r.iter().all(|p| p.isr.len() == 3))
-    });
+    let (mut cluster, controllers, bootstrap, regs) = replicated_cluster(3, 2);
     assert!(regs.iter().all(|r| r.replicas.len() == 3));
 
     let mut acked = produce_all(&bootstrap, 1, 0..300);
@@ -203,23 +210,7 @@ fn acks_all_records_survive_a_leader_kill_and_a_returning_replica_catches_up() {
 /// controllers hand its preferred leaderships back to it.
 #[test]
 fn sigterm_moves_leaderships_first_and_they_come_back_to_the_preferred_replica() {
-    let mut cluster = Cluster::start_members(3, 2, 3, |_| {
-        vec!["--default-replication-factor".into(), "3".into()]
-    });
-    let controllers = cluster.controller_addrs();
-    let bootstrap = format!(
-        "{},{},{}",
-        cluster.addr(0),
-        cluster.addr(1),
-        cluster.addr(2)
-    );
-    let admin = Admin::connect_with(&cluster.addr(0).to_string(), records::quick(10)).unwrap();
-    admin
-        .create_topic(TOPIC, PARTITIONS, &TopicSettings::default())
-        .unwrap();
-    let regs = wait("the topic in sync", Duration::from_secs(20), || {
-        registrations(&controllers).filter(|r| r.iter().all(|p| p.isr.len() == 3))
-    });
+    let (mut cluster, controllers, bootstrap, regs) = replicated_cluster(3, 2);
     let mut acked = produce_all(&bootstrap, 4, 0..200);
     let leader = regs[0].leader.unwrap();
     let stopped = leader.0 as usize - 1;
@@ -261,4 +252,95 @@ fn sigterm_moves_leaderships_first_and_they_come_back_to_the_preferred_replica()
     wait_brokers_route_to(&cluster, &[0, 1, 2], &leaders);
     acked.extend(produce_all(&bootstrap, 6, 400..500));
     records::consume_exactly(&bootstrap, TOPIC, &acked, records::quick(5));
+}
+
+/// `broker cluster reassign` moves a partition's replicas (KIP-455): on
+/// four brokers, partition 0 leaves its leader's broker for the one that
+/// had no replica; the new replica catches up and joins the ISR, the old
+/// leader's replica is dropped (its files removed) and leadership hands
+/// over, acks=all records are kept across it, and the new replica's own
+/// log holds every one of them.
+#[test]
+fn a_reassignment_moves_a_replica_and_its_leadership_with_every_record() {
+    let (mut cluster, controllers, bootstrap, regs) = replicated_cluster(4, 1);
+    let mut acked = produce_all(&bootstrap, 7, 0..300);
+    let before = &regs[0];
+    let old_leader = before.leader.unwrap().0;
+    let newcomer = (1..=4u32)
+        .find(|b| before.replicas.iter().all(|p| p.broker.0 != *b))
+        .unwrap();
+    let target: Vec<u32> = before
+        .replicas
+        .iter()
+        .map(|p| p.broker.0)
+        .filter(|b| *b != old_leader)
+        .chain([newcomer])
+        .collect();
+    let list = target
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+        .args([
+            "cluster",
+            "reassign",
+            "--controllers",
+            &cluster.controllers(),
+        ])
+        .args(["--topic", TOPIC, "--partition", "0", "--replicas", &list])
+        .args(["--wait", "60"])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        for i in 0..4 {
+            eprintln!("---- broker {i}\n{}", cluster.stderr(i));
+        }
+        panic!(
+            "reassign: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let after = registrations(&controllers).unwrap();
+    let moved = &after[0];
+    let now: Vec<u32> = moved.replicas.iter().map(|p| p.broker.0).collect();
+    assert_eq!(now, target, "{moved:?}");
+    assert!(moved.target.is_none());
+    assert_eq!(
+        moved.isr.iter().map(|b| b.0).collect::<BTreeSet<_>>(),
+        target.iter().copied().collect::<BTreeSet<_>>()
+    );
+    let leader = moved.leader.unwrap().0;
+    assert!(target.contains(&leader) && leader != old_leader);
+    assert!(moved.leader_epoch > before.leader_epoch);
+    let leaders: Vec<u32> = after.iter().map(|r| r.leader.unwrap().0).collect();
+    wait_brokers_route_to(&cluster, &[0, 1, 2, 3], &leaders);
+    acked.extend(produce_all(&bootstrap, 8, 300..400));
+    records::consume_exactly(&bootstrap, TOPIC, &acked, records::quick(5));
+    // The old leader's replica is gone from its disk.
+    let old_dir = broker_server::metadata::DataDir::new(cluster.data_dir(old_leader as usize - 1))
+        .partition_dir(TOPIC, 0);
+    wait(
+        "the dropped replica's files removed",
+        Duration::from_secs(20),
+        || (!old_dir.exists()).then_some(()),
+    );
+    // The newcomer's own log holds every acknowledged record of partition 0.
+    let d = newcomer as usize - 1;
+    let dir = broker_server::metadata::DataDir::new(cluster.data_dir(d)).partition_dir(TOPIC, 0);
+    cluster.kill(d);
+    let log: std::collections::BTreeMap<i64, KeyValue> = read_log(dir).into_iter().collect();
+    let mut checked = 0;
+    for ((p, offset), kv) in &acked {
+        if *p == 0 {
+            assert_eq!(
+                log.get(offset),
+                Some(kv),
+                "the new replica at offset {offset}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
 }

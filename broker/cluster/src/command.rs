@@ -73,6 +73,18 @@ pub enum MetadataCommand {
         /// The topic, or every one.
         topic: Option<String>,
     },
+    /// Move a partition's replicas to `replicas` (KIP-455): the new ones
+    /// are added and catch up, then, once every one of `replicas` is in
+    /// the ISR, the others are dropped (and a leader among them hands
+    /// over). Asking again for the same target is a retry.
+    ReassignPartition {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The replicas it moves to, in preference order.
+        replicas: Vec<BrokerId>,
+    },
 }
 
 /// A partition leader's ISR change (KIP-497's AlterPartition): a
@@ -179,7 +191,84 @@ impl MetadataImage {
             MetadataCommand::ElectPreferredLeaders { topic } => {
                 self.elect_preferred(topic.as_deref())
             }
+            MetadataCommand::ReassignPartition {
+                topic,
+                partition,
+                replicas,
+            } => self.reassign(topic, *partition, replicas),
         }
+    }
+
+    fn reassign(&mut self, topic: &str, partition: u32, target: &[BrokerId]) -> CommandResult {
+        let invalid = |reason: String| ClusterError::InvalidReassignment {
+            topic: topic.to_owned(),
+            partition,
+            reason,
+        };
+        let view = ImageBrokers(&self.brokers);
+        let (record, index) = partition_of(&mut self.topics, topic, partition)?;
+        let reg = &record.replicas[index];
+        let ids = |ps: &[Placement]| ps.iter().map(|p| p.broker).collect::<Vec<_>>();
+        match &reg.target {
+            Some(t) if ids(t) == target => {
+                return Ok(Outcome::PartitionAltered {
+                    replicas: reg.clone(),
+                })
+            }
+            Some(t) => {
+                return Err(invalid(format!(
+                    "a reassignment to {:?} is in progress",
+                    ids(t)
+                )))
+            }
+            None if ids(&reg.replicas) == target => {
+                return Ok(Outcome::PartitionAltered {
+                    replicas: reg.clone(),
+                })
+            }
+            None => {}
+        }
+        // Each target replica's shard: where it is now, or (a new one) the
+        // shard of its broker holding the fewest of the topic's replicas.
+        let mut placements = Vec::with_capacity(target.len());
+        for b in target {
+            if let Some(p) = reg.replica_on(*b) {
+                placements.push(p);
+                continue;
+            }
+            let Some(broker) = self.brokers.get(b) else {
+                return Err(invalid(format!("broker {b} is not registered")));
+            };
+            let shard =
+                least_loaded_shard(topic, partition, record, *b, broker.registration.shards);
+            placements.push(Placement { broker: *b, shard });
+        }
+        if target.len() != usize::from(record.config.replication_factor) {
+            return Err(invalid(format!(
+                "{} replicas for a topic of replication factor {} (a reassignment keeps it)",
+                target.len(),
+                record.config.replication_factor
+            )));
+        }
+        let mut r = reg.to_registration(partition, &record.config);
+        let wanted: Vec<repl::BrokerId> = target.iter().copied().map(rb).collect();
+        repl::begin_reassignment(&mut r, &wanted, &view).map_err(|e| invalid(e.to_string()))?;
+        let reg = &mut record.replicas[index];
+        let dropped: Vec<Placement> = reg
+            .replicas
+            .iter()
+            .copied()
+            .filter(|p| !target.contains(&p.broker))
+            .collect();
+        reg.replicas = placements.iter().copied().chain(dropped).collect();
+        // The partition's placement is its preferred replica's.
+        record.partitions[index] = placements[0];
+        reg.target = Some(placements);
+        reg.set_from(&r);
+        reg.settle_reassignment(partition, &record.config, &view);
+        let replicas = reg.clone();
+        self.bump();
+        Ok(Outcome::PartitionAltered { replicas })
     }
 
     fn alter_partition(
@@ -189,19 +278,8 @@ impl MetadataImage {
         request: &repl::AlterPartitionRequest,
     ) -> CommandResult {
         let view = ImageBrokers(&self.brokers);
-        let record = self
-            .topics
-            .get_mut(topic)
-            .ok_or_else(|| unknown_topic(topic))?;
-        let count = record.replicas.len() as u32;
-        let reg = usize::try_from(partition)
-            .ok()
-            .and_then(|p| record.replicas.get_mut(p))
-            .ok_or_else(|| ClusterError::UnknownPartition {
-                topic: topic.to_owned(),
-                partition,
-                partitions: count,
-            })?;
+        let (record, index) = partition_of(&mut self.topics, topic, partition)?;
+        let reg = &mut record.replicas[index];
         let mut r = reg.to_registration(partition, &record.config);
         repl::alter_partition(&mut r, request, &view).map_err(|reason| {
             ClusterError::AlterPartitionRefused {
@@ -211,6 +289,8 @@ impl MetadataImage {
             }
         })?;
         reg.set_from(&r);
+        // A reassignment completes once its target is in the ISR.
+        reg.settle_reassignment(partition, &record.config, &view);
         let replicas = reg.clone();
         self.bump();
         Ok(Outcome::PartitionAltered { replicas })
@@ -256,6 +336,7 @@ impl MetadataImage {
                 let mut r = reg.to_registration(p, &record.config);
                 if transition(&mut r, &view) {
                     reg.set_from(&r);
+                    reg.settle_reassignment(p, &record.config, &view);
                 }
             }
         }
@@ -527,4 +608,49 @@ pub fn validate_topic_name(name: &str) -> Result<(), ClusterError> {
         return Ok(());
     };
     Err(ClusterError::InvalidTopicName { reason })
+}
+
+/// The shard of `broker` (of `shards`) holding the fewest replicas of
+/// `topic`, ties to the first from `(h + partition) mod shards` on: where
+/// a reassignment puts a new replica.
+fn least_loaded_shard(
+    topic: &str,
+    partition: u32,
+    record: &TopicRecord,
+    broker: BrokerId,
+    shards: u16,
+) -> crate::ids::ShardIndex {
+    let shards = shards.max(1);
+    let mut count = vec![0u64; usize::from(shards)];
+    for p in record.replicas.iter().flat_map(|r| &r.replicas) {
+        if p.broker == broker && p.shard.0 < shards {
+            count[usize::from(p.shard.0)] += 1;
+        }
+    }
+    let start =
+        (u64::from(crate::placement::name_hash(topic)) + u64::from(partition)) % u64::from(shards);
+    let best = (0..u64::from(shards))
+        .map(|k| ((start + k) % u64::from(shards)) as usize)
+        .min_by_key(|s| count[*s])
+        .unwrap_or(0);
+    crate::ids::ShardIndex(best as u16)
+}
+
+/// The topic's record and the index of its partition `partition`, or
+/// UnknownTopic / UnknownPartition.
+fn partition_of<'a>(
+    topics: &'a mut std::collections::BTreeMap<String, TopicRecord>,
+    topic: &str,
+    partition: u32,
+) -> Result<(&'a mut TopicRecord, usize), ClusterError> {
+    let record = topics.get_mut(topic).ok_or_else(|| unknown_topic(topic))?;
+    let count = record.replicas.len();
+    match usize::try_from(partition).ok().filter(|p| *p < count) {
+        Some(index) => Ok((record, index)),
+        None => Err(ClusterError::UnknownPartition {
+            topic: topic.to_owned(),
+            partition,
+            partitions: count as u32,
+        }),
+    }
 }

@@ -205,6 +205,19 @@ pub enum ClusterError {
         /// Why (broker-replication's reasons).
         reason: broker_replication::AlterPartitionError,
     },
+    /// A reassignment the partition cannot take: an empty target,
+    /// duplicates, a broker that is not registered, too many replicas
+    /// during the move, a target below `min.insync.replicas`, or another
+    /// reassignment of the partition in progress.
+    #[error("reassigning partition {partition} of {topic:?}: {reason}")]
+    InvalidReassignment {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Why a snapshot cannot be loaded.

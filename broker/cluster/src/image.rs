@@ -477,7 +477,13 @@ impl MetadataImage {
             for (p, (pl, reg)) in record.partitions.iter().zip(&record.replicas).enumerate() {
                 reg.check()
                     .map_err(|e| format!("topic {name:?}: partition {p}: {e}"))?;
-                if reg.replicas.len() != rf || reg.replicas[0] != *pl {
+                // During a reassignment the replicas are the target (of the
+                // replication factor) followed by those it drops.
+                let moving = reg.target.as_ref().is_some_and(|t| {
+                    t.len() == rf && reg.replicas.len() > rf && reg.replicas[..rf] == t[..]
+                });
+                let settled = reg.target.is_none() && reg.replicas.len() == rf;
+                if !(moving || settled) || reg.replicas[0] != *pl {
                     return Err(format!("topic {name:?}: partition {p}: replicas differ from the replication factor or the placement"));
                 }
                 for r in &reg.replicas {

@@ -43,6 +43,11 @@ pub struct PartitionReplicas {
     /// `min.insync.replicas`, so still holding every committed record.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub elr: BTreeSet<BrokerId>,
+    /// A reassignment in progress (KIP-455): the replicas it moves to, in
+    /// preference order. `replicas` is then these followed by the ones it
+    /// drops, which stay until every target replica is in the ISR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Vec<Placement>>,
 }
 
 impl PartitionReplicas {
@@ -59,6 +64,7 @@ impl PartitionReplicas {
             partition_epoch: 0,
             isr: BTreeSet::from([placement.broker]),
             elr: BTreeSet::new(),
+            target: None,
         }
     }
 
@@ -94,6 +100,28 @@ impl PartitionReplicas {
             min_insync_replicas: usize::from(config.min_insync_replicas),
             unclean_leader_election: config.unclean_leader_election || self.replicas.len() == 1,
         }
+    }
+
+    /// Completes a reassignment in progress once its target is in sync
+    /// (broker-replication's `complete_reassignment`); whether it did.
+    pub(crate) fn settle_reassignment(
+        &mut self,
+        index: u32,
+        config: &TopicConfig,
+        brokers: &impl repl::BrokerView,
+    ) -> bool {
+        let Some(target) = self.target.clone() else {
+            return false;
+        };
+        let mut r = self.to_registration(index, config);
+        let ids: Vec<repl::BrokerId> = target.iter().map(|p| rb(p.broker)).collect();
+        if !repl::complete_reassignment(&mut r, &ids, brokers) {
+            return false;
+        }
+        self.replicas = target;
+        self.target = None;
+        self.set_from(&r);
+        true
     }
 
     /// Takes a transition's result (the replica set does not change).

@@ -609,3 +609,64 @@ proptest! {
         prop_assert_eq!(again, image);
     }
 }
+
+#[test]
+fn a_reassignment_adds_the_new_replica_then_drops_the_old_once_it_is_in_sync() {
+    let (mut image, epochs) = cluster(4);
+    image.apply(&create("r", 1, config(3, 2))).unwrap();
+    let before = part(&image, "r", 0).clone();
+    let old: Vec<BrokerId> = before.replicas.iter().map(|p| p.broker).collect();
+    let leader = before.leader.unwrap();
+    let newcomer = (1..=4).map(BrokerId).find(|b| !old.contains(b)).unwrap();
+    let target: Vec<BrokerId> = old
+        .iter()
+        .copied()
+        .filter(|b| *b != leader)
+        .chain([newcomer])
+        .collect();
+    let reassign = |replicas: Vec<BrokerId>| MetadataCommand::ReassignPartition {
+        topic: "r".into(),
+        partition: 0,
+        replicas,
+    };
+    // Refused: another replication factor, an unknown broker.
+    assert!(matches!(
+        image.apply(&reassign(target[..2].to_vec())),
+        Err(ClusterError::InvalidReassignment { .. })
+    ));
+    assert!(image
+        .apply(&reassign(vec![target[0], target[1], BrokerId(9)]))
+        .is_err());
+    image.apply(&reassign(target.clone())).unwrap();
+    let moving = part(&image, "r", 0).clone();
+    let now: Vec<BrokerId> = moving.replicas.iter().map(|p| p.broker).collect();
+    assert_eq!(now[..3], target[..]);
+    assert_eq!(
+        now[3], leader,
+        "the dropped one stays until the target is in sync"
+    );
+    assert_eq!((moving.leader, &moving.isr), (before.leader, &before.isr));
+    // A retry is answered with the same; another target is refused meanwhile.
+    image.apply(&reassign(target.clone())).unwrap();
+    assert!(image.apply(&reassign(old.clone())).is_err());
+    // The image with the move in progress round-trips through a snapshot.
+    let again = MetadataImage::from_snapshot(&image.to_snapshot(), CLUSTER).unwrap();
+    assert_eq!(part(&again, "r", 0), &moving);
+    // The leader adds the newcomer: the move completes.
+    let mut isr: Vec<(BrokerId, bool)> = before.isr.iter().map(|b| (*b, *b == leader)).collect();
+    isr.push((newcomer, true));
+    image.apply(&alter(&image, &epochs, &isr)).unwrap();
+    let done = part(&image, "r", 0);
+    let now: Vec<BrokerId> = done.replicas.iter().map(|p| p.broker).collect();
+    assert_eq!(now, target);
+    assert!(done.target.is_none());
+    assert_eq!(done.isr, target.iter().copied().collect::<BTreeSet<_>>());
+    assert_eq!(
+        done.leader,
+        Some(target[0]),
+        "the dropped leader handed over"
+    );
+    assert!(done.leader_epoch > before.leader_epoch);
+    let again = MetadataImage::from_snapshot(&image.to_snapshot(), CLUSTER).unwrap();
+    assert_eq!(part(&again, "r", 0), done);
+}

@@ -175,6 +175,7 @@ impl From<&ClusterError> for Refused {
                 AlterPartitionError::InvalidRequest => RefusalKind::Invalid,
             },
             E::InvalidClusterId { .. }
+            | E::InvalidReassignment { .. }
             | E::BrokerIdOutOfRange { .. }
             | E::ShardCountOutOfRange { .. }
             | E::InvalidEndpoint { .. }

@@ -77,6 +77,17 @@ pub enum Request {
         /// The topic, or every one.
         topic: Option<String>,
     },
+    /// Moves a partition's replicas (KIP-455's reassignment, begun):
+    /// answered with `Done::PartitionAltered` (the registration, the
+    /// target in it until the move completes).
+    ReassignPartition {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The replicas it moves to, in preference order.
+        replicas: Vec<BrokerId>,
+    },
     /// The image, if this controller has applied one newer than
     /// `since_version`.
     FetchImage {

@@ -271,6 +271,21 @@ impl ControllerService {
                 Ok(q) => propose(q, MetadataCommand::ElectPreferredLeaders { topic }).await,
                 Err(answer) => answer,
             },
+            Request::ReassignPartition {
+                topic,
+                partition,
+                replicas,
+            } => match self.leading() {
+                Ok(q) => {
+                    let command = MetadataCommand::ReassignPartition {
+                        topic,
+                        partition,
+                        replicas,
+                    };
+                    propose(q, command).await
+                }
+                Err(answer) => answer,
+            },
         }
     }
 

@@ -574,6 +574,87 @@ pub fn elect_preferred_leader(reg: &mut PartitionRegistration, brokers: &impl Br
     true
 }
 
+/// KIP-455's reassignment, begun: the replicas become `target` followed by
+/// the current replicas it drops (those keep replicating, and stay in the
+/// ISR, until the target is in sync); the leader, ISR and ELR do not change;
+/// a new partition epoch. Target replicas not yet in the ISR fetch from the
+/// leader and join it as any follower does (the leader's AlterPartition,
+/// once caught up). Refused ([`ControllerError::InvalidPartition`]) for an
+/// empty target, duplicates, more than [`MAX_REPLICAS`] replicas in all
+/// during the move, or a MinISR above the target's size;
+/// [`ControllerError::UnknownBroker`] for a target broker not registered.
+pub fn begin_reassignment(
+    reg: &mut PartitionRegistration,
+    target: &[BrokerId],
+    brokers: &impl BrokerView,
+) -> Result<(), ControllerError> {
+    let distinct: BTreeSet<BrokerId> = target.iter().copied().collect();
+    let dropped: Vec<BrokerId> = reg
+        .replicas
+        .iter()
+        .copied()
+        .filter(|b| !distinct.contains(b))
+        .collect();
+    if target.is_empty()
+        || distinct.len() != target.len()
+        || target.len() + dropped.len() > MAX_REPLICAS
+        || reg.min_insync_replicas > target.len()
+    {
+        return Err(ControllerError::InvalidPartition);
+    }
+    if target.iter().any(|b| brokers.broker_epoch(*b).is_none()) {
+        return Err(ControllerError::UnknownBroker);
+    }
+    reg.replicas = target.iter().copied().chain(dropped).collect();
+    let (leader, isr, elr) = (reg.leader, reg.isr.clone(), reg.elr.clone());
+    let (leader_epoch, partition_epoch) = (reg.leader_epoch, reg.partition_epoch.next());
+    set(reg, leader, isr, elr, leader_epoch, partition_epoch);
+    Ok(())
+}
+
+/// KIP-455's reassignment, completed once every replica of `target` is in
+/// the ISR: the replicas become `target`, the dropped ones leave the ISR
+/// and the ELR, and a leader among them hands over to the first target
+/// replica that is unfenced (in the ISR, so holding every committed
+/// record: a clean election, in a new leader epoch); already complete,
+/// nothing (false). Shrinking the ISR to
+/// members that are all in sync keeps the high watermark's guarantee: it
+/// never counted on the dropped replicas alone. Returns whether it
+/// completed (nothing changes otherwise).
+pub fn complete_reassignment(
+    reg: &mut PartitionRegistration,
+    target: &[BrokerId],
+    brokers: &impl BrokerView,
+) -> bool {
+    if target.is_empty() || reg.replicas == target || !target.iter().all(|b| reg.isr.contains(b)) {
+        return false;
+    }
+    let keep: BTreeSet<BrokerId> = target.iter().copied().collect();
+    let leader = match reg.leader {
+        Some(l) if keep.contains(&l) => Some(l),
+        _ => match target.iter().copied().find(|b| brokers.is_unfenced(*b)) {
+            Some(b) => Some(b),
+            None => return false,
+        },
+    };
+    let isr: BTreeSet<BrokerId> = reg.isr.intersection(&keep).copied().collect();
+    let elr: BTreeSet<BrokerId> = reg
+        .elr
+        .intersection(&keep)
+        .copied()
+        .filter(|b| !isr.contains(b))
+        .collect();
+    let leader_epoch = if leader == reg.leader {
+        reg.leader_epoch
+    } else {
+        reg.leader_epoch.next()
+    };
+    reg.replicas = target.to_vec();
+    let partition_epoch = reg.partition_epoch.next();
+    set(reg, leader, isr, elr, leader_epoch, partition_epoch);
+    true
+}
+
 /// `MaybeUpdatePartitionOnBrokerChange`: applies a new ISR and ELR,
 /// electing a leader if the current one is out of the ISR.
 fn change_on_broker_change(

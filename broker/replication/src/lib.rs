@@ -106,9 +106,10 @@ mod replica;
 pub mod sim;
 
 pub use controller::{
-    alter_partition, elect_preferred_leader, new_partition, next_clean_floor, on_fenced,
-    on_unclean_restart, on_unfenced, restart_is_clean, update_elr, BrokerRecord, BrokerView,
-    Controller, ControllerConfig, ControllerError, PartitionRegistration, Transition,
+    alter_partition, begin_reassignment, complete_reassignment, elect_preferred_leader,
+    new_partition, next_clean_floor, on_fenced, on_unclean_restart, on_unfenced, restart_is_clean,
+    update_elr, BrokerRecord, BrokerView, Controller, ControllerConfig, ControllerError,
+    PartitionRegistration, Transition,
 };
 pub use epoch_cache::{truncation_point, EpochCache, EpochCacheError, EpochEnd, EpochEntry};
 #[cfg(any(test, feature = "sim"))]

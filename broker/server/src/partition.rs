@@ -324,19 +324,20 @@ enum PendingAppend<F> {
 }
 
 /// Opens (recovering) every partition of `topic` that shard `shard` owns,
-/// logging what recovery did.
+/// but those in `already_open`, logging what recovery did.
 pub async fn open_owned(
     shard: ShardId,
     metrics: &ShardMetrics,
     config: &ServerConfig,
     data: &DataDir,
     topic: &TopicMeta,
+    already_open: &[u32],
 ) -> Result<Vec<Partition>, StartError> {
     let cfg = config.log_config(&topic.config);
     let name: Rc<str> = Rc::from(topic.name.as_str());
     let mut opened = Vec::new();
     for p in 0..topic.partition_count() {
-        if !topic.lives_on(p, config.broker_id, shard) {
+        if !topic.lives_on(p, config.broker_id, shard) || already_open.contains(&p) {
             continue;
         }
         let dir = data.partition_dir(&topic.name, p);

@@ -454,13 +454,54 @@ impl Shard {
         self.topics.borrow_mut().remove(topic);
     }
 
-    /// Opens this shard's partitions of `topic` (recovering them) and
-    /// serves them from now on.
+    /// Makes this shard's open partitions of `topic` what its placement
+    /// says: opens (recovering them) those placed here and not open yet,
+    /// and closes those open here but no longer placed on this broker (a
+    /// replica reassigned away), removing their files; serves them from
+    /// now on.
     pub async fn open_partitions(&self, topic: &TopicMeta) -> ServiceResult<()> {
-        let opened =
-            crate::partition::open_owned(self.id, &self.metrics, &self.config, &self.data, topic)
-                .await
-                .map_err(|e| ServiceError::storage(e.to_string()))?;
+        let me = self.config.broker_id;
+        let open: Vec<u32> = self
+            .partitions
+            .borrow()
+            .get(&topic.name)
+            .map(|t| t.keys().copied().collect())
+            .unwrap_or_default();
+        for p in open.iter().copied() {
+            let here = (0..self.shard_count).any(|s| topic.lives_on(p, me, s));
+            if here {
+                continue;
+            }
+            self.replication.remove_partition(&topic.name, p);
+            let removed = self
+                .partitions
+                .borrow_mut()
+                .get_mut(&topic.name)
+                .and_then(|t| t.remove(&p));
+            if let Some(partition) = removed {
+                partition.wake_readers();
+                if let Err(e) = partition.log().close().await {
+                    tracing::warn!(topic = %topic.name, partition = p, error = %e,
+                        "closing a dropped replica failed");
+                }
+                if let Err(e) = crate::metadata::trash_partition(&self.data, &topic.name, p).await {
+                    tracing::warn!(topic = %topic.name, partition = p, error = %e,
+                        "removing a dropped replica's files failed");
+                }
+                tracing::info!(topic = %topic.name, partition = p,
+                    "replica reassigned away: closed and removed");
+            }
+        }
+        let opened = crate::partition::open_owned(
+            self.id,
+            &self.metrics,
+            &self.config,
+            &self.data,
+            topic,
+            &open,
+        )
+        .await
+        .map_err(|e| ServiceError::storage(e.to_string()))?;
         let mut partitions = self.partitions.borrow_mut();
         let entry = partitions.entry(topic.name.clone()).or_default();
         for p in opened {
@@ -668,7 +709,7 @@ pub async fn open_all(
 ) -> Result<PartitionMap, StartError> {
     let mut map: PartitionMap = HashMap::new();
     for topic in topics.iter() {
-        for p in crate::partition::open_owned(id, metrics, config, data, topic).await? {
+        for p in crate::partition::open_owned(id, metrics, config, data, topic, &[]).await? {
             map.entry(topic.name.clone())
                 .or_default()
                 .insert(p.number(), Rc::new(p));

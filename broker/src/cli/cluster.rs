@@ -2,7 +2,9 @@
 //! the leader it knows, its term, what it has applied) and the cluster's
 //! brokers (epoch, fenced or not, shards, replicas held, partitions led;
 //! the under-replicated and leaderless partition counts), as the leader's
-//! image says.
+//! image says. `broker cluster reassign`: move a partition's replicas
+//! (KIP-455: the new replicas catch up and join the ISR, then the others
+//! are dropped), through the controllers' leader.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -17,7 +19,8 @@ use broker_controller::{ControllerStatus, Request, Response};
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     broker cluster status --controllers 1@127.0.0.1:9300,2@127.0.0.2:9300,3@127.0.0.3:9300\n  \
-    broker cluster status --controllers 127.0.0.1:9300 --json")]
+    broker cluster status --controllers 127.0.0.1:9300 --json\n  \
+    broker cluster reassign --controllers 127.0.0.1:9300 --topic events --partition 0 --replicas 2,3,4")]
 pub struct ClusterArgs {
     /// What to do.
     #[command(subcommand)]
@@ -29,6 +32,32 @@ pub struct ClusterArgs {
 pub enum ClusterCommand {
     /// Show the controller quorum and the cluster's brokers.
     Status(StatusArgs),
+    /// Move a partition's replicas to other brokers: the new ones catch up
+    /// and join the in-sync replicas, then the old ones are dropped (a
+    /// leader among them hands over). Returns once the controllers
+    /// recorded the move (or, with --wait, once it completed).
+    Reassign(ReassignArgs),
+}
+
+/// Arguments of `broker cluster reassign`.
+#[derive(Debug, Args)]
+pub struct ReassignArgs {
+    /// The controllers, `HOST:PORT` or `ID@HOST:PORT`, comma separated.
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    pub controllers: String,
+    /// The topic.
+    #[arg(long)]
+    pub topic: String,
+    /// The partition.
+    #[arg(long)]
+    pub partition: u32,
+    /// The broker ids it moves to, in preference order (the first is the
+    /// preferred leader), comma separated.
+    #[arg(long, value_name = "ID,ID,...")]
+    pub replicas: String,
+    /// Wait (at most this many seconds) until the move completed.
+    #[arg(long, value_name = "SECONDS")]
+    pub wait: Option<u64>,
 }
 
 /// Arguments of `broker cluster status`.
@@ -87,6 +116,107 @@ fn ask(address: SocketAddr) -> View {
 pub fn run(args: ClusterArgs) -> CliResult {
     match args.command {
         ClusterCommand::Status(a) => status(a),
+        ClusterCommand::Reassign(a) => reassign(a),
+    }
+}
+
+/// The controllers' addresses from `--controllers`.
+fn controller_addrs(list: &str) -> Result<Vec<SocketAddr>, String> {
+    let mut addrs = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let addr = item.rsplit_once('@').map_or(item, |(_, addr)| addr);
+        addrs.push(
+            addr.parse::<SocketAddr>()
+                .map_err(|e| format!("--controllers: {item:?}: {e}"))?,
+        );
+    }
+    if addrs.is_empty() {
+        return Err("--controllers: no address given".into());
+    }
+    Ok(addrs)
+}
+
+fn reassign(a: ReassignArgs) -> CliResult {
+    use broker_cluster::BrokerId;
+    use broker_controller::{Applied, ControllerClient, Done};
+    let addrs = controller_addrs(&a.controllers)?;
+    let mut replicas = Vec::new();
+    for id in a
+        .replicas
+        .split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+    {
+        replicas.push(BrokerId(
+            id.parse::<u32>()
+                .map_err(|e| format!("--replicas: {id:?}: {e}"))?,
+        ));
+    }
+    let mut client = ControllerClient::new(addrs, TIMEOUT);
+    let request = Request::ReassignPartition {
+        topic: a.topic.clone(),
+        partition: a.partition,
+        replicas: replicas.clone(),
+    };
+    match client.call(&request) {
+        Ok(Response::Applied(Applied {
+            result: Ok(Done::PartitionAltered { replicas: r }),
+            ..
+        })) => {
+            let brokers = |ps: &[broker_cluster::Placement]| {
+                ps.iter()
+                    .map(|p| p.broker.0.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            match &r.target {
+                Some(t) => println!(
+                    "reassigning {}/{}: replicas {} -> {} (isr {})",
+                    a.topic,
+                    a.partition,
+                    brokers(&r.replicas),
+                    brokers(t),
+                    r.isr
+                        .iter()
+                        .map(|b| b.0.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                None => println!(
+                    "{}/{}: replicas {} (done)",
+                    a.topic,
+                    a.partition,
+                    brokers(&r.replicas)
+                ),
+            }
+        }
+        Ok(Response::Applied(Applied {
+            result: Err(refused),
+            ..
+        })) => return Err(format!("refused: {refused}").into()),
+        Ok(other) => return Err(format!("unexpected answer {other:?}").into()),
+        Err(e) => return Err(format!("the controllers did not answer: {e}").into()),
+    }
+    let Some(limit) = a.wait else {
+        return Ok(());
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(limit);
+    loop {
+        if let Ok(Response::Image(Some(image))) =
+            client.call(&Request::FetchImage { since_version: 0 })
+        {
+            if let Ok(r) = image.partition_replicas(&a.topic, a.partition) {
+                let now: Vec<BrokerId> = r.replicas.iter().map(|p| p.broker).collect();
+                if r.target.is_none() && now == replicas {
+                    println!("{}/{}: moved", a.topic, a.partition);
+                    return Ok(());
+                }
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("the move did not complete within {limit} s").into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -101,22 +231,7 @@ struct View {
 }
 
 fn status(a: StatusArgs) -> CliResult {
-    let mut addrs = Vec::new();
-    for item in a
-        .controllers
-        .split(',')
-        .map(str::trim)
-        .filter(|i| !i.is_empty())
-    {
-        let addr = item.rsplit_once('@').map_or(item, |(_, addr)| addr);
-        addrs.push(
-            addr.parse::<SocketAddr>()
-                .map_err(|e| format!("--controllers: {item:?}: {e}"))?,
-        );
-    }
-    if addrs.is_empty() {
-        return Err("--controllers: no address given".into());
-    }
+    let addrs = controller_addrs(&a.controllers)?;
     // Each controller asked once (no leader following: every view counts),
     // all at the same time, so that down ones cost one timeout in all.
     let views: Vec<View> = std::thread::scope(|scope| {

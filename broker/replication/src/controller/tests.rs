@@ -344,6 +344,63 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+#[test]
+fn a_reassignment_adds_first_then_drops_once_the_target_is_in_sync() {
+    // A fourth broker takes broker 1's replica, broker 1 leading.
+    let (mut c, mut epochs) = cluster(2, false);
+    let e4 = c
+        .register_broker(b(4), 4, None, Millis(0))
+        .expect("registers");
+    assert_eq!(c.heartbeat(b(4), e4, Millis(0)), Ok(false));
+    epochs.push(e4);
+    let target = [b(2), b(3), b(4)];
+    let view = Brokers(&c.brokers);
+    let mut r = reg(&c).clone();
+    assert_eq!(r.leader, Some(b(1)));
+    // Refused: an unknown broker, duplicates, a target below MinISR.
+    assert_eq!(
+        begin_reassignment(&mut r.clone(), &[b(2), b(9)], &view),
+        Err(ControllerError::UnknownBroker)
+    );
+    assert_eq!(
+        begin_reassignment(&mut r.clone(), &[b(2), b(2)], &view),
+        Err(ControllerError::InvalidPartition)
+    );
+    assert_eq!(
+        begin_reassignment(&mut r.clone(), &[b(4)], &view),
+        Err(ControllerError::InvalidPartition)
+    );
+    let before = r.clone();
+    begin_reassignment(&mut r, &target, &view).expect("begins");
+    assert_eq!(r.replicas, vec![b(2), b(3), b(4), b(1)]);
+    assert_eq!((r.leader, &r.isr), (before.leader, &before.isr));
+    assert_eq!(r.leader_epoch, before.leader_epoch);
+    assert!(r.partition_epoch > before.partition_epoch);
+    // Not complete while broker 4 is out of the ISR.
+    assert!(!complete_reassignment(&mut r, &target, &view));
+    // The leader adds broker 4 (its AlterPartition); then it completes.
+    c.partitions.insert(P, r);
+    let answer = c.alter_partition(&request(
+        &c,
+        &epochs,
+        &[(1, true), (2, false), (3, false), (4, true)],
+    ));
+    assert!(answer.result.is_ok(), "{answer:?}");
+    let view = Brokers(&c.brokers);
+    let mut r = reg(&c).clone();
+    let joined = r.clone();
+    assert!(complete_reassignment(&mut r, &target, &view));
+    assert_eq!(r.replicas, target.to_vec());
+    assert_eq!(r.isr, set(&[2, 3, 4]));
+    assert_eq!(r.leader, Some(b(2)), "the dropped leader hands over");
+    assert!(r.leader_epoch > joined.leader_epoch);
+    assert!(r.partition_epoch > joined.partition_epoch);
+    // Once complete, nothing more happens.
+    let done = r.clone();
+    assert!(!complete_reassignment(&mut r, &target, &view));
+    assert_eq!(r, done);
+}
+
 proptest! {
     /// `ValidControllerIsrAndElr` and `ValidControllerState` after any
     /// sequence of fencing, unfencing, restarts and ISR changes; epochs

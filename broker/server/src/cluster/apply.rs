@@ -98,6 +98,15 @@ pub async fn apply(shard: &Rc<Shard>, image: Arc<MetadataImage>) {
                         "recording the topic's new leaders failed");
                 }
             }
+            // A reassignment moved replicas: the partitions placed here now
+            // open, those dropped from here close (their files removed);
+            // the others are not touched.
+            Some(have) if have.same_but_replicas(&want) => {
+                if let Err(e) = topics::commit_and_open(shard, want).await {
+                    tracing::error!(topic = %name, error = %e,
+                        "applying the topic's new replicas failed");
+                }
+            }
             have => {
                 if have.is_some() {
                     // Placed again (its broker came back with fewer

@@ -217,6 +217,18 @@ impl TopicMeta {
         }
     }
 
+    /// Whether `other` is this topic with only its replicas' placement
+    /// changed (a reassignment: the same settings, creation and partition
+    /// count, both replicated): partitions open and close one by one.
+    pub fn same_but_replicas(&self, other: &TopicMeta) -> bool {
+        !self.replicas.is_empty()
+            && !other.replicas.is_empty()
+            && self.replicas.len() == other.replicas.len()
+            && self.config == other.config
+            && self.created_by == other.created_by
+            && self.name == other.name
+    }
+
     /// Whether `other` is this topic with only its leaders moved: the same
     /// settings and replicas, so its partitions stay open where they are.
     pub fn same_but_routing(&self, other: &TopicMeta) -> bool {
@@ -513,8 +525,18 @@ pub async fn commit_topic(dir: &DataDir, meta: &TopicMeta) -> Result<(), Metadat
 /// and removes the trash on a thread of its own (a restart removes what is
 /// left). A topic without a directory is already gone.
 pub async fn trash_topic(dir: &DataDir, name: &str) -> Result<(), MetadataError> {
-    let topic_dir = dir.topic_dir(name);
-    if !broker_log::io::exists(&topic_dir).await {
+    trash(dir, dir.topic_dir(name), name, &[dir.topics_dir()]).await
+}
+
+/// Renames `path` into the trash (in the topics directory, named after
+/// `what`), fsyncs `dirs`, and removes it on a thread of its own.
+async fn trash(
+    dir: &DataDir,
+    path: PathBuf,
+    what: &str,
+    dirs: &[PathBuf],
+) -> Result<(), MetadataError> {
+    if !broker_log::io::exists(&path).await {
         return Ok(());
     }
     let nanos = SystemTime::now()
@@ -523,24 +545,38 @@ pub async fn trash_topic(dir: &DataDir, name: &str) -> Result<(), MetadataError>
         .as_nanos();
     let trash = dir
         .topics_dir()
-        .join(format!("{TRASH_PREFIX}{name}-{nanos}"));
-    broker_log::io::rename(&topic_dir, &trash)
+        .join(format!("{TRASH_PREFIX}{what}-{nanos}"));
+    broker_log::io::rename(&path, &trash)
         .await
         .map_err(MetadataError::Log)?;
-    let topics = dir.topics_dir();
-    broker_log::io::sync_dir(&topics)
-        .await
-        .map_err(MetadataError::Log)?;
+    for d in dirs {
+        broker_log::io::sync_dir(d)
+            .await
+            .map_err(MetadataError::Log)?;
+    }
     std::thread::Builder::new()
         .name("trash".into())
         .spawn(move || {
             if let Err(e) = std::fs::remove_dir_all(&trash) {
                 tracing::warn!(path = %trash.display(), error = %e,
-                    "removing a deleted topic's files failed; the next start retries");
+                    "removing trashed files failed; the next start retries");
             }
         })
         .map(|_| ())
-        .map_err(|e| MetadataError::io("start the trash remover for", &topic_dir, e))
+        .map_err(|e| MetadataError::io("start the trash remover for", &path, e))
+}
+
+/// Moves one partition's directory into the trash (in the topics
+/// directory, where start-up removes what an interrupted removal left) and
+/// removes it: a replica this broker no longer holds (reassigned away).
+pub async fn trash_partition(
+    dir: &DataDir,
+    name: &str,
+    partition: u32,
+) -> Result<(), MetadataError> {
+    let dirs = [dir.topics_dir(), dir.topic_dir(name)];
+    let what = format!("{name}-p{partition}");
+    trash(dir, dir.partition_dir(name, partition), &what, &dirs).await
 }
 
 /// The content of `broker.json`.

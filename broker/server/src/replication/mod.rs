@@ -149,6 +149,18 @@ impl ShardReplication {
         self.replicas.borrow().values().cloned().collect()
     }
 
+    /// Forgets one replica (its partition is closing: reassigned away).
+    pub fn remove_partition(&self, topic: &str, partition: u32) {
+        let gone = self
+            .replicas
+            .borrow_mut()
+            .remove(&(topic.to_owned(), partition));
+        if let Some(r) = gone {
+            r.broken.set(true);
+            r.waiters.borrow_mut().clear();
+        }
+    }
+
     /// Forgets `topic`'s replicas (its partitions are closing): their
     /// waiting produces fail as indeterminate.
     pub fn remove_topic(&self, topic: &str) {
