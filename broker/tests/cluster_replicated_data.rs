@@ -58,9 +58,9 @@ fn produce_all(bootstrap: &str, seed: usize, ids: std::ops::Range<usize>) -> Ack
 
 /// The leader broker of each partition as broker `i`'s native Metadata
 /// routes it (broker `b` serves on 127.0.0.b).
-fn leaders_seen_by(cluster: &Cluster, i: usize) -> Option<Vec<u32>> {
+fn leaders_seen_by(cluster: &Cluster, i: usize, topic: &str) -> Option<Vec<u32>> {
     let client = Admin::connect_with(&cluster.addr(i).to_string(), records::quick(2)).ok()?;
-    let topic = client.describe_topic(TOPIC).ok()?;
+    let topic = client.describe_topic(topic).ok()?;
     topic
         .partitions
         .iter()
@@ -82,9 +82,34 @@ fn wait_brokers_route_to(cluster: &Cluster, running: &[usize], leaders: &[u32]) 
         wait(
             &format!("broker {i} routing to the leaders {leaders:?}"),
             Duration::from_secs(20),
-            || (leaders_seen_by(cluster, i)? == leaders).then_some(()),
+            || (leaders_seen_by(cluster, i, TOPIC)? == leaders).then_some(()),
         );
     }
+}
+
+/// [`wait_brokers_route_to`] for the one partition of `topic`, on every
+/// running broker.
+fn wait_brokers_route_to_topic(cluster: &Cluster, topic: &str, leader: u32) {
+    for i in (0..cluster.len()).filter(|i| cluster.pid(*i).is_some()) {
+        wait(
+            &format!("broker {i} routing {topic} to broker {leader}"),
+            Duration::from_secs(20),
+            || (leaders_seen_by(cluster, i, topic)? == [leader]).then_some(()),
+        );
+    }
+}
+
+/// The ISR size of partition 0 of `topic` in the Kafka Metadata of the
+/// broker at `kafka` (kcat).
+fn isr_seen_by(kafka: &str, topic: &str) -> Option<usize> {
+    let out = std::process::Command::new("timeout")
+        .args(["20", "kcat", "-L", "-J", "-b", kafka, "-t", topic])
+        .output()
+        .expect("kcat (scripts/install-kafka-clients.sh installs it)");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    doc["topics"][0]["partitions"][0]["isrs"]
+        .as_array()
+        .map(Vec::len)
 }
 
 /// Every record of `partition` in the log at `dir`, by offset.
@@ -343,4 +368,155 @@ fn a_reassignment_moves_a_replica_and_its_leadership_with_every_record() {
         }
     }
     assert!(checked > 0);
+}
+
+/// min.insync.replicas is enforced: a topic of 3 replicas created with
+/// min.insync.replicas=3 (Kafka CreateTopics) takes acks=all writes while
+/// all three are in sync; with one broker down its ISR is 2, and an
+/// acks=all produce is refused with NOT_ENOUGH_REPLICAS (native and
+/// Kafka: nothing written, nothing readable), while acks=1 still works.
+#[test]
+fn acks_all_is_refused_with_fewer_in_sync_replicas_than_min_insync() {
+    let python = std::process::Command::new("python3")
+        .args(["-c", "import confluent_kafka"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        python,
+        "python3 with confluent_kafka is not installed: run scripts/install-kafka-clients.sh"
+    );
+    let mut cluster = Cluster::start_members(3, 1, 3, |_| vec![]);
+    let controllers = cluster.controller_addrs();
+    let topic = "strict";
+    let script = format!(
+        r#"
+import os
+from confluent_kafka.admin import AdminClient, NewTopic
+a = AdminClient({{'bootstrap.servers': os.environ['BOOTSTRAP']}})
+fs = a.create_topics([NewTopic('{topic}', num_partitions=1, replication_factor=3,
+                               config={{'min.insync.replicas': '3'}})], request_timeout=30)
+for f in fs.values():
+    f.result()
+"#
+    );
+    let out = std::process::Command::new("timeout")
+        .args(["60", "python3", "-c", &script])
+        .env("BOOTSTRAP", cluster.kafka_addr(0).to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image_of =
+        |c: &[SocketAddr]| image(c).and_then(|i| i.partition_replicas(topic, 0).ok().cloned());
+    let reg = wait("the strict topic in sync", Duration::from_secs(20), || {
+        image_of(&controllers).filter(|r| r.isr.len() == 3)
+    });
+    let all: Vec<String> = (0..3).map(|i| cluster.addr(i).to_string()).collect();
+    let mut acked = records::produce_with(
+        &all.join(","),
+        topic,
+        9,
+        0..50,
+        records::quick(10),
+        Acks::All,
+    );
+    // A follower goes: the ISR shrinks to two, below min.insync.replicas.
+    let leader = reg.leader.unwrap().0;
+    let follower = reg
+        .replicas
+        .iter()
+        .map(|p| p.broker.0)
+        .find(|b| *b != leader)
+        .unwrap();
+    let down = follower as usize - 1;
+    cluster.kill(down);
+    let survivors = cluster.controller_addrs_but(down);
+    wait("the ISR shrunk", Duration::from_secs(30), || {
+        image_of(&survivors).filter(|r| r.isr.len() == 2 && r.leader == Some(reg.leader.unwrap()))
+    });
+    wait_brokers_route_to_topic(&cluster, topic, leader);
+    // The leader itself has the shrunk ISR (its Kafka Metadata answers it):
+    // a produce it took before would be written, then answered
+    // indeterminate.
+    let leader_kafka = cluster.kafka_addr(leader as usize - 1).to_string();
+    wait(
+        "the leader's own ISR shrunk",
+        Duration::from_secs(20),
+        || (isr_seen_by(&leader_kafka, topic)? == 2).then_some(()),
+    );
+    let alive: Vec<String> = (0..3)
+        .filter(|i| *i != down)
+        .map(|i| cluster.addr(i).to_string())
+        .collect();
+    let alive = alive.join(",");
+    // Native, acks=all: refused, nothing written (retried, then reported).
+    let producer = broker_client::Producer::connect(
+        &alive,
+        broker_client::ProducerConfig {
+            acks: Acks::All,
+            retries: 1,
+            client: records::quick(5),
+            ..broker_client::ProducerConfig::default()
+        },
+    )
+    .unwrap();
+    let refused = producer
+        .send(topic, Some(b"k"), b"refused")
+        .unwrap()
+        .wait()
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(broker_client::ErrorCode::NotEnoughReplicas),
+        "{refused}"
+    );
+    // Kafka, acks=all: NOT_ENOUGH_REPLICAS.
+    let script = format!(
+        r#"
+import os, sys
+from confluent_kafka import Producer
+p = Producer({{'bootstrap.servers': os.environ['BOOTSTRAP'], 'acks': 'all',
+              'message.timeout.ms': 5000, 'enable.idempotence': False}})
+errors = []
+p.produce('{topic}', b'refused-kafka', partition=0, on_delivery=lambda e, m: errors.append(e))
+p.flush(20)
+print(errors[0].name() if errors and errors[0] else 'DELIVERED')
+"#
+    );
+    let out = std::process::Command::new("timeout")
+        .args(["60", "python3", "-c", &script])
+        .env(
+            "BOOTSTRAP",
+            cluster.kafka_addr(leader as usize - 1).to_string(),
+        )
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        answer == "NOT_ENOUGH_REPLICAS" || answer == "_MSG_TIMED_OUT",
+        "Kafka produce: {answer:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // acks=1 is the leader's durability: still taken.
+    acked.extend(records::produce_with(
+        &alive,
+        topic,
+        10,
+        50..60,
+        records::quick(10),
+        Acks::Leader,
+    ));
+    // Nothing refused is readable; once the follower is back, everything
+    // acknowledged is.
+    cluster.restart(down);
+    wait(
+        "the strict topic in sync again",
+        Duration::from_secs(60),
+        || image_of(&controllers).filter(|r| r.isr.len() == 3),
+    );
+    records::consume_exactly(&all.join(","), topic, &acked, records::quick(5));
 }

@@ -180,12 +180,15 @@ pub fn check_topic(t: &CreatableTopic<'_>) -> Result<topics::CreateTopic, Refusa
     }
     let settings = configs::topic_settings(&t.configs)
         .map_err(|ConfigRefused(m)| (errors::INVALID_CONFIG, m))?;
+    let (min_insync_replicas, unclean_leader_election) = configs::replication_settings(&t.configs);
     Ok(topics::CreateTopic {
         name: t.name.to_owned(),
         partitions,
         settings,
         log_append_time: configs::log_append_time(&t.configs),
         replication_factor,
+        min_insync_replicas,
+        unclean_leader_election,
     })
 }
 

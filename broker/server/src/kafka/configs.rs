@@ -166,6 +166,24 @@ pub fn topic_settings(configs: &[(&str, Option<&str>)]) -> Result<TopicSettings,
                     )));
                 }
             }
+            // Read by `replication_settings`; checked here.
+            "min.insync.replicas" => {
+                let v = number()?;
+                if !(1..=16).contains(&v) {
+                    return Err(ConfigRefused(format!(
+                        "min.insync.replicas = {v}: must be 1 to 16 (and at most the \
+                         replication factor)"
+                    )));
+                }
+            }
+            "unclean.leader.election.enable" => {
+                if !matches!(value.trim(), "true" | "false") {
+                    return Err(ConfigRefused(format!(
+                        "unclean.leader.election.enable = {value:?}: must be true or false \
+                         (true may lose acknowledged records)"
+                    )));
+                }
+            }
             "cleanup.policy" => {
                 let policies: Vec<&str> = value.split(',').map(str::trim).collect();
                 if policies.contains(&"compact") {
@@ -184,7 +202,8 @@ pub fn topic_settings(configs: &[(&str, Option<&str>)]) -> Result<TopicSettings,
                 return Err(ConfigRefused(format!(
                     "topic config {other} is not supported by this broker; supported: \
                      retention.ms, retention.bytes, segment.bytes, cleanup.policy=delete, \
-                     message.timestamp.type"
+                     message.timestamp.type, min.insync.replicas, \
+                     unclean.leader.election.enable"
                 )))
             }
         }
@@ -219,6 +238,22 @@ pub fn log_append_time(configs: &[(&str, Option<&str>)]) -> Option<bool> {
         .find(|(k, _)| *k == "message.timestamp.type")
         .and_then(|(_, v)| *v)
         .map(|v| v == "LogAppendTime")
+}
+
+/// The `min.insync.replicas` and `unclean.leader.election.enable` a create
+/// asks for (checked by [`topic_settings`]).
+pub fn replication_settings(configs: &[(&str, Option<&str>)]) -> (Option<u16>, Option<bool>) {
+    let get = |name: &str| {
+        configs
+            .iter()
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| *v)
+            .map(str::trim)
+    };
+    (
+        get("min.insync.replicas").and_then(|v| v.parse().ok()),
+        get("unclean.leader.election.enable").map(|v| v == "true"),
+    )
 }
 
 /// A topic config backed by a broker config `broker_name`: its source and
@@ -301,7 +336,7 @@ pub fn topic_entries(topic: &TopicConfig, server: &ServerConfig) -> Vec<ConfigEn
             "min.insync.replicas",
             kind::INT,
             true,
-            all(&|_, _| "1".into()),
+            all(&|_, t| t.min_insync_replicas.to_string()),
         ),
         backed(
             "retention.bytes",

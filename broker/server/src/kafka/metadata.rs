@@ -205,6 +205,8 @@ async fn auto_create(
         shard,
         topics::CreateTopic {
             replication_factor: None,
+            min_insync_replicas: None,
+            unclean_leader_election: None,
             name: name.to_owned(),
             partitions: None,
             settings: Default::default(),

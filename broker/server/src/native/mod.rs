@@ -333,6 +333,8 @@ async fn create_topic(shard: &Rc<Shard>, id: u64, r: CreateTopicRequest<'_>) -> 
     };
     let request = CreateTopic {
         replication_factor: None,
+        min_insync_replicas: None,
+        unclean_leader_election: None,
         name: r.name().to_owned(),
         partitions,
         settings: TopicSettings::from_table(r.config()),

@@ -36,6 +36,10 @@ pub struct CreateTopic {
     /// carry it (its TopicSettings table has no such field): Kafka's
     /// CreateTopics can.
     pub replication_factor: Option<u16>,
+    /// Kafka's `min.insync.replicas`; None for the broker's default (1).
+    pub min_insync_replicas: Option<u16>,
+    /// Kafka's `unclean.leader.election.enable`; None: false.
+    pub unclean_leader_election: Option<bool>,
 }
 
 /// A topic as described by metadata: None for an unknown name.
@@ -159,6 +163,12 @@ fn plan(shard: &Shard, r: &CreateTopic) -> ServiceResult<TopicMeta> {
     }
     if let Some(rf) = r.replication_factor {
         config.replication_factor = rf;
+    }
+    if let Some(m) = r.min_insync_replicas {
+        config.min_insync_replicas = m;
+    }
+    if let Some(u) = r.unclean_leader_election {
+        config.unclean_leader_election = u;
     }
     if config.replication_factor != 1 && shard.cluster().is_none() {
         return Err(ServiceError::new(
