@@ -82,13 +82,34 @@ time.sleep(2)
 PY
 bootstrap="127.0.0.1:$base,127.0.0.2:$base,127.0.0.3:$base"
 
+# CPU ticks (user + system) of the three brokers together.
+broker_ticks() {
+    local t=0 p
+    for p in "${pids[@]}"; do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo "$t"
+}
+
 run() { # topic tag extra...
     local topic=$1 tag=$2
     shift 2
+    local before after
+    before=$(broker_ticks)
     taskset -c 1 "$loadgen" produce --bootstrap "$bootstrap" --topic "$topic" \
         --messages "$messages" --size 200 --batch 50 --producers 2 --partitions 3 \
         --acks all --scenario "produce-$topic-$tag" --out "$out/$topic-$tag.json" "$@" >/dev/null
-    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"$topic $tag: {r['msgs_per_s']:.0f} msgs/s\", file=sys.stderr)" "$out/$topic-$tag.json"
+    after=$(broker_ticks)
+    # The three brokers' CPU over the run, per message, into the result.
+    python3 - "$out/$topic-$tag.json" "$((after - before))" "$(getconf CLK_TCK)" "$topic $tag" <<'PY'
+import json, sys
+path, ticks, hz, name = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+r = json.load(open(path))
+r["brokers_cpu_s"] = ticks / hz
+r["brokers_cpu_ns_per_msg"] = ticks / hz * 1e9 / r["messages"]
+json.dump(r, open(path, "w"), indent=2)
+print(f"{name}: {r['msgs_per_s']:.0f} msgs/s, brokers {r['brokers_cpu_ns_per_msg']:.0f} ns CPU/msg", file=sys.stderr)
+PY
 }
 
 for r in $(seq 1 "$runs"); do
@@ -119,18 +140,23 @@ def get(t, kind, key):
     return statistics.median(vals), vals
 s = {"runs": runs, "fixed_rate_msgs_per_s": half}
 for t in ("rf1", "rf3"):
+    cpu = statistics.median(json.load(open(f"{d}/{t}-max-run{r}.json"))["brokers_cpu_ns_per_msg"]
+                            for r in range(1, runs + 1))
     s[t] = {"max_msgs_per_s": get(t, "max", "rate"),
             "at_half_p50_us": get(t, "rate", "p50_us"),
-            "at_half_p99_us": get(t, "rate", "p99_us")}
+            "at_half_p99_us": get(t, "rate", "p99_us"),
+            "brokers_cpu_ns_per_msg": cpu}
 s["rf3_over_rf1"] = s["rf3"]["max_msgs_per_s"][0] / s["rf1"]["max_msgs_per_s"][0]
 json.dump(s, open(f"{d}/summary.json", "w"), indent=2)
 md = [f"# RF 3 acks=all against RF 1, one 3-broker cluster ({runs} runs, medians)", "",
       "Brokers 1 and 3 on core 0, broker 2 and loadgen on core 1 (2 cores shared by all);",
       "one shard each, fsync always; 200 B records, batches of 50, 2 producers, 3 partitions.", "",
-      "| topic | max msgs/s | p50 at half (us) | p99 at half (us) |", "|---|---:|---:|---:|"]
+      "| topic | max msgs/s | 3 brokers' CPU per msg (ns) | p50 at half (us) | p99 at half (us) |",
+      "|---|---:|---:|---:|---:|"]
 for t in ("rf1", "rf3"):
     x = s[t]
-    md.append(f"| {t} | {x['max_msgs_per_s'][0]:.0f} | {x['at_half_p50_us'][0]:.0f} | {x['at_half_p99_us'][0]:.0f} |")
+    md.append(f"| {t} | {x['max_msgs_per_s'][0]:.0f} | {x['brokers_cpu_ns_per_msg']:.0f} | "
+              f"{x['at_half_p50_us'][0]:.0f} | {x['at_half_p99_us'][0]:.0f} |")
 md += ["", f"RF 3 / RF 1 throughput: {s['rf3_over_rf1']:.2f}; fixed rate {half} msgs/s.", ""]
 open(f"{d}/summary.md", "w").write("\n".join(md))
 print("\n".join(md))

@@ -714,6 +714,8 @@ impl Replicated {
         self.partition.count_appended_len(base, next, bytes);
         let end = Offset(self.partition.log().durable_end());
         self.handle(shard, Event::Durable { end }).await;
+        // Followers' polls waiting for these batches to be durable.
+        shard.replication().served_ready.notify();
         match rx.await {
             Ok(Ok(b)) if b.0 == base => Ok((base, next)),
             Ok(Ok(b)) => Err(ServiceError::internal(format!(

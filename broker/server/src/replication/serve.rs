@@ -7,7 +7,11 @@
 //! for that follower shard, parked ones decided since the last poll
 //! included, as soon as there is one, or after the poll's wait with none.
 //! Each answer's batches are read from the log below its durable end and
-//! written to the socket from the log's buffers, one piece per partition.
+//! written to the socket from the log's buffers, one piece per partition;
+//! a poll whose answers would all be empty because the leader's fsync is
+//! still running waits for it (every durable advance of a leader wakes the
+//! polls), rather than sending empty answers the followers would bounce
+//! straight back.
 
 use std::{rc::Rc, time::Duration};
 
@@ -111,7 +115,15 @@ pub async fn replica_fetch(shard: &Rc<Shard>, request: &ReplicaFetchRequest<'_>)
             }
         }
         let now = std::time::Instant::now();
-        if !decided.is_empty() || !parts.is_empty() || now >= deadline || shard.stopping() {
+        // An answer is worth sending once it has durable batches to carry
+        // or says something (an error, a divergence, nothing to read):
+        // batches the leader has not fsynced yet would make an empty
+        // answer, and the same fetch would come straight back.
+        let useful = decided.iter().any(|(r, s)| match s.read_from {
+            Some(from) => r.partition().log().durable_end() > from.0,
+            None => true,
+        });
+        if useful || !parts.is_empty() || now >= deadline || shard.stopping() {
             break;
         }
         repl.served_ready.wait(seen, deadline - now).await;
