@@ -179,7 +179,7 @@ impl ShardReplication {
 /// A produce's failure as the service's error. Only `NotLeader`,
 /// `NotEnoughReplicas`, `Busy` and `InvalidRequest` say nothing was
 /// written; the others are indeterminate: the batch may yet be committed.
-fn produce_error(e: ProduceError, what: &str) -> ServiceError {
+fn produce_error(e: ProduceError, what: &ProduceTo<'_>) -> ServiceError {
     match e {
         ProduceError::NotLeader => ServiceError::new(
             ErrorKind::NotOwner,
@@ -220,6 +220,15 @@ fn produce_error(e: ProduceError, what: &str) -> ServiceError {
         ProduceError::InvalidRequest => {
             ServiceError::invalid(format!("{what}: no records (nothing was written)"))
         }
+    }
+}
+
+/// "produce to TOPIC/PARTITION", formatted only when an error says it.
+struct ProduceTo<'a>(&'a Partition);
+
+impl std::fmt::Display for ProduceTo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "produce to {}/{}", self.0.topic(), self.0.number())
     }
 }
 
@@ -597,11 +606,7 @@ impl Replicated {
         batches: &[Validated<'_>],
         all: bool,
     ) -> ServiceResult<(u64, u64)> {
-        let what = format!(
-            "produce to {}/{}",
-            self.partition.topic(),
-            self.partition.number()
-        );
+        let what = ProduceTo(&self.partition);
         let records: u64 = batches
             .iter()
             .map(|b| b.header().records_count.max(0) as u64)
